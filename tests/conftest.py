@@ -1,0 +1,105 @@
+"""Shared pytest fixtures: the collection on sys.path, the real registry, Docker and ansible-playbook runs.
+
+scripts/setup.sh prepares what these fixtures use (venv, Docker Engine, registry, base image, the collection link);
+scripts/test-all.sh runs it before pytest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+STATE_DIR = Path(os.environ.get("IMMUTABLE_STATE_DIR", REPO_ROOT / ".local"))
+COLLECTIONS_DIR = STATE_DIR / "collections"
+
+# `import ansible_collections.immutable.infra...` resolves to this checkout through the link setup.sh makes.
+if str(COLLECTIONS_DIR) not in sys.path:
+    sys.path.insert(0, str(COLLECTIONS_DIR))
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    values = {}
+    for line in path.read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            values[key.strip()] = value.strip()
+    return values
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def registry() -> dict[str, str]:
+    """The local registry started by scripts/setup.sh: address, user and password."""
+    creds_file = Path(os.environ.get("IMMUTABLE_REGISTRY_CREDENTIALS", STATE_DIR / "registry" / "credentials.env"))
+    if not creds_file.exists():
+        pytest.fail(f"registry credentials missing at {creds_file}: run scripts/setup.sh first")
+    creds = read_env_file(creds_file)
+    port = os.environ.get("IMMUTABLE_REGISTRY_PORT", "5000")
+    return {
+        "address": f"127.0.0.1:{port}",
+        "url": f"http://127.0.0.1:{port}",
+        "username": creds["IMMUTABLE_REGISTRY_USER"],
+        "password": creds["IMMUTABLE_REGISTRY_PASSWORD"],
+    }
+
+
+@pytest.fixture(scope="session")
+def base_image() -> str:
+    name = os.environ.get("IMMUTABLE_BASE_IMAGE", "immutable-infra/base:bookworm")
+    if subprocess.run(["docker", "image", "inspect", name], capture_output=True).returncode != 0:
+        pytest.fail(f"base image {name} missing: run scripts/setup.sh first")
+    return name
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique suffix for names that must not collide between tests or runs."""
+    return uuid.uuid4().hex[:8]
+
+
+def ansible_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"),
+            "ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS_DIR),
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_FORCE_COLOR": "0",
+        }
+    )
+    env.update(extra or {})
+    return env
+
+
+def run_playbook(
+    playbook: str | Path,
+    extra_vars: dict | None = None,
+    *args: str,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: int = 1200,
+) -> subprocess.CompletedProcess:
+    """Run ansible-playbook; extra vars go in as JSON so types survive."""
+    cmd = ["ansible-playbook", str(playbook)]
+    if extra_vars:
+        cmd += ["-e", json.dumps(extra_vars)]
+    cmd += list(args)
+    return subprocess.run(
+        cmd, cwd=cwd or REPO_ROOT, env=ansible_env(env), capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture
+def playbook():
+    return run_playbook
