@@ -176,6 +176,13 @@ setup_base_image() {
         log "base image present: $IMMUTABLE_BASE_IMAGE"
         return 0
     fi
+    # two set-ups at once must not debootstrap twice: the second waits, then finds the image
+    exec 9>"$IMMUTABLE_STATE_DIR/base-image.lock"
+    flock 9
+    if docker image inspect "$IMMUTABLE_BASE_IMAGE" >/dev/null 2>&1; then
+        log "base image present: $IMMUTABLE_BASE_IMAGE"
+        return 0
+    fi
     apt_install debootstrap
     is_root || die "building the base image with debootstrap needs root: run as root, or docker load/tag an image as $IMMUTABLE_BASE_IMAGE"
     local mirror security
