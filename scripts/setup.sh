@@ -189,10 +189,10 @@ setup_base_image() {
     mirror="$(debian_mirror)"
     security="$(debian_security_mirror)"
     [ -n "$mirror" ] || die "no Debian mirror found in /etc/apt/sources.list(.d): set IMMUTABLE_DEBIAN_MIRROR"
-    local rootfs
-    rootfs="$(mktemp -d "$IMMUTABLE_STATE_DIR/rootfs.XXXXXX")"
     # the partial rootfs is removed whatever happens, so a failed build leaves nothing behind
-    trap 'rm -rf "$rootfs"' RETURN
+    IMMUTABLE_ROOTFS="$(mktemp -d "$IMMUTABLE_STATE_DIR/rootfs.XXXXXX")"
+    trap 'rm -rf "$IMMUTABLE_ROOTFS"' EXIT
+    local rootfs="$IMMUTABLE_ROOTFS"
     log "building $IMMUTABLE_BASE_IMAGE with debootstrap from $mirror (about 3 minutes)"
     if ! debootstrap --variant=minbase --include=python3,python3-apt,ca-certificates bookworm "$rootfs" "$mirror" \
         >"$IMMUTABLE_STATE_DIR/debootstrap.log" 2>&1; then
@@ -209,6 +209,8 @@ setup_base_image() {
         --change 'ENV LANG=C.UTF-8' \
         --change 'LABEL org.opencontainers.image.title=immutable-infra-base org.opencontainers.image.version=bookworm' \
         - "$IMMUTABLE_BASE_IMAGE" >/dev/null || die "docker import of the base image failed"
+    rm -rf "$IMMUTABLE_ROOTFS"
+    trap - EXIT
     log "base image built: $IMMUTABLE_BASE_IMAGE"
 }
 
