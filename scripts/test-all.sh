@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Set up (idempotent) and run every test and quality gate of immutable.infra:
+#   ruff, ansible-lint (production profile), ansible-test sanity (no ignores), galaxy build + install + smoke,
+#   Molecule scenarios for every role, then pytest (unit + integration against real Docker, registry, nginx, moto).
+# IMMUTABLE_TEST_STEPS limits the steps (space separated: lint sanity galaxy molecule pytest); pytest args pass through.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=scripts/setup.sh
+source "$root/scripts/setup.sh"
+immutable_setup
+cd "$root"
+steps="${IMMUTABLE_TEST_STEPS:-lint sanity galaxy molecule pytest}"
+declare -A took
+
+run_step() {
+    local name="$1"
+    shift
+    [[ " $steps " == *" $name "* ]] || return 0
+    printf '\n===== %s =====\n' "$name"
+    local start=$SECONDS
+    "$@"
+    took[$name]=$((SECONDS - start))
+}
+
+lint() {
+    ruff check plugins tests bench
+    ruff format --check plugins tests bench
+    ansible-lint --offline --profile production
+}
+
+molecule_all() {
+    (cd extensions && molecule test --all)
+}
+
+run_step lint lint
+run_step sanity bash scripts/sanity.sh
+run_step galaxy bash scripts/galaxy-smoke.sh
+run_step molecule molecule_all
+run_step pytest python -m pytest "$@"
+
+printf '\n===== timings (s) =====\n'
+for name in "${!took[@]}"; do printf '%-10s %s\n' "$name" "${took[$name]}"; done
