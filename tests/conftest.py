@@ -28,7 +28,7 @@ def read_env_file(path: Path) -> dict[str, str]:
     values = {}
     for line in path.read_text().splitlines():
         if "=" in line and not line.startswith("#"):
-            key, _, value = line.partition("=")
+            key, _sep, value = line.partition("=")
             values[key.strip()] = value.strip()
     return values
 
@@ -57,7 +57,7 @@ def registry() -> dict[str, str]:
 @pytest.fixture(scope="session")
 def base_image() -> str:
     name = os.environ.get("IMMUTABLE_BASE_IMAGE", "immutable-infra/base:bookworm")
-    if subprocess.run(["docker", "image", "inspect", name], capture_output=True).returncode != 0:
+    if subprocess.run(["docker", "image", "inspect", name], capture_output=True, check=False).returncode != 0:
         pytest.fail(f"base image {name} missing: run scripts/setup.sh first")
     return name
 
@@ -96,7 +96,7 @@ def run_playbook(
         cmd += ["-e", json.dumps(extra_vars)]
     cmd += list(args)
     return subprocess.run(
-        cmd, cwd=cwd or REPO_ROOT, env=ansible_env(env), capture_output=True, text=True, timeout=timeout
+        cmd, cwd=cwd or REPO_ROOT, env=ansible_env(env), capture_output=True, text=True, timeout=timeout, check=False
     )
 
 
