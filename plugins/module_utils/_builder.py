@@ -1,0 +1,244 @@
+# Copyright: Contributors to the immutable.infra collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Builder containers and the per-role layer cache of the container bake.
+
+PRIVATE to the collection: do not import it from other collections, it may change without notice.
+
+Every container and image made here carries labels naming its kind, app, bake ID and creation time, so a later
+run can find what a killed run left behind. Cache images live in their own repository
+(``immutable-infra-cache/<app>``) and carry ``io.immutable-infra.kind=cache``, so they are never confused with
+released artifacts, which live in a registry repository and are addressed by digest.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+from ansible_collections.immutable.infra.plugins.module_utils._docker_cli import DockerCliError
+
+LABEL_KIND = "io.immutable-infra.kind"
+LABEL_APP = "io.immutable-infra.app"
+LABEL_BAKE_ID = "io.immutable-infra.bake-id"
+LABEL_CREATED = "io.immutable-infra.created"
+LABEL_LAYER = "io.immutable-infra.layer"
+LABEL_ROLE = "io.immutable-infra.role"
+
+CACHE_REPOSITORY_PREFIX = "immutable-infra-cache/"
+APP_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+
+
+class BuilderError(Exception):
+    """A builder or cache operation failed; the message names the problem and the fix."""
+
+
+def validate_app(app):
+    if not APP_NAME.match(app or ""):
+        raise BuilderError(
+            f"app name {app!r} is invalid: use 1-63 lower-case letters, digits, '.', '_' or '-', starting with a"
+            " letter or digit"
+        )
+
+
+def cache_repository(app):
+    return CACHE_REPOSITORY_PREFIX + app
+
+
+def fingerprint_hex(fingerprint):
+    value = str(fingerprint)
+    value = value.split(":", 1)[1] if value.startswith("sha256:") else value
+    if not re.match(r"^[0-9a-f]{64}$", value):
+        raise BuilderError(
+            f"layer fingerprint {fingerprint!r} is not a sha256 digest: pass the bake_fingerprint layers"
+        )
+    return value
+
+
+def cache_ref(app, fingerprint):
+    return f"{cache_repository(app)}:{fingerprint_hex(fingerprint)}"
+
+
+def plan_start_layer(layers, available):
+    """How many leading layers can be reused: the longest prefix whose cache images all exist.
+
+    layers: [{"role": ..., "fingerprint": ...}] in bake order; available: set of fingerprint hex strings present.
+    A gap ends the prefix: layer k's image contains layers 0..k, so only a contiguous prefix is meaningful, and the
+    deepest image of that prefix is where the builder starts.
+    """
+    reused = 0
+    for layer in layers:
+        if fingerprint_hex(layer["fingerprint"]) not in available:
+            break
+        reused += 1
+    return reused
+
+
+def plan_prune(images, keep_fingerprints, keep_newest):
+    """Which cache images to remove: all but the ones on the current path and the newest `keep_newest` others."""
+    keep = {fingerprint_hex(fp) for fp in keep_fingerprints}
+    others = sorted((img for img in images if img["tag"] not in keep), key=lambda img: img["created"], reverse=True)
+    return [img for img in others[keep_newest:]]
+
+
+def plan_sweep(containers, now, min_age, app=None, exclude=()):
+    """Builder containers of killed runs: labelled builders older than min_age seconds (optionally one app)."""
+    orphans = []
+    for item in containers:
+        labels = item.get("labels", {})
+        if labels.get(LABEL_KIND) != "builder":
+            continue
+        if app and labels.get(LABEL_APP) != app:
+            continue
+        if item["name"] in exclude:
+            continue
+        try:
+            created = int(labels.get(LABEL_CREATED, "0"))
+        except ValueError:
+            created = 0
+        if now - created >= min_age:
+            orphans.append(item)
+    return orphans
+
+
+class BuilderManager:
+    """Applies the plans above through an injected DockerCli; every mutation is skipped in check mode."""
+
+    def __init__(self, docker, check_mode=False, clock=time.time):
+        self.docker = docker
+        self.check_mode = check_mode
+        self.clock = clock
+
+    # -- reading ------------------------------------------------------------------------------------------
+
+    def cache_images(self, app):
+        """Local cache images of an app: [{"tag", "ref", "created"}]."""
+        rc, out, err = self.docker.run(
+            [
+                "image",
+                "ls",
+                "--filter",
+                f"label={LABEL_KIND}=cache",
+                "--filter",
+                f"reference={cache_repository(app)}",
+                "--format",
+                "{{json .}}",
+            ]
+        )
+        images = []
+        for line in out.splitlines():
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            if row.get("Tag") in (None, "", "<none>"):
+                continue
+            images.append(
+                {"tag": row["Tag"], "ref": f"{cache_repository(app)}:{row['Tag']}", "created": row.get("CreatedAt", "")}
+            )
+        return images
+
+    def builders(self):
+        """Labelled builder containers: [{"name", "labels"}]."""
+        _rc, out, _err = self.docker.run(
+            ["ps", "-a", "--filter", f"label={LABEL_KIND}=builder", "--format", "{{json .}}"]
+        )
+        found = []
+        for line in out.splitlines():
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            labels = dict(pair.split("=", 1) for pair in row.get("Labels", "").split(",") if "=" in pair)
+            found.append({"name": row["Names"], "labels": labels})
+        return found
+
+    # -- states -------------------------------------------------------------------------------------------
+
+    def start(self, app, bake_id, base_image, layers, name=None, use_cache=True, network=None, sweep_min_age=None):
+        validate_app(app)
+        name = name or f"bake-{app}-{bake_id}"
+        result = {"changed": False, "container": name, "swept": []}
+        if sweep_min_age is not None:
+            result["swept"] = self.sweep(app=app, min_age=sweep_min_age, exclude=(name,))["removed"]
+            result["changed"] = bool(result["swept"])
+
+        if self.docker.image_id(base_image) is None:
+            raise BuilderError(
+                f"base image {base_image!r} not found in the local Docker Engine: build it (scripts/setup.sh builds"
+                " immutable-infra/base:bookworm) or set bake_base_image to an image that exists"
+            )
+        available = {img["tag"] for img in self.cache_images(app)} if use_cache else set()
+        reused = plan_start_layer(layers, available)
+        start_image = cache_ref(app, layers[reused - 1]["fingerprint"]) if reused else base_image
+        result.update(
+            {
+                "start_image": start_image,
+                "reused_layers": reused,
+                "reused_roles": [layer["role"] for layer in layers[:reused]],
+            }
+        )
+
+        existing = self.docker.inspect(name, kind="container")
+        if existing:
+            if existing.get("State", {}).get("Running"):
+                return result
+            raise BuilderError(
+                f"a stopped container named {name} exists: remove it (docker rm {name}) or use another bake_id"
+            )
+        result["changed"] = True
+        if self.check_mode:
+            return result
+        args = ["run", "--detach", "--name", name, "--entrypoint", "sleep"]
+        labels = {LABEL_KIND: "builder", LABEL_APP: app, LABEL_BAKE_ID: bake_id, LABEL_CREATED: str(int(self.clock()))}
+        for key, value in labels.items():
+            args += ["--label", f"{key}={value}"]
+        if network:
+            args += ["--network", network]
+        args += [start_image, "infinity"]
+        self.docker.run(args)
+        return result
+
+    def save_layer(self, app, container, role, fingerprint, bake_id):
+        """Commit the builder as the cache image of one layer (no-op when that layer image already exists)."""
+        validate_app(app)
+        ref = cache_ref(app, fingerprint)
+        if self.docker.image_id(ref) is not None:
+            return {"changed": False, "image": ref}
+        if not self.check_mode:
+            changes = [
+                f"LABEL {LABEL_KIND}=cache",
+                f"LABEL {LABEL_APP}={app}",
+                f"LABEL {LABEL_LAYER}={fingerprint}",
+                f"LABEL {LABEL_ROLE}={role}",
+                f"LABEL {LABEL_BAKE_ID}={bake_id}",
+                f"LABEL {LABEL_CREATED}={int(self.clock())}",
+            ]
+            image_id = self.docker.commit(container, changes=changes, message=f"immutable.infra cache: {role}")
+            self.docker.tag(image_id, ref)
+        return {"changed": True, "image": ref}
+
+    def remove(self, container):
+        exists = self.docker.container_exists(container)
+        if exists and not self.check_mode:
+            self.docker.remove_container(container)
+        return {"changed": exists, "container": container}
+
+    def sweep(self, app=None, min_age=3600, exclude=()):
+        orphans = plan_sweep(self.builders(), self.clock(), min_age, app=app, exclude=exclude)
+        removed = []
+        for orphan in orphans:
+            if not self.check_mode:
+                try:
+                    self.docker.remove_container(orphan["name"])
+                except DockerCliError as exc:
+                    raise BuilderError(f"could not remove orphan builder {orphan['name']}: {exc}") from None
+            removed.append(orphan["name"])
+        return {"changed": bool(removed), "removed": removed}
+
+    def prune(self, app, keep_fingerprints, keep_newest=6):
+        validate_app(app)
+        doomed = plan_prune(self.cache_images(app), keep_fingerprints, keep_newest)
+        for image in doomed:
+            if not self.check_mode:
+                self.docker.remove_image(image["ref"])
+        return {"changed": bool(doomed), "removed": [image["ref"] for image in doomed]}

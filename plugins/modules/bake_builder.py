@@ -1,0 +1,222 @@
+#!/usr/bin/python
+# Copyright: Contributors to the immutable.infra collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: bake_builder
+short_description: Builder containers and the per-role layer cache of a container bake
+version_added: 0.1.0
+author:
+  - immutable.infra developers
+description:
+  - Starts the builder container of a container bake from the deepest per-role cache image that is still valid,
+    saves a cache image after each role, removes the builder, sweeps builders left behind by killed runs and prunes
+    old cache images.
+  - Used by the C(immutable.infra.bake) playbook; usable on its own.
+  - Builders and cache images carry the labels C(io.immutable-infra.kind) (V(builder) or V(cache)),
+    C(io.immutable-infra.app), C(io.immutable-infra.bake-id) and C(io.immutable-infra.created) (epoch seconds).
+  - Cache images are named C(immutable-infra-cache/<app>:<layer fingerprint hex>) and stay in the local engine; they
+    are never pushed and never confused with released artifacts.
+  - Talks to the Docker Engine through the C(docker) CLI.
+options:
+  state:
+    description:
+      - V(started) starts the builder (after sweeping orphans when O(sweep_min_age) is set) from the deepest cached
+        layer of O(layers).
+      - V(layer_saved) commits the builder as the cache image of O(layer); nothing happens when it exists.
+      - V(absent) removes the builder container.
+      - V(swept) removes builder containers older than O(sweep_min_age) seconds (of O(app) when given).
+      - V(pruned) removes the cache images of O(app) that are not in O(layers), keeping the O(keep) newest others.
+    type: str
+    choices: [started, layer_saved, absent, swept, pruned]
+    default: started
+  app:
+    description: Name of the artifact being baked (lower-case letters, digits, C(.), C(_), C(-)).
+    type: str
+  bake_id:
+    description: ID of this bake run, stored as a label on everything it creates.
+    type: str
+  container:
+    description: Name of the builder container. Defaults to C(bake-<app>-<bake_id>).
+    type: str
+  image:
+    description: Base image to start from when no cached layer applies (O(state=started)).
+    type: str
+  layers:
+    description:
+      - Per-role layers of the bake in order, as returned by the C(immutable.infra.bake_fingerprint) lookup
+        (C(role) and C(fingerprint) keys). For O(state=started) the roles whose layers may be reused; for
+        O(state=pruned) the layers to keep.
+    type: list
+    elements: dict
+    default: []
+  layer:
+    description: The layer to save (C(role) and C(fingerprint) keys) for O(state=layer_saved).
+    type: dict
+  cache:
+    description: Whether O(state=started) may start from a cached layer.
+    type: bool
+    default: true
+  network:
+    description: Docker network of the builder. The default bridge when not set.
+    type: str
+  sweep_min_age:
+    description:
+      - Builders older than this many seconds are taken as left behind by a killed run and removed
+        (O(state=started) sweeps only the builders of O(app); O(state=swept) all apps unless O(app) is set).
+      - Must be longer than the longest bake you run, so a running bake is never swept.
+    type: int
+  keep:
+    description: Number of cache images off the current path to keep for O(state=pruned), newest first.
+    type: int
+    default: 6
+attributes:
+  check_mode:
+    support: full
+    description: Reports what would be started, saved, removed or pruned, and changes nothing.
+  diff_mode:
+    support: none
+    description: No diff.
+  idempotent:
+    support: full
+    description: A running builder, an existing layer image or an absent container report RV(changed=false).
+notes:
+  - Only a contiguous prefix of cached layers is reused, because a layer image contains every role before it.
+"""
+
+EXAMPLES = r"""
+- name: Start the builder from the deepest cached layer
+  immutable.infra.bake_builder:
+    app: web
+    bake_id: "{{ bake_id }}"
+    image: immutable-infra/base:bookworm
+    layers: "{{ bake_fp.layers[:-1] }}"
+    sweep_min_age: 7200
+  register: builder
+
+- name: Save the layer of the role just applied
+  immutable.infra.bake_builder:
+    state: layer_saved
+    app: web
+    bake_id: "{{ bake_id }}"
+    container: "{{ builder.container }}"
+    layer: "{{ bake_fp.layers[0] }}"
+
+- name: Remove the builder
+  immutable.infra.bake_builder:
+    state: absent
+    container: "{{ builder.container }}"
+
+- name: Sweep builders of killed runs older than two hours
+  immutable.infra.bake_builder:
+    state: swept
+    sweep_min_age: 7200
+"""
+
+RETURN = r"""
+container:
+  description: Name of the builder container.
+  returned: when O(state) is V(started), V(layer_saved) or V(absent)
+  type: str
+  sample: bake-web-20261126T201500-3f2a
+start_image:
+  description: Image the builder was started from (a cache image or the base image).
+  returned: when O(state=started)
+  type: str
+  sample: immutable-infra-cache/web:3f2a...
+reused_layers:
+  description: Number of leading layers taken from the cache.
+  returned: when O(state=started)
+  type: int
+  sample: 2
+reused_roles:
+  description: Roles whose layers were taken from the cache (they need not run again).
+  returned: when O(state=started)
+  type: list
+  elements: str
+  sample: [immutable.infra.baseline]
+image:
+  description: Cache image of the saved layer.
+  returned: when O(state=layer_saved)
+  type: str
+swept:
+  description: Orphan builders removed before starting.
+  returned: when O(state=started)
+  type: list
+  elements: str
+removed:
+  description: Containers (O(state=swept)) or cache images (O(state=pruned)) removed, or that would be in check mode.
+  returned: when O(state) is V(swept) or V(pruned)
+  type: list
+  elements: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.immutable.infra.plugins.module_utils._builder import BuilderError
+from ansible_collections.immutable.infra.plugins.module_utils._builder import BuilderManager
+from ansible_collections.immutable.infra.plugins.module_utils._docker_cli import DockerCli
+from ansible_collections.immutable.infra.plugins.module_utils._docker_cli import DockerCliError
+
+REQUIRED = {
+    "started": ["app", "bake_id", "image"],
+    "layer_saved": ["app", "bake_id", "layer"],
+    "absent": [],
+    "swept": ["sweep_min_age"],
+    "pruned": ["app"],
+}
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            state=dict(type="str", default="started", choices=list(REQUIRED)),
+            app=dict(type="str"),
+            bake_id=dict(type="str"),
+            container=dict(type="str"),
+            image=dict(type="str"),
+            layers=dict(type="list", elements="dict", default=[]),
+            layer=dict(type="dict"),
+            cache=dict(type="bool", default=True),
+            network=dict(type="str"),
+            sweep_min_age=dict(type="int"),
+            keep=dict(type="int", default=6),
+        ),
+        required_if=[("state", state, needed) for state, needed in REQUIRED.items() if needed],
+        supports_check_mode=True,
+    )
+    p = module.params
+    manager = BuilderManager(DockerCli(module.run_command), check_mode=module.check_mode)
+    container = p["container"] or (f"bake-{p['app']}-{p['bake_id']}" if p["app"] and p["bake_id"] else None)
+    try:
+        if p["state"] == "started":
+            result = manager.start(
+                p["app"],
+                p["bake_id"],
+                p["image"],
+                p["layers"] if p["cache"] else [],
+                name=container,
+                network=p["network"],
+                sweep_min_age=p["sweep_min_age"],
+            )
+        elif p["state"] == "layer_saved":
+            result = manager.save_layer(
+                p["app"], container, p["layer"]["role"], p["layer"]["fingerprint"], p["bake_id"]
+            )
+        elif p["state"] == "absent":
+            if not container:
+                module.fail_json(msg="state=absent needs container, or app and bake_id to name the builder")
+            result = manager.remove(container)
+        elif p["state"] == "swept":
+            result = manager.sweep(app=p["app"], min_age=p["sweep_min_age"])
+        else:
+            result = manager.prune(p["app"], [layer["fingerprint"] for layer in p["layers"]], keep_newest=p["keep"])
+    except (BuilderError, DockerCliError) as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
