@@ -22,10 +22,11 @@ description:
     digests that, stored in the artifact record, lets a later run say which input changed (see O(previous)).
   - The lookup returns a one-element list, so C(lookup(...)) gives the result dictionary directly;
     C(query(...)) or C(wantlist=true) give a list holding it.
-  - Plain role names are searched in this order, as ansible-playbook does, with O(roles_path) added after the
-    playbook's own C(roles) directory, C(<playbook_dir>/roles), O(roles_path), the configured roles path
-    (C(DEFAULT_ROLES_PATH)), C(<playbook_dir>). Fully qualified names (C(namespace.collection.role)) are resolved
-    through the collections path, like ansible-playbook.
+  - Plain role names are searched as ansible-playbook does, with O(roles_path) added after the playbook's own
+    C(roles) directory; in order C(<playbook_dir>/roles), O(roles_path), the configured roles path
+    (C(DEFAULT_ROLES_PATH)), C(<playbook_dir>), then the name as a path relative to C(<playbook_dir>). Fully
+    qualified names (C(namespace.collection.role)) are resolved through the collections path by Ansible's
+    collection loader. A plain-name dependency of a collection role is looked up in that collection first.
 options:
   _terms:
     description: Not used; pass everything as keyword options.
