@@ -35,10 +35,11 @@ class LedgerError(Exception):
     `original` keeps a backend exception (for example a botocore ClientError) when there is one.
     """
 
-    def __init__(self, message: str, original: BaseException | None = None):
+    def __init__(self, message: str, original: BaseException | None = None, context: str | None = None):
         super().__init__(message)
         self.message = message
         self.original = original
+        self.context = context or message
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -646,7 +647,7 @@ class SsmLedger(Ledger):
         except Exception as exc:  # botocore errors; the caller reports them with fail_json_aws
             if _error_code(exc) is None and not type(exc).__module__.startswith("botocore"):
                 raise
-            raise LedgerError(f"SSM {what} failed: {exc}", original=exc) from exc
+            raise LedgerError(f"SSM {what} failed: {exc}", original=exc, context=f"SSM {what} failed") from exc
 
     def _parse(self, name, value):
         try:
@@ -678,7 +679,9 @@ class SsmLedger(Ledger):
                 return None
             if _error_code(exc) is None and not type(exc).__module__.startswith("botocore"):
                 raise
-            raise LedgerError(f"SSM get_parameter {name} failed: {exc}", original=exc) from exc
+            raise LedgerError(
+                f"SSM get_parameter {name} failed: {exc}", original=exc, context=f"SSM get_parameter {name} failed"
+            ) from exc
         return self._parse(name, response["Parameter"]["Value"])
 
     def entry(self, app, env):
@@ -733,7 +736,11 @@ class SsmLedger(Ledger):
                 if _error_code(exc) != "ParameterAlreadyExists":
                     if _error_code(exc) is None and not type(exc).__module__.startswith("botocore"):
                         raise
-                    raise LedgerError(f"SSM put_parameter {lock} failed: {exc}", original=exc) from exc
+                    raise LedgerError(
+                        f"SSM put_parameter {lock} failed: {exc}",
+                        original=exc,
+                        context=f"SSM put_parameter {lock} failed",
+                    ) from exc
             if time.monotonic() >= deadline:
                 holder = self._call(f"get_parameter {lock}", "get_parameter", Name=lock)["Parameter"]["Value"]
                 raise LedgerError(

@@ -1,0 +1,330 @@
+#!/usr/bin/python
+# Copyright: Contributors to the immutable.infra collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: ledger
+short_description: Record a deploy, promotion or rollback of an immutable artifact in the promotion ledger
+version_added: 0.1.0
+description:
+  - Keeps, for every app and environment, the live artifact ID, the previous one and the history (who, when,
+    from which environment, which artifact record, why, forced or not, verified or not).
+  - Enforces the promotion gate. Environments form an ordered O(chain) (for example V(dev) -> V(staging) ->
+    V(prod)); a deploy goes to the first environment, and every other environment accepts only an artifact that is
+    live (or was live and verified, and not rolled back) in the environment before it. O(force=true) with a
+    O(reason) overrides the gate; the override is recorded.
+  - Refuses, with nothing written, an unknown environment, a O(from_env) without a live artifact, a promotion that
+    skips the chain, an artifact ID that is not immutable (a tag or a name) or that no artifact record knows
+    (when O(known_ids) is given), and a corrupt ledger.
+  - Two backends behind one interface. V(file) is a local JSON file (the default; no boto3 needed), written
+    atomically under an exclusive lock, with a C(.bak) copy of the previous version. V(ssm) is AWS SSM Parameter
+    Store, one parameter per app and environment, for teams.
+  - The schema is documented in C(docs/ledger.md) of the collection.
+author:
+  - immutable.infra developers
+options:
+  backend:
+    description:
+      - Where the ledger lives.
+      - V(file) needs O(path); V(ssm) needs O(prefix), boto3 and AWS credentials.
+    type: str
+    choices: [file, ssm]
+    default: file
+  path:
+    description:
+      - "The ledger JSON file on the host the module runs on (usually the controller, with C(delegate_to: localhost))."
+      - Created with its directory when missing. C(<path>.lock) and C(<path>.bak) are kept next to it.
+      - Required when O(backend=file).
+    type: path
+  prefix:
+    description:
+      - SSM parameter path under which each app/environment gets a parameter C(<prefix>/<app>/<env>).
+      - Required when O(backend=ssm).
+    type: str
+  app:
+    description: The application name (letters, digits, C(.), C(_), C(-)).
+    type: str
+    required: true
+  env:
+    description: The environment that receives the artifact (or is rolled back). Must be in O(chain).
+    type: str
+    required: true
+  chain:
+    description:
+      - The environments in promotion order, first to last, usually from inventory or group vars.
+    type: list
+    elements: str
+    required: true
+  action:
+    description:
+      - V(deploy) puts a new artifact into the first environment of the chain.
+      - V(promote) puts the artifact live in O(from_env) into O(env), the next environment.
+      - V(rollback) returns O(env) to the previous artifact (or O(artifact_id), which must have been live there);
+        the live and previous IDs swap. Without O(artifact_id), a rollback right after a rollback changes nothing.
+    type: str
+    choices: [deploy, promote, rollback]
+    default: deploy
+  artifact_id:
+    description:
+      - The immutable artifact ID, as in the artifact record.
+      - "A container digest reference C(repo@sha256:<64 hex>), an AMI ID C(ami-...), or a region map
+        C({\"eu-west-1\": \"ami-...\"}). Compared canonically (key order and digest case do not matter)."
+      - Required for V(deploy). For V(promote) it defaults to the ID live in O(from_env); for V(rollback), to the
+        previous ID.
+    type: raw
+  from_env:
+    description: The environment the artifact is promoted from. Required for (and only for) O(action=promote).
+    type: str
+  record:
+    description: A reference to the artifact record (its path or digest), stored in the history.
+    type: str
+  reason:
+    description: Why; stored in the history. Required when O(force=true).
+    type: str
+  force:
+    description:
+      - Override the promotion gate (skipping the chain, an artifact not verified in the environment before).
+      - Needs a non-empty O(reason). The history records C(forced=true) when the gate was actually overridden.
+    type: bool
+    default: false
+  verified:
+    description:
+      - Whether the artifact passed its checks in O(env). Only verified artifacts can be promoted onwards.
+      - Recording the same live artifact again with another value appends a history record.
+    type: bool
+    default: true
+  known_ids:
+    description:
+      - The artifact IDs that artifact records know. When given, an O(artifact_id) outside this list is refused.
+    type: list
+    elements: raw
+  by:
+    description: Who did it. Defaults to C(user@host) of the process running the module.
+    type: str
+  lock_timeout:
+    description: Seconds to wait for another writer's lock before failing.
+    type: int
+    default: 60
+  max_history:
+    description:
+      - V(ssm) only. The newest history records kept in the parameter; fewer when needed to fit the Standard tier
+        (4 KB). The V(file) backend keeps the whole history.
+    type: int
+    default: 20
+extends_documentation_fragment:
+  - amazon.aws.common.modules
+  - amazon.aws.region.modules
+  - amazon.aws.boto3
+notes:
+  - The AWS options and boto3 matter only for O(backend=ssm); the V(file) backend runs without boto3.
+  - "Concurrency: V(file) holds an exclusive C(fcntl) lock on C(<path>.lock) across read-modify-write and replaces
+    the file atomically; V(ssm) creates a lock parameter C(<prefix>/<app>/<env>.lock) without Overwrite and deletes
+    it after the write."
+attributes:
+  check_mode:
+    support: full
+    description: Reports the entry that would be written (RV(after)) and writes nothing.
+  diff_mode:
+    support: none
+    description: Not supported; RV(before) and RV(after) show the change.
+  idempotent:
+    support: full
+    description: Recording the artifact already live with the same action and verified flag is C(changed=false).
+seealso:
+  - module: immutable.infra.ledger_info
+  - plugin: immutable.infra.ledger
+    plugin_type: lookup
+"""
+
+EXAMPLES = r"""
+- name: Record the deploy of a freshly pushed image to dev
+  immutable.infra.ledger:
+    path: "{{ playbook_dir }}/ledger/ledger.json"
+    chain: [dev, staging, prod]
+    app: web
+    env: dev
+    action: deploy
+    artifact_id: "127.0.0.1:5000/web@sha256:{{ digest }}"
+    record: artifacts/web/1.4.0.json
+  delegate_to: localhost
+
+- name: Promote whatever is live in staging to prod
+  immutable.infra.ledger:
+    path: "{{ playbook_dir }}/ledger/ledger.json"
+    chain: [dev, staging, prod]
+    app: web
+    env: prod
+    action: promote
+    from_env: staging
+  delegate_to: localhost
+
+- name: Hotfix straight to prod (recorded as forced)
+  immutable.infra.ledger:
+    path: "{{ playbook_dir }}/ledger/ledger.json"
+    chain: [dev, staging, prod]
+    app: web
+    env: prod
+    artifact_id: "127.0.0.1:5000/web@sha256:{{ hotfix_digest }}"
+    force: true
+    reason: "CVE-2026-0001 hotfix, approved in CHG-42"
+  delegate_to: localhost
+
+- name: Record an AMI rollout in a team ledger on SSM
+  immutable.infra.ledger:
+    backend: ssm
+    prefix: /immutable-infra/ledger
+    region: eu-west-1
+    chain: [dev, staging, prod]
+    app: api
+    env: staging
+    action: promote
+    from_env: dev
+    artifact_id: {"eu-west-1": "ami-0123456789abcdef0", "us-east-1": "ami-0fedcba9876543210"}
+
+- name: Record a rollback of prod to the previous artifact
+  immutable.infra.ledger:
+    path: "{{ playbook_dir }}/ledger/ledger.json"
+    chain: [dev, staging, prod]
+    app: web
+    env: prod
+    action: rollback
+    reason: health check failed after the switch
+  delegate_to: localhost
+"""
+
+RETURN = r"""
+before:
+  description: The ledger entry of the app and environment before the call; null when there was none.
+  returned: always
+  type: dict
+  sample: {"live": "127.0.0.1:5000/web@sha256:aaa...", "previous": null, "history": []}
+after:
+  description:
+    - The entry after the call (in check mode, the entry that would be written).
+    - With O(backend=ssm), the history as stored (bounded).
+  returned: always
+  type: dict
+  contains:
+    live:
+      description: The live artifact ID (a string or a region map).
+      type: raw
+    previous:
+      description: The artifact ID live before it, for rollback; null when none.
+      type: raw
+    history:
+      description: Records, oldest first, with id, at, by, action, from_env, record, reason, forced, verified.
+      type: list
+      elements: dict
+  sample:
+    live: "127.0.0.1:5000/web@sha256:bbb..."
+    previous: "127.0.0.1:5000/web@sha256:aaa..."
+    history:
+      - id: "127.0.0.1:5000/web@sha256:bbb..."
+        at: "2026-01-02T03:04:05Z"
+        by: "deploy@ci-runner"
+        action: promote
+        from_env: staging
+        record: artifacts/web/1.4.0.json
+        reason: null
+        forced: false
+        verified: true
+artifact_id:
+  description: The artifact ID recorded (resolved from O(from_env) or the previous ID when not given).
+  returned: always
+  type: raw
+  sample: {"eu-west-1": "ami-0123456789abcdef0"}
+action:
+  description: The action recorded.
+  returned: always
+  type: str
+  sample: promote
+forced:
+  description: Whether O(force) overrode the promotion gate.
+  returned: always
+  type: bool
+  sample: false
+overridden:
+  description: The gate refusals that O(force) overrode (empty when none).
+  returned: always
+  type: list
+  elements: str
+  sample: []
+location:
+  description: The ledger file path or the SSM prefix.
+  returned: always
+  type: str
+  sample: /srv/deploy/ledger/ledger.json
+"""
+
+from ansible_collections.amazon.aws.plugins.module_utils.botocore import check_sdk_version_supported
+from ansible_collections.amazon.aws.plugins.module_utils.exceptions import AnsibleBotocoreError
+from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
+
+from ansible_collections.immutable.infra.plugins.module_utils._ledger import FileLedger
+from ansible_collections.immutable.infra.plugins.module_utils._ledger import LedgerError
+from ansible_collections.immutable.infra.plugins.module_utils._ledger import SsmLedger
+from ansible_collections.immutable.infra.plugins.module_utils._ledger import default_by
+from ansible_collections.immutable.infra.plugins.module_utils._ledger import run_record
+
+
+def open_ledger(module):
+    params = module.params
+    if params["backend"] == "file":
+        return FileLedger(params["path"], lock_timeout=params["lock_timeout"])
+    try:
+        check_sdk_version_supported(warn=module.warn)
+    except AnsibleBotocoreError as exc:
+        module.fail_json(msg=f"backend=ssm needs boto3 and botocore on the host running the module: {exc.message}")
+    return SsmLedger(
+        module.client("ssm"),
+        params["prefix"],
+        lock_timeout=params["lock_timeout"],
+        max_history=params["max_history"],
+        owner=params["by"] or default_by(),
+    )
+
+
+def main():
+    argument_spec = dict(
+        backend=dict(type="str", choices=["file", "ssm"], default="file"),
+        path=dict(type="path"),
+        prefix=dict(type="str"),
+        app=dict(type="str", required=True),
+        env=dict(type="str", required=True),
+        chain=dict(type="list", elements="str", required=True),
+        action=dict(type="str", choices=["deploy", "promote", "rollback"], default="deploy"),
+        artifact_id=dict(type="raw"),
+        from_env=dict(type="str"),
+        record=dict(type="str"),
+        reason=dict(type="str"),
+        force=dict(type="bool", default=False),
+        verified=dict(type="bool", default=True),
+        known_ids=dict(type="list", elements="raw"),
+        by=dict(type="str"),
+        lock_timeout=dict(type="int", default=60),
+        max_history=dict(type="int", default=20),
+    )
+    module = AnsibleAWSModule(
+        argument_spec=argument_spec,
+        supports_check_mode=True,
+        check_boto3=False,
+        required_if=[
+            ("backend", "file", ["path"]),
+            ("backend", "ssm", ["prefix"]),
+            ("action", "deploy", ["artifact_id"]),
+        ],
+    )
+    try:
+        result = run_record(open_ledger(module), module.params, module.check_mode)
+    except LedgerError as exc:
+        if exc.original is not None:
+            module.fail_json_aws(exc.original, msg=exc.context)
+        module.fail_json(msg=exc.message)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
