@@ -12,12 +12,13 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from ansible_collections.immutable.infra.plugins.module_utils._fingerprint import (
-    RoleResolver,
-    compute_fingerprint,
-    read_collection_version,
-)
-from conftest import COLLECTIONS_DIR, REPO_ROOT, run_playbook
+from conftest import COLLECTIONS_DIR
+from conftest import REPO_ROOT
+from conftest import run_playbook
+
+from ansible_collections.immutable.infra.plugins.module_utils._fingerprint import RoleResolver
+from ansible_collections.immutable.infra.plugins.module_utils._fingerprint import compute_fingerprint
+from ansible_collections.immutable.infra.plugins.module_utils._fingerprint import read_collection_version
 
 BASE = "sha256:" + "0f" * 32
 

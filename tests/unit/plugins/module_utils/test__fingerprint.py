@@ -7,16 +7,15 @@ import time
 from pathlib import Path
 
 import pytest
-from ansible_collections.immutable.infra.plugins.module_utils._fingerprint import (
-    FingerprintError,
-    RoleResolver,
-    canonical_json,
-    compute_fingerprint,
-    diff_inputs,
-    hash_role_files,
-    read_collection_version,
-    to_plain,
-)
+
+from ansible_collections.immutable.infra.plugins.module_utils._fingerprint import FingerprintError
+from ansible_collections.immutable.infra.plugins.module_utils._fingerprint import RoleResolver
+from ansible_collections.immutable.infra.plugins.module_utils._fingerprint import canonical_json
+from ansible_collections.immutable.infra.plugins.module_utils._fingerprint import compute_fingerprint
+from ansible_collections.immutable.infra.plugins.module_utils._fingerprint import diff_inputs
+from ansible_collections.immutable.infra.plugins.module_utils._fingerprint import hash_role_files
+from ansible_collections.immutable.infra.plugins.module_utils._fingerprint import read_collection_version
+from ansible_collections.immutable.infra.plugins.module_utils._fingerprint import to_plain
 
 BASE = "sha256:" + "ab" * 32
 OTHER_BASE = "sha256:" + "cd" * 32
