@@ -1,0 +1,398 @@
+#!/usr/bin/python
+# Copyright: Contributors to the immutable.infra collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: push_image
+short_description: Commit a builder container (or take a local image) and push it to a registry with immutable tags
+version_added: 0.1.0
+description:
+  - Captures a builder container as an image (C(docker commit) with the image config), or takes a local image, and
+    pushes it to a distribution v2 registry. Returns the manifest digest, the one immutable ID to deploy.
+  - Before committing or pushing anything, the module asks the registry what every requested tag holds.
+    The identity of the content is the O(fingerprint) label when O(fingerprint) is given; otherwise, for a
+    commit, a hash of the source container/image ID and the requested config (label C(io.immutable-infra.source));
+    otherwise (a local image pushed as is) the image ID, which is the config digest in the registry.
+  - If every tag already holds that content, nothing is committed or pushed (C(changed=false)).
+  - If a tag that is not in O(mutable_tags) holds other content, the module fails naming the tag and its digest,
+    and nothing is pushed or moved, unless O(force=true).
+  - If some tag already holds the content, the missing tags are added by manifest (GET and PUT of the manifest,
+    same digest, no layer is pushed and nothing is committed). This is how promotion re-tags an image.
+  - Otherwise the module commits, tags, pushes the first missing tag with C(docker push), reads the digest back from
+    the registry and adds the remaining tags by manifest.
+  - Credentials given as O(registry_username)/O(registry_password) are written only to a temporary C(DOCKER_CONFIG)
+    directory (mode 0700) for the push and removed afterwards; they never reach C(~/.docker).
+  - The module uses the C(docker) CLI on the target host and the registry HTTP API; it does not need the Docker SDK
+    for Python.
+author:
+  - Contributors to the immutable.infra collection
+options:
+  container:
+    description:
+      - Name or ID of the builder container to commit. Mutually exclusive with O(image).
+      - The container's config (for example the C(sleep) command a builder runs) is kept unless O(config) overrides
+        it, so set O(config.cmd) for a builder.
+    type: str
+  image:
+    description:
+      - A local image reference (name:tag or ID) to push. Mutually exclusive with O(container).
+      - With O(config), O(fingerprint) or an C(oci_*) option, the module creates a temporary container from the
+        image, commits it with that config and removes the temporary container; the pushed image then has a new ID.
+        Without them the image is pushed exactly as it is.
+    type: str
+  repository:
+    description:
+      - Target repository including the registry host, for example V(127.0.0.1:5000/web) or
+        V(registry.example.com/team/web). Follows the docker reference grammar; no tag or digest here.
+      - Registries on C(localhost) and 127.0.0.0/8 are spoken to over HTTP, others over HTTPS (see O(registry_scheme)).
+    type: str
+    required: true
+  tags:
+    description:
+      - Tags to publish, at least one. The first tag that the registry does not have yet is pushed with its layers;
+        the others are added by manifest.
+    type: list
+    elements: str
+    required: true
+  mutable_tags:
+    description:
+      - Tags that may move to other content (channel tags). Every other tag is immutable.
+    type: list
+    elements: str
+    default: [latest]
+  force:
+    description:
+      - Allow moving an immutable tag that holds other content. The old manifest stays reachable by digest.
+    type: bool
+    default: false
+  config:
+    description:
+      - Image config applied at commit with C(docker commit --change). Unset keys keep the source's value.
+    type: dict
+    suboptions:
+      cmd:
+        description: Default command; a list (exec form) or a string (shell form).
+        type: raw
+      entrypoint:
+        description: Entrypoint; a list (exec form) or a string (shell form).
+        type: raw
+      env:
+        description: Environment variables to set, as a dict of name to value.
+        type: dict
+      ports:
+        description: Ports to expose, like V(8080/tcp) or V(53/udp).
+        type: list
+        elements: str
+      user:
+        description: User (name or UID[:GID]) the image runs as.
+        type: str
+      workdir:
+        description: Absolute working directory.
+        type: str
+      healthcheck:
+        description: Health check of the image.
+        type: dict
+        suboptions:
+          test:
+            description:
+              - A list like V([CMD, curl, -f, http://localhost/]) or V([CMD-SHELL, "curl -f http://localhost/"]),
+                a string (shell form), or V([NONE]) to disable the inherited check.
+            type: raw
+          interval:
+            description: Time between checks, a duration like V(30s) or a number of seconds.
+            type: raw
+          timeout:
+            description: Time a check may take, a duration like V(5s) or a number of seconds.
+            type: raw
+          retries:
+            description: Consecutive failures that make the container unhealthy.
+            type: int
+          start_period:
+            description: Grace period after start, a duration like V(10s) or a number of seconds.
+            type: raw
+      labels:
+        description:
+          - Labels to set, as a dict. OCI labels (C(org.opencontainers.image.*)) may be given here too.
+        type: dict
+  fingerprint:
+    description:
+      - Fingerprint of the bake inputs, stored as the label C(io.immutable-infra.fingerprint) and used as the identity
+        of the content (same fingerprint = same content). Give it for idempotent runs from a fresh builder container.
+    type: str
+  oci_revision:
+    description: Source revision, stored as the label C(org.opencontainers.image.revision).
+    type: str
+  oci_source:
+    description: Source repository URL, stored as the label C(org.opencontainers.image.source).
+    type: str
+  oci_version:
+    description: Version, stored as the label C(org.opencontainers.image.version).
+    type: str
+  registry_username:
+    description:
+      - User for the registry. Requires O(registry_password). Without both, the credentials for the registry in the
+        docker config (O(docker_config), C($DOCKER_CONFIG) or C(~/.docker)) are used, if any.
+    type: str
+  registry_password:
+    description:
+      - Password (or token) for the registry. Never logged or returned.
+    type: str
+  docker_config:
+    description:
+      - Directory of a docker client config (holding C(config.json)) whose credentials are used for the registry
+        API and for C(docker push). Mutually exclusive with O(registry_username).
+    type: path
+  registry_scheme:
+    description:
+      - V(auto) uses HTTP for localhost and 127.0.0.0/8 and HTTPS for every other registry.
+    type: str
+    choices: [auto, http, https]
+    default: auto
+  validate_certs:
+    description: Verify the registry's TLS certificate.
+    type: bool
+    default: true
+  timeout:
+    description: Timeout of each registry HTTP request, in seconds.
+    type: int
+    default: 30
+attributes:
+  check_mode:
+    support: full
+    description: Resolves the registry state and reports the plan (commit, tags to push, tags to add by manifest,
+      conflicts) without committing, tagging or pushing.
+  diff_mode:
+    support: none
+    description: No diff is returned; see RV(plan).
+  idempotent:
+    support: full
+    description: A second run with the same content returns C(changed=false) and commits and pushes nothing.
+notes:
+  - The Docker daemon must be allowed to push to the registry (127.0.0.0/8 registries are allowed over HTTP by
+    default; other plain-HTTP registries need C(insecure-registries)).
+  - Content identity without O(fingerprint) for a container is the container ID plus the config; if you change a
+    builder container after pushing it, give a new O(fingerprint) or a new tag.
+seealso:
+  - module: immutable.infra.registry_image_info
+"""
+
+EXAMPLES = r"""
+- name: Capture the builder container and push it with an immutable version tag and a fingerprint tag
+  immutable.infra.push_image:
+    container: web-builder
+    repository: 127.0.0.1:5000/web
+    tags: ["1.4.0", "fp-{{ fingerprint[7:19] }}", latest]
+    fingerprint: "{{ fingerprint }}"
+    oci_revision: "{{ git_sha }}"
+    oci_version: 1.4.0
+    config:
+      cmd: [nginx, -g, daemon off;]
+      ports: [8080/tcp]
+      env:
+        APP_ENV: production
+      user: www-data
+      workdir: /srv/web
+      healthcheck:
+        test: [CMD, curl, -fsS, http://127.0.0.1:8080/health]
+        interval: 10s
+        timeout: 3s
+        retries: 3
+    registry_username: "{{ registry_user }}"
+    registry_password: "{{ registry_password }}"
+  register: pushed
+
+- name: Deploy exactly this digest
+  ansible.builtin.debug:
+    msg: "{{ pushed.image }}"  # 127.0.0.1:5000/web@sha256:...
+
+- name: Promote a pushed image to a new tag by manifest (no layer is pushed)
+  immutable.infra.push_image:
+    image: 127.0.0.1:5000/web:1.4.0
+    repository: 127.0.0.1:5000/web
+    tags: ["1.4.0", staging]
+    mutable_tags: [staging, latest]
+    docker_config: ~/.docker
+
+- name: Show what a push would do
+  immutable.infra.push_image:
+    container: web-builder
+    repository: 127.0.0.1:5000/web
+    tags: ["1.5.0"]
+    fingerprint: "{{ fingerprint }}"
+  check_mode: true
+  register: plan
+"""
+
+RETURN = r"""
+digest:
+  description: Manifest digest the tags point at (null in check mode when a push would be needed).
+  returned: success
+  type: str
+  sample: sha256:4b1d8f0e0c6f2b5b6b3e2f5c0a1d8f9e7c6b5a4d3c2b1a0f9e8d7c6b5a4d3c2b
+image:
+  description: The immutable reference C(repository@digest) to deploy.
+  returned: success
+  type: str
+  sample: 127.0.0.1:5000/web@sha256:4b1d8f0e0c6f2b5b6b3e2f5c0a1d8f9e7c6b5a4d3c2b1a0f9e8d7c6b5a4d3c2b
+image_id:
+  description: Image ID (config digest) of the content.
+  returned: success
+  type: str
+  sample: sha256:9f2c1e0d8b7a6f5e4d3c2b1a0f9e8d7c6b5a4d3c2b1a0f9e8d7c6b5a4d3c2b1a
+repository:
+  description: The repository pushed to.
+  returned: always
+  type: str
+  sample: 127.0.0.1:5000/web
+tags:
+  description: The requested tags.
+  returned: success
+  type: list
+  elements: str
+  sample: ["1.4.0", "latest"]
+pushed:
+  description: Tags pushed with their layers (C(docker push)); empty when nothing was pushed.
+  returned: success
+  type: list
+  elements: str
+  sample: ["1.4.0"]
+retagged:
+  description: Tags added or moved by manifest (same digest, no layer pushed).
+  returned: success
+  type: list
+  elements: str
+  sample: ["latest"]
+plan:
+  description: What the module decided before changing anything (also returned on a tag conflict).
+  returned: always
+  type: dict
+  contains:
+    identity:
+      description: How content was identified (C(kind) fingerprint, source or image_id, and C(value)).
+      type: dict
+    unchanged:
+      description: Tags that already hold the content.
+      type: list
+      elements: str
+    conflicts:
+      description: Immutable tags holding other content (C(tag), C(digest)); the module failed.
+      type: list
+      elements: dict
+    moves:
+      description: Mutable (or forced) tags that move to the new content.
+      type: list
+      elements: str
+    commit:
+      description: Whether a commit is (or would be) made.
+      type: bool
+    push_tag:
+      description: The tag pushed with layers, or null.
+      type: str
+    manifest_tags:
+      description: Tags added by manifest.
+      type: list
+      elements: str
+    retag_from:
+      description: Digest whose manifest is copied to the missing tags, or null.
+      type: str
+actions:
+  description: Human-readable steps done (or, in check mode, that would be done).
+  returned: success
+  type: list
+  elements: str
+  sample: ["commit container web-builder", "push 127.0.0.1:5000/web:1.4.0", "add tag latest by manifest"]
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.urls import open_url
+
+from ansible_collections.immutable.infra.plugins.module_utils._docker_cli import DockerCli
+from ansible_collections.immutable.infra.plugins.module_utils._image_push import PushImageError
+from ansible_collections.immutable.infra.plugins.module_utils._image_push import run_push
+from ansible_collections.immutable.infra.plugins.module_utils._registry import ImageReferenceError
+from ansible_collections.immutable.infra.plugins.module_utils._registry import RegistryClient
+from ansible_collections.immutable.infra.plugins.module_utils._registry import RegistryError
+from ansible_collections.immutable.infra.plugins.module_utils._registry import credential_helper_runner
+from ansible_collections.immutable.infra.plugins.module_utils._registry import parse_repository
+
+
+def argument_spec():
+    healthcheck = dict(
+        test=dict(type="raw"),
+        interval=dict(type="raw"),
+        timeout=dict(type="raw"),
+        retries=dict(type="int"),
+        start_period=dict(type="raw"),
+    )
+    config = dict(
+        cmd=dict(type="raw"),
+        entrypoint=dict(type="raw"),
+        env=dict(type="dict"),
+        ports=dict(type="list", elements="str"),
+        user=dict(type="str"),
+        workdir=dict(type="str"),
+        healthcheck=dict(type="dict", options=healthcheck),
+        labels=dict(type="dict"),
+    )
+    return dict(
+        container=dict(type="str"),
+        image=dict(type="str"),
+        repository=dict(type="str", required=True),
+        tags=dict(type="list", elements="str", required=True),
+        mutable_tags=dict(type="list", elements="str", default=["latest"]),
+        force=dict(type="bool", default=False),
+        config=dict(type="dict", options=config),
+        fingerprint=dict(type="str"),
+        oci_revision=dict(type="str"),
+        oci_source=dict(type="str"),
+        oci_version=dict(type="str"),
+        registry_username=dict(type="str"),
+        registry_password=dict(type="str", no_log=True),
+        docker_config=dict(type="path"),
+        registry_scheme=dict(type="str", choices=["auto", "http", "https"], default="auto"),
+        validate_certs=dict(type="bool", default=True),
+        timeout=dict(type="int", default=30),
+    )
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=argument_spec(),
+        mutually_exclusive=[("container", "image"), ("registry_username", "docker_config")],
+        required_one_of=[("container", "image")],
+        required_together=[("registry_username", "registry_password")],
+        supports_check_mode=True,
+    )
+    params = module.params
+    try:
+        registry_host, _repo = parse_repository(params["repository"])
+        docker = DockerCli(
+            module.run_command,
+            docker_bin=module.get_bin_path("docker", required=True),
+            secrets=[params["registry_password"]],
+        )
+        registry = RegistryClient(
+            registry_host,
+            username=params["registry_username"],
+            password=params["registry_password"],
+            docker_config=params["docker_config"],
+            open_url=open_url,
+            scheme=params["registry_scheme"],
+            validate_certs=params["validate_certs"],
+            timeout=params["timeout"],
+            helper_runner=credential_helper_runner(module.run_command),
+        )
+        result = run_push(docker, registry, params, check_mode=module.check_mode)
+    except PushImageError as exc:
+        extra = {"plan": exc.plan} if exc.plan else {}
+        module.fail_json(msg=exc.message, repository=params["repository"], **extra)
+    except (ImageReferenceError, RegistryError) as exc:
+        module.fail_json(msg=str(exc), repository=params["repository"])
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
