@@ -90,7 +90,7 @@ EXAMPLES = r"""
     msg: >-
       {{ lookup('immutable.infra.bake_fingerprint', base_id=ami_id, roles=bake_roles, vars=bake_vars,
                 options={'regions': ['eu-west-1', 'eu-central-1'], 'kms_key_id': kms_key},
-                previous=last_record.inputs_manifest).changes }}
+                previous=last_record.inputs).changes }}
 """
 
 RETURN = r"""
