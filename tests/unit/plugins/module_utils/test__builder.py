@@ -1,0 +1,146 @@
+"""Planners of the builder / layer cache (pure functions) and the manager against a fake docker runner."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ansible_collections.immutable.infra.plugins.module_utils._builder import BuilderError
+from ansible_collections.immutable.infra.plugins.module_utils._builder import BuilderManager
+from ansible_collections.immutable.infra.plugins.module_utils._builder import cache_ref
+from ansible_collections.immutable.infra.plugins.module_utils._builder import plan_prune
+from ansible_collections.immutable.infra.plugins.module_utils._builder import plan_start_layer
+from ansible_collections.immutable.infra.plugins.module_utils._builder import plan_sweep
+from ansible_collections.immutable.infra.plugins.module_utils._docker_cli import DockerCli
+
+FP = ["sha256:" + (c * 64) for c in "abcd"]
+LAYERS = [{"role": f"r{i}", "fingerprint": fp} for i, fp in enumerate(FP)]
+
+
+def hexes(*idx):
+    return {FP[i].split(":")[1] for i in idx}
+
+
+@pytest.mark.parametrize(
+    ("available", "expected"),
+    [(set(), 0), (hexes(0), 1), (hexes(0, 1, 2), 3), (hexes(0, 1, 2, 3), 4), (hexes(1, 2), 0), (hexes(0, 2), 1)],
+)
+def test_only_a_contiguous_prefix_of_layers_is_reused(available, expected):
+    assert plan_start_layer(LAYERS, available) == expected
+
+
+def test_a_layer_fingerprint_must_be_a_digest():
+    with pytest.raises(BuilderError, match="not a sha256 digest"):
+        plan_start_layer([{"role": "x", "fingerprint": "latest"}], set())
+
+
+def test_prune_keeps_the_current_path_and_the_newest_others():
+    images = [
+        {"tag": h, "ref": f"c:{h}", "created": f"2026-01-0{i + 1}"} for i, h in enumerate(sorted(hexes(0, 1, 2, 3)))
+    ]
+    doomed = plan_prune(images, keep_fingerprints=[FP[0]], keep_newest=1)
+    kept = {img["tag"] for img in images} - {img["tag"] for img in doomed}
+    assert FP[0].split(":")[1] in kept
+    assert len(kept) == 2  # the current path + the newest other
+    newest_other = max((img for img in images if img["tag"] != FP[0].split(":")[1]), key=lambda i: i["created"])
+    assert newest_other["tag"] in kept
+
+
+def test_sweep_takes_only_old_labelled_builders_of_the_app():
+    now = 10_000
+    containers = [
+        {
+            "name": "old-web",
+            "labels": {
+                "io.immutable-infra.kind": "builder",
+                "io.immutable-infra.app": "web",
+                "io.immutable-infra.created": "100",
+            },
+        },
+        {
+            "name": "new-web",
+            "labels": {
+                "io.immutable-infra.kind": "builder",
+                "io.immutable-infra.app": "web",
+                "io.immutable-infra.created": "9990",
+            },
+        },
+        {
+            "name": "old-api",
+            "labels": {
+                "io.immutable-infra.kind": "builder",
+                "io.immutable-infra.app": "api",
+                "io.immutable-infra.created": "100",
+            },
+        },
+        {"name": "someone", "labels": {"io.immutable-infra.created": "1"}},
+    ]
+    assert [c["name"] for c in plan_sweep(containers, now, 3600, app="web")] == ["old-web"]
+    assert [c["name"] for c in plan_sweep(containers, now, 3600)] == ["old-web", "old-api"]
+    assert plan_sweep(containers, now, 3600, app="web", exclude=("old-web",)) == []
+
+
+class FakeDocker:
+    """Records docker CLI calls; answers inspect/image ls from a tiny in-memory engine."""
+
+    def __init__(self, images=(), containers=()):
+        self.images = set(images)
+        self.containers = set(containers)
+        self.calls = []
+
+    def __call__(self, cmd, **kwargs):
+        args = cmd[1:]
+        self.calls.append(args)
+        if args[:2] == ["image", "inspect"]:
+            return (
+                (0, json.dumps([{"Id": "sha256:" + "1" * 64}]), "")
+                if args[2] in self.images
+                else (1, "", "Error: No such image")
+            )
+        if args[:2] == ["container", "inspect"]:
+            if args[2] in self.containers:
+                return 0, json.dumps([{"State": {"Running": True}}]), ""
+            return 1, "", "Error: No such container"
+        if args[:2] == ["image", "ls"]:
+            rows = [
+                json.dumps({"Tag": ref.split(":")[1], "CreatedAt": "2026"})
+                for ref in self.images
+                if ref.startswith("immutable-infra-cache/")
+            ]
+            return 0, "\n".join(rows), ""
+        if args[:1] == ["ps"]:
+            return 0, "", ""
+        return 0, "", ""
+
+
+def test_start_uses_the_deepest_cached_layer_and_labels_the_builder():
+    fake = FakeDocker(images={"base:1", cache_ref("web", FP[0]), cache_ref("web", FP[1])})
+    result = BuilderManager(DockerCli(fake), clock=lambda: 1234).start("web", "b1", "base:1", LAYERS[:3])
+    assert result["changed"] and result["reused_layers"] == 2
+    assert result["reused_roles"] == ["r0", "r1"]
+    run = next(call for call in fake.calls if call[0] == "run")
+    assert cache_ref("web", FP[1]) in run
+    assert "io.immutable-infra.bake-id=b1" in run and "io.immutable-infra.created=1234" in run
+
+
+def test_start_in_check_mode_runs_nothing():
+    fake = FakeDocker(images={"base:1"})
+    result = BuilderManager(DockerCli(fake), check_mode=True).start("web", "b1", "base:1", LAYERS)
+    assert result["changed"] and result["start_image"] == "base:1"
+    assert not any(call[0] == "run" for call in fake.calls)
+
+
+def test_start_with_a_missing_base_image_names_the_fix():
+    with pytest.raises(BuilderError, match="base image 'nope:1' not found.*bake_base_image"):
+        BuilderManager(DockerCli(FakeDocker())).start("web", "b1", "nope:1", LAYERS)
+
+
+def test_a_running_builder_is_not_started_twice():
+    fake = FakeDocker(images={"base:1"}, containers={"bake-web-b1"})
+    assert BuilderManager(DockerCli(fake)).start("web", "b1", "base:1", [])["changed"] is False
+
+
+def test_invalid_app_names_are_refused():
+    with pytest.raises(BuilderError, match="app name 'Web App' is invalid"):
+        BuilderManager(DockerCli(FakeDocker())).start("Web App", "b1", "base:1", [])
