@@ -203,7 +203,8 @@ setup_base_image() {
         echo "deb $mirror bookworm-updates main"
         [ -n "$security" ] && echo "deb $security bookworm-security main"
     } >"$rootfs/etc/apt/sources.list"
-    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* "$rootfs"/dev/*
+    # no stale package lists or caches: the first apt task of a bake refreshes them (its cache_valid_time sees none)
+    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/lib/apt/lists/* "$rootfs"/dev/*
     tar -C "$rootfs" -c . | docker import \
         --change 'CMD ["/bin/bash"]' \
         --change 'ENV LANG=C.UTF-8' \

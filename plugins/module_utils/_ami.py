@@ -19,13 +19,19 @@ import re
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
 try:
-    from botocore.exceptions import BotoCoreError, ClientError, WaiterError
+    from botocore.exceptions import BotoCoreError
+    from botocore.exceptions import ClientError
+    from botocore.exceptions import WaiterError
 except ImportError:  # AnsibleAWSModule reports the missing SDK.
     BotoCoreError = ClientError = WaiterError = Exception  # type: ignore[assignment,misc]
+
+# Module utils also run under older target Pythons (datetime.UTC is 3.11+).
+UTC = datetime.timezone.utc  # noqa: UP017
 
 TAG_PREFIX = "immutable-infra:"
 TAG_FINGERPRINT = TAG_PREFIX + "fingerprint"
@@ -69,16 +75,16 @@ class AmiError(Exception):
 
 
 def utcnow() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(UTC)
 
 
 def iso(ts: datetime.datetime) -> str:
-    return ts.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_time(value: Any) -> datetime.datetime | None:
     if isinstance(value, datetime.datetime):
-        return value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
     if not value:
         return None
     text = str(value).replace("Z", "+00:00")
@@ -86,7 +92,7 @@ def parse_time(value: Any) -> datetime.datetime | None:
         parsed = datetime.datetime.fromisoformat(text)
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def tag_dict(resource: dict) -> dict[str, str]:
@@ -198,8 +204,8 @@ def wait_for(client, waiter_name: str, what: str, timeout: int, delay: float, **
 def validate_ami_name(name: str | None) -> None:
     if name is None or not AMI_NAME_RE.match(name):
         raise AmiError(
-            f"invalid AMI name {name!r}: AWS requires 3-128 characters of letters, digits and ( ) [ ] space . / - ' @ _;"
-            " set name to e.g. 'web-1.4.0-20260101'"
+            f"invalid AMI name {name!r}: AWS requires 3-128 characters of letters, digits and"
+            " ( ) [ ] space . / - ' @ _; set name to e.g. 'web-1.4.0-20260101'"
         )
 
 
@@ -653,8 +659,14 @@ class Capture:
         return images[0]
 
     def wait_available(self, client, image_id: str, timeout: int, where: str) -> dict:
-        wait_for(client, "image_available", f"image {image_id} in {where} to become available", timeout,
-                 self.poll_interval, ImageIds=[image_id])  # fmt: skip
+        wait_for(
+            client,
+            "image_available",
+            f"image {image_id} in {where} to become available",
+            timeout,
+            self.poll_interval,
+            ImageIds=[image_id],
+        )
         return self.describe_image(client, image_id)
 
     # ---- tags and sharing
@@ -684,20 +696,31 @@ class Capture:
         if missing:
             actions.append({"action": "tag_image", "region": region, "image_id": image["ImageId"], "tags": missing})
             if not self.check_mode:
-                api(client, "create_tags", f"tag image {image['ImageId']} in {region}",
-                    Resources=[image["ImageId"]], Tags=tag_list(missing))  # fmt: skip
+                api(
+                    client,
+                    "create_tags",
+                    f"tag image {image['ImageId']} in {region}",
+                    Resources=[image["ImageId"]],
+                    Tags=tag_list(missing),
+                )
             changed = True
         snaps = snapshot_ids(image)
         if snaps:
-            described = api(client, "describe_snapshots", f"describe snapshots of {image['ImageId']}",
-                            SnapshotIds=snaps).get("Snapshots", [])  # fmt: skip
+            described = api(
+                client, "describe_snapshots", f"describe snapshots of {image['ImageId']}", SnapshotIds=snaps
+            ).get("Snapshots", [])
             untagged = [s["SnapshotId"] for s in described if plan_tags(tag_dict(s), wanted)]
             if untagged:
                 actions.append({"action": "tag_snapshots", "region": region, "snapshot_ids": untagged})
                 if not self.check_mode:
                     # Separate call: snapshot TagSpecifications at create_image are not portable (moto crashes).
-                    api(client, "create_tags", f"tag snapshots of {image['ImageId']} in {region}",
-                        Resources=untagged, Tags=tag_list(wanted))  # fmt: skip
+                    api(
+                        client,
+                        "create_tags",
+                        f"tag snapshots of {image['ImageId']} in {region}",
+                        Resources=untagged,
+                        Tags=tag_list(wanted),
+                    )
                 changed = True
         return changed
 
@@ -708,27 +731,48 @@ class Capture:
         if not (accounts or orgs or ous):
             return False
         image_id = image["ImageId"]
-        current = api(client, "describe_image_attribute", f"read launch permissions of {image_id}",
-                      ImageId=image_id, Attribute="launchPermission").get("LaunchPermissions", [])  # fmt: skip
+        current = api(
+            client,
+            "describe_image_attribute",
+            f"read launch permissions of {image_id}",
+            ImageId=image_id,
+            Attribute="launchPermission",
+        ).get("LaunchPermissions", [])
         add = plan_launch_permissions(current, accounts, orgs, ous)
         changed = False
         if add:
             actions.append({"action": "share_image", "region": region, "image_id": image_id, "add": add})
             if not self.check_mode:
-                api(client, "modify_image_attribute", f"share {image_id} in {region}",
-                    ImageId=image_id, LaunchPermission={"Add": add})  # fmt: skip
+                api(
+                    client,
+                    "modify_image_attribute",
+                    f"share {image_id} in {region}",
+                    ImageId=image_id,
+                    LaunchPermission={"Add": add},
+                )
             changed = True
         if accounts:
             for snap in snapshot_ids(image):
-                have = api(client, "describe_snapshot_attribute", f"read volume permissions of {snap}",
-                           SnapshotId=snap, Attribute="createVolumePermission").get("CreateVolumePermissions", [])  # fmt: skip
+                have = api(
+                    client,
+                    "describe_snapshot_attribute",
+                    f"read volume permissions of {snap}",
+                    SnapshotId=snap,
+                    Attribute="createVolumePermission",
+                ).get("CreateVolumePermissions", [])
                 users = sorted(set(accounts) - {p.get("UserId") for p in have})
                 if users:
                     actions.append({"action": "share_snapshot", "region": region, "snapshot_id": snap, "add": users})
                     if not self.check_mode:
-                        api(client, "modify_snapshot_attribute", f"share snapshot {snap} in {region}",
-                            SnapshotId=snap, Attribute="createVolumePermission", OperationType="add",
-                            UserIds=users)  # fmt: skip
+                        api(
+                            client,
+                            "modify_snapshot_attribute",
+                            f"share snapshot {snap} in {region}",
+                            SnapshotId=snap,
+                            Attribute="createVolumePermission",
+                            OperationType="add",
+                            UserIds=users,
+                        )
                     changed = True
         return changed
 
@@ -750,8 +794,14 @@ class Capture:
             return None, True
         if builder["State"]["Name"] != "stopped":
             api(self.ec2, "stop_instances", f"stop builder {instance_id}", InstanceIds=[instance_id])
-        wait_for(self.ec2, "instance_stopped", f"builder {instance_id} to stop", params["wait_timeout"],
-                 self.poll_interval, InstanceIds=[instance_id])  # fmt: skip
+        wait_for(
+            self.ec2,
+            "instance_stopped",
+            f"builder {instance_id} to stop",
+            params["wait_timeout"],
+            self.poll_interval,
+            InstanceIds=[instance_id],
+        )
         created = iso(utcnow())
         tags = self.provenance(params, None, base_ami, created)
         try:
@@ -772,8 +822,13 @@ class Capture:
         return self.wait_available(self.ec2, image_id, params["wait_timeout"], self.region), True
 
     def reuse_duplicate(self, params: dict) -> str:
-        images = api(self.ec2, "describe_images", f"find image named {params['name']!r}", Owners=["self"],
-                     Filters=[{"Name": "name", "Values": [params["name"]]}]).get("Images", [])  # fmt: skip
+        images = api(
+            self.ec2,
+            "describe_images",
+            f"find image named {params['name']!r}",
+            Owners=["self"],
+            Filters=[{"Name": "name", "Values": [params["name"]]}],
+        ).get("Images", [])
         for image in images:
             if tag_dict(image).get(TAG_FINGERPRINT) == params["fingerprint"]:
                 return image["ImageId"]
@@ -796,8 +851,15 @@ class Capture:
         else:
             changed = True
             kms = (params.get("region_kms_keys") or {}).get(region)
-            actions.append({"action": "copy_image", "region": region, "source": source["ImageId"],
-                            "encrypted": bool(params.get("encrypted")), "kms_key_id": kms})  # fmt: skip
+            actions.append(
+                {
+                    "action": "copy_image",
+                    "region": region,
+                    "source": source["ImageId"],
+                    "encrypted": bool(params.get("encrypted")),
+                    "kms_key_id": kms,
+                }
+            )
             if self.check_mode:
                 return {"region": region, "image_id": None, "changed": True, "actions": actions}
             request: dict[str, Any] = {
@@ -871,8 +933,13 @@ class Capture:
             new_tags = encode_copies({**recorded, **copies})
             actions.append({"action": "record_copies", "image_id": source["ImageId"], "tags": new_tags})
             if not self.check_mode:
-                api(self.ec2, "create_tags", f"record copies on {source['ImageId']}",
-                    Resources=[source["ImageId"]], Tags=tag_list(new_tags))  # fmt: skip
+                api(
+                    self.ec2,
+                    "create_tags",
+                    f"record copies on {source['ImageId']}",
+                    Resources=[source["ImageId"]],
+                    Tags=tag_list(new_tags),
+                )
             changed = True
         result = {
             "changed": changed,
@@ -947,10 +1014,16 @@ class Cleanup:
             [tag_filter, role_filter, {"Name": "instance-state-name", "Values": LIVE_INSTANCE_STATES}],
             "look up builders",
         )
-        keys = api(self.ec2, "describe_key_pairs", "look up temporary key pairs",
-                   Filters=[tag_filter, role_filter]).get("KeyPairs", [])  # fmt: skip
-        groups = paged(self.ec2, "describe_security_groups", "SecurityGroups", "look up temporary security groups",
-                       Filters=[tag_filter, role_filter])  # fmt: skip
+        keys = api(
+            self.ec2, "describe_key_pairs", "look up temporary key pairs", Filters=[tag_filter, role_filter]
+        ).get("KeyPairs", [])
+        groups = paged(
+            self.ec2,
+            "describe_security_groups",
+            "SecurityGroups",
+            "look up temporary security groups",
+            Filters=[tag_filter, role_filter],
+        )
         return instances, keys, groups
 
     @staticmethod
@@ -965,8 +1038,14 @@ class Cleanup:
         ids = [i["InstanceId"] for i in instances]
         if ids:
             api(self.ec2, "terminate_instances", f"terminate {', '.join(ids)}", InstanceIds=ids)
-            wait_for(self.ec2, "instance_terminated", f"{', '.join(ids)} to terminate", timeout, self.poll_interval,
-                     InstanceIds=ids)  # fmt: skip
+            wait_for(
+                self.ec2,
+                "instance_terminated",
+                f"{', '.join(ids)} to terminate",
+                timeout,
+                self.poll_interval,
+                InstanceIds=ids,
+            )
         for key in keys:
             api(self.ec2, "delete_key_pair", f"delete key pair {key['KeyName']}", KeyName=key["KeyName"])
         for group in groups:
@@ -1033,7 +1112,7 @@ def plan_retention(images: list[dict], keep: int, protected: set[str], reference
                     "name": image.get("Name"),
                     "created": image.get("CreationDate"),
                     "snapshot_ids": snapshot_ids(image),
-                }  # fmt: skip
+                }
             )
     return {"kept": kept, "deregister": delete, "skipped": skipped}
 
@@ -1083,8 +1162,12 @@ class Retention:
                 api(self.ec2, "deregister_image", f"deregister {item['image_id']}", ImageId=item["image_id"])
                 for snap in item["snapshot_ids"]:  # after deregistering: before, AWS answers InvalidSnapshot.InUse
                     try:
-                        api(self.ec2, "delete_snapshot", f"delete snapshot {snap} of {item['image_id']}",
-                            SnapshotId=snap)  # fmt: skip
+                        api(
+                            self.ec2,
+                            "delete_snapshot",
+                            f"delete snapshot {snap} of {item['image_id']}",
+                            SnapshotId=snap,
+                        )
                     except AmiError as e:
                         if error_code(e.original) != "InvalidSnapshot.NotFound":
                             raise

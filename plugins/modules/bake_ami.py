@@ -1,5 +1,4 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 
 # Copyright: Contributors to the immutable.infra collection
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
@@ -378,9 +377,9 @@ except ImportError:
     pass  # AnsibleAWSModule reports a missing SDK
 
 from ansible.module_utils.urls import open_url
-
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
+
 from ansible_collections.immutable.infra.plugins.module_utils._ami import AmiError
 from ansible_collections.immutable.infra.plugins.module_utils._ami import run
 from ansible_collections.immutable.infra.plugins.module_utils._ami import validate
