@@ -347,6 +347,9 @@ def test_config_of_an_oci_index_follows_the_amd64_manifest():
     assert client.config("web", index)["created"] == "2026-01-01T00:00:00Z"
 
 
+SCHEMA1 = "application/vnd.docker.distribution.manifest.v1+prettyjws"
+
+
 def test_schema1_manifest_is_rejected_with_fix():
     body = json.dumps({"schemaVersion": 1, "name": "web"}).encode()
     client = RegistryClient(
@@ -361,9 +364,12 @@ def test_schema1_manifest_is_rejected_with_fix():
         client.manifest("web", "old")
 
 
+NEXT = '</v2/web/tags/list?n=1000&last=1>; rel="next"'
+
+
 def test_tags_follow_pagination_and_missing_repository_is_empty():
     pages = {
-        "http://127.0.0.1:5000/v2/web/tags/list?n=1000": (200, {"tags": ["1"]}, {"Link": '</v2/web/tags/list?n=1000&last=1>; rel="next"'}),
+        "http://127.0.0.1:5000/v2/web/tags/list?n=1000": (200, {"tags": ["1"]}, {"Link": NEXT}),
         "http://127.0.0.1:5000/v2/web/tags/list?n=1000&last=1": (200, {"tags": ["2"]}, {}),
     }  # fmt: skip
 
