@@ -1,0 +1,220 @@
+"""Integration tests for the promotion ledger: the modules and the lookup through ansible-playbook, with the file
+backend on a real file and the SSM backend against a real moto_server on 127.0.0.1:5057 started here.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from ansible_collections.immutable.infra.plugins.module_utils._ledger import LedgerError
+from ansible_collections.immutable.infra.plugins.module_utils._ledger import SsmLedger
+
+HERE = Path(__file__).resolve().parent
+PLAYBOOKS = HERE / "playbooks"
+MOTO_PORT = 5057
+MOTO_URL = f"http://127.0.0.1:{MOTO_PORT}"
+FAKE_AWS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "eu-west-1",
+}
+AMI_1 = {"eu-west-1": "ami-0123456789abcdef0", "us-east-1": "ami-0fedcba9876543210"}
+AMI_2 = {"eu-west-1": "ami-0aaaaaaaaaaaaaaaa", "us-east-1": "ami-0bbbbbbbbbbbbbbbb"}
+
+
+def digest(n: int) -> str:
+    return f"127.0.0.1:5000/web@sha256:{n:064x}"
+
+
+def show(result: subprocess.CompletedProcess) -> str:
+    return f"rc={result.returncode}\nSTDOUT:\n{result.stdout[-6000:]}\nSTDERR:\n{result.stderr[-3000:]}"
+
+
+# --- file backend ---------------------------------------------------------------------------------------------
+
+
+def test_file_backend_through_playbook(tmp_path, playbook):
+    ledger_path = tmp_path / "ledger" / "ledger.json"
+    corrupt_path = tmp_path / "corrupt.json"
+    corrupt = b'{"schema": 1,\n  "apps": {oops}}\n'
+    corrupt_path.write_bytes(corrupt)
+    extra = {
+        "ledger_path": str(ledger_path),
+        "corrupt_path": str(corrupt_path),
+        "id_a": digest(1),
+        "id_b": digest(2),
+        "id_c": digest(3),
+    }
+    result = playbook(PLAYBOOKS / "ledger_file.yml", extra)
+    assert result.returncode == 0, show(result)
+    assert corrupt_path.read_bytes() == corrupt, "a corrupt ledger must never be written"
+    assert not Path(f"{corrupt_path}.bak").exists()
+
+    # The file on disk is the documented schema.
+    state = json.loads(ledger_path.read_text())
+    assert state["schema"] == 1 and sorted(state["apps"]["web"]) == ["dev", "prod", "staging"]
+    prod = state["apps"]["web"]["prod"]
+    assert (prod["live"], prod["previous"]) == (digest(3), digest(1))
+    for item in prod["history"]:
+        assert set(item) == {"id", "at", "by", "action", "from_env", "record", "reason", "forced", "verified"}
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", item["at"])
+        assert re.fullmatch(r"[^@\s]+@[^@\s]+", item["by"])
+    assert [item["forced"] for item in prod["history"]] == [False, False, False, True]
+    assert state["apps"]["web"]["staging"]["history"][0]["record"] == "artifacts/web/a.json"
+    # .bak holds the version before the last write
+    backup = json.loads(Path(f"{ledger_path}.bak").read_text())
+    assert backup["apps"]["web"]["prod"]["live"] == digest(1)
+
+
+# --- SSM backend on moto_server -------------------------------------------------------------------------------
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture(scope="module")
+def moto_server():
+    binary = shutil.which("moto_server")
+    if binary is None:
+        pytest.fail("moto_server is not installed: run scripts/setup.sh (moto[server] in the venv)")
+    if _port_open(MOTO_PORT):
+        pytest.fail(f"127.0.0.1:{MOTO_PORT} is already in use; the ledger tests start their own moto_server there")
+    env = dict(os.environ, MOTO_EC2_LOAD_DEFAULT_AMIS="false")
+    proc = subprocess.Popen(
+        [binary, "-H", "127.0.0.1", "-p", str(MOTO_PORT)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{MOTO_URL}/moto-api/", timeout=1):
+                    break
+            except OSError:
+                if proc.poll() is not None:
+                    pytest.fail(f"moto_server exited with {proc.returncode}: {proc.stderr.read().decode()[-2000:]}")
+                if time.monotonic() > deadline:
+                    pytest.fail(f"moto_server did not answer on {MOTO_URL} within 30 s")
+                time.sleep(0.2)
+        yield MOTO_URL
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        proc.stderr.close()
+
+
+@pytest.fixture(scope="module")
+def ssm(moto_server):
+    import boto3
+
+    return boto3.client(
+        "ssm",
+        endpoint_url=moto_server,
+        region_name="eu-west-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+def test_ssm_backend_through_playbook(moto_server, ssm, unique, playbook):
+    prefix = f"/immutable-infra-test/{unique}/ledger"
+    extra = {
+        "ssm_endpoint": moto_server,
+        "ssm_prefix": prefix,
+        "ami_1": AMI_1,
+        "ami_1_reordered": dict(reversed(list(AMI_1.items()))),
+        "ami_2": AMI_2,
+    }
+    result = playbook(PLAYBOOKS / "ledger_ssm.yml", extra, env=FAKE_AWS)
+    assert result.returncode == 0, show(result)
+
+    # One String parameter per app/env holding the entry, and no lock left behind.
+    names = sorted(param["Name"] for param in ssm.get_parameters_by_path(Path=prefix, Recursive=True)["Parameters"])
+    assert names == [f"{prefix}/api/dev", f"{prefix}/api/prod", f"{prefix}/api/staging"]
+    prod = ssm.get_parameter(Name=f"{prefix}/api/prod")["Parameter"]
+    assert prod["Type"] == "String"
+    value = json.loads(prod["Value"])
+    assert value["schema"] == 1 and value["live"] == AMI_1 and value["previous"] == AMI_2
+    assert [item["action"] for item in value["history"]] == ["promote", "promote", "rollback"]
+
+
+def test_ssm_corrupt_parameter_is_refused_and_left_alone(ssm, unique):
+    prefix = f"/immutable-infra-test/{unique}/ledger"
+    name = f"{prefix}/web/dev"
+    ssm.put_parameter(Name=name, Value="{not json", Type="String")
+    ledger = SsmLedger(ssm, prefix)
+    with pytest.raises(LedgerError) as info:
+        ledger.record("web", "dev", digest(1), "deploy", "t@h")
+    message = str(info.value)
+    assert message.startswith(f"ledger parameter {name} is corrupt (not JSON")
+    assert f"aws ssm get-parameter-history --name {name}" in message
+    param = ssm.get_parameter(Name=name)["Parameter"]
+    assert (param["Value"], param["Version"]) == ("{not json", 1)
+    with pytest.raises(Exception, match="ParameterNotFound"):
+        ssm.get_parameter(Name=f"{name}.lock")
+
+
+def test_ssm_held_lock_times_out_with_the_way_out(ssm, unique):
+    prefix = f"/immutable-infra-test/{unique}/ledger"
+    lock = f"{prefix}/web/dev.lock"
+    ssm.put_parameter(Name=lock, Value='{"by": "someone@else"}', Type="String")
+    ledger = SsmLedger(ssm, prefix, lock_timeout=1)
+    with pytest.raises(LedgerError, match=rf"locked .*someone@else.*`aws ssm delete-parameter --name {lock}`"):
+        ledger.record("web", "dev", digest(1), "deploy", "t@h")
+    with pytest.raises(Exception, match="ParameterNotFound"):
+        ssm.get_parameter(Name=f"{prefix}/web/dev")
+    ssm.delete_parameter(Name=lock)
+    assert ledger.record("web", "dev", digest(1), "deploy", "t@h")[0] is True
+
+
+def _ssm_writer(endpoint, prefix, tag, count, start):
+    import boto3
+
+    client = boto3.client(
+        "ssm", endpoint_url=endpoint, region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    ledger = SsmLedger(client, prefix, lock_timeout=60)
+    start.wait()
+    for index in range(count):
+        ledger.record("web", "dev", f"ami-{tag}{index:016x}", "deploy", f"{tag}@test")
+
+
+def test_ssm_concurrent_writers_to_one_parameter_lose_nothing(moto_server, ssm, unique):
+    """Two processes write the same app/env: every version must extend the one before by exactly one record."""
+    prefix = f"/immutable-infra-test/{unique}/ledger"
+    context = multiprocessing.get_context("fork")
+    start = context.Event()
+    procs = [context.Process(target=_ssm_writer, args=(moto_server, prefix, tag, 6, start)) for tag in "ab"]
+    for proc in procs:
+        proc.start()
+    start.set()
+    for proc in procs:
+        proc.join(180)
+    assert [proc.exitcode for proc in procs] == [0, 0]
+    versions = ssm.get_parameter_history(Name=f"{prefix}/web/dev")["Parameters"]
+    histories = [json.loads(version["Value"])["history"] for version in versions]
+    assert len(histories) == 12
+    for older, newer in zip(histories, histories[1:], strict=False):
+        assert newer[:-1] == older, "a concurrent write was lost"
+    ids = [item["id"] for item in histories[-1]]
+    assert sorted(ids) == sorted(f"ami-{tag}{index:016x}" for tag in "ab" for index in range(6))
