@@ -6,7 +6,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 name: ledger
 author:
-  - immutable.infra developers
+  - immutable.infra developers (@immutable-infra)
 version_added: 0.1.0
 short_description: Read the promotion ledger file from a playbook
 description:
@@ -85,8 +85,8 @@ class LookupModule(LookupBase):
             return [state]
         results = []
         for term in terms:
-            app, _, env = str(term).partition("/")
-            if not app or "/" in env:
+            app, sep, env = str(term).partition("/")
+            if not app or (sep and not env) or "/" in env:
                 raise AnsibleLookupError(f"ledger lookup term {term!r} is not <app> or <app>/<env>")
             envs = state["apps"].get(app, {})
             if env:

@@ -76,7 +76,7 @@ def normalize_id(value):
         elif AMI_RE.match(text):
             return text
         elif DIGEST_RE.match(text):
-            repo, _, digest = text.partition("@")
+            repo, digest = text.split("@", 1)
             return f"{repo}@{digest.lower()}"
         else:
             raise LedgerError(
