@@ -198,7 +198,7 @@ def credentials_from_docker_config(registry, config_dir=None, helper_runner=None
             continue
         if entry.get("auth"):
             try:
-                user, _, password = base64.b64decode(entry["auth"]).decode("utf-8").partition(":")
+                user, _sep, password = base64.b64decode(entry["auth"]).decode("utf-8").partition(":")
             except (ValueError, UnicodeDecodeError):
                 raise RegistryError(
                     f"the auth entry for {registry} in {path} is not valid base64 'user:password': log in again"
@@ -216,7 +216,7 @@ def parse_challenge(header):
     """Parse a WWW-Authenticate header into (scheme, {param: value})."""
     if not header:
         return None, {}
-    scheme, _, rest = header.strip().partition(" ")
+    scheme, _sep, rest = header.strip().partition(" ")
     params = dict(re.findall(r'(\w+)="([^"]*)"', rest))
     for key, value in re.findall(r'(\w+)=([^",\s]+)', rest):
         params.setdefault(key, value)

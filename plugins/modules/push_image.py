@@ -28,7 +28,7 @@ description:
   - The module uses the C(docker) CLI on the target host and the registry HTTP API; it does not need the Docker SDK
     for Python.
 author:
-  - Contributors to the immutable.infra collection
+  - immutable.infra contributors (!UNKNOWN)
 options:
   container:
     description:
