@@ -18,7 +18,8 @@ import boto3
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from moto_fixtures import start_moto, stop_moto  # noqa: E402
+from moto_fixtures import start_moto  # noqa: E402
+from moto_fixtures import stop_moto  # noqa: E402
 
 pytestmark = pytest.mark.moto
 
@@ -78,7 +79,9 @@ def aws(moto):
 
 def run(playbook, name: str, tmp_path: Path, extra: dict, *args: str, env: dict | None = None) -> tuple:
     result_path = tmp_path / f"{name}-{time.time_ns()}.json"
-    proc = playbook(PLAYBOOKS / name, {**extra, "ami_result_path": str(result_path)}, *args, env={**AWS_ENV, **(env or {})})
+    proc = playbook(
+        PLAYBOOKS / name, {**extra, "ami_result_path": str(result_path)}, *args, env={**AWS_ENV, **(env or {})}
+    )
     data = json.loads(result_path.read_text()) if result_path.exists() else None
     return proc, data
 
@@ -177,7 +180,9 @@ def test_cache_miss_bakes_copies_tags_and_shares_in_every_region(aws, baked):
         assert {"UserId": ACCOUNT} in perms and {"OrganizationArn": ORG} in perms
         for mapping in image["BlockDeviceMappings"]:
             snap = mapping["Ebs"]["SnapshotId"]
-            assert tags_of(ec2.describe_snapshots(SnapshotIds=[snap])["Snapshots"][0])[f"{TAG}fingerprint"] == fingerprint
+            assert (
+                tags_of(ec2.describe_snapshots(SnapshotIds=[snap])["Snapshots"][0])[f"{TAG}fingerprint"] == fingerprint
+            )
             volume_perms = ec2.describe_snapshot_attribute(SnapshotId=snap, Attribute="createVolumePermission")
             assert {"UserId": ACCOUNT} in volume_perms["CreateVolumePermissions"]
     # the source image records its copies, so a later cache lookup needs one call in one region
@@ -266,7 +271,12 @@ def test_builder_is_locked_down_and_check_mode_changes_nothing(aws, playbook, tm
         assert again["changed"] is False and again["builder"]["instance_id"] == builder["instance_id"]
         assert len(temp_resources(ec2, bake_id)["instances"]) == 1
         # cleanup in check mode lists, changes nothing; then for real; then idempotent
-        absent = {"state": "absent", "bake_id": bake_id, "private_key_path": args["private_key_path"], "poll_interval": 1}
+        absent = {
+            "state": "absent",
+            "bake_id": bake_id,
+            "private_key_path": args["private_key_path"],
+            "poll_interval": 1,
+        }
         listed = step(playbook, aws, tmp_path, absent, "--check")
         assert listed["changed"] is True and listed["removed"][bake_id]["instances"] == [builder["instance_id"]]
         assert len(temp_resources(ec2, bake_id)["instances"]) == 1 and key_file.exists()
@@ -327,7 +337,13 @@ def test_orphan_sweep_removes_only_old_bakes(aws, playbook, tmp_path, unique):
     base = ec2.register_image(Name=f"orph-base-{unique}", RootDeviceName="/dev/xvda")["ImageId"]
     connection = {**aws["connection"], "region": region}
     bake_id = f"orphan-{unique}"
-    args = {"state": "builder", "bake_id": bake_id, **builder_args(aws, tmp_path), "base_ami": base, "subnet_id": subnet}
+    args = {
+        "state": "builder",
+        "bake_id": bake_id,
+        **builder_args(aws, tmp_path),
+        "base_ami": base,
+        "subnet_id": subnet,
+    }
     step(playbook, aws, tmp_path, args, connection=connection)  # a "killed" run: never cleaned up
     os.unlink(args["private_key_path"])
     sweep = {"state": "absent", "poll_interval": 1}
@@ -357,7 +373,9 @@ def test_retention_keeps_newest_and_skips_protected_and_launch_template_images(a
         ids.append(image_id)
         time.sleep(1.1)  # distinct CreationDate (1-second granularity in moto)
     oldest, protected, doomed = ids[0], ids[1], ids[2]
-    doomed_snaps = [m["Ebs"]["SnapshotId"] for m in ec2.describe_images(ImageIds=[doomed])["Images"][0]["BlockDeviceMappings"]]
+    doomed_snaps = [
+        m["Ebs"]["SnapshotId"] for m in ec2.describe_images(ImageIds=[doomed])["Images"][0]["BlockDeviceMappings"]
+    ]
     assert doomed_snaps
     ec2.create_launch_template(LaunchTemplateName=f"lt-{unique}", LaunchTemplateData={"ImageId": oldest})
     args = {"state": "retained", "family": family, "keep": 2, "protected_ids": [protected]}
@@ -408,8 +426,16 @@ def test_captured_check_mode_creates_nothing(aws, playbook, tmp_path, unique):
 
 
 BAD_CASES = [
-    ("short-name", {"state": "captured", "fingerprint": "sha256:x", "bake_id": "b", "name": "ab"}, "invalid AMI name 'ab'"),
-    ("bad-chars", {"state": "captured", "fingerprint": "sha256:x", "bake_id": "b", "name": "web#1"}, "invalid AMI name"),
+    (
+        "short-name",
+        {"state": "captured", "fingerprint": "sha256:x", "bake_id": "b", "name": "ab"},
+        "invalid AMI name 'ab'",
+    ),
+    (
+        "bad-chars",
+        {"state": "captured", "fingerprint": "sha256:x", "bake_id": "b", "name": "web#1"},
+        "invalid AMI name",
+    ),
     (
         "account",
         {"state": "captured", "fingerprint": "sha256:x", "bake_id": "b", "name": "web-1", "share_accounts": ["12345"]},
@@ -441,7 +467,11 @@ BAD_CASES = [
         },
         "base_ami_filter matched no available image (name='no-such-image-*', owners=['self'])",
     ),
-    ("no-builder", {"state": "captured", "fingerprint": "sha256:none", "bake_id": "gone", "name": "web-1"}, "no live builder"),
+    (
+        "no-builder",
+        {"state": "captured", "fingerprint": "sha256:none", "bake_id": "gone", "name": "web-1"},
+        "no live builder",
+    ),
     ("retained", {"state": "retained"}, "needs family (tag) or name_prefix"),
 ]
 
