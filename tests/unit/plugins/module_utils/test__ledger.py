@@ -53,7 +53,7 @@ def state_with(**envs):
     for env, items in envs.items():
         entry = None
         for artifact, action, verified in items:
-            _, entry = plan_record(entry, artifact, action, "t@h", "2026-01-01T00:00:00Z", verified=verified)
+            entry = plan_record(entry, artifact, action, "t@h", "2026-01-01T00:00:00Z", verified=verified)[1]
         apps[env] = entry
     return {"schema": 1, "apps": {"web": apps}}
 
@@ -102,15 +102,15 @@ def test_plan_record_deploy_then_idempotent_then_new_id_moves_previous():
 
 
 def test_plan_record_same_id_other_action_or_verification_appends_history_without_touching_previous():
-    _, entry = plan_record(None, A, "deploy", "u@h", "t1")
-    _, entry = plan_record(entry, B, "deploy", "u@h", "t2", verified=False)
+    entry = plan_record(None, A, "deploy", "u@h", "t1")[1]
+    entry = plan_record(entry, B, "deploy", "u@h", "t2", verified=False)[1]
     changed, entry = plan_record(entry, B, "deploy", "u@h", "t3", verified=True)
     assert changed and entry["live"] == B and entry["previous"] == A and len(entry["history"]) == 3
 
 
 def test_plan_record_rollback_swaps_live_and_previous_and_is_idempotent():
-    _, entry = plan_record(None, AMI1, "deploy", "u@h", "t1")
-    _, entry = plan_record(entry, AMI2, "promote", "u@h", "t2", from_env="dev")
+    entry = plan_record(None, AMI1, "deploy", "u@h", "t1")[1]
+    entry = plan_record(entry, AMI2, "promote", "u@h", "t2", from_env="dev")[1]
     changed, rolled = plan_record(entry, None, "rollback", "u@h", "t3", reason="bad health")
     assert changed and rolled["live"] == AMI1 and rolled["previous"] == AMI2
     assert rolled["history"][-1]["action"] == "rollback" and rolled["history"][-1]["reason"] == "bad health"
@@ -119,7 +119,7 @@ def test_plan_record_rollback_swaps_live_and_previous_and_is_idempotent():
 
 
 def test_plan_record_rollback_without_previous_is_refused():
-    _, entry = plan_record(None, A, "deploy", "u@h", "t1")
+    entry = plan_record(None, A, "deploy", "u@h", "t1")[1]
     with pytest.raises(LedgerError, match="no previous artifact"):
         plan_record(entry, None, "rollback", "u@h", "t2")
 
@@ -456,17 +456,17 @@ def test_ssm_history_is_trimmed_to_fit_the_standard_tier_and_uses_advanced_only_
     ledger = SsmLedger(client=None, prefix="/immutable-infra/ledger", max_history=20)
     entry = None
     for index in range(40):
-        _, entry = plan_record(entry, {"eu-west-1": f"ami-{index:017x}"}, "deploy", "u@h", "2026-01-01T00:00:00Z")
+        entry = plan_record(entry, {"eu-west-1": f"ami-{index:017x}"}, "deploy", "u@h", "2026-01-01T00:00:00Z")[1]
     value, tier = ledger.encode(entry)
     stored = json.loads(value)
     assert tier is None and len(value.encode()) <= 4096
     assert 1 <= len(stored["history"]) <= 20 and stored["history"][-1] == entry["history"][-1]
     assert stored["live"] == entry["live"] and stored["schema"] == 1
 
-    _, big = plan_record(None, AMI1, "deploy", "u@h", "t", reason="x" * 5000)
+    big = plan_record(None, AMI1, "deploy", "u@h", "t", reason="x" * 5000)[1]
     value, tier = ledger.encode(big)
     assert tier == "Advanced" and 4096 < len(value.encode()) <= 8192
-    _, huge = plan_record(None, AMI1, "deploy", "u@h", "t", reason="x" * 9000)
+    huge = plan_record(None, AMI1, "deploy", "u@h", "t", reason="x" * 9000)[1]
     with pytest.raises(LedgerError, match="does not fit in an SSM parameter"):
         ledger.encode(huge)
 

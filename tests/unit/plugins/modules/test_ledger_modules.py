@@ -129,6 +129,7 @@ def test_file_backend_runs_without_boto3_and_ssm_says_what_is_missing(tmp_path):
         [sys.executable, "-c", script, json.dumps(dict(common, path=str(tmp_path / "l.json")))],
         capture_output=True,
         text=True,
+        check=False,
     )
     assert file_run.returncode == 0, file_run.stdout + file_run.stderr
     assert json.loads(file_run.stdout)["after"]["live"] == A
@@ -136,6 +137,7 @@ def test_file_backend_runs_without_boto3_and_ssm_says_what_is_missing(tmp_path):
         [sys.executable, "-c", script, json.dumps(dict(common, backend="ssm", prefix="/x/ledger"))],
         capture_output=True,
         text=True,
+        check=False,
     )
     assert ssm_run.returncode == 1
     assert "backend=ssm needs boto3 and botocore" in json.loads(ssm_run.stdout)["msg"]
