@@ -6,7 +6,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 name: bake_fingerprint
 author:
-  - immutable.infra developers
+  - immutable.infra contributors (@immutable-infra)
 short_description: Content-addressed fingerprint of a bake, computed on the controller before anything starts
 version_added: 0.1.0
 description:

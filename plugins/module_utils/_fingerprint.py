@@ -57,7 +57,7 @@ def to_plain(value, where="value"):
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, str):
-        return str.__str__(value) if type(value) is not str else value
+        return str.__str__(value)  # a plain str copy of tagged/unsafe subclasses
     if isinstance(value, int):
         return int(value)
     if isinstance(value, float):
@@ -377,7 +377,7 @@ def compute_fingerprint(base_id, roles, bake_vars, options, collection_version, 
     }
     inputs = {
         "base": base,
-        "roles": {name: role_digest for name, role_digest in chain},
+        "roles": dict(chain),
         "vars": vars_digest,
         "options": options_digest,
         "collection_version": collection_version,
