@@ -243,6 +243,38 @@ def test_push_from_container_sets_config_and_returns_the_registry_digest(pushed,
     assert labels["com.example.team"] == "web"
     created = calendar.timegm(time.strptime(labels["org.opencontainers.image.created"], "%Y-%m-%dT%H:%M:%SZ"))
     assert abs(time.time() - created) < 3600, "created is set at commit time, in UTC"
+
+
+def test_repush_same_fingerprint_from_a_new_builder_changes_nothing(pushed, run, builders, names, reg):
+    before = docker("image", "ls", "-q", "--filter", f"label=io.immutable-infra.fingerprint={pushed['fingerprint']}")
+    args = dict(pushed["args"], container=builders())
+    result, _ = run("push_image", args)
+    assert result["changed"] is False, result
+    assert result["pushed"] == [] and result["retagged"] == []
+    assert result["digest"] == pushed["result"]["digest"] == reg.digest(names["repo"], "1.0.0")
+    assert result["plan"]["commit"] is False
+    after = docker("image", "ls", "-q", "--filter", f"label=io.immutable-infra.fingerprint={pushed['fingerprint']}")
+    assert after.stdout == before.stdout, "nothing may be committed when the registry already has the content"
+
+
+def test_add_tag_by_manifest_keeps_the_digest_and_pushes_no_layer(pushed, run, builders, names, reg):
+    args = dict(pushed["args"], container=builders(), tags=["1.0.0", "staging"], mutable_tags=["staging"])
+    result, _ = run("push_image", args)
+    assert result["changed"] is True
+    assert result["pushed"] == []
+    assert result["retagged"] == ["staging"]
+    assert result["plan"]["commit"] is False
+    assert not any(action.startswith("push ") for action in result["actions"])
+    assert result["digest"] == pushed["result"]["digest"] == reg.digest(names["repo"], "staging")
+
+
+def test_registry_image_info_reports_tags_and_digest(pushed, run, names):
+    digest = pushed["result"]["digest"]
+    result, _ = run(
+        "registry_image_info",
+        {"repository": names["repository"], "tags": ["1.0.0", "no-such-tag"], "digest": digest},
+        check=True,
+    )
     assert result["changed"] is False
     found, missing, by_digest = result["images"]
     assert found["exists"] is True
