@@ -136,7 +136,7 @@ def decode_copies(tags: dict[str, str]) -> dict[str, str]:
     for key, value in tags.items():
         if key == TAG_COPIES or key.startswith(TAG_COPIES + "-"):
             for item in value.split(","):
-                region, _, ami = item.partition("=")
+                region, _sep, ami = item.partition("=")
                 if region and ami:
                     amis[region] = ami
     return amis

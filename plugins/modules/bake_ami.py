@@ -26,7 +26,7 @@ description:
     C(immutable-infra:role), C(immutable-infra:family), C(immutable-infra:revision), C(immutable-infra:base-ami),
     C(immutable-infra:source-ami), C(immutable-infra:source-region) and C(immutable-infra:copies)."
 author:
-  - immutable.infra contributors
+  - immutable.infra contributors (@immutable-infra)
 options:
   state:
     description: The step to run.
@@ -325,9 +325,9 @@ builder:
   contains:
     instance_id: {description: Builder instance ID., type: str, returned: always}
     state: {description: Instance state., type: str, returned: always}
-    public_ip: {description: Public IPv4 address, if any., type: str, returned: always}
+    public_ip: {description: "Public IPv4 address, if any.", type: str, returned: always}
     private_ip: {description: Private IPv4 address., type: str, returned: always}
-    address: {description: Address to connect to, per O(ssh_interface)., type: str, returned: always}
+    address: {description: "Address to connect to, per O(ssh_interface).", type: str, returned: always}
     private_key_path: {description: File holding the private key., type: str, returned: always}
     key_name: {description: Name of the temporary key pair., type: str, returned: always}
     security_group_id: {description: ID of the temporary security group., type: str, returned: always}
@@ -437,7 +437,7 @@ def main():
         family=dict(type="str"),
         tags=dict(type="dict"),
         encrypted=dict(type="bool", default=False),
-        region_kms_keys=dict(type="dict"),
+        region_kms_keys=dict(type="dict", no_log=False),
         share_accounts=dict(type="list", elements="str", default=[]),
         share_organizations=dict(type="list", elements="str", default=[]),
         share_ous=dict(type="list", elements="str", default=[]),
