@@ -6,7 +6,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 name: ledger
 author:
-  - immutable.infra developers (@immutable-infra)
+  - immutable.infra contributors (@immutable-infra)
 version_added: 0.1.0
 short_description: Read the promotion ledger file from a playbook
 description:

@@ -9,7 +9,7 @@ module: bake_builder
 short_description: Builder containers and the per-role layer cache of a container bake
 version_added: 0.1.0
 author:
-  - immutable.infra developers
+  - immutable.infra contributors (@immutable-infra)
 description:
   - Starts the builder container of a container bake from the deepest per-role cache image that is still valid,
     saves a cache image after each role, removes the builder, sweeps builders left behind by killed runs and prunes

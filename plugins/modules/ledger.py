@@ -24,7 +24,7 @@ description:
     Store, one parameter per app and environment, for teams.
   - The schema is documented in C(docs/ledger.md) of the collection.
 author:
-  - immutable.infra developers (@immutable-infra)
+  - immutable.infra contributors (@immutable-infra)
 options:
   backend:
     description:

@@ -14,7 +14,7 @@ description:
   - Returns the whole ledger, one app, or one app and environment. Reads never change anything.
   - A corrupt ledger fails with the reason and how to recover; a missing ledger file reads as empty.
 author:
-  - immutable.infra developers (@immutable-infra)
+  - immutable.infra contributors (@immutable-infra)
 options:
   backend:
     description:

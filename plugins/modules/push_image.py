@@ -28,7 +28,7 @@ description:
   - The module uses the C(docker) CLI on the target host and the registry HTTP API; it does not need the Docker SDK
     for Python.
 author:
-  - immutable.infra contributors (!UNKNOWN)
+  - immutable.infra contributors (@immutable-infra)
 options:
   container:
     description:

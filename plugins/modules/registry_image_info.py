@@ -17,7 +17,7 @@ description:
     its cache lookup (is there an image tagged C(fp-<fingerprint>)?).
   - A missing tag or repository is not an error; it is returned with RV(images[].exists=false).
 author:
-  - immutable.infra contributors (!UNKNOWN)
+  - immutable.infra contributors (@immutable-infra)
 options:
   repository:
     description:
