@@ -404,7 +404,9 @@ class ImagePusher:
                 f"docker_config '{params['docker_config']}' is not a directory: give the directory that holds "
                 "config.json (e.g. ~/.docker)"
             )
-        source_id = self._source_id()
+        # With a fingerprint the identity needs no source: tags may be added to what the registry holds already.
+        has_source = bool(params.get("container") or params.get("image"))
+        source_id = self._source_id() if has_source else None
         # Validate the config before talking to the registry, so a typo fails fast.
         config_changes(params.get("config"), user_labels(params))
         commit_needed = needs_commit(params)
@@ -439,6 +441,11 @@ class ImagePusher:
             self._retag(digest, plan["manifest_tags"], result)
             return self._finish(result, digest, image_id)
         # cold push
+        if not has_source:
+            raise PushImageError(
+                f"{self.repository} holds no image with fingerprint {params['fingerprint']} under "
+                f"{', '.join(self.tags)}: give container or image to push it"
+            )
         if self.check_mode:
             if plan["commit"]:
                 self.actions.append("would commit " + ("container" if params.get("container") else "image"))

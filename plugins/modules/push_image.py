@@ -33,6 +33,9 @@ options:
   container:
     description:
       - Name or ID of the builder container to commit. Mutually exclusive with O(image).
+      - Neither O(container) nor O(image) is needed when O(fingerprint) is given and the registry already holds an
+        image with that fingerprint under one of O(tags): the missing tags are then added by manifest (promotion,
+        a new version name for the same content). Without such an image the module fails and asks for a source.
       - The container's config (for example the C(sleep) command a builder runs) is kept unless O(config) overrides
         it, so set O(config.cmd) for a builder.
     type: str
@@ -362,7 +365,7 @@ def main():
     module = AnsibleModule(
         argument_spec=argument_spec(),
         mutually_exclusive=[("container", "image"), ("registry_username", "docker_config")],
-        required_one_of=[("container", "image")],
+        required_one_of=[("container", "image", "fingerprint")],
         required_together=[("registry_username", "registry_password")],
         supports_check_mode=True,
     )

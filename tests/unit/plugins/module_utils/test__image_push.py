@@ -402,3 +402,23 @@ def test_temporary_docker_config_is_private_and_removed():
         assert oct(os.stat(path).st_mode & 0o777) == "0o700"
         assert oct(os.stat(os.path.join(path, "config.json")).st_mode & 0o777) == "0o600"
     assert not os.path.exists(path)
+
+
+def test_a_fingerprint_already_pushed_gets_new_tags_without_any_source():
+    docker, registry = make()
+    first = run_push(docker, registry, dict(BASE, tags=["fp-1"]))
+    docker.calls.clear()
+    registry.calls.clear()
+    sourceless = {k: v for k, v in BASE.items() if k != "container"}
+    result = run_push(docker, registry, dict(sourceless, tags=["fp-1", "1.1"]))
+    assert result["changed"] is True and result["retagged"] == ["1.1"]
+    assert result["digest"] == first["digest"] == registry.tags_["1.1"][0]
+    assert docker.calls == []  # no inspect, commit or push: the builder may be long gone
+
+
+def test_without_a_source_an_unknown_fingerprint_asks_for_one():
+    docker, registry = make()
+    sourceless = {k: v for k, v in BASE.items() if k != "container"}
+    with pytest.raises(PushImageError, match="holds no image with fingerprint sha256:fp1.*give container or image"):
+        run_push(docker, registry, dict(sourceless, tags=["2.0"]))
+    assert mutations(docker, registry) == []
