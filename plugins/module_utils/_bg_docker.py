@@ -136,9 +136,17 @@ class DockerBackend:
                     failed_check="deploy",
                 )
         name = self.name(colour)
-        if self._inspect(colour) is not None:
-            self._run(["rm", "--force", name])
+        current = self.colour_status(colour)
+        if current.running and current.artifact == artifact:
+            return  # the idle colour already runs this artifact (e.g. after a rollback): the gate still checks it
         port = self.ports[colour]
+        if current.exists:
+            self._run(["rm", "--force", name])
+            # docker-proxy releases the published port shortly after the container is gone
+            for _attempt in range(50):
+                if not self.port_check(port):
+                    break
+                time.sleep(0.1)
         if self.port_check(port):
             raise BlueGreenError(
                 f"port 127.0.0.1:{port} for {colour} ({name}) is already in use by another process; "

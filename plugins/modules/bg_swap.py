@@ -25,7 +25,7 @@ description:
   - The O(backend=aws) backend (ALB listener across two target groups fed by two ASGs) is not implemented yet and
     fails with a clear message.
 author:
-  - immutable.infra contributors
+  - immutable.infra contributors (@immutable-infra)
 options:
   backend:
     description: Where the two colours run.

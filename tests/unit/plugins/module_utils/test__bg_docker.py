@@ -80,3 +80,10 @@ def test_verify_needs_the_new_colour_header():
     ok = backend(FakeDocker()).verify("green")
     wrong = backend(FakeDocker(), http=lambda u, t: (200, {"x-colour": "blue"}, None)).verify("green")
     assert ok.ok and not wrong.ok and "X-Colour blue" in wrong.detail
+
+
+def test_idle_colour_already_running_the_artifact_is_reused():
+    info = {"State": {"Running": True}, "Config": {"Labels": {"immutable.infra.artifact": DIGEST}}}
+    docker = FakeDocker({"web-prod-green": info})
+    backend(docker).prepare("green", DIGEST)
+    assert not [c for c in docker.calls if c[0] in ("run", "rm")]
