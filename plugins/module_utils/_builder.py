@@ -14,7 +14,9 @@ released artifacts, which live in a registry repository and are addressed by dig
 from __future__ import annotations
 
 import json
+import os
 import re
+import socket
 import time
 
 from ansible_collections.immutable.infra.plugins.module_utils._docker_cli import DockerCliError
@@ -25,6 +27,7 @@ LABEL_BAKE_ID = "io.immutable-infra.bake-id"
 LABEL_CREATED = "io.immutable-infra.created"
 LABEL_LAYER = "io.immutable-infra.layer"
 LABEL_ROLE = "io.immutable-infra.role"
+LABEL_OWNER = "io.immutable-infra.owner"
 
 CACHE_REPOSITORY_PREFIX = "immutable-infra-cache/"
 APP_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
@@ -82,8 +85,89 @@ def plan_prune(images, keep_fingerprints, keep_newest):
     return [img for img in others[keep_newest:]]
 
 
-def plan_sweep(containers, now, min_age, app=None, exclude=()):
-    """Builder containers of killed runs: labelled builders older than min_age seconds (optionally one app)."""
+# -- owners: which ansible-playbook run a builder belongs to ------------------------------------------------------
+
+
+def process_start(pid, proc="/proc"):
+    """Start time of a process (clock ticks since boot, field 22 of /proc/<pid>/stat), or None when it is gone."""
+    try:
+        with open(os.path.join(proc, str(int(pid)), "stat"), encoding="utf-8") as handle:
+            stat = handle.read()
+    except (OSError, ValueError):
+        return None
+    # the command name (field 2) may hold spaces and parentheses: split after the last ')'
+    fields = stat[stat.rfind(")") + 2 :].split()
+    try:
+        return fields[19]
+    except IndexError:
+        return None
+
+
+def _parent(pid, proc):
+    try:
+        with open(os.path.join(proc, str(pid), "stat"), encoding="utf-8") as handle:
+            stat = handle.read()
+        return int(stat[stat.rfind(")") + 2 :].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _is_playbook(pid, proc):
+    try:
+        with open(os.path.join(proc, str(pid), "cmdline"), "rb") as handle:
+            argv = handle.read().split(b"\0")
+    except OSError:
+        return False
+    return any(os.path.basename(arg.decode("utf-8", "replace")).startswith("ansible-playbook") for arg in argv[:3])
+
+
+def find_owner_pid(start=None, proc="/proc"):
+    """PID of the ansible-playbook run this process belongs to, or None.
+
+    A module runs under a worker that ansible-playbook forked (so the worker shows the same command line); the
+    owner is the outermost process of the chain of ansible-playbook ancestors.
+    """
+    pid = start if start is not None else os.getpid()
+    owner = None
+    seen = 0
+    while pid and pid > 1 and seen < 64:
+        if _is_playbook(pid, proc):
+            owner = pid
+        elif owner is not None:
+            break
+        pid = _parent(pid, proc)
+        seen += 1
+    return owner
+
+
+def owner_label(pid, host=None, proc="/proc"):
+    """'<host>:<pid>:<start ticks>' for a live PID (the start time guards against PID reuse), or None."""
+    if pid is None:
+        return None
+    start = process_start(pid, proc)
+    if start is None:
+        return None
+    return f"{host or socket.gethostname()}:{int(pid)}:{start}"
+
+
+def owner_state(label, host, alive):
+    """'alive', 'dead' or 'unknown' (no label, another host, or a malformed label) for an owner label."""
+    if not label:
+        return "unknown"
+    owner_host, sep, rest = label.rpartition(":")
+    owner_host, sep2, pid = owner_host.rpartition(":")
+    if not (sep and sep2 and pid.isdigit() and rest) or owner_host != host:
+        return "unknown"
+    return "alive" if alive(int(pid), rest) else "dead"
+
+
+def plan_sweep(containers, now, min_age, app=None, exclude=(), host=None, alive=None):
+    """Builder containers left behind by killed runs (optionally of one app), with the reason.
+
+    A builder whose owner (an ansible-playbook run on this host) is gone is an orphan whatever its age; one whose
+    owner is alive is never taken. Builders without an owner label, or owned by a run on another host, are taken
+    only when older than min_age seconds: the safety net.
+    """
     orphans = []
     for item in containers:
         labels = item.get("labels", {})
@@ -93,22 +177,34 @@ def plan_sweep(containers, now, min_age, app=None, exclude=()):
             continue
         if item["name"] in exclude:
             continue
+        state = owner_state(labels.get(LABEL_OWNER), host, alive) if alive else "unknown"
+        if state == "alive":
+            continue
+        if state == "dead":
+            orphans.append(dict(item, reason="owner process gone"))
+            continue
         try:
             created = int(labels.get(LABEL_CREATED, "0"))
         except ValueError:
             created = 0
         if now - created >= min_age:
-            orphans.append(item)
+            orphans.append(dict(item, reason=f"older than {min_age}s"))
     return orphans
 
 
 class BuilderManager:
     """Applies the plans above through an injected DockerCli; every mutation is skipped in check mode."""
 
-    def __init__(self, docker, check_mode=False, clock=time.time):
+    def __init__(self, docker, check_mode=False, clock=time.time, owner=None, host=None, proc="/proc"):
         self.docker = docker
         self.check_mode = check_mode
         self.clock = clock
+        self.owner = owner  # owner label of the builders this run starts (see owner_label), or None
+        self.host = host or socket.gethostname()
+        self.proc = proc
+
+    def _alive(self, pid, start):
+        return process_start(pid, self.proc) == start
 
     # -- reading ------------------------------------------------------------------------------------------
 
@@ -157,7 +253,7 @@ class BuilderManager:
     def start(self, app, bake_id, base_image, layers, name=None, use_cache=True, network=None, sweep_min_age=None):
         validate_app(app)
         name = name or f"bake-{app}-{bake_id}"
-        result = {"changed": False, "container": name, "swept": []}
+        result = {"changed": False, "container": name, "swept": [], "owner": self.owner}
         if sweep_min_age is not None:
             result["swept"] = self.sweep(app=app, min_age=sweep_min_age, exclude=(name,))["removed"]
             result["changed"] = bool(result["swept"])
@@ -190,6 +286,8 @@ class BuilderManager:
             return result
         args = ["run", "--detach", "--name", name, "--entrypoint", "sleep"]
         labels = {LABEL_KIND: "builder", LABEL_APP: app, LABEL_BAKE_ID: bake_id, LABEL_CREATED: str(int(self.clock()))}
+        if self.owner:
+            labels[LABEL_OWNER] = self.owner
         for key, value in labels.items():
             args += ["--label", f"{key}={value}"]
         if network:
@@ -224,8 +322,12 @@ class BuilderManager:
         return {"changed": exists, "container": container}
 
     def sweep(self, app=None, min_age=3600, exclude=()):
-        orphans = plan_sweep(self.builders(), self.clock(), min_age, app=app, exclude=exclude)
+        alive = self._alive if os.path.isdir(self.proc) else None
+        orphans = plan_sweep(
+            self.builders(), self.clock(), min_age, app=app, exclude=exclude, host=self.host, alive=alive
+        )
         removed = []
+        reasons = {}
         for orphan in orphans:
             if not self.check_mode:
                 try:
@@ -233,7 +335,8 @@ class BuilderManager:
                 except DockerCliError as exc:
                     raise BuilderError(f"could not remove orphan builder {orphan['name']}: {exc}") from None
             removed.append(orphan["name"])
-        return {"changed": bool(removed), "removed": removed}
+            reasons[orphan["name"]] = orphan["reason"]
+        return {"changed": bool(removed), "removed": removed, "reasons": reasons}
 
     def prune(self, app, keep_fingerprints, keep_newest=6):
         validate_app(app)

@@ -17,6 +17,9 @@ description:
   - Used by the C(immutable.infra.bake) playbook; usable on its own.
   - Builders and cache images carry the labels C(io.immutable-infra.kind) (V(builder) or V(cache)),
     C(io.immutable-infra.app), C(io.immutable-infra.bake-id) and C(io.immutable-infra.created) (epoch seconds).
+  - Builders also carry C(io.immutable-infra.owner) (C(<host>:<pid>:<process start>)) naming the C(ansible-playbook)
+    run that started them, so a sweep on the same host removes the builders of a killed run at once instead of
+    waiting for O(sweep_min_age).
   - Cache images are named C(immutable-infra-cache/<app>:<layer fingerprint hex>) and stay in the local engine; they
     are never pushed and never confused with released artifacts.
   - Talks to the Docker Engine through the C(docker) CLI.
@@ -27,7 +30,9 @@ options:
         layer of O(layers).
       - V(layer_saved) commits the builder as the cache image of O(layer); nothing happens when it exists.
       - V(absent) removes the builder container.
-      - V(swept) removes builder containers older than O(sweep_min_age) seconds (of O(app) when given).
+      - V(swept) removes the builder containers of runs that are gone (of O(app) when given): those whose owner
+        C(ansible-playbook) process on this host no longer runs, whatever their age, and those without an owner on
+        this host once older than O(sweep_min_age) seconds. Builders of a live run are never removed.
       - V(pruned) removes the cache images of O(app) that are not in O(layers), keeping the O(keep) newest others.
     type: str
     choices: [started, layer_saved, absent, swept, pruned]
@@ -64,9 +69,18 @@ options:
     type: str
   sweep_min_age:
     description:
-      - Builders older than this many seconds are taken as left behind by a killed run and removed
-        (O(state=started) sweeps only the builders of O(app); O(state=swept) all apps unless O(app) is set).
-      - Must be longer than the longest bake you run, so a running bake is never swept.
+      - Builders older than this many seconds whose owner cannot be checked (no owner label, or started from
+        another host) are taken as left behind by a killed run and removed; builders whose owner process on this
+        host is gone are removed whatever their age (O(state=started) sweeps only the builders of O(app);
+        O(state=swept) all apps unless O(app) is set).
+      - Must be longer than the longest bake you run, so a running bake of another host is never swept.
+    type: int
+  owner_pid:
+    description:
+      - PID of the C(ansible-playbook) process that owns the builder started by O(state=started).
+      - Default is the outermost C(ansible-playbook) process among the module's ancestors (read from C(/proc));
+        when none is found (not Linux, or not run by C(ansible-playbook)) the builder gets no owner label and only
+        the age rule of O(sweep_min_age) sweeps it.
     type: int
   keep:
     description: Number of cache images off the current path to keep for O(state=pruned), newest first.
@@ -146,6 +160,16 @@ swept:
   returned: when O(state=started)
   type: list
   elements: str
+owner:
+  description: Owner label given to the builder (C(<host>:<pid>:<process start>)), or null when none was found.
+  returned: when O(state=started)
+  type: str
+  sample: ci-runner-3:41873:9120453
+reasons:
+  description: Why each removed builder was taken as an orphan (owner process gone, or older than the minimum age).
+  returned: when O(state=swept)
+  type: dict
+  sample: {"bake-web-20261126T201500-3f2a01": "owner process gone"}
 removed:
   description: Containers (O(state=swept)) or cache images (O(state=pruned)) removed, or that would be in check mode.
   returned: when O(state) is V(swept) or V(pruned)
@@ -157,6 +181,8 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.immutable.infra.plugins.module_utils._builder import BuilderError
 from ansible_collections.immutable.infra.plugins.module_utils._builder import BuilderManager
+from ansible_collections.immutable.infra.plugins.module_utils._builder import find_owner_pid
+from ansible_collections.immutable.infra.plugins.module_utils._builder import owner_label
 from ansible_collections.immutable.infra.plugins.module_utils._docker_cli import DockerCli
 from ansible_collections.immutable.infra.plugins.module_utils._docker_cli import DockerCliError
 
@@ -183,12 +209,16 @@ def main():
             network=dict(type="str"),
             sweep_min_age=dict(type="int"),
             keep=dict(type="int", default=6),
+            owner_pid=dict(type="int"),
         ),
         required_if=[("state", state, needed) for state, needed in REQUIRED.items() if needed],
         supports_check_mode=True,
     )
     p = module.params
-    manager = BuilderManager(DockerCli(module.run_command), check_mode=module.check_mode)
+    owner = None
+    if p["state"] == "started":
+        owner = owner_label(p["owner_pid"] if p["owner_pid"] is not None else find_owner_pid())
+    manager = BuilderManager(DockerCli(module.run_command), check_mode=module.check_mode, owner=owner)
     container = p["container"] or (f"bake-{p['app']}-{p['bake_id']}" if p["app"] and p["bake_id"] else None)
     try:
         if p["state"] == "started":

@@ -9,6 +9,9 @@ import pytest
 from ansible_collections.immutable.infra.plugins.module_utils._builder import BuilderError
 from ansible_collections.immutable.infra.plugins.module_utils._builder import BuilderManager
 from ansible_collections.immutable.infra.plugins.module_utils._builder import cache_ref
+from ansible_collections.immutable.infra.plugins.module_utils._builder import find_owner_pid
+from ansible_collections.immutable.infra.plugins.module_utils._builder import owner_label
+from ansible_collections.immutable.infra.plugins.module_utils._builder import owner_state
 from ansible_collections.immutable.infra.plugins.module_utils._builder import plan_prune
 from ansible_collections.immutable.infra.plugins.module_utils._builder import plan_start_layer
 from ansible_collections.immutable.infra.plugins.module_utils._builder import plan_sweep
@@ -144,3 +147,110 @@ def test_a_running_builder_is_not_started_twice():
 def test_invalid_app_names_are_refused():
     with pytest.raises(BuilderError, match="app name 'Web App' is invalid"):
         BuilderManager(DockerCli(FakeDocker())).start("Web App", "b1", "base:1", [])
+
+
+# -- owners: a killed run's builders are swept at once, a live run's never ----------------------------------------
+
+
+def fake_proc(tmp_path, procs):
+    """procs: {pid: (ppid, start, argv)} -> a /proc-like tree."""
+    for pid, (ppid, start, argv) in procs.items():
+        d = tmp_path / str(pid)
+        d.mkdir()
+        # comm with a space and a ')' to prove the parser splits after the last ')'
+        fields = ["S", str(ppid)] + ["0"] * 17 + [str(start)] + ["0"] * 5
+        (d / "stat").write_text(f"{pid} (odd) name) " + " ".join(fields) + "\n")
+        (d / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
+    return str(tmp_path)
+
+
+PLAYBOOK = ["/venv/bin/python3", "/venv/bin/ansible-playbook", "playbooks/bake.yml"]
+
+
+def test_the_owner_is_the_outermost_ansible_playbook_ancestor(tmp_path):
+    proc = fake_proc(
+        tmp_path,
+        {
+            500: (400, 11, ["/usr/bin/python3", "/tmp/AnsiballZ_bake_builder.py"]),  # the module
+            400: (300, 10, ["/bin/sh", "-c", "python3"]),
+            300: (200, 9, PLAYBOOK),  # the forked worker shows the same command line
+            200: (100, 8, PLAYBOOK),  # ansible-playbook itself
+            100: (1, 7, ["bash"]),
+        },
+    )
+    assert find_owner_pid(500, proc=proc) == 200
+    assert owner_label(200, host="ctl", proc=proc) == "ctl:200:8"
+    assert find_owner_pid(100, proc=proc) is None
+    assert owner_label(999, host="ctl", proc=proc) is None
+
+
+def builder(name, app="web", created="9990", owner=None):
+    labels = {
+        "io.immutable-infra.kind": "builder",
+        "io.immutable-infra.app": app,
+        "io.immutable-infra.created": created,
+    }
+    if owner:
+        labels["io.immutable-infra.owner"] = owner
+    return {"name": name, "labels": labels}
+
+
+def test_sweep_takes_builders_of_dead_owners_at_once_and_keeps_live_ones_whatever_their_age():
+    live = {(200, "8")}
+
+    def alive(pid, start):
+        return (pid, start) in live
+
+    containers = [
+        builder("dead-new", owner="ctl:300:5"),  # killed a second ago: taken now
+        builder("reused-pid", owner="ctl:200:7"),  # PID 200 runs again, but started later: the owner is gone
+        builder("alive-old", created="1", owner="ctl:200:8"),  # a long bake still running: never taken
+        builder("other-host-new", owner="elsewhere:300:5"),  # cannot check: age rule, too young
+        builder("other-host-old", created="1", owner="elsewhere:300:5"),
+        builder("unlabelled-old", created="1"),
+        builder("garbled", owner="nonsense"),
+    ]
+    found = plan_sweep(containers, 10_000, 3600, host="ctl", alive=alive)
+    assert {c["name"]: c["reason"] for c in found} == {
+        "dead-new": "owner process gone",
+        "reused-pid": "owner process gone",
+        "other-host-old": "older than 3600s",
+        "unlabelled-old": "older than 3600s",
+    }
+
+
+def test_owner_state_of_malformed_labels_is_unknown():
+    assert owner_state(None, "ctl", lambda p, s: True) == "unknown"
+    assert owner_state("ctl:abc:1", "ctl", lambda p, s: True) == "unknown"
+    assert owner_state("ctl:12:", "ctl", lambda p, s: True) == "unknown"
+    assert owner_state("host:with:colons:12:5", "host:with:colons", lambda p, s: False) == "dead"
+
+
+def test_start_labels_the_builder_with_its_owner():
+    fake = FakeDocker(images={"base:1"})
+    BuilderManager(DockerCli(fake), owner="ctl:200:8").start("web", "b1", "base:1", [])
+    run = next(call for call in fake.calls if call[0] == "run")
+    assert "io.immutable-infra.owner=ctl:200:8" in run
+
+
+def test_sweep_in_check_mode_lists_but_removes_nothing(tmp_path):
+    rows = "\n".join(
+        json.dumps({"Names": c["name"], "Labels": ",".join(f"{k}={v}" for k, v in c["labels"].items())})
+        for c in [builder("dead", owner="ctl:300:5"), builder("young")]
+    )
+
+    class Engine(FakeDocker):
+        def __call__(self, cmd, **kwargs):
+            if cmd[1:2] == ["ps"]:
+                self.calls.append(cmd[1:])
+                return 0, rows, ""
+            return super().__call__(cmd, **kwargs)
+
+    fake = Engine()
+    manager = BuilderManager(DockerCli(fake), check_mode=True, clock=lambda: 10_000, host="ctl", proc=str(tmp_path))
+    result = manager.sweep(min_age=3600)
+    assert result == {"changed": True, "removed": ["dead"], "reasons": {"dead": "owner process gone"}}
+    assert not any(call[:1] == ["rm"] for call in fake.calls)
+    manager.check_mode = False
+    manager.sweep(min_age=3600)
+    assert ["rm", "-f", "dead"] in fake.calls and ["rm", "-f", "young"] not in fake.calls
