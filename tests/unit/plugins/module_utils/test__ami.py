@@ -352,3 +352,58 @@ def test_ssh_banner_probe():
     started = time.monotonic()
     assert _ami.wait_for_ssh_banner("127.0.0.1", port, 1, interval=0.2) is False
     assert time.monotonic() - started < 3
+
+
+# ------------------------------------------------------------------------------------------------ builder details
+
+
+def test_security_group_deletion_waits_out_dependency_violation():
+    ec2, stub = stubbed()
+    stub.add_client_error("delete_security_group", "DependencyViolation", "resource sg-1 has a dependent object")
+    stub.add_response("delete_security_group", {}, {"GroupId": "sg-1"})
+    _ami.Cleanup(ec2, REGION, check_mode=False, poll_interval=0).delete_group("sg-1", timeout=10)
+    stub.assert_no_pending_responses()
+
+
+def test_launch_spec_public_ip_imdsv2_and_encrypted_root_with_region_key():
+    builder = _ami.Builder(None, REGION, check_mode=False)
+    base = {
+        "ImageId": "ami-base",
+        "RootDeviceName": "/dev/xvda",
+        "BlockDeviceMappings": [{"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 8}}],
+    }
+    params = {
+        "instance_type": "t3.small",
+        "volume_type": "gp3",
+        "associate_public_ip_address": True,
+        "subnet_id": "subnet-1",
+        "region_kms_keys": {REGION: "alias/ami"},
+        "iam_instance_profile": "ssm-builder",
+    }
+    spec = builder.launch_spec(params, {"base": base, "bake_id": "b1"}, "key-b1", "sg-1", "2026-01-01T00:00:00Z")
+    assert spec["MetadataOptions"]["HttpTokens"] == "required"
+    assert spec["BlockDeviceMappings"] == [
+        {
+            "DeviceName": "/dev/xvda",
+            "Ebs": {
+                "Encrypted": True,
+                "DeleteOnTermination": True,
+                "VolumeType": "gp3",
+                "VolumeSize": 8,
+                "KmsKeyId": "alias/ami",
+            },
+        }
+    ]
+    assert spec["NetworkInterfaces"] == [
+        {
+            "DeviceIndex": 0,
+            "Groups": ["sg-1"],
+            "AssociatePublicIpAddress": True,
+            "DeleteOnTermination": True,
+            "SubnetId": "subnet-1",
+        }
+    ]
+    assert "SecurityGroupIds" not in spec and "SubnetId" not in spec
+    assert spec["IamInstanceProfile"] == {"Name": "ssm-builder"}
+    kinds = {t["ResourceType"]: {x["Key"]: x["Value"] for x in t["Tags"]} for t in spec["TagSpecifications"]}
+    assert kinds["instance"][_ami.TAG_BAKE_ID] == "b1" and kinds["volume"][_ami.TAG_CREATED] == "2026-01-01T00:00:00Z"
