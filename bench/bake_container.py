@@ -101,7 +101,10 @@ def main() -> None:
         for app in apps:
             subprocess.run(["docker", "image", "rm", "-f", f"{app}-docker"], capture_output=True, check=False)
             ids = subprocess.run(
-                ["docker", "image", "ls", "-q", f"immutable-infra-cache/{app}"], capture_output=True, text=True, check=False
+                ["docker", "image", "ls", "-q", f"immutable-infra-cache/{app}"],
+                capture_output=True,
+                text=True,
+                check=False,
             ).stdout.split()
             if ids:
                 subprocess.run(["docker", "image", "rm", "-f", *ids], capture_output=True, check=False)
