@@ -1,0 +1,162 @@
+# Copyright: Contributors to the immutable.infra collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Logic of immutable.infra.image_hygiene: find what must never be captured into an image.
+
+PRIVATE to the collection: do not import it from other collections, it may change without notice.
+
+Runs on the builder itself (docker exec for a container, SSH for an EC2 builder), right after the seal, so the same
+checks serve container images and AMIs. Read only: it lists findings and never changes a file. The file system is
+reached through `root` (a directory standing for '/'), so tests can point it at a tree of their own.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+import os
+import re
+import stat
+
+# PEM private keys of every kind (RSA, EC, DSA, OPENSSH, PKCS#8, ENCRYPTED): only the marker line is read.
+PRIVATE_KEY = re.compile(rb"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----")
+HISTORY_NAMES = (
+    ".bash_history",
+    ".sh_history",
+    ".ash_history",
+    ".zsh_history",
+    ".history",
+    ".python_history",
+    ".mysql_history",
+    ".psql_history",
+    ".sqlite_history",
+    ".node_repl_history",
+    ".lesshst",
+    ".viminfo",
+)
+DEFAULT_SCAN_PATHS = ("/etc", "/root", "/home", "/opt", "/srv", "/tmp", "/var/tmp", "/usr/local/etc")
+MAX_SCAN_BYTES = 1024 * 1024
+MAX_SCAN_FILES = 200_000
+
+
+class HygieneError(Exception):
+    """The check cannot run (bad option); the message names the option and the fix."""
+
+
+def _check_globs(patterns, option):
+    for pattern in patterns:
+        if not isinstance(pattern, str) or not pattern.startswith("/"):
+            raise HygieneError(
+                f"{option} entry {pattern!r} is not an absolute path glob: write it as on the builder, "
+                "e.g. /etc/app/secret-*.pem"
+            )
+
+
+class HygieneChecker:
+    """Collects findings [{path, reason}] for one builder file system."""
+
+    def __init__(self, root="/", forbidden=(), allow=(), scan_paths=DEFAULT_SCAN_PATHS, max_bytes=MAX_SCAN_BYTES):
+        _check_globs(forbidden, "forbidden")
+        _check_globs(allow, "allow")
+        _check_globs(scan_paths, "scan_paths")
+        self.root = root
+        self.forbidden = list(forbidden)
+        self.allow = list(allow)
+        self.scan_paths = list(scan_paths)
+        self.max_bytes = max_bytes
+        self.findings = {}
+        self.scanned = 0
+
+    # -- paths as the builder sees them --------------------------------------------------------------------
+
+    def _host(self, path):
+        return os.path.join(self.root, path.lstrip("/"))
+
+    def _image(self, host_path):
+        rel = os.path.relpath(host_path, self.root)
+        return "/" + ("" if rel == "." else rel)
+
+    def _glob(self, pattern):
+        return sorted(self._image(p) for p in glob.glob(self._host(pattern), recursive=True))
+
+    def _add(self, path, reason):
+        if any(fnmatch.fnmatchcase(path, pattern) for pattern in self.allow):
+            return
+        self.findings.setdefault(path, reason)
+
+    # -- checks --------------------------------------------------------------------------------------------
+
+    def ssh_host_keys(self):
+        for path in self._glob("/etc/ssh/ssh_host_*"):
+            self._add(path, "SSH host key (every instance must generate its own)")
+
+    def machine_id(self):
+        for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+            host = self._host(path)
+            if os.path.isfile(host) and not os.path.islink(host) and os.path.getsize(host) > 0:
+                self._add(path, "non-empty machine-id (instances would share one identity)")
+
+    def _homes(self):
+        homes = [self._host("/root")] + glob.glob(self._host("/home/*"))
+        return [h for h in homes if os.path.isdir(h) and not os.path.islink(h)]
+
+    def histories(self):
+        for home in self._homes():
+            for name in HISTORY_NAMES:
+                path = os.path.join(home, name)
+                if os.path.isfile(path) and not os.path.islink(path) and os.path.getsize(path) > 0:
+                    self._add(self._image(path), "shell or tool history")
+
+    def ssh_user_keys(self):
+        for home in self._homes():
+            for path in glob.glob(os.path.join(home, ".ssh", "id_*")):
+                if not path.endswith(".pub") and os.path.isfile(path):
+                    self._add(self._image(path), "SSH private key of a user")
+
+    def private_keys(self):
+        for top in self.scan_paths:
+            for dirpath, dirnames, filenames in os.walk(self._host(top)):
+                dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
+                for name in filenames:
+                    if self.scanned >= MAX_SCAN_FILES:
+                        return
+                    self._scan_file(os.path.join(dirpath, name))
+
+    def _scan_file(self, path):
+        try:
+            info = os.lstat(path)
+        except OSError:
+            return
+        if not stat.S_ISREG(info.st_mode) or info.st_size == 0 or info.st_size > self.max_bytes:
+            return
+        self.scanned += 1
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read(self.max_bytes)
+        except OSError:
+            return
+        if PRIVATE_KEY.search(data):
+            self._add(self._image(path), "private key")
+
+    def forbidden_files(self):
+        for pattern in self.forbidden:
+            for path in self._glob(pattern):
+                self._add(path, f"forbidden by {pattern}")
+
+    def run(self):
+        self.ssh_host_keys()
+        self.machine_id()
+        self.histories()
+        self.ssh_user_keys()
+        self.forbidden_files()
+        self.private_keys()
+        return [{"path": path, "reason": reason} for path, reason in sorted(self.findings.items())]
+
+
+def failure_message(findings):
+    listed = "; ".join(f"{f['path']} ({f['reason']})" for f in findings)
+    return (
+        f"image hygiene check failed: {len(findings)} file(s) must not be captured into the image: {listed}. "
+        "Remove them in a role before the capture (the immutable.infra.seal role removes host keys, histories and "
+        "the machine-id; seal_extra_paths removes more), or list a file that belongs in the image under allow"
+    )

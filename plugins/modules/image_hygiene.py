@@ -1,0 +1,118 @@
+#!/usr/bin/python
+# Copyright: Contributors to the immutable.infra collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: image_hygiene
+short_description: Refuse to capture a builder that still holds keys, histories or host identity
+version_added: 0.1.0
+author:
+  - immutable.infra contributors (@immutable-infra)
+description:
+  - Runs on the builder right before it is captured (after the C(immutable.infra.seal) role), over whatever
+    connection reaches it (C(community.docker.docker) for a container builder, SSH for an EC2 builder), so the same
+    checks guard container images and AMIs.
+  - Fails, listing every offending file and why, when it finds SSH host keys (C(/etc/ssh/ssh_host_*)), PEM private
+    keys (any C(-----BEGIN ... PRIVATE KEY-----) file under O(scan_paths)), users' SSH keys (C(~/.ssh/id_*)),
+    non-empty shell or tool histories in C(/root) and C(/home/*), a non-empty C(/etc/machine-id) or
+    C(/var/lib/dbus/machine-id), or any file matching O(forbidden).
+  - Read only; never changes a file. The C(immutable.infra.bake) playbook runs it as the last step of provisioning.
+options:
+  forbidden:
+    description:
+      - Absolute path globs (C(**) matches any depth) of files that must not be in the image, for example
+        V(/etc/app/credentials.json) or V(/opt/app/**/*.key).
+    type: list
+    elements: str
+    default: []
+  allow:
+    description:
+      - Absolute path globs of files that belong in the image although a check flags them (for example a test key
+        shipped on purpose). Matched with C(fnmatch) against the path on the builder.
+    type: list
+    elements: str
+    default: []
+  scan_paths:
+    description: Directories searched for PEM private keys (files up to 1 MiB, symbolic links not followed).
+    type: list
+    elements: str
+    default: [/etc, /root, /home, /opt, /srv, /tmp, /var/tmp, /usr/local/etc]
+attributes:
+  check_mode:
+    support: full
+    description: Read only; runs the same in check mode.
+  diff_mode:
+    support: none
+    description: Nothing changes, so there is no diff.
+  idempotent:
+    support: full
+    description: Never changes anything.
+seealso:
+  - module: immutable.infra.push_image
+"""
+
+EXAMPLES = r"""
+- name: Check the sealed builder before it is captured
+  immutable.infra.image_hygiene:
+    forbidden:
+      - /etc/app/credentials.json
+      - /opt/app/**/*.key
+    allow:
+      - /opt/app/tests/fixtures/test.key
+"""
+
+RETURN = r"""
+findings:
+  description: Every offending file, with why it must not be captured. Empty when the builder is clean.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    path:
+      description: Path on the builder.
+      type: str
+      sample: /root/.bash_history
+    reason:
+      description: Why the file must not be in the image.
+      type: str
+      sample: shell or tool history
+scanned:
+  description: Number of files whose content was searched for private keys.
+  returned: always
+  type: int
+  sample: 1250
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.immutable.infra.plugins.module_utils._hygiene import DEFAULT_SCAN_PATHS
+from ansible_collections.immutable.infra.plugins.module_utils._hygiene import HygieneChecker
+from ansible_collections.immutable.infra.plugins.module_utils._hygiene import HygieneError
+from ansible_collections.immutable.infra.plugins.module_utils._hygiene import failure_message
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            forbidden=dict(type="list", elements="str", default=[]),
+            allow=dict(type="list", elements="str", default=[]),
+            scan_paths=dict(type="list", elements="str", default=list(DEFAULT_SCAN_PATHS)),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    try:
+        checker = HygieneChecker(forbidden=p["forbidden"], allow=p["allow"], scan_paths=p["scan_paths"])
+        findings = checker.run()
+    except HygieneError as exc:
+        module.fail_json(msg=str(exc), findings=[], scanned=0)
+    if findings:
+        module.fail_json(msg=failure_message(findings), findings=findings, scanned=checker.scanned)
+    module.exit_json(changed=False, findings=[], scanned=checker.scanned)
+
+
+if __name__ == "__main__":
+    main()
