@@ -1,0 +1,186 @@
+#!/usr/bin/python
+# Copyright: Contributors to the immutable.infra collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: registry_gc
+short_description: Delete old bake artifacts from a registry repository, keeping the newest and the ones in use
+version_added: 0.1.0
+author:
+  - immutable.infra contributors (@immutable-infra)
+description:
+  - Lists the manifests of a repository through the registry HTTP API, takes those with an C(fp-*) tag as bake
+    artifacts, keeps the O(keep) newest (by the C(org.opencontainers.image.created) label) and every digest in
+    O(protected), and deletes the others with C(DELETE /v2/<repo>/manifests/<digest>), which removes every tag of
+    that digest. Manifests without an C(fp-*) tag are never touched.
+  - Dry run by default (O(dry_run=true)): reports what would go and changes nothing. Check mode does the same.
+  - The registry must have deletion enabled. Deleting manifests does not free blob storage; run the registry's
+    own garbage collection (C(registry garbage-collect)) for that.
+options:
+  repository:
+    description: Repository including the registry host, for example V(127.0.0.1:5000/web). No tag or digest.
+    type: str
+    required: true
+  keep:
+    description: Number of newest bake artifacts to keep (at least 1), besides the protected ones.
+    type: int
+    default: 5
+  protected:
+    description:
+      - Digests (V(sha256:...)) or references (V(host/repo@sha256:...)) that must never be deleted, typically the
+        C(live) and C(previous) IDs of every environment in the ledger. Protection is by digest.
+    type: list
+    elements: str
+    default: []
+  dry_run:
+    description: Only report what would be deleted. Set V(false) to delete.
+    type: bool
+    default: true
+  registry_username:
+    description:
+      - User for the registry. Requires O(registry_password). Without both, the credentials for the registry in the
+        docker config (O(docker_config), C($DOCKER_CONFIG) or C(~/.docker)) are used, if any.
+    type: str
+  registry_password:
+    description: Password (or token) for the registry. Never logged or returned.
+    type: str
+  docker_config:
+    description: Directory of a docker client config (holding C(config.json)) to take the credentials from.
+    type: path
+  registry_scheme:
+    description: V(auto) uses HTTP for localhost and 127.0.0.0/8 and HTTPS for every other registry.
+    type: str
+    choices: [auto, http, https]
+    default: auto
+  validate_certs:
+    description: Verify the registry's TLS certificate.
+    type: bool
+    default: true
+  timeout:
+    description: Timeout of each registry HTTP request, in seconds.
+    type: int
+    default: 30
+attributes:
+  check_mode:
+    support: full
+    description: Reports what would be deleted and deletes nothing, like O(dry_run=true).
+  diff_mode:
+    support: none
+    description: No diff; RV(would_delete) lists what goes.
+  idempotent:
+    support: full
+    description: A second run finds nothing more to delete and reports RV(changed=false).
+seealso:
+  - module: immutable.infra.push_image
+  - module: immutable.infra.ledger_info
+"""
+
+EXAMPLES = r"""
+- name: Show which artifacts would go
+  immutable.infra.registry_gc:
+    repository: 127.0.0.1:5000/web
+    keep: 5
+    protected: "{{ ledger_ids }}"
+    registry_username: "{{ registry_user }}"
+    registry_password: "{{ registry_password }}"
+  register: gc
+
+- name: Delete them
+  immutable.infra.registry_gc:
+    repository: 127.0.0.1:5000/web
+    keep: 5
+    protected: "{{ ledger_ids }}"
+    dry_run: false
+    registry_username: "{{ registry_user }}"
+    registry_password: "{{ registry_password }}"
+"""
+
+RETURN = r"""
+repository:
+  description: The repository collected.
+  returned: always
+  type: str
+  sample: 127.0.0.1:5000/web
+dry_run:
+  description: Whether nothing was deleted on purpose (O(dry_run) or check mode).
+  returned: always
+  type: bool
+kept:
+  description: Manifests kept, newest first, each with its digest, tags, created time, fingerprint and why.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"digest": "sha256:4f0c...", "tags": ["1.4.0", "fp-3f2a..."], "created": "2026-03-02T10:01:02Z",
+            "fingerprint": "sha256:3f2a...", "reason": "one of the 5 newest"}]
+would_delete:
+  description: Bake artifacts that are (or, in a dry run, would be) deleted, newest first.
+  returned: always
+  type: list
+  elements: dict
+deleted:
+  description: Bake artifacts actually deleted (empty in a dry run).
+  returned: always
+  type: list
+  elements: dict
+protected:
+  description: The protected digests, as understood from O(protected).
+  returned: always
+  type: list
+  elements: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.urls import open_url
+
+from ansible_collections.immutable.infra.plugins.module_utils._gc import GcError
+from ansible_collections.immutable.infra.plugins.module_utils._gc import run_gc
+from ansible_collections.immutable.infra.plugins.module_utils._registry import ImageReferenceError
+from ansible_collections.immutable.infra.plugins.module_utils._registry import RegistryClient
+from ansible_collections.immutable.infra.plugins.module_utils._registry import RegistryError
+from ansible_collections.immutable.infra.plugins.module_utils._registry import credential_helper_runner
+from ansible_collections.immutable.infra.plugins.module_utils._registry import parse_repository
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            repository=dict(type="str", required=True),
+            keep=dict(type="int", default=5),
+            protected=dict(type="list", elements="str", default=[]),
+            dry_run=dict(type="bool", default=True),
+            registry_username=dict(type="str"),
+            registry_password=dict(type="str", no_log=True),
+            docker_config=dict(type="path"),
+            registry_scheme=dict(type="str", choices=["auto", "http", "https"], default="auto"),
+            validate_certs=dict(type="bool", default=True),
+            timeout=dict(type="int", default=30),
+        ),
+        mutually_exclusive=[("registry_username", "docker_config")],
+        required_together=[("registry_username", "registry_password")],
+        supports_check_mode=True,
+    )
+    p = module.params
+    try:
+        registry_host, _repo = parse_repository(p["repository"])
+        registry = RegistryClient(
+            registry_host,
+            username=p["registry_username"],
+            password=p["registry_password"],
+            docker_config=p["docker_config"],
+            open_url=open_url,
+            scheme=p["registry_scheme"],
+            validate_certs=p["validate_certs"],
+            timeout=p["timeout"],
+            helper_runner=credential_helper_runner(module.run_command),
+        )
+        result = run_gc(registry, p["repository"], p["keep"], p["protected"], p["dry_run"], module.check_mode)
+    except (GcError, ImageReferenceError, RegistryError) as exc:
+        module.fail_json(msg=str(exc), repository=p["repository"])
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
