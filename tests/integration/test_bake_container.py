@@ -178,10 +178,25 @@ def test_a_cold_bake_pushes_a_digest_and_writes_its_record(bake_env, registry):
     assert registry["password"] not in bake_env["cold"].stdout + json.dumps(record)
 
 
-def test_the_pushed_image_serves_healthz_with_the_declared_config(bake_env, registry, unique):
+def pull_from_registry(registry: dict, image: str, tmp_path: Path) -> None:
+    """Drop the local copy and pull the artifact back by digest, through a private docker config."""
+    docker("image", "rm", image, check=False)
+    config = str(tmp_path / "docker-config")
+    subprocess.run(
+        ["docker", "--config", config, "login", "-u", registry["username"], "--password-stdin", registry["address"]],
+        input=registry["password"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    docker("--config", config, "pull", image)
+
+
+def test_the_pushed_image_serves_healthz_with_the_declared_config(bake_env, registry, unique, tmp_path):
     record = bake_env["baker"].latest()
     image = record["id"]
-    inspect = json.loads(docker("pull", image) and docker("image", "inspect", image))[0]
+    pull_from_registry(registry, image, tmp_path)
+    inspect = json.loads(docker("image", "inspect", image))[0]
     config = inspect["Config"]
     assert config["Cmd"] == ["nginx", "-g", "daemon off;"]
     assert "8080/tcp" in config["ExposedPorts"]
