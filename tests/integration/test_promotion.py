@@ -1,0 +1,436 @@
+"""Promotion end to end: playbooks/deploy.yml, promote.yml, rollback.yml and verify.yml through ansible-playbook
+against the real Docker Engine, the local registry (with auth), a self-contained nginx per environment on
+127.0.0.1 high ports, and the SSM ledger backend on a moto_server started here (127.0.0.1:5058).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import REPO_ROOT
+from conftest import ansible_env
+from conftest import run_playbook
+
+PLAYBOOKS = REPO_ROOT / "playbooks"
+MOTO_PORT = 5058
+MOTO_URL = f"http://127.0.0.1:{MOTO_PORT}"
+CHAIN = ["dev", "staging", "prod"]
+# The bake's builder runs with `--entrypoint sleep` and that entrypoint ends up in the artifact's config (reported
+# to the bake owners); the test artifacts reset it through bake_image_config, which re-runs only the seal role.
+IMAGE_CONFIG = {"entrypoint": [], "cmd": ["nginx", "-g", "daemon off;"]}
+
+pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.nginx]
+
+
+def show(res: subprocess.CompletedProcess) -> str:
+    return f"rc={res.returncode}\nSTDOUT:\n{res.stdout[-5000:]}\nSTDERR:\n{res.stderr[-2000:]}"
+
+
+def sh(*cmd, check=True, input_text=None):
+    proc = subprocess.run(cmd, capture_output=True, text=True, input=input_text, check=False)
+    if check and proc.returncode != 0:
+        pytest.fail(f"{' '.join(cmd)} failed: {proc.stderr or proc.stdout}")
+    return proc
+
+
+def free_ports(count: int) -> list[int]:
+    socks, ports = [], []
+    for _i in range(count):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        socks.append(sock)
+        ports.append(sock.getsockname()[1])
+    for sock in socks:
+        sock.close()
+    return ports
+
+
+# --- artifacts: two real bakes, once per module ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def registry_env(registry):
+    return {"IMMUTABLE_REGISTRY_USER": registry["username"], "IMMUTABLE_REGISTRY_PASSWORD": registry["password"]}
+
+
+@pytest.fixture(scope="module")
+def artifacts(registry_env, base_image, tmp_path_factory):
+    """Two distinct container artifacts of the default roles (the second differs by one image label, so only the
+    seal role and the push re-run); bakes of the same inputs are cache hits in later runs."""
+    out = tmp_path_factory.mktemp("bakes")
+    records = []
+    for variant in ("a", "b"):
+        config = dict(IMAGE_CONFIG, labels={"io.immutable-infra.test.variant": variant})
+        res = run_playbook(
+            PLAYBOOKS / "bake.yml",
+            {"bake_name": "promotest", "bake_artifacts_dir": str(out), "bake_image_config": config},
+            env=registry_env,
+            timeout=1500,
+        )
+        assert res.returncode == 0, show(res)
+        records.append(json.loads((out / "promotest" / "latest.json").read_text()))
+    assert records[0]["id"] != records[1]["id"]
+    return records
+
+
+class Chain:
+    """A three-environment chain for one app in a temp dir: its inventory, ledger, routers and records."""
+
+    def __init__(self, root: Path, app: str, records: list, backend="docker", ledger=None, env=None):
+        self.root = root
+        self.app = app
+        self.backend = backend
+        self.extra_env = env or {}
+        self.ledger_path = root / "ledger" / "ledger.json"
+        self.inventory = root / "inventory"
+        art = root / "artifacts" / app / "records"
+        art.mkdir(parents=True)
+        for index, record in enumerate(records):
+            (art / f"{index:02d}.json").write_text(json.dumps(record))
+        (root / "artifacts" / app / "latest.json").write_text(json.dumps(records[0]))
+        ports = free_ports(9)
+        self.envs = {
+            name: {
+                "router_port": ports[3 * i],
+                "blue_port": ports[3 * i + 1],
+                "green_port": ports[3 * i + 2],
+                "router_dir": str(root / "routers" / name),
+            }
+            for i, name in enumerate(CHAIN)
+        }
+        group_vars = self.inventory / "group_vars" / "all"
+        group_vars.mkdir(parents=True)
+        shutil.copy(REPO_ROOT / "inventories" / "local" / "hosts.yml", self.inventory / "hosts.yml")
+        settings = {
+            "promotion_chain": CHAIN,
+            "promotion_app": app,
+            "promotion_backend": backend,
+            "promotion_artifacts_dir": str(root / "artifacts"),
+            "promotion_ledger": ledger or {"backend": "file", "path": str(self.ledger_path)},
+            "promotion_environments": self.envs,
+            "promotion_health_interval": 0.3,
+            "promotion_health_timeout": 30,
+        }
+        (group_vars / "promotion.yml").write_text(json.dumps(settings, indent=1))
+
+    def run(self, playbook: str, **extra) -> subprocess.CompletedProcess:
+        return run_playbook(PLAYBOOKS / playbook, extra, "-i", str(self.inventory), env=self.extra_env)
+
+    def popen(self, playbook: str, **extra) -> subprocess.Popen:
+        cmd = ["ansible-playbook", str(PLAYBOOKS / playbook), "-i", str(self.inventory), "-e", json.dumps(extra)]
+        return subprocess.Popen(
+            cmd,
+            cwd=REPO_ROOT,
+            env=ansible_env(self.extra_env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def ledger(self) -> dict:
+        return json.loads(self.ledger_path.read_text())
+
+    def entry(self, env: str) -> dict:
+        return self.ledger()["apps"][self.app][env]
+
+    def name(self, env, colour):
+        return f"{self.app}-{env}-{colour}"
+
+    def live_container(self, env: str) -> dict:
+        state = json.loads((Path(self.envs[env]["router_dir"]) / "conf.d" / f"{self.app}-{env}.bg_state.json").read_text())
+        return json.loads(sh("docker", "container", "inspect", self.name(env, state["live"])).stdout)[0]
+
+    def running_digests(self, env: str) -> set:
+        info = self.live_container(env)
+        digests = json.loads(
+            sh("docker", "image", "inspect", "--format", "{{json .RepoDigests}}", info["Image"]).stdout
+        )
+        return {ref.split("@", 1)[1] for ref in digests}
+
+    def served(self, env: str):
+        url = f"http://127.0.0.1:{self.envs[env]['router_port']}/"
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(url, timeout=5) as resp:
+            return resp.status, resp.headers.get("X-Colour")
+
+    def teardown(self):
+        for env in CHAIN:
+            for suffix in ("blue", "green", "byhand"):
+                sh("docker", "rm", "--force", self.name(env, suffix), check=False)
+            pid_file = Path(self.envs[env]["router_dir"]) / "nginx.pid"
+            if pid_file.exists():
+                try:
+                    pid = int(pid_file.read_text().strip())
+                    os.kill(pid, signal.SIGQUIT)
+                    for _i in range(50):
+                        os.kill(pid, 0)
+                        time.sleep(0.1)
+                    os.kill(pid, signal.SIGKILL)
+                except (ValueError, ProcessLookupError):
+                    pass
+
+
+@pytest.fixture
+def chain(tmp_path, unique, artifacts, registry_env):
+    made = []
+
+    def make(**kwargs):
+        kwargs.setdefault("env", registry_env)
+        item = Chain(tmp_path / f"c{len(made)}", f"pr{unique}{len(made)}", artifacts, **kwargs)
+        made.append(item)
+        return item
+
+    try:
+        yield make
+    finally:
+        for item in made:
+            item.teardown()
+
+
+def registry_tag_digest(registry, repository: str, tag: str) -> str | None:
+    name = repository.split("/", 1)[1]
+    req = urllib.request.Request(f"{registry['url']}/v2/{name}/manifests/{tag}", method="HEAD")
+    token = base64.b64encode(f"{registry['username']}:{registry['password']}".encode()).decode()
+    req.add_header("Authorization", f"Basic {token}")
+    req.add_header(
+        "Accept",
+        "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json",
+    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(req, timeout=10) as resp:
+            return resp.headers.get("Docker-Content-Digest")
+    except urllib.error.HTTPError:
+        return None
+
+
+def last_line(res: subprocess.CompletedProcess, app: str, env: str) -> str:
+    lines = [line for line in res.stdout.splitlines() if f"{app}/{env} live: " in line]
+    assert lines, show(res)
+    return lines[-1]
+
+
+# --- the story --------------------------------------------------------------------------------------------------
+
+
+def test_bake_once_promote_everywhere_gate_force_rollback_and_drift(chain, artifacts, registry):
+    one, two = artifacts
+    c = chain()
+
+    # deploy dev (latest.json = one) -> promote staging -> promote prod: the same ID everywhere
+    res = c.run("deploy.yml", env="dev")
+    assert res.returncode == 0, show(res)
+    assert one["id"] in last_line(res, c.app, "dev")
+    for src, dst in (("dev", "staging"), ("staging", "prod")):
+        res = c.run("promote.yml", **{"from": src, "to": dst})
+        assert res.returncode == 0, show(res)
+        assert one["id"] in last_line(res, c.app, dst)
+    for env in CHAIN:
+        entry = c.entry(env)
+        assert entry["live"] == one["id"], env
+        assert one["digest"] in c.running_digests(env), env
+        assert c.served(env)[0] == 200
+        # the environment tag points at the same manifest digest (added by manifest, never re-pushed)
+        assert registry_tag_digest(registry, one["repository"], env) == one["digest"], env
+    assert [h["action"] for h in c.entry("prod")["history"]] == ["promote"]
+    assert c.entry("prod")["history"][0]["from_env"] == "staging"
+    assert c.entry("dev")["history"][0]["record"].endswith("00.json")
+
+    res = c.run("verify.yml")
+    assert res.returncode == 0, show(res)
+    assert "no drift" in res.stdout
+
+    # a new artifact in dev; prod only takes it through staging: the skip is refused, nothing changes
+    res = c.run("deploy.yml", env="dev", artifact=two["id"])
+    assert res.returncode == 0, show(res)
+    before = c.ledger_path.read_bytes()
+    prod_before = c.live_container("prod")["Id"]
+    res = c.run("promote.yml", **{"from": "dev", "to": "prod"})
+    assert res.returncode != 0
+    assert "skips the chain" in res.stdout and "force" in res.stdout, show(res)
+    assert c.ledger_path.read_bytes() == before
+    assert c.live_container("prod")["Id"] == prod_before
+    assert one["digest"] in c.running_digests("prod")
+
+    # force with a reason: recorded in the history
+    res = c.run("promote.yml", **{"from": "dev", "to": "prod", "force": True, "reason": "hotfix CHG-42"})
+    assert res.returncode == 0, show(res)
+    assert "FORCED" in res.stdout
+    last = c.entry("prod")["history"][-1]
+    assert (last["id"], last["forced"], last["reason"], last["from_env"]) == (two["id"], True, "hotfix CHG-42", "dev")
+    assert two["digest"] in c.running_digests("prod")
+    assert registry_tag_digest(registry, two["repository"], "prod") == two["digest"]
+    colour_two = c.live_container("prod")["Name"].lstrip("/")
+
+    # rollback: an instant switch back to the kept colour, recorded
+    res = c.run("rollback.yml", env="prod", reason="5xx after the hotfix")
+    assert res.returncode == 0, show(res)
+    assert "instant switch" in res.stdout
+    assert one["id"] in last_line(res, c.app, "prod")
+    entry = c.entry("prod")
+    assert (entry["live"], entry["previous"]) == (one["id"], two["id"])
+    assert entry["history"][-1]["action"] == "rollback"
+    assert entry["history"][-1]["reason"] == "5xx after the hotfix"
+    assert one["digest"] in c.running_digests("prod")
+    assert c.live_container("prod")["Name"].lstrip("/") != colour_two
+
+    # drift 1: a file changed inside the live container of prod
+    live = c.live_container("prod")["Name"].lstrip("/")
+    sh("docker", "exec", live, "touch", "/usr/bin/x")
+    res = c.run("verify.yml", env="prod")
+    assert res.returncode != 0
+    assert f"live container {live} was changed" in res.stdout and "/usr/bin/x" in res.stdout, show(res)
+
+    # drift 2: a container started by hand on staging (named like the app/env, not started by bg_swap)
+    sh("docker", "run", "--detach", "--name", c.name("staging", "byhand"), one["id"], "sleep", "600")
+    res = c.run("verify.yml", env="staging")
+    assert res.returncode != 0
+    assert f"extra container {c.name('staging', 'byhand')}" in res.stdout, show(res)
+
+
+def test_bad_input_changes_nothing(chain, artifacts):
+    one, _two = artifacts
+    c = chain(backend="none")
+    res = c.run("deploy.yml", env="dev")
+    assert res.returncode == 0, show(res)
+    good = c.ledger_path.read_bytes()
+
+    cases = [
+        ("deploy.yml", {"env": "qa"}, "unknown environment \"qa\": the chain is dev -> staging -> prod"),
+        ("promote.yml", {"from": "staging", "to": "prod"}, "from_env 'staging' has no live artifact"),
+        ("deploy.yml", {"env": "staging"}, "not the first environment of the chain"),
+        ("deploy.yml", {"env": "dev", "artifact": "127.0.0.1:5000/promotest@sha256:" + "0" * 64}, "is unknown to every"),
+        ("deploy.yml", {"env": "dev", "artifact": "127.0.0.1:5000/promotest:latest"}, "is not immutable"),
+        ("promote.yml", {"from": "dev", "to": "prod", "force": True}, "force needs a non-empty reason"),
+    ]
+    for playbook, extra, message in cases:
+        res = c.run(playbook, **extra)
+        assert res.returncode != 0, (playbook, extra)
+        assert message in res.stdout, show(res)
+        assert c.ledger_path.read_bytes() == good, (playbook, extra)
+
+    corrupt = b'{"schema": 1, "apps": {oops'
+    c.ledger_path.write_bytes(corrupt)
+    res = c.run("promote.yml", **{"from": "dev", "to": "staging"})
+    assert res.returncode != 0
+    assert "is corrupt" in res.stdout and ".bak" in res.stdout, show(res)
+    assert c.ledger_path.read_bytes() == corrupt
+    assert one["id"] in json.loads(Path(f"{c.ledger_path}.bak").read_text() or "{}").get("apps", {}).get(
+        c.app, {}
+    ).get("dev", {}).get("live", one["id"])
+
+
+def test_two_concurrent_promotions_of_two_apps_share_the_ledger(chain, artifacts, tmp_path):
+    shared = {"backend": "file", "path": str(tmp_path / "shared" / "ledger.json")}
+    apps = [chain(backend="none", ledger=shared), chain(backend="none", ledger=shared)]
+    for item in apps:
+        res = item.run("deploy.yml", env="dev")
+        assert res.returncode == 0, show(res)
+    procs = [item.popen("promote.yml", **{"from": "dev", "to": "staging"}) for item in apps]
+    outputs = [proc.communicate(timeout=600)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], outputs
+    state = json.loads(Path(shared["path"]).read_text())
+    for item in apps:
+        assert state["apps"][item.app]["staging"]["live"] == artifacts[0]["id"]
+        assert [h["action"] for h in state["apps"][item.app]["dev"]["history"]] == ["deploy"]
+
+
+# --- AMI artifact IDs and the SSM ledger -------------------------------------------------------------------------
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture(scope="module")
+def moto_server():
+    binary = shutil.which("moto_server")
+    if binary is None:
+        pytest.fail("moto_server is not installed: run scripts/setup.sh (moto[server] in the venv)")
+    if _port_open(MOTO_PORT):
+        pytest.fail(f"127.0.0.1:{MOTO_PORT} is already in use; the promotion tests start their own moto_server there")
+    proc = subprocess.Popen(
+        [binary, "-H", "127.0.0.1", "-p", str(MOTO_PORT)],
+        env=dict(os.environ, MOTO_EC2_LOAD_DEFAULT_AMIS="false"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not _port_open(MOTO_PORT):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"moto_server did not start on {MOTO_URL}")
+            time.sleep(0.2)
+        yield MOTO_URL
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def test_ami_ids_on_the_ssm_ledger_gate_history_rollback(chain, moto_server, unique):
+    """The AMI story at the ledger level, through the playbooks with promotion_backend=none (gate and record only:
+    bg_swap's aws backend is not there yet, so nothing is switched and the playbooks say so)."""
+    import boto3
+
+    ami_1 = {"eu-west-1": "ami-0123456789abcdef0", "us-east-1": "ami-0fedcba9876543210"}
+    ami_2 = {"eu-west-1": "ami-0aaaaaaaaaaaaaaaa", "us-east-1": "ami-0bbbbbbbbbbbbbbbb"}
+    records = [
+        {"schema": 1, "name": "api", "kind": "ami", "id": ami, "fingerprint": f"sha256:{n:064x}"}
+        for n, ami in ((1, ami_1), (2, ami_2))
+    ]
+    aws = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "eu-west-1"}
+    prefix = f"/promotion-test/{unique}"
+    ledger = {"backend": "ssm", "prefix": prefix, "region": "eu-west-1", "endpoint_url": moto_server}
+    c = chain(backend="none", ledger=ledger, env=aws)
+    for index, record in enumerate(records):
+        (c.root / "artifacts" / c.app / "records" / f"{index:02d}.json").write_text(json.dumps(record))
+    (c.root / "artifacts" / c.app / "latest.json").write_text(json.dumps(records[0]))
+    ssm = boto3.client("ssm", endpoint_url=moto_server, region_name="eu-west-1", **_keys(aws))
+
+    def entry(env):
+        return json.loads(ssm.get_parameter(Name=f"{prefix}/{c.app}/{env}")["Parameter"]["Value"])
+
+    assert c.run("deploy.yml", env="dev").returncode == 0
+    res = c.run("promote.yml", **{"from": "dev", "to": "staging"})
+    assert res.returncode == 0, show(res)
+    assert "recorded in the ledger only" in res.stdout
+    assert entry("staging")["live"] == ami_1
+    res = c.run("deploy.yml", env="dev", artifact=json.dumps(ami_2))
+    assert res.returncode == 0, show(res)
+    res = c.run("promote.yml", **{"from": "dev", "to": "prod"})
+    assert res.returncode != 0 and "skips the chain" in res.stdout, show(res)
+    res = c.run("promote.yml", **{"from": "staging", "to": "prod"})
+    assert res.returncode == 0, show(res)
+    assert entry("prod")["live"] == ami_1
+    res = c.run("promote.yml", **{"from": "dev", "to": "staging"})
+    assert res.returncode == 0, show(res)
+    res = c.run("rollback.yml", env="staging", reason="bad AMI")
+    assert res.returncode == 0, show(res)
+    staging = entry("staging")
+    assert (staging["live"], staging["previous"]) == (ami_1, ami_2)
+    assert [h["action"] for h in staging["history"]] == ["promote", "promote", "rollback"]
+    assert staging["history"][-1]["reason"] == "bad AMI"
+    # the rolled-back AMI is no longer vouched for by staging: prod refuses it from there
+    res = c.run("promote.yml", **{"from": "staging", "to": "prod", "artifact": json.dumps(ami_2)})
+    assert res.returncode != 0 and "was rolled back in 'staging'" in res.stdout, show(res)
+
+
+def _keys(aws: dict) -> dict:
+    return {"aws_access_key_id": aws["AWS_ACCESS_KEY_ID"], "aws_secret_access_key": aws["AWS_SECRET_ACCESS_KEY"]}
