@@ -189,8 +189,8 @@ def docker_findings(
     # RepoDigests of that image (both hold the manifest digest the registry gave).
     if expected_digest not in digests and digest_of(started_with) != expected_digest:
         mismatches.append(
-            f"live container {name} runs {started_with or info.get('Image')} (digests: {', '.join(digests) or 'none'}), "
-            f"the ledger says {expected}"
+            f"live container {name} runs {started_with or info.get('Image')} "
+            f"(digests: {', '.join(digests) or 'none'}), the ledger says {expected}"
         )
     elif digest_of(started_with) not in (None, expected_digest):
         mismatches.append(f"live container {name} was started with {started_with}, the ledger says {expected}")
@@ -204,7 +204,9 @@ def docker_findings(
         if other_colour == colour or other is None:
             continue
         other_ref = (other.get("Config") or {}).get("Image") or ""
-        other_digests = {digest_of(r) for r in inspector.repo_digests(other.get("Image") or "")} | {digest_of(other_ref)}
+        other_digests = {digest_of(r) for r in inspector.repo_digests(other.get("Image") or "")} | {
+            digest_of(other_ref)
+        }
         if not (other_digests - {None}) & known:
             mismatches.append(
                 f"idle colour {other_colour} ({other_name}) runs {other_ref}, which the ledger never recorded in {env}"

@@ -148,7 +148,9 @@ class Chain:
         return f"{self.app}-{env}-{colour}"
 
     def live_container(self, env: str) -> dict:
-        state = json.loads((Path(self.envs[env]["router_dir"]) / "conf.d" / f"{self.app}-{env}.bg_state.json").read_text())
+        state = json.loads(
+            (Path(self.envs[env]["router_dir"]) / "conf.d" / f"{self.app}-{env}.bg_state.json").read_text()
+        )
         return json.loads(sh("docker", "container", "inspect", self.name(env, state["live"])).stdout)[0]
 
     def running_digests(self, env: str) -> set:
@@ -307,10 +309,14 @@ def test_bad_input_changes_nothing(chain, artifacts):
     good = c.ledger_path.read_bytes()
 
     cases = [
-        ("deploy.yml", {"env": "qa"}, "unknown environment \"qa\": the chain is dev -> staging -> prod"),
+        ("deploy.yml", {"env": "qa"}, 'unknown environment "qa": the chain is dev -> staging -> prod'),
         ("promote.yml", {"from": "staging", "to": "prod"}, "from_env 'staging' has no live artifact"),
         ("deploy.yml", {"env": "staging"}, "not the first environment of the chain"),
-        ("deploy.yml", {"env": "dev", "artifact": "127.0.0.1:5000/promotest@sha256:" + "0" * 64}, "is unknown to every"),
+        (
+            "deploy.yml",
+            {"env": "dev", "artifact": "127.0.0.1:5000/promotest@sha256:" + "0" * 64},
+            "is unknown to every",
+        ),
         ("deploy.yml", {"env": "dev", "artifact": "127.0.0.1:5000/promotest:latest"}, "is not immutable"),
         ("promote.yml", {"from": "dev", "to": "prod", "force": True}, "force needs a non-empty reason"),
     ]
@@ -326,9 +332,9 @@ def test_bad_input_changes_nothing(chain, artifacts):
     assert res.returncode != 0
     assert "is corrupt" in res.stdout and ".bak" in res.stdout, show(res)
     assert c.ledger_path.read_bytes() == corrupt
-    assert one["id"] in json.loads(Path(f"{c.ledger_path}.bak").read_text() or "{}").get("apps", {}).get(
-        c.app, {}
-    ).get("dev", {}).get("live", one["id"])
+    assert one["id"] in json.loads(Path(f"{c.ledger_path}.bak").read_text() or "{}").get("apps", {}).get(c.app, {}).get(
+        "dev", {}
+    ).get("live", one["id"])
 
 
 def test_two_concurrent_promotions_of_two_apps_share_the_ledger(chain, artifacts, tmp_path):

@@ -64,7 +64,11 @@ def test_matching_environment_has_no_mismatch_and_idle_colour_may_run_a_known_ar
     )
     res = findings(insp, known=[B])
     assert res["mismatches"] == []
-    assert (res["live_colour"], res["container"], res["image_digests"]) == ("blue", "web-prod-blue", ["sha256:" + "a" * 64])
+    assert (res["live_colour"], res["container"], res["image_digests"]) == (
+        "blue",
+        "web-prod-blue",
+        ["sha256:" + "a" * 64],
+    )
 
 
 def test_the_digest_is_compared_through_repo_digests_not_the_config_id():
