@@ -36,7 +36,12 @@ run_step lint lint
 run_step sanity bash scripts/sanity.sh
 run_step galaxy bash scripts/galaxy-smoke.sh
 run_step molecule molecule_all
-run_step pytest python -m pytest "$@"
 
-printf '\n===== timings (s) =====\n'
+printf '\n===== timings of the steps before pytest (s) =====\n'
 for name in "${!took[@]}"; do printf '%-10s %s\n' "$name" "${took[$name]}"; done
+
+# pytest runs last, so its summary line closes the output
+if [[ " $steps " == *" pytest "* ]]; then
+    printf '\n===== pytest =====\n'
+    python -m pytest "$@"
+fi
