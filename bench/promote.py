@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark: how long a promotion takes beyond the health gate, for a small and a large image.
 
 Not a test. A promotion re-uses the digest: no build, no layer push (the environment tag is added by manifest) and
