@@ -132,8 +132,12 @@ class Bake:
         self.handle = log.open("w")
         self.proc = subprocess.Popen(  # noqa: S603
             ["ansible-playbook", str(BAKE), "-e", json.dumps(extra_vars)],
-            cwd=REPO_ROOT, env=ansible_env(env), stdout=self.handle, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            cwd=REPO_ROOT,
+            env=ansible_env(dict(env, PYTHONUNBUFFERED="1")),
+            stdout=self.handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def wait_for(self, text: str, timeout: float = 600) -> None:
         deadline = time.monotonic() + timeout
