@@ -258,11 +258,16 @@ class BuilderManager:
             result["swept"] = self.sweep(app=app, min_age=sweep_min_age, exclude=(name,))["removed"]
             result["changed"] = bool(result["swept"])
 
-        if self.docker.image_id(base_image) is None:
+        base = self.docker.inspect(base_image, kind="image")
+        if base is None:
             raise BuilderError(
                 f"base image {base_image!r} not found in the local Docker Engine: build it (scripts/setup.sh builds"
                 " immutable-infra/base:bookworm) or set bake_base_image to an image that exists"
             )
+        # The builder runs `sleep infinity`; a commit would keep that, so the capture restores the base's own
+        # entrypoint and command unless the roles or the user declare others.
+        base_config = base.get("Config") or {}
+        result["base_config"] = {"entrypoint": base_config.get("Entrypoint") or [], "cmd": base_config.get("Cmd") or []}
         available = {img["tag"] for img in self.cache_images(app)} if use_cache else set()
         reused = plan_start_layer(layers, available)
         start_image = cache_ref(app, layers[reused - 1]["fingerprint"]) if reused else base_image

@@ -140,6 +140,13 @@ start_image:
   returned: when O(state=started)
   type: str
   sample: immutable-infra-cache/web:3f2a...
+base_config:
+  description:
+    - Entrypoint and command of the base image. The builder runs C(sleep infinity), so a capture should set these
+      (or the ones its roles declare) instead of inheriting the builder's.
+  returned: when O(state=started)
+  type: dict
+  sample: {entrypoint: [], cmd: [/bin/bash]}
 reused_layers:
   description: Number of leading layers taken from the cache.
   returned: when O(state=started)

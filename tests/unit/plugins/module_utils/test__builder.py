@@ -97,7 +97,11 @@ class FakeDocker:
         self.calls.append(args)
         if args[:2] == ["image", "inspect"]:
             return (
-                (0, json.dumps([{"Id": "sha256:" + "1" * 64}]), "")
+                (
+                    0,
+                    json.dumps([{"Id": "sha256:" + "1" * 64, "Config": {"Entrypoint": None, "Cmd": ["/bin/bash"]}}]),
+                    "",
+                )
                 if args[2] in self.images
                 else (1, "", "Error: No such image")
             )
@@ -122,6 +126,7 @@ def test_start_uses_the_deepest_cached_layer_and_labels_the_builder():
     result = BuilderManager(DockerCli(fake), clock=lambda: 1234).start("web", "b1", "base:1", LAYERS[:3])
     assert result["changed"] and result["reused_layers"] == 2
     assert result["reused_roles"] == ["r0", "r1"]
+    assert result["base_config"] == {"entrypoint": [], "cmd": ["/bin/bash"]}  # not the builder's sleep
     run = next(call for call in fake.calls if call[0] == "run")
     assert cache_ref("web", FP[1]) in run
     assert "io.immutable-infra.bake-id=b1" in run and "io.immutable-infra.created=1234" in run
