@@ -37,7 +37,8 @@ def builder_containers(app: str) -> list[str]:
     return [line for line in out.splitlines() if line]
 
 
-def containers_created_since(since: float, until: float) -> list[str]:
+def containers_created_since(since: float, until: float, app: str) -> list[str]:
+    """Containers of this app created in the window (other tests may run containers on the same engine)."""
     out = docker(
         "events",
         "--since",
@@ -51,7 +52,7 @@ def containers_created_since(since: float, until: float) -> list[str]:
         "--format",
         "{{.Actor.Attributes.name}}",
     )
-    return [line for line in out.splitlines() if line]
+    return [line for line in out.splitlines() if line and app in line]
 
 
 def registry_tags(registry: dict, repo: str) -> list[str]:
@@ -230,6 +231,7 @@ def test_the_pushed_image_serves_healthz_with_the_declared_config(bake_env, regi
 
 def test_an_unchanged_rebake_is_cached_and_starts_no_container(bake_env):
     baker = bake_env["baker"]
+    app = baker.app
     first = baker.latest()
     since = time.time()
     result = baker.run(extra=bake_env["extra"])
@@ -239,7 +241,7 @@ def test_an_unchanged_rebake_is_cached_and_starts_no_container(bake_env):
     assert record["cached"] is True
     assert record["id"] == first["id"]
     assert "cached (nothing built)" in result.stdout
-    assert containers_created_since(since, until) == []
+    assert containers_created_since(since, until, app) == []
 
 
 def test_changing_the_last_role_reruns_only_that_role(bake_env, registry):
@@ -299,7 +301,7 @@ def test_check_mode_on_a_cold_bake_starts_and_pushes_nothing(registry, tmp_path,
     until = time.time()
     assert result.returncode == 0, result.stdout[-3000:]
     assert "would start a builder" in result.stdout
-    assert containers_created_since(since, until) == []
+    assert containers_created_since(since, until, app) == []
     assert registry_tags(registry, app) == []
     assert not (tmp_path / "artifacts").exists()
 
@@ -331,5 +333,5 @@ def test_bad_input_fails_before_anything_starts(registry, tmp_path, unique, extr
     until = time.time()
     assert result.returncode != 0
     assert expected in result.stdout + result.stderr
-    assert containers_created_since(since, until) == []
+    assert containers_created_since(since, until, app) == []
     assert "wrong-password-for-test" not in result.stdout + result.stderr
