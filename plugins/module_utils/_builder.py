@@ -82,7 +82,7 @@ def plan_prune(images, keep_fingerprints, keep_newest):
     """Which cache images to remove: all but the ones on the current path and the newest `keep_newest` others."""
     keep = {fingerprint_hex(fp) for fp in keep_fingerprints}
     others = sorted((img for img in images if img["tag"] not in keep), key=lambda img: img["created"], reverse=True)
-    return [img for img in others[keep_newest:]]
+    return list(others[keep_newest:])
 
 
 # -- owners: which ansible-playbook run a builder belongs to ------------------------------------------------------

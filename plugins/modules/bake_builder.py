@@ -30,9 +30,9 @@ options:
         layer of O(layers).
       - V(layer_saved) commits the builder as the cache image of O(layer); nothing happens when it exists.
       - V(absent) removes the builder container.
-      - V(swept) removes the builder containers of runs that are gone (of O(app) when given): those whose owner
-        C(ansible-playbook) process on this host no longer runs, whatever their age, and those without an owner on
-        this host once older than O(sweep_min_age) seconds. Builders of a live run are never removed.
+      - V(swept) removes the builder containers of runs that are gone (of O(app) when given), that is those whose
+        owner C(ansible-playbook) process on this host no longer runs, whatever their age, and those without an
+        owner on this host once older than O(sweep_min_age) seconds. Builders of a live run are never removed.
       - V(pruned) removes the cache images of O(app) that are not in O(layers), keeping the O(keep) newest others.
     type: str
     choices: [started, layer_saved, absent, swept, pruned]
@@ -95,7 +95,7 @@ attributes:
     description: No diff.
   idempotent:
     support: full
-    description: A running builder, an existing layer image or an absent container report RV(changed=false).
+    description: A running builder, an existing layer image or an absent container report C(changed=false).
 notes:
   - Only a contiguous prefix of cached layers is reused, because a layer image contains every role before it.
 """

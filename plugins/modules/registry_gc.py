@@ -16,7 +16,7 @@ description:
     artifacts, keeps the O(keep) newest (by the C(org.opencontainers.image.created) label) and every digest in
     O(protected), and deletes the others with C(DELETE /v2/<repo>/manifests/<digest>), which removes every tag of
     that digest. Manifests without an C(fp-*) tag are never touched.
-  - Dry run by default (O(dry_run=true)): reports what would go and changes nothing. Check mode does the same.
+  - Dry run by default (O(dry_run=true)), which reports what would go and changes nothing. Check mode does the same.
   - The registry must have deletion enabled. Deleting manifests does not free blob storage; run the registry's
     own garbage collection (C(registry garbage-collect)) for that.
 options:
@@ -72,7 +72,7 @@ attributes:
     description: No diff; RV(would_delete) lists what goes.
   idempotent:
     support: full
-    description: A second run finds nothing more to delete and reports RV(changed=false).
+    description: A second run finds nothing more to delete and reports C(changed=false).
 seealso:
   - module: immutable.infra.push_image
   - module: immutable.infra.ledger_info
