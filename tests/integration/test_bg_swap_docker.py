@@ -341,7 +341,7 @@ def test_broken_nginx_config_fails_cleanly_and_restores_the_file(router, images)
 
 def test_concurrent_deploys_one_is_locked(router, images):
     assert not failed(router.swap(artifact=images["v1"]))
-    slow = router.swap_async(artifact=images["v2"], health_checks_required=8, health_interval=0.5)
+    slow = router.swap_async(artifact=images["v2"], health_checks_required=40, health_interval=0.5, health_timeout=60)
     lock = router.conf_dir / f"{router.app}-{router.env}.bg.lock"
     for _ in range(300):
         if lock.exists():
