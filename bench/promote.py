@@ -32,9 +32,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CHAIN = ["dev", "staging", "prod"]
 # Same inputs as tests/integration/test_promotion.py's first artifact: a cache hit when the tests ran before. The
-# entrypoint reset works around the bake leaving the builder's `sleep` entrypoint in the image config.
+# /usr/bin/env entrypoint works around the bake leaving the builder's `sleep` entrypoint in the image config.
 IMAGE_CONFIG = {
-    "entrypoint": [],
+    "entrypoint": ["/usr/bin/env"],
     "cmd": ["nginx", "-g", "daemon off;"],
     "labels": {"io.immutable-infra.test.variant": "a"},
 }
@@ -132,7 +132,7 @@ def make_large(small: dict, mb: int) -> dict:
                 "docker",
                 "commit",
                 "--change",
-                "ENTRYPOINT []",
+                'ENTRYPOINT ["/usr/bin/env"]',
                 "--change",
                 'CMD ["nginx", "-g", "daemon off;"]',
                 "--change",
