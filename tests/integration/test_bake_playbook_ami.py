@@ -1,0 +1,297 @@
+"""playbooks/bake.yml, AMI path, end to end against a real moto_server on 127.0.0.1:5059.
+
+moto's instances cannot be reached over SSH, so the provisioning play runs against a container standing in for the
+builder instance, selected with the documented test-only override `bake_ami_builder_connection`. Everything else
+is the real flow: base AMI resolution, fingerprint, cache lookup, builder launch (key pair, security group),
+the roles and the seal on the stand-in, capture with copies and sharing, cleanup and the artifact record.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+from conftest import REPO_ROOT
+from conftest import run_playbook
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from moto_fixtures import start_moto  # noqa: E402
+from moto_fixtures import stop_moto  # noqa: E402
+
+pytestmark = pytest.mark.moto
+
+BAKE = REPO_ROOT / "playbooks" / "bake.yml"
+PORT = 5059
+REGION = "us-east-1"
+COPY_REGIONS = ["eu-west-1", "us-west-2"]
+ACCOUNT = "111122223333"
+TAG = "immutable-infra:"
+STAND_IN_IMAGE = "immutable-infra/base:bookworm"
+# No credentials from the host, no metadata-service probing: only what the tests pass.
+AWS_ENV = {
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+    "AWS_CONFIG_FILE": "/nonexistent",
+}
+
+
+def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check)
+
+
+def ec2_client(endpoint: str, region: str = REGION):
+    return boto3.client(
+        "ec2",
+        region_name=region,
+        endpoint_url=endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+def tags_of(resource: dict) -> dict:
+    return {t["Key"]: t["Value"] for t in resource.get("Tags") or []}
+
+
+def write_role(roles_dir: Path, name: str, tasks: str) -> None:
+    (roles_dir / name / "tasks").mkdir(parents=True, exist_ok=True)
+    (roles_dir / name / "tasks" / "main.yml").write_text("---\n" + tasks)
+
+
+@pytest.fixture(scope="module")
+def moto():
+    process, endpoint = start_moto(PORT)
+    yield endpoint
+    stop_moto(process)
+
+
+@pytest.fixture(scope="module")
+def aws(moto):
+    """A registered base AMI, a VPC and a subnet in the source region."""
+    ec2 = ec2_client(moto)
+    base = ec2.register_image(
+        Name=f"debian-12-base-{time.time_ns()}",
+        RootDeviceName="/dev/xvda",
+        BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 8}}],
+        Architecture="x86_64",
+        VirtualizationType="hvm",
+    )["ImageId"]
+    vpc = ec2.create_vpc(CidrBlock="10.43.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.43.1.0/24")["Subnet"]["SubnetId"]
+    return {"endpoint": moto, "ec2": ec2, "base_ami": base, "subnet": subnet}
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    root = tmp_path_factory.mktemp("amibake")
+    roles = root / "roles"
+    write_role(
+        roles,
+        "probe",
+        "- name: Write the probe marker\n"
+        "  ansible.builtin.copy:\n"
+        "    dest: /etc/probe-marker\n"
+        '    content: "{{ probe_marker | default(\'unset\') }}\\n"\n'
+        '    mode: "0644"\n',
+    )
+    write_role(roles, "broken", "- name: Fail on purpose\n  ansible.builtin.command: /bin/false\n  changed_when: false\n")
+    (root / "keys").mkdir()
+    return {"root": root, "roles": roles, "artifacts": root / "artifacts", "keys": root / "keys"}
+
+
+@pytest.fixture(scope="module")
+def stand_in(base_image):
+    """A container standing in for the EC2 builder instance (moto instances cannot be reached over SSH)."""
+    name = f"ami-standin-{time.time_ns() % 10**9}"
+    docker("run", "-d", "--name", name, base_image, "sleep", "infinity")
+    # something the seal must remove, to prove the seal ran on the stand-in
+    docker("exec", name, "sh", "-c", "echo 'secret-cmd' > /root/.bash_history")
+    yield name
+    docker("rm", "-f", name, check=False)
+
+
+def bake(aws, work, app: str, stand_in: str, *args: str, extra: dict | None = None, env: dict | None = None):
+    extra_vars = {
+        "bake_name": app,
+        "bake_kinds": ["ami"],
+        "bake_roles": ["probe"],
+        "bake_vars": {"probe_marker": "ami-one"},
+        "bake_artifacts_dir": str(work["artifacts"]),
+        "bake_revision": "abc1234",
+        "bake_source": "https://example.invalid/repo.git",
+        "bake_ami_aws": {
+            "endpoint_url": aws["endpoint"],
+            "aws_access_key_id": "testing",
+            "aws_secret_access_key": "testing",
+        },
+        "bake_ami_region": REGION,
+        "bake_ami_base": aws["base_ami"],
+        "bake_ami_subnet_id": aws["subnet"],
+        "bake_ami_ssh_cidr": "192.0.2.10/32",
+        "bake_ami_copy_regions": COPY_REGIONS,
+        "bake_ami_share_accounts": [ACCOUNT],
+        "bake_ami_tags": {"app": app},
+        "bake_ami_poll_interval": 1,
+        "bake_ami_key_dir": str(work["keys"]),
+        "bake_ami_builder_connection": {"ansible_connection": "community.docker.docker", "ansible_host": stand_in},
+    }
+    extra_vars.update(extra or {})
+    run_env = {**AWS_ENV, "ANSIBLE_ROLES_PATH": str(work["roles"]), **(env or {})}
+    return run_playbook(BAKE, extra_vars, *args, env=run_env)
+
+
+def latest(work, name: str) -> dict:
+    return json.loads((work["artifacts"] / name / "latest.json").read_text())
+
+
+def all_instances(ec2) -> list[dict]:
+    return [i for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]]
+
+
+def live_bake_resources(ec2) -> dict:
+    """Every live instance, key pair and security group carrying a bake ID tag (any bake)."""
+    tagged = [{"Name": "tag-key", "Values": [f"{TAG}bake-id"]}]
+    live = [{"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}]
+    return {
+        "instances": [i for r in ec2.describe_instances(Filters=tagged + live)["Reservations"] for i in r["Instances"]],
+        "key_pairs": ec2.describe_key_pairs(Filters=tagged)["KeyPairs"],
+        "security_groups": ec2.describe_security_groups(Filters=tagged)["SecurityGroups"],
+    }
+
+
+NOTHING = {"instances": [], "key_pairs": [], "security_groups": []}
+
+
+@pytest.fixture(scope="module")
+def baked(aws, work, stand_in):
+    app = f"amiweb{time.time_ns() % 10**6}"
+    before = len(all_instances(aws["ec2"]))
+    proc = bake(aws, work, app, stand_in)
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
+    record = latest(work, f"{app}-ami")
+    return {"app": app, "proc": proc, "record": record, "instances_before": before}
+
+
+def test_ami_bake_copies_tags_shares_and_records_every_region(aws, baked):
+    record = baked["record"]
+    assert record["kind"] == "ami" and record["name"] == f"{baked['app']}-ami" and record["artifact"] == baked["app"]
+    assert record["cached"] is False
+    assert set(record["id"]) == {REGION, *COPY_REGIONS}
+    assert record["image_id"] == record["id"][REGION]
+    assert record["base"]["id"] == aws["base_ami"]
+    assert [r["name"] for r in record["roles"]] == ["probe", "immutable.infra.seal"]
+    assert record["revision"] == "abc1234"
+    # exactly one builder instance was launched for the bake
+    assert len(all_instances(aws["ec2"])) == baked["instances_before"] + 1
+    for region, ami in record["id"].items():
+        ec2 = ec2_client(aws["endpoint"], region)
+        image = ec2.describe_images(ImageIds=[ami])["Images"][0]
+        tags = tags_of(image)
+        assert tags[f"{TAG}fingerprint"] == record["fingerprint"], region
+        assert tags[f"{TAG}bake-id"] == record["bake_id"]
+        assert tags[f"{TAG}base-ami"] == aws["base_ami"]
+        assert tags[f"{TAG}revision"] == "abc1234" and tags["app"] == baked["app"]
+        perms = ec2.describe_image_attribute(ImageId=ami, Attribute="launchPermission")["LaunchPermissions"]
+        assert {"UserId": ACCOUNT} in perms, region
+    assert "PRIVATE KEY" not in baked["proc"].stdout
+
+
+def test_the_roles_and_the_seal_ran_on_the_builder(baked, stand_in):
+    assert docker("exec", stand_in, "cat", "/etc/probe-marker").stdout == "ami-one\n"
+    # the seal removed the planted shell history and emptied the machine identity; hygiene passed after it
+    assert docker("exec", stand_in, "test", "-e", "/root/.bash_history", check=False).returncode != 0
+    assert docker("exec", stand_in, "cat", "/etc/machine-id", check=False).stdout == ""
+
+
+def test_cleanup_leaves_no_instance_key_pair_security_group_or_key_file(aws, work, baked):
+    assert live_bake_resources(aws["ec2"]) == NOTHING
+    assert list(work["keys"].iterdir()) == []
+
+
+def test_cache_hit_launches_nothing(aws, work, baked, stand_in):
+    before = all_instances(aws["ec2"])
+    keys_before = aws["ec2"].describe_key_pairs()["KeyPairs"]
+    proc = bake(aws, work, baked["app"], stand_in)
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
+    record = latest(work, f"{baked['app']}-ami")
+    assert record["cached"] is True
+    assert record["id"] == baked["record"]["id"] and record["fingerprint"] == baked["record"]["fingerprint"]
+    assert record["bake_id"] != baked["record"]["bake_id"]
+    assert all_instances(aws["ec2"]) == before
+    assert aws["ec2"].describe_key_pairs()["KeyPairs"] == keys_before
+    assert "cached (nothing launched)" in proc.stdout
+
+
+def test_a_failing_role_removes_the_builder_and_records_nothing(aws, work, baked, stand_in):
+    record_before = latest(work, f"{baked['app']}-ami")
+    before = len(all_instances(aws["ec2"]))
+    proc = bake(aws, work, baked["app"], stand_in, extra={"bake_roles": ["probe", "broken"]})
+    assert proc.returncode != 0
+    assert "failed in task 'Fail on purpose'" in proc.stdout
+    # a builder was launched (a new fingerprint), and everything of it is gone again
+    assert len(all_instances(aws["ec2"])) == before + 1
+    assert live_bake_resources(aws["ec2"]) == NOTHING
+    assert list(work["keys"].iterdir()) == []
+    assert latest(work, f"{baked['app']}-ami") == record_before
+
+
+def test_check_mode_launches_and_writes_nothing(aws, work, baked, stand_in):
+    ec2 = aws["ec2"]
+    before = {
+        "instances": all_instances(ec2),
+        "images": ec2.describe_images(Owners=["self"])["Images"],
+        "key_pairs": ec2.describe_key_pairs()["KeyPairs"],
+        "security_groups": ec2.describe_security_groups()["SecurityGroups"],
+    }
+    records_before = sorted((work["artifacts"] / f"{baked['app']}-ami" / "records").iterdir())
+    proc = bake(aws, work, baked["app"], stand_in, "--check", extra={"bake_vars": {"probe_marker": "check"}})
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
+    assert "would launch a t3.micro builder from " + aws["base_ami"] in proc.stdout
+    after = {
+        "instances": all_instances(ec2),
+        "images": ec2.describe_images(Owners=["self"])["Images"],
+        "key_pairs": ec2.describe_key_pairs()["KeyPairs"],
+        "security_groups": ec2.describe_security_groups()["SecurityGroups"],
+    }
+    assert after == before
+    assert sorted((work["artifacts"] / f"{baked['app']}-ami" / "records").iterdir()) == records_before
+    assert list(work["keys"].iterdir()) == []
+
+
+@pytest.fixture
+def two_kind_app(registry):
+    app = f"amiboth{time.time_ns() % 10**6}"
+    yield app
+    images = docker("images", "-q", f"immutable-infra-cache/{app}", check=False).stdout.split()
+    if images:
+        docker("rmi", "-f", *images, check=False)
+
+
+def test_one_bake_produces_both_records_with_the_same_roles(aws, work, stand_in, registry, two_kind_app):
+    app = two_kind_app
+    proc = bake(
+        aws,
+        work,
+        app,
+        stand_in,
+        extra={"bake_kinds": ["container", "ami"], "bake_registry": registry["address"]},
+        env={"IMMUTABLE_REGISTRY_USER": registry["username"], "IMMUTABLE_REGISTRY_PASSWORD": registry["password"]},
+    )
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
+    container = latest(work, app)
+    ami = latest(work, f"{app}-ami")
+    assert container["kind"] == "container" and container["id"].startswith(f"{registry['address']}/{app}@sha256:")
+    assert ami["kind"] == "ami" and set(ami["id"]) == {REGION, *COPY_REGIONS}
+    assert container["bake_id"] == ami["bake_id"]
+    assert container["roles"] == ami["roles"] and [r["name"] for r in ami["roles"]] == ["probe", "immutable.infra.seal"]
+    # different bases make different artifact fingerprints
+    assert container["fingerprint"] != ami["fingerprint"]
+    # both builders are gone
+    assert live_bake_resources(aws["ec2"]) == NOTHING
+    builders = docker("ps", "-a", "-q", "--filter", f"label=io.immutable-infra.app={app}").stdout.split()
+    assert builders == []
