@@ -4,7 +4,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # outside the checkout: inside it, ansible-test would list files through the checkout's git and find none
-work="${TMPDIR:-/tmp}/immutable-infra-sanity"
+work="$(mktemp -d "${TMPDIR:-/tmp}/immutable-infra-sanity.XXXXXX")"
+trap 'rm -rf "$work"' EXIT
 tree="$work/ansible_collections/immutable/infra"
 
 # ansible-test bootstraps pip in each of its virtualenvs with a get-pip script it downloads from a host we cannot
@@ -30,7 +31,6 @@ subprocess.check_call([sys.executable, "-m", "pip", "install", "-q"] + args)
 PY
 fi
 
-rm -rf "$tree"
 mkdir -p "$tree"
 rsync -a --delete \
     --exclude .git --exclude .venv --exclude .local --exclude tests/output --exclude artifacts --exclude ledger \

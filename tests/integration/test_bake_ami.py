@@ -323,7 +323,7 @@ def test_builder_never_answering_ssh_is_removed(aws, playbook, tmp_path, unique)
 def test_base_ami_filter_picks_most_recent(aws, playbook, tmp_path, unique):
     ec2 = aws["ec2"]
     ids = []
-    for _ in range(2):
+    for _unused in range(2):
         ids.append(ec2.register_image(Name=f"flt-{unique}-{len(ids)}", RootDeviceName="/dev/xvda")["ImageId"])
         time.sleep(1.1)  # moto's CreationDate has 1-second granularity
     bake_id = f"flt-{unique}"
@@ -490,11 +490,11 @@ BAD_CASES = [
 def test_bad_inputs_fail_clearly_before_anything_starts(aws, playbook, tmp_path):
     ec2 = aws["ec2"]
     counts = (len(live_instances(ec2)), len(ec2.describe_key_pairs()["KeyPairs"]), len(ec2.describe_images()["Images"]))
-    cases = [{"id": case_id, "args": args} for case_id, args, _ in BAD_CASES]
+    cases = [{"id": case_id, "args": args} for case_id, args, _unused in BAD_CASES]
     proc, results = run(playbook, "ami_errors.yml", tmp_path, {"ami_connection": aws["connection"], "ami_cases": cases})
     assert results is not None, proc.stdout + proc.stderr
     by_id = {r["item"]["id"]: r for r in results}
-    for case_id, _, expected in BAD_CASES:
+    for case_id, _unused, expected in BAD_CASES:
         assert by_id[case_id].get("failed") is True, (case_id, by_id[case_id])
         assert expected in by_id[case_id]["msg"], (case_id, by_id[case_id]["msg"])
     counts_after = (

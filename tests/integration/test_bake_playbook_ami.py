@@ -96,10 +96,12 @@ def work(tmp_path_factory):
         "- name: Write the probe marker\n"
         "  ansible.builtin.copy:\n"
         "    dest: /etc/probe-marker\n"
-        '    content: "{{ probe_marker | default(\'unset\') }}\\n"\n'
+        "    content: \"{{ probe_marker | default('unset') }}\\n\"\n"
         '    mode: "0644"\n',
     )
-    write_role(roles, "broken", "- name: Fail on purpose\n  ansible.builtin.command: /bin/false\n  changed_when: false\n")
+    write_role(
+        roles, "broken", "- name: Fail on purpose\n  ansible.builtin.command: /bin/false\n  changed_when: false\n"
+    )
     (root / "keys").mkdir()
     return {"root": root, "roles": roles, "artifacts": root / "artifacts", "keys": root / "keys"}
 

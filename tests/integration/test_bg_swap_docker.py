@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.nginx]
 
 
 def sh(*cmd, env=None, input=None, check=True):
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, input=input)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, input=input, check=False)
     if check and proc.returncode != 0:
         pytest.fail(f"{' '.join(cmd)} failed: {proc.stderr or proc.stdout}")
     return proc
@@ -35,7 +35,7 @@ def sh(*cmd, env=None, input=None, check=True):
 
 def free_ports(count: int) -> list[int]:
     socks, ports = [], []
-    for _ in range(count):
+    for _unused in range(count):
         s = socket.socket()
         s.bind(("127.0.0.1", 0))
         socks.append(s)
@@ -207,7 +207,7 @@ class Router:
             try:
                 pid = int(pid_file.read_text().strip())
                 os.kill(pid, signal.SIGQUIT)
-                for _ in range(50):
+                for _unused in range(50):
                     os.kill(pid, 0)
                     time.sleep(0.1)
                 os.kill(pid, signal.SIGKILL)
@@ -238,7 +238,7 @@ def failed(result: dict) -> bool:
 def test_router_role_is_idempotent_and_keeps_the_upstream_file(router):
     upstream = router.upstream()
     assert "down" in upstream  # nothing deployed yet
-    status, _, _ = router.served()
+    status, _unused, _unused = router.served()
     assert status == 502
     again = router.setup()
     assert "changed=0" in again.stdout, again.stdout
@@ -286,7 +286,7 @@ def test_weighted_steps_and_stop_old_then_rollback_starts_it(router, images):
 
     def poll():
         while not stop.is_set():
-            status, colour, _ = router.served()
+            status, colour, _unused = router.served()
             if status == 200:
                 seen.add(colour)
             time.sleep(0.02)
@@ -343,7 +343,7 @@ def test_concurrent_deploys_one_is_locked(router, images):
     assert not failed(router.swap(artifact=images["v1"]))
     slow = router.swap_async(artifact=images["v2"], health_checks_required=40, health_interval=0.5, health_timeout=60)
     lock = router.conf_dir / f"{router.app}-{router.env}.bg.lock"
-    for _ in range(300):
+    for _unused in range(300):
         if lock.exists():
             break
         time.sleep(0.05)
@@ -437,7 +437,7 @@ def test_swap_and_rollback_under_load_lose_no_request(router, images):
         wrk = run_wrk(router.url, 10)
         time.sleep(1)
         result = router.swap(**action)
-        out, _ = wrk.communicate(timeout=60)
+        out, _unused = wrk.communicate(timeout=60)
         assert not failed(result), result
         stats = parse_wrk(out)
         assert stats["requests"] > 100, out

@@ -39,7 +39,9 @@ MANIFEST_TYPES = ", ".join(
 
 
 def docker(*args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
-    proc = subprocess.run(["docker", *args], capture_output=True, text=True, env={**os.environ, **(env or {})})
+    proc = subprocess.run(
+        ["docker", *args], capture_output=True, text=True, env={**os.environ, **(env or {})}, check=False
+    )
     if check and proc.returncode != 0:
         pytest.fail(f"docker {' '.join(args)} failed: {proc.stderr}")
     return proc
@@ -64,11 +66,11 @@ class Registry:
             return exc.code, dict(exc.headers), exc.read()
 
     def digest(self, repo: str, tag: str) -> str | None:
-        status, headers, _ = self.call("HEAD", f"/v2/{repo}/manifests/{tag}", MANIFEST_TYPES)
+        status, headers, _unused = self.call("HEAD", f"/v2/{repo}/manifests/{tag}", MANIFEST_TYPES)
         return headers.get("Docker-Content-Digest") if status == 200 else None
 
     def tags(self, repo: str) -> list[str]:
-        status, _, body = self.call("GET", f"/v2/{repo}/tags/list")
+        status, _unused, body = self.call("GET", f"/v2/{repo}/tags/list")
         return (json.loads(body).get("tags") or []) if status == 200 else []
 
     def delete_repo(self, repo: str) -> None:
@@ -79,7 +81,7 @@ class Registry:
 @pytest.fixture(scope="module")
 def reg(registry):
     client = Registry(registry["address"], registry["username"], registry["password"])
-    status, _, _ = client.call("GET", "/v2/")
+    status, _unused, _unused = client.call("GET", "/v2/")
     if status != 200:
         pytest.fail(f"local registry at {registry['address']} answered {status}: run scripts/setup.sh")
     return client
@@ -248,7 +250,7 @@ def test_push_from_container_sets_config_and_returns_the_registry_digest(pushed,
 def test_repush_same_fingerprint_from_a_new_builder_changes_nothing(pushed, run, builders, names, reg):
     before = docker("image", "ls", "-q", "--filter", f"label=io.immutable-infra.fingerprint={pushed['fingerprint']}")
     args = dict(pushed["args"], container=builders())
-    result, _ = run("push_image", args)
+    result, _unused = run("push_image", args)
     assert result["changed"] is False, result
     assert result["pushed"] == [] and result["retagged"] == []
     assert result["digest"] == pushed["result"]["digest"] == reg.digest(names["repo"], "1.0.0")
@@ -259,7 +261,7 @@ def test_repush_same_fingerprint_from_a_new_builder_changes_nothing(pushed, run,
 
 def test_add_tag_by_manifest_keeps_the_digest_and_pushes_no_layer(pushed, run, builders, names, reg):
     args = dict(pushed["args"], container=builders(), tags=["1.0.0", "staging"], mutable_tags=["staging"])
-    result, _ = run("push_image", args)
+    result, _unused = run("push_image", args)
     assert result["changed"] is True
     assert result["pushed"] == []
     assert result["retagged"] == ["staging"]
@@ -270,7 +272,7 @@ def test_add_tag_by_manifest_keeps_the_digest_and_pushes_no_layer(pushed, run, b
 
 def test_registry_image_info_reports_tags_and_digest(pushed, run, names):
     digest = pushed["result"]["digest"]
-    result, _ = run(
+    result, _unused = run(
         "registry_image_info",
         {"repository": names["repository"], "tags": ["1.0.0", "no-such-tag"], "digest": digest},
         check=True,
@@ -289,7 +291,7 @@ def test_registry_image_info_reports_tags_and_digest(pushed, run, names):
 
 
 def test_immutable_tag_conflict_fails_and_force_moves_it(run, builders, names, reg):
-    first, _ = run(
+    first, _unused = run(
         "push_image",
         {"container": builders(), "repository": names["repository"], "tags": ["2.0.0"], "fingerprint": "fp-A"},
     )
@@ -299,7 +301,7 @@ def test_immutable_tag_conflict_fails_and_force_moves_it(run, builders, names, r
 
     other = {"container": builders(), "repository": names["repository"], "tags": ["2.0.0", "latest-2"],
              "fingerprint": "fp-B"}  # fmt: skip
-    failed, _ = run("push_image", other)
+    failed, _unused = run("push_image", other)
     assert failed["failed"] is True
     assert f"{names['repository']}:2.0.0 already points at {old}" in failed["msg"]
     assert "force: true" in failed["msg"] and "Bump the version tag" in failed["msg"]
@@ -308,7 +310,7 @@ def test_immutable_tag_conflict_fails_and_force_moves_it(run, builders, names, r
     assert reg.digest(names["repo"], "latest-2") is None, "nothing may be pushed on a conflict"
     assert not docker("image", "ls", "-q", "--filter", "label=io.immutable-infra.fingerprint=fp-B").stdout.strip()
 
-    forced, _ = run("push_image", dict(other, force=True))
+    forced, _unused = run("push_image", dict(other, force=True))
     assert forced["changed"] is True
     assert forced["pushed"] == ["2.0.0"]
     new = reg.digest(names["repo"], "2.0.0")
@@ -319,12 +321,12 @@ def test_immutable_tag_conflict_fails_and_force_moves_it(run, builders, names, r
 def test_image_source_pushed_as_is(run, tiny_image, names, reg):
     image_id = docker("image", "inspect", "--format", "{{.Id}}", tiny_image).stdout.strip()
     args = {"image": tiny_image, "repository": names["repository"], "tags": ["raw-1"], "mutable_tags": []}
-    result, _ = run("push_image", args)
+    result, _unused = run("push_image", args)
     assert result["changed"] is True and result["pushed"] == ["raw-1"]
     assert result["image_id"] == image_id
     assert result["plan"]["identity"] == {"kind": "image_id", "value": image_id}
     assert reg.digest(names["repo"], "raw-1") == result["digest"]
-    again, _ = run("push_image", args)
+    again, _unused = run("push_image", args)
     assert again["changed"] is False and again["digest"] == result["digest"]
 
 
@@ -332,7 +334,7 @@ def test_check_mode_cold_push_commits_and_pushes_nothing(run, builders, names, r
     fingerprint = "fp-check-" + uuid.uuid4().hex[:8]
     args = {"container": builders(), "repository": names["repository"], "tags": ["3.0.0", "latest-3"],
             "fingerprint": fingerprint}  # fmt: skip
-    result, _ = run("push_image", args, check=True)
+    result, _unused = run("push_image", args, check=True)
     assert result["changed"] is True
     assert result["plan"]["commit"] is True
     assert result["plan"]["push_tag"] == "3.0.0"
@@ -363,13 +365,15 @@ def test_wrong_password_fails_clearly_without_leaking_it(run, builders, names, r
 
 
 def test_invalid_repository_names_the_bad_part(run, builders):
-    result, _ = run("push_image", {"container": builders(), "repository": "127.0.0.1:5000/Bad_Name", "tags": ["1"]})
+    result, _unused = run(
+        "push_image", {"container": builders(), "repository": "127.0.0.1:5000/Bad_Name", "tags": ["1"]}
+    )
     assert result["failed"] is True
     assert "path component 'Bad_Name'" in result["msg"]
 
 
 def test_missing_container_is_named(run, names):
-    result, _ = run("push_image", {"container": "it-push-no-such-builder", "repository": names["repository"],
+    result, _unused = run("push_image", {"container": "it-push-no-such-builder", "repository": names["repository"],
                                    "tags": ["1"]})  # fmt: skip
     assert result["failed"] is True
     assert "container 'it-push-no-such-builder' not found" in result["msg"]
@@ -401,7 +405,7 @@ auth: {{htpasswd: {{realm: second, path: {tmp_path / "htpasswd"}}}}}
     process = subprocess.Popen(["docker-registry", "serve", str(tmp_path / "config.yml")], stdout=log, stderr=log)
     state = {"address": f"127.0.0.1:{port}", "username": "second", "password": password, "process": process}
     try:
-        for _ in range(50):
+        for _unused in range(50):
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
                 break
@@ -421,7 +425,7 @@ def test_stopped_registry_fails_clearly(run, builders, second_registry):
     address = second_registry["address"]
     creds = {"registry_username": second_registry["username"], "registry_password": second_registry["password"]}
     args = {"container": builders(), "repository": f"{address}/web", "tags": ["1.0.0"], "fingerprint": "fp-x", **creds}
-    ok, _ = run("push_image", args, check=True)  # the registry answers: check mode plans a cold push
+    ok, _unused = run("push_image", args, check=True)  # the registry answers: check mode plans a cold push
     assert ok["changed"] is True and ok["plan"]["push_tag"] == "1.0.0", ok
 
     second_registry["process"].terminate()

@@ -3,7 +3,8 @@
 import os
 import signal
 import sys
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+from http.server import ThreadingHTTPServer
 
 VERSION = os.environ.get("APP_VERSION", "unknown").encode()
 HEALTH = int(os.environ.get("APP_HEALTH", "200"))

@@ -105,7 +105,7 @@ def test_capture_waits_from_pending_to_available_then_tags_snapshots():
 
 def test_image_wait_times_out_with_a_clear_message():
     ec2, stub = stubbed()
-    for _ in range(3):
+    for _unused in range(3):
         stub.add_response("describe_images", {"Images": [image("ami-slow", "pending")]})
     capture = _ami.Capture(ec2, REGION, lambda r: None, check_mode=False, poll_interval=1)
     with pytest.raises(AmiError, match=r"Timed out after 3s waiting for image ami-slow .* raise wait_timeout"):
@@ -174,7 +174,7 @@ def test_throttling_is_retried_and_a_hit_costs_one_successful_call():
 
 def test_throttling_beyond_the_retries_fails_with_the_aws_error():
     ec2, stub = stubbed()
-    for _ in range(3):
+    for _unused in range(3):
         stub.add_client_error("describe_images", "RequestLimitExceeded", "Request limit exceeded.")
     with pytest.raises(AmiError) as err:
         _ami.CacheLookup(ec2, REGION).run(FP, [])
@@ -340,7 +340,7 @@ def test_ssh_banner_probe():
     port = listener.getsockname()[1]
 
     def serve():
-        conn, _ = listener.accept()
+        conn, _unused = listener.accept()
         conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
         conn.close()
 

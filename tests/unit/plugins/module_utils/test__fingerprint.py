@@ -35,7 +35,8 @@ ROLE_FILES = {
 }
 
 
-def write_roles(roles_dir: Path, files=ROLE_FILES, order=None) -> Path:
+def write_roles(roles_dir: Path, files=None, order=None) -> Path:
+    files = ROLE_FILES if files is None else files
     items = [(role, rel, text) for role, entries in files.items() for rel, text in entries.items()]
     if order == "reversed":
         items.reverse()
@@ -315,7 +316,7 @@ def test_str_and_dict_subclasses_become_plain():
 
     plain = to_plain(TaggedDict({Tagged("k"): [Tagged("v"), (1, 2)], "s": {3, 1, 2}}))
     assert plain == {"k": ["v", [1, 2]], "s": [1, 2, 3]}
-    assert type(next(iter(plain))) is str and type(plain["k"][0]) is str
+    assert type(next(iter(plain))) is str and type(plain["k"][0]) is str  # pylint: disable=unidiomatic-typecheck
 
 
 def test_unsupported_type_names_the_var(roles_dir):
