@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark: bake_ami copies regions in parallel, and a cache hit costs one DescribeImages call.
 
 Runs the real _ami.Capture / _ami.CacheLookup code against in-process fake EC2 clients (wrapped in amazon.aws's

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark of the container bake, side by side with `docker build --no-cache`, on the same machine and run.
 
 Workload: bench/roles/bench_app (apt install, user, directories, templates, files, config: 10 tasks) then

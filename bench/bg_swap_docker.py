@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark the bg_swap docker backend: switch time (green healthy -> 100% on green), rollback time, wrk failures.
 
 Runs 5 swap+rollback cycles against a self-contained nginx router and prints medians. Needs what the integration

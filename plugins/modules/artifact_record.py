@@ -37,7 +37,7 @@ attributes:
     description: No diff.
   idempotent:
     support: full
-    description: Writing the same record again reports RV(changed=false).
+    description: Writing the same record again reports no change.
 """
 
 EXAMPLES = r"""

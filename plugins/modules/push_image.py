@@ -34,7 +34,7 @@ options:
     description:
       - Name or ID of the builder container to commit. Mutually exclusive with O(image).
       - Neither O(container) nor O(image) is needed when O(fingerprint) is given and the registry already holds an
-        image with that fingerprint under one of O(tags): the missing tags are then added by manifest (promotion,
+        image with that fingerprint under one of O(tags). The missing tags are then added by manifest (promotion,
         a new version name for the same content). Without such an image the module fails and asks for a source.
       - The container's config (for example the C(sleep) command a builder runs) is kept unless O(config) overrides
         it, so set O(config.cmd) for a builder.
