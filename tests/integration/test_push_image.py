@@ -373,8 +373,8 @@ def test_invalid_repository_names_the_bad_part(run, builders):
 
 
 def test_missing_container_is_named(run, names):
-    result, _unused = run("push_image", {"container": "it-push-no-such-builder", "repository": names["repository"],
-                                   "tags": ["1"]})  # fmt: skip
+    args = {"container": "it-push-no-such-builder", "repository": names["repository"], "tags": ["1"]}
+    result, _unused = run("push_image", args)
     assert result["failed"] is True
     assert "container 'it-push-no-such-builder' not found" in result["msg"]
 

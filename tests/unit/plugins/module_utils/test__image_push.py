@@ -198,7 +198,7 @@ class FakeDocker:
             for change in commits[-1][2]:
                 if change.startswith("LABEL "):
                     for pair in change[6:].split('" "'):
-                        key, _, value = pair.strip('"').partition('"="')
+                        key, _sep, value = pair.strip('"').partition('"="')
                         labels[key] = value
         return labels
 
