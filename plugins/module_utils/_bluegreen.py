@@ -10,8 +10,9 @@ put the artifact on the idle colour -> health gate (N consecutive good checks wi
 puts traffic back on the old colour and raises BlueGreenError saying what failed.
 
 A backend implements: describe(), colour_status(colour), prepare(colour, artifact), start(colour),
-check_health(colour) -> HealthResult, set_traffic(weights), verify(colour) -> HealthResult, record(state),
-stop(colour), lock() (context manager), details(). See _bg_docker.py and _bg_aws.py.
+check_health(colour) -> HealthResult, set_traffic(weights), verify(colour) -> HealthResult, read_state(), record(state),
+stop(colour), lock() (context manager), details(), and optionally preflight(artifact) (input checks run before any
+change, also in check mode). See _bg_docker.py and _bg_aws.py.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class ColourStatus:
     exists: bool
     running: bool = False
     artifact: str | None = None
+    consistent: bool = True  # aws: False when some InService instance does not run `artifact` (no no-op then)
 
 
 @dataclass
@@ -205,7 +207,13 @@ class BlueGreen:
     def plan_deploy(self, artifact: str) -> dict:
         live = self.backend.describe()
         live_status = self.backend.colour_status(live.colour) if live.colour else ColourStatus(False)
-        if live.colour and not live.mixed and live_status.running and live_status.artifact == artifact:
+        if (
+            live.colour
+            and not live.mixed
+            and live_status.running
+            and live_status.consistent
+            and live_status.artifact == artifact
+        ):
             return {"action": "none", "live": live, "live_status": live_status}
         idle = other(live.colour)
         return {
@@ -228,6 +236,9 @@ class BlueGreen:
                 state.get("previous_artifact"),
                 msg=f"{plan['live'].colour} already runs {artifact}",
             )
+        preflight = getattr(self.backend, "preflight", None)
+        if preflight is not None:
+            preflight(artifact)  # aws: the AMI exists, ASGs and launch templates exist (before any change)
         if self.check_mode:
             live = plan["live"]
             return self._result(
@@ -242,6 +253,7 @@ class BlueGreen:
                     "traffic_steps": plan["steps"],
                     "old_colour": live.colour,
                     "old_colour_action": self.opts.old_colour_action,
+                    **(self.backend.plan_extra(plan["idle"]) if hasattr(self.backend, "plan_extra") else {}),
                 },
                 msg=f"would deploy {artifact} to {plan['idle']} and switch traffic in steps {plan['steps']}",
             )

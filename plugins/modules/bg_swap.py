@@ -10,9 +10,10 @@ module: bg_swap
 short_description: Blue-green deployment of an immutable artifact with a health gate and automatic rollback
 version_added: 0.1.0
 description:
-  - Deploys an immutable artifact (a registry digest reference for O(backend=docker)) to the idle colour of an
-    application environment, waits until it passes a health gate, switches traffic to it (at once or in weighted
-    steps), verifies the switch and keeps the old colour for an instant rollback.
+  - Deploys an immutable artifact (a registry digest reference for O(backend=docker), an AMI ID for
+    O(backend=aws)) to the idle colour of an application environment, waits until it passes a health gate,
+    switches traffic to it (at once or in weighted steps), verifies the switch and keeps the old colour for an
+    instant rollback.
   - The live colour is read from the traffic switch itself. For O(backend=docker) that is the nginx upstream file
     C(<nginx_conf_dir>/<app>-<env>.upstream.conf) written by the role M(immutable.infra.router) (its server config
     includes it) and rewritten atomically by this module.
@@ -20,10 +21,15 @@ description:
     fails with a message naming the failed check, the last result and how many good checks of N were seen.
   - O(state=rolled_back) switches traffic back to the previous colour; a stopped previous container is started and
     gated first.
+  - For O(backend=aws) the traffic switch is the default action of an ALB listener that forwards to two target
+    groups (C(<app>-<env>-blue) and C(<app>-<env>-green) unless O(target_groups) says otherwise), each fed by an
+    Auto Scaling group pinned to a numbered launch template version. The listener is the only truth for the live
+    colour. A deployment writes a new launch template version (the full data of the current one, only C(ImageId)
+    replaced), pins the idle ASG to it, replaces its instances, gates on target health and on the C(ImageId) of every
+    InService instance, then changes the listener's forward weights.
   - Two runs for the same O(app) and O(env) cannot overlap; the second fails at once with a C(locked) message
-    naming the owner and the lock file.
-  - The O(backend=aws) backend (ALB listener across two target groups fed by two ASGs) is not implemented yet and
-    fails with a clear message.
+    naming the owner (docker - a lock file; aws - the SSM parameter C(/immutable-infra/locks/<app>/<env>), which
+    expires after O(lock_ttl) seconds and may then be taken over).
 author:
   - immutable.infra contributors (@immutable-infra)
 options:
@@ -33,7 +39,9 @@ options:
     choices: [docker, aws]
     default: docker
   app:
-    description: Application name, part of the container names C(<app>-<env>-blue|green) and the nginx files.
+    description:
+      - Application name, part of the container names C(<app>-<env>-blue|green) and the nginx files (docker), and of
+        the default target group, ASG and launch template names C(<app>-<env>-blue|green) (aws).
     type: str
     required: true
   env:
@@ -50,12 +58,15 @@ options:
   state:
     description:
       - V(deployed) makes the live colour run O(artifact) (no change when it already does).
-      - V(rolled_back) switches traffic back to the previous colour recorded in the state file.
+      - V(rolled_back) switches traffic back to the previous colour recorded in the state file (docker) or the
+        state parameter C(/immutable-infra/bg-state/<app>/<env>) (aws; the other colour when nothing is recorded).
     type: str
     choices: [deployed, rolled_back]
     default: deployed
   health_path:
-    description: HTTP path probed on the idle colour during the health gate; a 2xx answer is a good check.
+    description:
+      - HTTP path probed on the idle colour during the health gate; a 2xx answer is a good check (docker).
+      - Not used by O(backend=aws), where the target group's own health check decides.
     type: str
     default: /healthz
   health_checks_required:
@@ -89,8 +100,8 @@ options:
   old_colour_action:
     description:
       - What happens to the old colour after the new one passed the gate and the verification.
-      - V(keep) leaves it running for an instant rollback. V(stop) stops it (docker) without removing it, so a
-        rollback can start it again.
+      - V(keep) leaves it running for an instant rollback. V(stop) stops it (docker) without removing it, or scales
+        its ASG to 0 (aws) keeping the pinned launch template version, so a rollback can start it again.
     type: str
     choices: [keep, stop]
     default: keep
@@ -134,6 +145,47 @@ options:
     description: The docker CLI command.
     type: str
     default: docker
+  listener_arn:
+    description:
+      - ARN of the ALB listener whose default action switches traffic (aws). Give it, or O(load_balancer_name) and
+        O(listener_port).
+    type: str
+  load_balancer_name:
+    description: Name of the ALB, to find the listener on O(listener_port) (aws).
+    type: str
+  listener_port:
+    description: Port of the production listener on O(load_balancer_name) (aws).
+    type: int
+  target_groups:
+    description:
+      - Target group names per colour, as C({blue: ..., green: ...}) (aws). Unset colours default to
+        C(<app>-<env>-blue) and C(<app>-<env>-green).
+    type: dict
+  asg_names:
+    description:
+      - Auto Scaling group names per colour, as C({blue: ..., green: ...}) (aws). Unset colours default to
+        C(<app>-<env>-blue) and C(<app>-<env>-green). Each ASG must feed the target group of its colour.
+    type: dict
+  launch_templates:
+    description:
+      - Launch template names per colour, as C({blue: ..., green: ...}) (aws). Unset colours default to
+        C(<app>-<env>-blue) and C(<app>-<env>-green). A deployment adds a numbered version to the idle colour's
+        template.
+    type: dict
+  desired_capacity:
+    description:
+      - Number of instances the idle colour runs before traffic moves to it (aws). The gate needs this many healthy
+        targets. Defaults to the live colour's desired capacity (1 when nothing runs).
+    type: int
+  instance_type:
+    description: Instance type written into the new launch template version (aws); by default the current one is kept.
+    type: str
+  lock_ttl:
+    description:
+      - Seconds after which the SSM deploy lock of an unfinished run (aws) counts as expired and may be taken over by
+        the next run. Keep it longer than a whole deployment (replacement, gate, steps and pauses).
+    type: int
+    default: 1800
 extends_documentation_fragment:
   - amazon.aws.common.modules
   - amazon.aws.region.modules
@@ -148,6 +200,9 @@ attributes:
 notes:
   - The old colour is never stopped before the new one passed the gate and the verification.
   - The AWS connection options only matter for O(backend=aws); boto3 is only required for it.
+  - With O(backend=aws) the module changes only the listener's default action (not listener rules), the two ASGs'
+    launch template and capacity, the idle colour's launch template (a new version) and two SSM parameters (lock and
+    state). It never uses C(SourceVersion), instance refresh or C(TargetGroup.LoadBalancerArns).
 seealso:
   - module: immutable.infra.push_image
 """
@@ -171,6 +226,32 @@ EXAMPLES = r"""
     state: rolled_back
     blue_port: 8101
     green_port: 8102
+
+- name: Deploy an AMI behind an ALB listener, 10% then 50% then all, and scale the old ASG to 0 afterwards
+  immutable.infra.bg_swap:
+    backend: aws
+    region: eu-west-1
+    app: web
+    env: prod
+    artifact: ami-0123456789abcdef0
+    load_balancer_name: web-prod
+    listener_port: 443
+    desired_capacity: 4
+    traffic_steps: [10, 50, 100]
+    step_pause: 60
+    health_checks_required: 3
+    health_interval: 10
+    health_timeout: 900
+    old_colour_action: stop
+
+- name: Roll the AWS environment back to the previous colour (scaled up and gated first if it was stopped)
+  immutable.infra.bg_swap:
+    backend: aws
+    region: eu-west-1
+    app: web
+    env: prod
+    state: rolled_back
+    listener_arn: "{{ prod_listener_arn }}"
 """
 
 RETURN = r"""
@@ -232,10 +313,55 @@ failed_check:
   description: On failure, which check failed (lock, deploy, health_gate, switch, verify).
   returned: failure
   type: str
+listener_arn:
+  description: The listener that switches traffic (aws backend).
+  returned: when backend is aws
+  type: str
+target_groups:
+  description: Target group ARN per colour (aws backend).
+  returned: when backend is aws
+  type: dict
+asg_names:
+  description: Auto Scaling group name per colour (aws backend).
+  returned: when backend is aws
+  type: dict
+launch_templates:
+  description: Launch template name per colour (aws backend).
+  returned: when backend is aws
+  type: dict
+launch_template_versions:
+  description: Launch template version this run pinned, per colour (aws backend; empty when nothing was pinned).
+  returned: when backend is aws
+  type: dict
+  sample: {green: 3}
+lock_parameter:
+  description: The SSM parameter used as deploy lock (aws backend).
+  returned: when backend is aws
+  type: str
+  sample: /immutable-infra/locks/web/prod
+state_parameter:
+  description: The SSM parameter recording the last deployment or rollback (aws backend).
+  returned: when backend is aws
+  type: str
+  sample: /immutable-infra/bg-state/web/prod
+api_calls:
+  description: Number of AWS API calls this run made (aws backend; retries of throttled calls are not counted).
+  returned: when backend is aws
+  type: int
+  sample: 31
+api_calls_by_operation:
+  description: The AWS API calls of this run per C(service.operation) (aws backend).
+  returned: when backend is aws
+  type: dict
+  sample: {elbv2.modify_listener: 1, autoscaling.update_auto_scaling_group: 2}
 """
 
+from ansible_collections.amazon.aws.plugins.module_utils.botocore import check_sdk_version_supported
+from ansible_collections.amazon.aws.plugins.module_utils.exceptions import AnsibleBotocoreError
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
+from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 
+from ansible_collections.immutable.infra.plugins.module_utils._bg_aws import AwsBackend
 from ansible_collections.immutable.infra.plugins.module_utils._bg_docker import DockerBackend
 from ansible_collections.immutable.infra.plugins.module_utils._bluegreen import BlueGreen
 from ansible_collections.immutable.infra.plugins.module_utils._bluegreen import BlueGreenError
@@ -270,6 +396,15 @@ def argument_spec():
         nginx_conf=dict(type="path"),
         nginx_prefix=dict(type="path"),
         docker_binary=dict(type="str", default="docker"),
+        listener_arn=dict(type="str"),
+        load_balancer_name=dict(type="str"),
+        listener_port=dict(type="int"),
+        target_groups=dict(type="dict"),
+        asg_names=dict(type="dict"),
+        launch_templates=dict(type="dict"),
+        desired_capacity=dict(type="int"),
+        instance_type=dict(type="str"),
+        lock_ttl=dict(type="int", default=1800),
     )
 
 
@@ -299,14 +434,53 @@ def docker_backend(module):
     )
 
 
+def aws_backend(module):
+    p = module.params
+    if not p["listener_arn"] and not (p["load_balancer_name"] and p["listener_port"]):
+        raise BlueGreenError(
+            "backend=aws needs the listener that switches traffic: listener_arn, or load_balancer_name and "
+            "listener_port"
+        )
+    if p["lock_ttl"] < 60:
+        raise BlueGreenError(f"lock_ttl must be at least 60 seconds, got {p['lock_ttl']}")
+    try:
+        check_sdk_version_supported(warn=module.warn)
+    except AnsibleBotocoreError as exc:
+        raise BlueGreenError(
+            f"backend=aws needs boto3 and botocore on the host running the module: {exc.message}"
+        ) from None
+    retry = AWSRetry.jittered_backoff(retries=10)
+    clients = {name: module.client(name, retry_decorator=retry) for name in ("ec2", "autoscaling", "elbv2", "ssm")}
+    return AwsBackend(
+        clients,
+        p["app"],
+        p["env"],
+        listener_arn=p["listener_arn"],
+        load_balancer_name=p["load_balancer_name"],
+        listener_port=p["listener_port"],
+        target_groups=p["target_groups"],
+        asg_names=p["asg_names"],
+        launch_templates=p["launch_templates"],
+        desired_capacity=p["desired_capacity"],
+        instance_type=p["instance_type"],
+        lock_ttl=p["lock_ttl"],
+        poll_interval=p["health_interval"],
+        drain_timeout=max(p["health_timeout"], 60.0),
+        region=module.region,
+    )
+
+
 def main():
     module = AnsibleAWSModule(
         argument_spec=argument_spec(),
         required_if=[("state", "deployed", ["artifact"])],
+        mutually_exclusive=[("listener_arn", "load_balancer_name")],
+        required_together=[("load_balancer_name", "listener_port")],
         supports_check_mode=True,
         check_boto3=False,
     )
     p = module.params
+    backend = None
     try:
         validate_artifact(p["backend"], p["artifact"])
         options = Options(
@@ -320,16 +494,22 @@ def main():
         )
         if options.health_checks_required < 1:
             raise BlueGreenError("health_checks_required must be at least 1")
-        if p["backend"] == "aws":
-            raise BlueGreenError("backend=aws is not implemented yet in this version of immutable.infra.bg_swap")
-        backend = docker_backend(module)
+        backend = aws_backend(module) if p["backend"] == "aws" else docker_backend(module)
         flow = BlueGreen(backend, options, check_mode=module.check_mode)
         if p["state"] == "deployed":
             result = flow.deploy(p["artifact"])
         else:
             result = flow.rollback(p["artifact"])
+        if isinstance(backend, AwsBackend):
+            # counted again after the lock was released, so its calls are included
+            result.update(
+                api_calls=backend.api_calls(), api_calls_by_operation=backend.details()["api_calls_by_operation"]
+            )
     except BlueGreenError as exc:
-        module.fail_json(msg=exc.msg, **exc.extra)
+        extra = dict(exc.extra)
+        if isinstance(backend, AwsBackend):
+            extra.setdefault("api_calls", backend.api_calls())
+        module.fail_json(msg=exc.msg, **extra)
     module.exit_json(**result)
 
 
