@@ -56,8 +56,50 @@ empty_dir() {
     done
 }
 
+systemd_running=0
+[ -d /run/systemd/system ] && systemd_running=1
+
 # SSH host keys: every host launched from the image must get its own
 for key in /etc/ssh/ssh_host_*; do remove "$key"; done
+
+# On a systemd host with sshd, a oneshot unit regenerates the keys on first boot, before ssh.service (enabled by
+# its symlinks: no daemon-reload is needed for an image about to be captured)
+unit=/etc/systemd/system/immutable-infra-ssh-keygen.service
+if [ "$systemd_running" -eq 1 ] && [ -x /usr/sbin/sshd ]; then
+    unit_text='# Installed by immutable.infra.seal: the image ships without SSH host keys, each host generates its own.
+[Unit]
+Description=Generate SSH host keys missing from the sealed image
+Before=ssh.service
+ConditionPathExists=/usr/sbin/sshd
+
+[Service]
+Type=oneshot
+ExecStart=/usr/bin/ssh-keygen -A
+RemainAfterExit=yes
+
+[Install]
+WantedBy=multi-user.target ssh.service'
+    if [ "$(cat "$unit" 2>/dev/null)" != "$unit_text" ]; then
+        if [ "$dry" -eq 1 ]; then
+            echo "would install $unit"
+        elif printf '%s\n' "$unit_text" >"$unit" && chmod 0644 "$unit"; then
+            echo "installed $unit"
+        else
+            rc=1
+        fi
+    fi
+    for wants in multi-user.target.wants ssh.service.wants; do
+        link="/etc/systemd/system/$wants/immutable-infra-ssh-keygen.service"
+        [ "$(readlink "$link" 2>/dev/null)" = "$unit" ] && continue
+        if [ "$dry" -eq 1 ]; then
+            echo "would enable $link"
+        elif mkdir -p "${link%/*}" && ln -sfn "$unit" "$link"; then
+            echo "enabled $link"
+        else
+            rc=1
+        fi
+    done
+fi
 
 for home in /root /home/*; do
     [ -d "$home" ] || continue
@@ -99,7 +141,12 @@ ROTATED
 $current
 CURRENT
     for file in /var/log/wtmp /var/log/btmp /var/log/lastlog /var/log/faillog; do truncate_file "$file"; done
-    empty_dir /var/log/journal
+    if [ "$systemd_running" -eq 1 ]; then
+        # a running journald keeps writing: rotate and vacuum its files (not reported, it writes again at once)
+        journalctl --rotate --vacuum-time=1s >/dev/null 2>&1 || true
+    else
+        empty_dir /var/log/journal
+    fi
 fi
 
 # apt: package lists and downloaded archives (apt keeps its lock files and partial directories)
