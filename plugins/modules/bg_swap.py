@@ -158,17 +158,17 @@ options:
     type: int
   target_groups:
     description:
-      - Target group names per colour, as C({blue: ..., green: ...}) (aws). Unset colours default to
+      - Target group names per colour, a dict with the keys C(blue) and C(green) (aws). Unset colours default to
         C(<app>-<env>-blue) and C(<app>-<env>-green).
     type: dict
   asg_names:
     description:
-      - Auto Scaling group names per colour, as C({blue: ..., green: ...}) (aws). Unset colours default to
+      - Auto Scaling group names per colour, a dict with the keys C(blue) and C(green) (aws). Unset colours default to
         C(<app>-<env>-blue) and C(<app>-<env>-green). Each ASG must feed the target group of its colour.
     type: dict
   launch_templates:
     description:
-      - Launch template names per colour, as C({blue: ..., green: ...}) (aws). Unset colours default to
+      - Launch template names per colour, a dict with the keys C(blue) and C(green) (aws). Unset colours default to
         C(<app>-<env>-blue) and C(<app>-<env>-green). A deployment adds a numbered version to the idle colour's
         template.
     type: dict

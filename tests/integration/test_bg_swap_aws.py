@@ -21,6 +21,7 @@ from moto_fixtures import start_moto
 from moto_fixtures import stop_moto
 
 PLAYBOOK = Path(__file__).parent / "playbooks" / "bg_aws_swap.yml"
+BAD_PLAYBOOK = Path(__file__).parent / "playbooks" / "bg_aws_bad_inputs.yml"
 MOTO_PORT = 5060
 REGION = "eu-west-1"
 CREDENTIALS = {
@@ -383,33 +384,43 @@ def test_concurrent_run_is_locked_and_an_expired_lock_is_taken_over(aws):
         aws.ssm.get_parameter(Name=name)  # released at the end
 
 
-@pytest.mark.parametrize(
-    "extra, message",
-    [
-        ({"artifact": "ami-0123456789abcdef0"}, "AMI ami-0123456789abcdef0 does not exist in region eu-west-1"),
-        ({"artifact": "web:1.0"}, "is not an AMI ID"),
-        ({"traffic_steps": [50, 10, 100]}, "strictly increasing"),
-        ({"traffic_steps": [10, 50]}, "must end at 100"),
-        ({"target_groups": {"blue": "nope-blue", "green": "nope-green"}}, "target groups ['nope-blue', 'nope-green']"),
-        ({"app": "unknownapp"}, "unknown app/env unknownapp/test"),
-        ({"asg_names": {"green": "no-such-asg"}}, "auto scaling group 'no-such-asg' of green not found"),
-        ({"listener_arn": None, "load_balancer_name": "no-such-lb", "listener_port": 80}, "load balancer 'no-such-lb'"),
-        ({"listener_port": 8080, "listener_arn": None}, "no listener on port 8080"),
-    ],
-)
-def test_bad_input_is_refused_and_nothing_moves(aws, extra, message):
-    args = {"artifact": aws.amis[1]}
-    if extra.get("listener_port") and "load_balancer_name" not in extra:
-        extra = dict(extra, load_balancer_name=f"{aws.app}-{aws.env}")
-    args.update(extra)
-    result = aws.swap(**{k: v for k, v in args.items()})
-    assert failed(result) and message in result["msg"], result
+BAD_INPUTS = [
+    ({"artifact": "ami-0123456789abcdef0"}, "AMI ami-0123456789abcdef0 does not exist in region eu-west-1"),
+    ({"artifact": "web:1.0"}, "is not an AMI ID"),
+    ({"traffic_steps": [50, 10, 100]}, "strictly increasing"),
+    ({"traffic_steps": [10, 50]}, "must end at 100"),
+    ({"traffic_steps": [0, 100]}, "outside 1..100"),
+    ({"target_groups": {"blue": "nope-blue", "green": "nope-green"}}, "target groups ['nope-blue', 'nope-green']"),
+    ({"app": "unknownapp"}, "unknown app/env unknownapp/test"),
+    ({"asg_names": {"green": "no-such-asg"}}, "auto scaling group 'no-such-asg' of green not found"),
+    ({"launch_templates": {"green": "no-such-lt"}}, "launch template 'no-such-lt' of green"),
+    ({"listener_arn": None, "load_balancer_name": "no-such-lb", "listener_port": 80}, "load balancer 'no-such-lb'"),
+    ({"listener_arn": None, "load_balancer_name": "LB", "listener_port": 8080}, "no listener on port 8080"),
+    ({"listener_arn": "LISTENER/0123456789abcdef"}, "not found"),
+    ({"listener_arn": None}, "needs the listener that switches traffic"),
+    ({"desired_capacity": 0}, "desired_capacity must be at least 1"),
+]
+
+
+def test_bad_input_is_refused_and_nothing_moves(aws):
+    cases = []
+    for extra, _message in BAD_INPUTS:
+        case = dict(extra)
+        if case.get("load_balancer_name") == "LB":
+            case["load_balancer_name"] = f"{aws.app}-{aws.env}"
+        if str(case.get("listener_arn", "")).startswith("LISTENER/"):
+            case["listener_arn"] = aws.listener.rsplit("/", 1)[0] + "/0123456789abcdef"
+        cases.append(case)
+    out = aws.results / "bad.json"
+    res = run_playbook(
+        BAD_PLAYBOOK,
+        {"bg_args": aws.args(artifact=aws.amis[1]), "bg_cases": cases, "bg_result_file": str(out)},
+        env=CREDENTIALS,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    results = json.loads(out.read_text())
+    assert len(results) == len(BAD_INPUTS)
+    for (extra, message), result in zip(BAD_INPUTS, results, strict=True):
+        assert result.get("failed") and message in result["msg"], (extra, result.get("msg"))
     assert aws.weights() == {"blue": 1}
     assert aws.group("green")["DesiredCapacity"] == 0 and aws.lt_versions("green") == 1
-
-
-def test_missing_listener_is_refused(aws):
-    missing = aws.listener.rsplit("/", 1)[0] + "/0123456789abcdef"
-    result = aws.swap(artifact=aws.amis[1], listener_arn=missing)
-    assert failed(result) and f"listener {missing} not found" in result["msg"], result
-    assert aws.weights() == {"blue": 1}
