@@ -4,8 +4,8 @@
 
 PRIVATE to the collection: no compatibility promise outside immutable.infra.
 
-Docker is driven through the docker CLI (run_command injected), never the Docker SDK.
-TODO: switch _run() to the shared DockerCli of _docker_cli.py once it is in the collection.
+Docker is driven through the docker CLI (run_command injected, wrapped in the shared DockerCli of _docker_cli.py),
+never the Docker SDK.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from ansible_collections.immutable.infra.plugins.module_utils._bluegreen import 
 from ansible_collections.immutable.infra.plugins.module_utils._bluegreen import ColourStatus
 from ansible_collections.immutable.infra.plugins.module_utils._bluegreen import HealthResult
 from ansible_collections.immutable.infra.plugins.module_utils._bluegreen import Live
+from ansible_collections.immutable.infra.plugins.module_utils._docker_cli import DockerCli
+from ansible_collections.immutable.infra.plugins.module_utils._docker_cli import DockerCliError
 from ansible_collections.immutable.infra.plugins.module_utils._locks import FileLock
 from ansible_collections.immutable.infra.plugins.module_utils._locks import LockedError
 from ansible_collections.immutable.infra.plugins.module_utils._nginx_switch import SwitchError
@@ -80,6 +82,8 @@ class DockerBackend:
         self.router_url = router_url
         self.container_env = container_env or {}
         self.docker_binary = docker_binary
+        # container_env values are no_log: masked in any docker error message
+        self.cli = DockerCli(run_command, docker_binary, secrets=[str(v) for v in self.container_env.values()])
         self.http = http
         self.port_check = port_check
         self.probe_timeout = probe_timeout
@@ -90,10 +94,10 @@ class DockerBackend:
 
     # -- helpers -------------------------------------------------------------------------------------------------
     def _run(self, args: list, check: bool = True) -> tuple[int, str, str]:
-        rc, out, err = self.run_command([self.docker_binary] + list(args))
-        if check and rc != 0:
-            raise BlueGreenError(f"docker {' '.join(args[:2])} failed (rc={rc}): {(err or out).strip()}")
-        return rc, out, err
+        try:
+            return self.cli.run(args, check=check)
+        except DockerCliError as exc:
+            raise BlueGreenError(exc.message) from None
 
     def name(self, colour: str) -> str:
         return f"{self.app}-{self.env}-{colour}"

@@ -270,24 +270,22 @@ def test_weighted_steps_stop_old_then_rollback_scales_it_up(aws):
     assert aws.pinned("blue")[1] == ami1  # ... but still pinned to its version for a rollback
     print(f"\nAPI calls, weighted swap [10, 50, 100] + stop old: {first['api_calls']}")
 
-    # A second deploy goes to blue (scaled to 0): its launch template gets a new version with AMI 3.
-    second = aws.swap(artifact=ami3, traffic_steps=[50, 100], step_pause=0.2)
-    assert not failed(second), second
-    assert (second["live_colour"], second["previous_colour"], second["previous_artifact"]) == ("blue", "green", ami2)
-    assert aws.pinned("blue")[1] == ami3 and aws.images("blue") == [ami3, ami3]
-
-    back = aws.swap(state="rolled_back", old_colour_action="stop")
+    # Rolling back to the colour scaled to 0 scales it up (to the live colour's capacity) and gates it first.
+    back = aws.swap(state="rolled_back")
     assert not failed(back), back
-    assert (back["live_colour"], back["artifact"]) == ("green", ami2)
-    assert aws.weights() == {"green": 100} and aws.group("blue")["DesiredCapacity"] == 0
+    assert (back["live_colour"], back["artifact"], back["previous_artifact"]) == ("blue", ami1, ami2)
+    assert aws.weights() == {"blue": 100} and aws.images("blue") == [ami1, ami1]
+    assert back["api_calls_by_operation"]["autoscaling.update_auto_scaling_group"] == 1
+    print(f"API calls, rollback to a colour scaled to 0: {back['api_calls']}")
 
-    # Rolling back to the colour scaled to 0 scales it up and gates it first.
-    forth = aws.swap(state="rolled_back")
-    assert not failed(forth), forth
-    assert (forth["live_colour"], forth["artifact"]) == ("blue", ami3)
-    assert aws.images("blue") == [ami3, ami3] and aws.weights() == {"blue": 100}
-    assert forth["timings"]["deploy"] >= 0 and forth["api_calls_by_operation"]["autoscaling.update_auto_scaling_group"]
-    print(f"API calls, rollback to a colour scaled to 0: {forth['api_calls']}")
+    # The next deploy goes to green, which still runs AMI 2: its instances are replaced, never reused.
+    before = {i["InstanceId"] for i in aws.group("green")["Instances"]}
+    third = aws.swap(artifact=ami3, traffic_steps=[50, 100], step_pause=0.2)
+    assert not failed(third), third
+    assert (third["live_colour"], third["previous_colour"], third["previous_artifact"]) == ("green", "blue", ami1)
+    assert aws.pinned("green")[1] == ami3 and aws.images("green") == [ami3, ami3]
+    assert not before & {i["InstanceId"] for i in aws.group("green")["Instances"]}
+    assert third["launch_template_versions"] == {"green": 3}
 
 
 def test_weights_are_on_the_listener_during_the_steps(aws):
