@@ -264,8 +264,8 @@ class BuilderManager:
                 f"base image {base_image!r} not found in the local Docker Engine: build it (scripts/setup.sh builds"
                 " immutable-infra/base:bookworm) or set bake_base_image to an image that exists"
             )
-        # The builder runs `sleep infinity`; a commit would keep that, so the capture restores the base's own
-        # entrypoint and command unless the roles or the user declare others.
+        # The builder runs `sleep infinity`; a commit would keep that command, so the capture restores the base's
+        # own entrypoint and command unless the roles or the user declare others.
         base_config = base.get("Config") or {}
         result["base_config"] = {"entrypoint": base_config.get("Entrypoint") or [], "cmd": base_config.get("Cmd") or []}
         available = {img["tag"] for img in self.cache_images(app)} if use_cache else set()
@@ -289,7 +289,10 @@ class BuilderManager:
         result["changed"] = True
         if self.check_mode:
             return result
-        args = ["run", "--detach", "--name", name, "--entrypoint", "sleep"]
+        # Keep the builder alive with `sleep infinity` without touching the image's entrypoint where it has none:
+        # a commit keeps the container's entrypoint, and docker commit cannot reset one to empty afterwards.
+        base_entrypoint = result["base_config"]["entrypoint"]
+        args = ["run", "--detach", "--name", name] + (["--entrypoint", "sleep"] if base_entrypoint else [])
         labels = {LABEL_KIND: "builder", LABEL_APP: app, LABEL_BAKE_ID: bake_id, LABEL_CREATED: str(int(self.clock()))}
         if self.owner:
             labels[LABEL_OWNER] = self.owner
@@ -297,7 +300,7 @@ class BuilderManager:
             args += ["--label", f"{key}={value}"]
         if network:
             args += ["--network", network]
-        args += [start_image, "infinity"]
+        args += [start_image] + (["infinity"] if base_entrypoint else ["sleep", "infinity"])
         self.docker.run(args)
         return result
 

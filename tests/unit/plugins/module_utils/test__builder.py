@@ -129,6 +129,8 @@ def test_start_uses_the_deepest_cached_layer_and_labels_the_builder():
     assert result["base_config"] == {"entrypoint": [], "cmd": ["/bin/bash"]}  # not the builder's sleep
     run = next(call for call in fake.calls if call[0] == "run")
     assert cache_ref("web", FP[1]) in run
+    # no --entrypoint override: a commit would carry it into the artifact (docker cannot reset it to empty)
+    assert "--entrypoint" not in run and run[-2:] == ["sleep", "infinity"]
     assert "io.immutable-infra.bake-id=b1" in run and "io.immutable-infra.created=1234" in run
 
 
