@@ -205,11 +205,25 @@ setup_base_image() {
     } >"$rootfs/etc/apt/sources.list"
     # no stale package lists or caches: the first apt task of a bake refreshes them (its cache_valid_time sees none)
     rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/lib/apt/lists/* "$rootfs"/dev/*
-    tar -C "$rootfs" -c . | docker import \
+    local staging="$IMMUTABLE_BASE_IMAGE-staging"
+    tar -C "$rootfs" -c . | docker import - "$staging" >/dev/null || die "docker import of the base image failed"
+    # Security updates go in once here rather than in every cold bake's unattended-upgrade run.
+    log "applying Debian updates to the base image"
+    docker rm -f immutable-infra-base-update >/dev/null 2>&1 || true
+    if ! docker run --name immutable-infra-base-update "$staging" sh -c \
+        'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get -y -qq -o Dpkg::Options::=--force-confold upgrade \
+         && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin' >"$IMMUTABLE_STATE_DIR/base-update.log" 2>&1; then
+        docker rm -f immutable-infra-base-update >/dev/null 2>&1
+        docker image rm "$staging" >/dev/null 2>&1
+        die "updating the base image failed (see $IMMUTABLE_STATE_DIR/base-update.log): check the Debian mirror"
+    fi
+    docker commit \
         --change 'CMD ["/bin/bash"]' \
         --change 'ENV LANG=C.UTF-8' \
         --change 'LABEL org.opencontainers.image.title=immutable-infra-base org.opencontainers.image.version=bookworm' \
-        - "$IMMUTABLE_BASE_IMAGE" >/dev/null || die "docker import of the base image failed"
+        immutable-infra-base-update "$IMMUTABLE_BASE_IMAGE" >/dev/null || die "docker commit of the base image failed"
+    docker rm -f immutable-infra-base-update >/dev/null
+    docker image rm "$staging" >/dev/null
     rm -rf "$IMMUTABLE_ROOTFS"
     trap - EXIT
     log "base image built: $IMMUTABLE_BASE_IMAGE"
