@@ -261,3 +261,21 @@ def test_sweep_in_check_mode_lists_but_removes_nothing(tmp_path):
     manager.check_mode = False
     manager.sweep(min_age=3600)
     assert ["rm", "-f", "dead"] in fake.calls and ["rm", "-f", "young"] not in fake.calls
+
+
+class FakeDockerWithEntrypoint(FakeDocker):
+    def __call__(self, cmd, **kwargs):
+        rc, out, err = super().__call__(cmd, **kwargs)
+        if cmd[1:3] == ["image", "inspect"] and rc == 0:
+            image = json.loads(out)
+            image[0]["Config"]["Entrypoint"] = ["/docker-entrypoint.sh"]
+            out = json.dumps(image)
+        return rc, out, err
+
+
+def test_a_base_with_an_entrypoint_keeps_it_for_the_capture_and_the_builder_sleeps():
+    fake = FakeDockerWithEntrypoint(images={"base:1"})
+    result = BuilderManager(DockerCli(fake)).start("web", "b1", "base:1", [])
+    run = next(call for call in fake.calls if call[0] == "run")
+    assert run[run.index("--entrypoint") + 1] == "sleep" and run[-1] == "infinity"
+    assert result["base_config"]["entrypoint"] == ["/docker-entrypoint.sh"]
