@@ -31,13 +31,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAIN = ["dev", "staging", "prod"]
-# Same inputs as tests/integration/test_promotion.py's first artifact: a cache hit when the tests ran before. The
-# /usr/bin/env entrypoint works around the bake leaving the builder's `sleep` entrypoint in the image config.
-IMAGE_CONFIG = {
-    "entrypoint": ["/usr/bin/env"],
-    "cmd": ["nginx", "-g", "daemon off;"],
-    "labels": {"io.immutable-infra.test.variant": "a"},
-}
+# Same inputs as tests/integration/test_promotion.py's first artifact: a cache hit when the tests ran before.
+IMAGE_CONFIG = {"labels": {"io.immutable-infra.test.variant": "a"}}
 
 
 def env_with(extra=None) -> dict:
@@ -116,14 +111,10 @@ def make_large(small: dict, mb: int) -> dict:
                 "run",
                 "--name",
                 name,
-                "--entrypoint",
-                "dd",
                 small["id"],
-                "if=/dev/urandom",
-                "of=/opt/ballast",
-                "bs=1M",
-                f"count={mb}",
-                "status=none",
+                "sh",
+                "-c",
+                f"dd if=/dev/urandom of=/opt/ballast bs=1M count={mb} status=none",
             ]
         )
         tag = f"{repo}:fp-{fp_hex}"
@@ -131,8 +122,6 @@ def make_large(small: dict, mb: int) -> dict:
             [
                 "docker",
                 "commit",
-                "--change",
-                'ENTRYPOINT ["/usr/bin/env"]',
                 "--change",
                 'CMD ["nginx", "-g", "daemon off;"]',
                 "--change",
