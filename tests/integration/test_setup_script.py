@@ -1,0 +1,83 @@
+"""scripts/setup.sh: idempotent, and each problem stops with one line that names the fix, leaving nothing behind."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+
+from conftest import REPO_ROOT
+
+SETUP = REPO_ROOT / "scripts" / "setup.sh"
+
+
+def run_setup(env_update: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env.update(env_update)
+    return subprocess.run(["bash", str(SETUP)], env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def error_lines(result: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("ERROR: ")]
+
+
+def test_a_second_run_reuses_everything():
+    result = run_setup({})
+    assert result.returncode == 0, result.stderr
+    assert "virtualenv up to date" in result.stderr
+    assert "registry already running" in result.stderr
+    assert "base image present" in result.stderr
+    assert "installing" not in result.stderr and "building" not in result.stderr
+
+
+def test_a_python_that_is_too_old_is_named(tmp_path):
+    fake = tmp_path / "python3"
+    fake.write_text('#!/bin/sh\ncase "$*" in *--version*) echo "Python 3.9.2";; *) exit 1;; esac\n')
+    fake.chmod(0o755)
+    result = run_setup({"IMMUTABLE_PYTHON": str(fake), "IMMUTABLE_VENV": str(tmp_path / "venv")})
+    assert result.returncode != 0
+    assert error_lines(result) == [
+        "ERROR: Python 3.9.2 is too old: ansible-core 2.19 needs Python 3.11 or newer; set IMMUTABLE_PYTHON to a newer"
+        " interpreter"
+    ]
+    assert not (tmp_path / "venv").exists()
+
+
+def test_a_taken_registry_port_is_named_and_nothing_is_started(tmp_path):
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        result = run_setup(
+            {
+                "IMMUTABLE_STATE_DIR": str(tmp_path / "state"),
+                "IMMUTABLE_REGISTRY_PORT": str(port),
+                "IMMUTABLE_SETUP_SKIP": "venv docker base_image",
+            }
+        )
+    assert result.returncode != 0
+    assert error_lines(result) == [
+        f"ERROR: port 127.0.0.1:{port} is taken by another process: stop it or set IMMUTABLE_REGISTRY_PORT to a"
+        " free port"
+    ]
+    assert not (tmp_path / "state" / "registry" / "registry.pid").exists()
+
+
+def test_a_failing_base_image_build_is_named_and_leaves_nothing(tmp_path):
+    image = "immutable-infra/never-built:test"
+    result = run_setup(
+        {
+            "IMMUTABLE_STATE_DIR": str(tmp_path / "state"),
+            "IMMUTABLE_BASE_IMAGE": image,
+            "IMMUTABLE_DEBIAN_MIRROR": "http://127.0.0.1:9/debian",
+            "IMMUTABLE_SETUP_SKIP": "venv registry",
+        }
+    )
+    assert result.returncode != 0
+    [line] = error_lines(result)
+    assert line.startswith("ERROR: debootstrap failed")
+    assert "IMMUTABLE_DEBIAN_MIRROR (http://127.0.0.1:9/debian)" in line
+    leftovers = [p.name for p in (tmp_path / "state").iterdir() if p.name.startswith("rootfs.")]
+    assert leftovers == []
+    inspect = subprocess.run(["docker", "image", "inspect", image], capture_output=True, check=False)
+    assert inspect.returncode != 0
