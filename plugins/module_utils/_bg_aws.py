@@ -632,7 +632,7 @@ class AwsBackend:
             env=self.env,
             backend="aws",
             listener_arn=self.listener_arn,
-            launch_template_versions={c: v for c, v in self.versions.items()},
+            launch_template_versions=dict(self.versions),
             updated=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         )
         self._call(
