@@ -42,7 +42,7 @@ ROLES = {
 """,
     "cs_big": """
 - name: Write data that makes the push last
-  ansible.builtin.command: head -c {{ cs_big_mb | default(120) }}M /dev/urandom -o /opt/cs-big
+  ansible.builtin.command: dd if=/dev/urandom of=/opt/cs-big bs=1M count={{ cs_big_mb | default(120) }}
   args:
     creates: /opt/cs-big
 """,
