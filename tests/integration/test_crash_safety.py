@@ -236,12 +236,12 @@ def test_the_next_bake_sweeps_a_killed_bakes_builder_at_once(app, bake_env, regi
     bake.kill(signal.SIGKILL)
     orphan = builders(app)
     assert len(orphan) == 1
-    result = run_playbook(BAKE, {"bake_name": app, "bake_roles": ["cs_marker"], "bake_version": "1.0.0"},
-                          "-v", env=bake_env)  # fmt: skip
+    result = run_playbook(BAKE, {"bake_name": app, "bake_roles": ["cs_marker"]}, "-v", env=bake_env)
     assert result.returncode == 0, result.stdout[-3000:]
     assert orphan[0] in " ".join(result.stdout.split())  # reported in the builder task's 'swept'
     assert builders(app) == []
-    assert tag_state(registry, app) == first_bake  # a cache hit: nothing moved
+    after = tag_state(registry, app)
+    assert all(after[tag] == digest for tag, digest in first_bake.items())  # nothing moved
 
 
 def test_a_live_bake_is_never_swept(app, bake_env, tmp_path):
