@@ -21,7 +21,7 @@ test -f "$work/collections/ansible_collections/immutable/infra/MANIFEST.json" \
 for unwanted in .venv .local scripts bench tests/output; do
     if tar -tzf "$tarball" | grep -q "^$unwanted/"; then echo "ERROR: $unwanted/ is in the tarball" >&2; exit 1; fi
 done
-for module in $(ls "$work/collections/ansible_collections/immutable/infra/plugins/modules/" | sed -n 's/\.py$//p'); do
+for module in $(find "$work/collections/ansible_collections/immutable/infra/plugins/modules/" -name '*.py' -printf '%f\n' | sed 's/\.py$//'); do
     ansible-doc -t module "immutable.infra.$module" >/dev/null
 done
 cat >"$work/smoke.yml" <<'YML'
@@ -56,7 +56,7 @@ cat >"$work/smoke.yml" <<'YML'
           - lookup('ansible.builtin.fileglob', collection_root ~ '/roles/*/meta/argument_specs.yml', wantlist=True) | length >= 4
 YML
 set -a
-# shellcheck disable=SC1091
+# shellcheck disable=SC1090
 source "${IMMUTABLE_REGISTRY_CREDENTIALS:-$root/.local/registry/credentials.env}"
 set +a
 export IMMUTABLE_REGISTRY="${IMMUTABLE_REGISTRY:-127.0.0.1:${IMMUTABLE_REGISTRY_PORT:-5000}}"

@@ -90,8 +90,7 @@ setup_docker() {
     is_root || die "Docker does not answer and starting dockerd needs root: start the Docker service (systemctl start docker) or run as root"
     log "starting dockerd (log: $IMMUTABLE_STATE_DIR/dockerd.log)"
     nohup dockerd >"$IMMUTABLE_STATE_DIR/dockerd.log" 2>&1 </dev/null &
-    local i
-    for i in $(seq 1 60); do
+    for _ in $(seq 1 60); do
         docker_answers && { log "Docker Engine answers"; return 0; }
         sleep 1
     done
@@ -143,8 +142,7 @@ EOF
         bin="$(command -v docker-registry || echo /usr/bin/docker-registry)"
         nohup "$bin" serve "$dir/config.yml" >"$dir/registry.log" 2>&1 </dev/null &
         echo $! >"$pidfile"
-        local i
-        for i in $(seq 1 30); do
+        for _ in $(seq 1 30); do
             port_in_use "$IMMUTABLE_REGISTRY_PORT" && break
             sleep 0.5
         done
@@ -204,7 +202,7 @@ setup_base_image() {
         [ -n "$security" ] && echo "deb $security bookworm-security main"
     } >"$rootfs/etc/apt/sources.list"
     # no stale package lists or caches: the first apt task of a bake refreshes them (its cache_valid_time sees none)
-    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/lib/apt/lists/* "$rootfs"/dev/*
+    rm -rf "${rootfs:?}"/var/cache/apt/archives/*.deb "${rootfs:?}"/var/cache/apt/*.bin "${rootfs:?}"/var/lib/apt/lists/* "${rootfs:?}"/dev/*
     local staging="$IMMUTABLE_BASE_IMAGE-staging"
     tar -C "$rootfs" -c . | docker import - "$staging" >/dev/null || die "docker import of the base image failed"
     # Security updates go in once here rather than in every cold bake's unattended-upgrade run.

@@ -8,6 +8,9 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=scripts/setup.sh
 source "$root/scripts/setup.sh"
 immutable_setup
+# what only the tests need: nginx for the router/blue-green tests, wrk for the zero-failure load test,
+# ShellCheck for ansible-test sanity's shell checks, rsync for the sanity tree
+apt_install nginx-light wrk shellcheck rsync
 cd "$root"
 steps="${IMMUTABLE_TEST_STEPS:-lint sanity galaxy molecule pytest}"
 declare -A took
