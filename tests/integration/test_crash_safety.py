@@ -203,10 +203,11 @@ def test_a_killed_bake_leaves_zero_builders_and_no_partial_tag(
     app, bake_env, registry, first_bake, tmp_path, phase, sig, roles, kill_at
 ):
     seed = os.urandom(4).hex()
-    extra = {"bake_name": app, "bake_roles": roles, "bake_vars": {"cs_marker": seed}, "bake_cache": False}
+    extra = {"bake_name": app, "bake_roles": roles, "bake_vars": {"cs_marker": seed, "cs_big_mb": 400}, "bake_cache": False}
     bake = Bake(extra, bake_env, tmp_path / "bake.log")
     bake.wait_for(kill_at)
-    time.sleep(1.5 if phase == "commit/push" else 0.5)  # inside the commit/push, or inside the sleep task
+    if phase == "provisioning":
+        time.sleep(0.5)  # inside the sleep task; a commit/push is hit at once (a loopback push is quick)
     rc = bake.kill(sig)
     assert rc != 0
     left = builders(app)
@@ -231,12 +232,14 @@ def test_a_killed_bake_leaves_zero_builders_and_no_partial_tag(
 
 def test_the_next_bake_sweeps_a_killed_bakes_builder_at_once(app, bake_env, registry, first_bake, tmp_path):
     """No cleanup.yml in between: the next bake of the app removes the young orphan itself (its owner is gone)."""
-    bake = Bake({"bake_name": app, "bake_roles": ["cs_marker", "cs_pause"]}, bake_env, tmp_path / "killed.log")
+    fresh = {"bake_name": app, "bake_cache": False, "bake_vars": {"cs_marker": os.urandom(4).hex()}}
+    bake = Bake(dict(fresh, bake_roles=["cs_marker", "cs_pause"]), bake_env, tmp_path / "killed.log")
     bake.wait_for("TASK [cs_pause : Kill point]")
     bake.kill(signal.SIGKILL)
     orphan = builders(app)
     assert len(orphan) == 1
-    result = run_playbook(BAKE, {"bake_name": app, "bake_roles": ["cs_marker"]}, "-v", env=bake_env)
+    # not a cache hit (a cache hit starts no builder, so it sweeps nothing: cleanup.yml covers that case)
+    result = run_playbook(BAKE, dict(fresh, bake_roles=["cs_marker"]), "-v", env=bake_env)
     assert result.returncode == 0, result.stdout[-3000:]
     assert orphan[0] in " ".join(result.stdout.split())  # reported in the builder task's 'swept'
     assert builders(app) == []
@@ -245,7 +248,8 @@ def test_the_next_bake_sweeps_a_killed_bakes_builder_at_once(app, bake_env, regi
 
 
 def test_a_live_bake_is_never_swept(app, bake_env, tmp_path):
-    bake = Bake({"bake_name": app, "bake_roles": ["cs_marker", "cs_pause"]}, bake_env, tmp_path / "live.log")
+    extra = {"bake_name": app, "bake_roles": ["cs_marker", "cs_pause"], "bake_cache": False}
+    bake = Bake(dict(extra, bake_vars={"cs_marker": os.urandom(4).hex()}), bake_env, tmp_path / "live.log")
     try:
         bake.wait_for("TASK [cs_pause : Kill point]")
         running = builders(app)
