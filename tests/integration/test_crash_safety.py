@@ -203,7 +203,8 @@ def test_a_killed_bake_leaves_zero_builders_and_no_partial_tag(
     app, bake_env, registry, first_bake, tmp_path, phase, sig, roles, kill_at
 ):
     seed = os.urandom(4).hex()
-    extra = {"bake_name": app, "bake_roles": roles, "bake_vars": {"cs_marker": seed, "cs_big_mb": 400}, "bake_cache": False}
+    bake_vars = {"cs_marker": seed, "cs_big_mb": 400}
+    extra = {"bake_name": app, "bake_roles": roles, "bake_vars": bake_vars, "bake_cache": False}
     bake = Bake(extra, bake_env, tmp_path / "bake.log")
     bake.wait_for(kill_at)
     if phase == "provisioning":
