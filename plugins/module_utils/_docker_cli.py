@@ -144,10 +144,12 @@ class DockerCli:
         _rc, out, _err = self.run(args)
         return out.strip()
 
-    def create(self, image, name=None):
+    def create(self, image, name=None, labels=None):
         args = ["create"]
         if name:
             args += ["--name", name]
+        for key, value in (labels or {}).items():
+            args += ["--label", f"{key}={value}"]
         args.append(image)
         _rc, out, _err = self.run(args)
         return out.strip()

@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from base64 import b64encode
 from datetime import datetime
 from datetime import timezone
@@ -384,7 +385,15 @@ class ImagePusher:
         if params.get("container"):
             self.actions.append(f"commit container {params['container']}")
             return self.docker.commit(params["container"], changes=changes, message="immutable.infra.push_image")
-        temp = self.docker.create(source_id)
+        # labelled like a builder, so the age-based sweep finds it if this run is killed before removing it
+        temp = self.docker.create(
+            source_id,
+            labels={
+                "io.immutable-infra.kind": "builder",
+                "io.immutable-infra.app": "push-image",
+                "io.immutable-infra.created": str(int(time.time())),
+            },
+        )
         try:
             self.actions.append(f"commit image {params['image']} with the requested config")
             return self.docker.commit(temp, changes=changes, message="immutable.infra.push_image")

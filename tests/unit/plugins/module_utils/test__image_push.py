@@ -172,8 +172,9 @@ class FakeDocker:
         self.calls.append(("commit", container, list(changes)))
         return "sha256:committed"
 
-    def create(self, image):
+    def create(self, image, labels=None):
         self.calls.append(("create", image))
+        self.create_labels = labels
         return "tmpcontainer"
 
     def remove_container(self, name):
@@ -395,6 +396,9 @@ def test_image_with_config_is_committed_from_a_temporary_container():
     names = [c[0] for c in docker.calls]
     assert names.index("create") < names.index("commit") < names.index("rm")
     assert ("rm", "tmpcontainer") in docker.calls
+    # a run killed between create and rm leaves a container the builder sweep can find
+    assert docker.create_labels["io.immutable-infra.kind"] == "builder"
+    assert docker.create_labels["io.immutable-infra.created"].isdigit()
 
 
 def test_temporary_docker_config_is_private_and_removed():
