@@ -1,3 +1,4 @@
+# shellcheck shell=sh
 # immutable.infra.seal: generalise an image right before capture. PRIVATE to the seal role, fed to /bin/sh on stdin.
 # Usage: sh -s -- [--dry-run] [--keep-authorized-keys] [--keep-logs] -- [extra path glob]...
 # Prints one line per path it removes, truncates or empties ("would ..." with --dry-run) and nothing when the
