@@ -268,8 +268,9 @@ def bake_vars(aws, work, app: str, endpoint: str, stand_in: str, marker: str) ->
     }
 
 
-def cleanup_vars(aws, app: str, *, min_age: int) -> dict:
+def cleanup_vars(aws, work, app: str, *, min_age: int) -> dict:
     return {
+        "bake_ami_key_dir": str(work["keys"]),
         "cleanup_app": app,  # never another app's builder containers (other suites may be running)
         "cleanup_config_min_age": 86400,  # leave other runs' temporary docker configs alone
         "cleanup_ami_region": REGION,
@@ -298,7 +299,13 @@ def kill_during_capture(aws, work, app, proxy, stand_in, sig, tmp_path) -> tuple
         while not proxy.held.wait(0.5):
             if bake.proc.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"the bake never reached CreateImage (rc={bake.proc.poll()}):\n{bake.output()[-4000:]}")
-        assert "TASK [Stop the builder, create the image, copy, share and tag it in every region]" in bake.output()
+        # CreateImage is sent only by the capture (the task banner itself is printed with its first result)
+        assert (
+            "included: /work/main/playbooks/tasks/bake_ami_capture.yml for localhost".replace(
+                "/work/main", str(REPO_ROOT)
+            )
+            in bake.output()
+        ), bake.output()[-3000:]
         time.sleep(0.5)
         rc = bake.kill(sig)
     finally:
@@ -320,21 +327,27 @@ def test_an_ami_bake_killed_during_capture_leaves_nothing_after_cleanup(aws, wor
     # the kill skipped the capture's `always`: the builder, its key pair and its security group are still there
     assert len(left["instances"]) == 1 and len(left["key_pairs"]) == 1 and len(left["security_groups"]) == 1, left
     assert "PRIVATE KEY" not in output
-    print("key files after the kill:", sorted(p.name for p in work["keys"].iterdir()))
+    # and the builder's private key file (0600) of that bake
+    (key_file,) = [
+        p for p in work["keys"].iterdir() if p.name.endswith(left["key_pairs"][0][len("immutable-infra-") :] + ".key")
+    ]
+    assert oct(key_file.stat().st_mode & 0o777) == "0o600"
 
     # the default sweep (2 h) keeps a young orphan: it cannot tell it from a bake that is still running
-    default = run_playbook(CLEANUP, cleanup_vars(aws, app, min_age=7200), env=AWS_ENV)
+    default = run_playbook(CLEANUP, cleanup_vars(aws, work, app, min_age=7200), env=AWS_ENV)
     assert default.returncode == 0, default.stdout[-3000:]
-    assert live_bake_resources(aws["ec2"]) == left
+    assert live_bake_resources(aws["ec2"]) == left and key_file.exists()
 
     # check mode lists it and removes nothing; a real run with cleanup_min_age=0 removes all of it
-    check = run_playbook(CLEANUP, cleanup_vars(aws, app, min_age=0), "--check", env=AWS_ENV)
+    check = run_playbook(CLEANUP, cleanup_vars(aws, work, app, min_age=0), "--check", env=AWS_ENV)
     assert check.returncode == 0, check.stdout[-3000:]
     assert all(i in flat(check.stdout) for i in left["instances"] + left["security_groups"]), check.stdout[-3000:]
-    assert live_bake_resources(aws["ec2"]) == left
-    cleanup = run_playbook(CLEANUP, cleanup_vars(aws, app, min_age=0), env=AWS_ENV)
+    assert f"would remove 1 private key file(s) of swept AMI bakes: {key_file}" in flat(check.stdout)
+    assert live_bake_resources(aws["ec2"]) == left and key_file.exists()
+    cleanup = run_playbook(CLEANUP, cleanup_vars(aws, work, app, min_age=0), env=AWS_ENV)
     assert cleanup.returncode == 0, cleanup.stdout[-3000:]
     assert live_bake_resources(aws["ec2"]) == NOTHING
+    assert not key_file.exists()
     # the AMI path starts no builder container; none of this app exists
     assert docker("ps", "-aq", "--filter", f"label=io.immutable-infra.app={app}").stdout.split() == []
 
@@ -348,4 +361,5 @@ def test_the_next_bake_with_a_zero_sweep_age_removes_a_killed_capture(aws, work,
     result = run_playbook(BAKE, extra, env={**AWS_ENV, "ANSIBLE_ROLES_PATH": str(work["roles"])})
     assert result.returncode == 0, result.stdout[-4000:]
     assert live_bake_resources(aws["ec2"]) == NOTHING
-    print("key files after the next bake:", sorted(p.name for p in work["keys"].iterdir()))
+    # the next bake's sweep also removed the killed bake's private key file; its own was removed by its cleanup
+    assert list(work["keys"].iterdir()) == []
