@@ -53,7 +53,10 @@ cat >"$work/smoke.yml" <<'YML'
           - smoke_fp.layers | length == 3
           - not smoke_info.images[0].exists
           - (collection_root ~ '/playbooks/bake.yml') is file
-          - lookup('ansible.builtin.fileglob', collection_root ~ '/roles/*/meta/argument_specs.yml', wantlist=True) | length >= 4
+          - (collection_root ~ '/roles/baseline/meta/argument_specs.yml') is file
+          - (collection_root ~ '/roles/web/meta/argument_specs.yml') is file
+          - (collection_root ~ '/roles/seal/meta/argument_specs.yml') is file
+          - (collection_root ~ '/roles/router/meta/argument_specs.yml') is file
 YML
 set -a
 # shellcheck disable=SC1090
