@@ -545,3 +545,35 @@ def credential_helper_runner(run_command):
         return data.get("Username") or None, data.get("Secret") or None
 
     return run
+
+
+# -- what every registry-facing module shares (docs: the immutable.infra.registry doc fragment) -------------------
+
+REGISTRY_MUTUALLY_EXCLUSIVE = [("registry_username", "docker_config")]
+REGISTRY_REQUIRED_TOGETHER = [("registry_username", "registry_password")]
+
+
+def registry_argument_spec():
+    return dict(
+        registry_username=dict(type="str"),
+        registry_password=dict(type="str", no_log=True),
+        docker_config=dict(type="path"),
+        registry_scheme=dict(type="str", choices=["auto", "http", "https"], default="auto"),
+        validate_certs=dict(type="bool", default=True),
+        timeout=dict(type="int", default=30),
+    )
+
+
+def registry_client(registry_host, params, open_url, run_command):
+    """A RegistryClient configured from a module's registry options."""
+    return RegistryClient(
+        registry_host,
+        username=params["registry_username"],
+        password=params["registry_password"],
+        docker_config=params["docker_config"],
+        open_url=open_url,
+        scheme=params["registry_scheme"],
+        validate_certs=params["validate_certs"],
+        timeout=params["timeout"],
+        helper_runner=credential_helper_runner(run_command),
+    )

@@ -134,34 +134,6 @@ options:
   oci_version:
     description: Version, stored as the label C(org.opencontainers.image.version).
     type: str
-  registry_username:
-    description:
-      - User for the registry. Requires O(registry_password). Without both, the credentials for the registry in the
-        docker config (O(docker_config), C($DOCKER_CONFIG) or C(~/.docker)) are used, if any.
-    type: str
-  registry_password:
-    description:
-      - Password (or token) for the registry. Never logged or returned.
-    type: str
-  docker_config:
-    description:
-      - Directory of a docker client config (holding C(config.json)) whose credentials are used for the registry
-        API and for C(docker push). Mutually exclusive with O(registry_username).
-    type: path
-  registry_scheme:
-    description:
-      - V(auto) uses HTTP for localhost and 127.0.0.0/8 and HTTPS for every other registry.
-    type: str
-    choices: [auto, http, https]
-    default: auto
-  validate_certs:
-    description: Verify the registry's TLS certificate.
-    type: bool
-    default: true
-  timeout:
-    description: Timeout of each registry HTTP request, in seconds.
-    type: int
-    default: 30
 attributes:
   check_mode:
     support: full
@@ -180,6 +152,8 @@ notes:
     builder container after pushing it, give a new O(fingerprint) or a new tag.
 seealso:
   - module: immutable.infra.registry_image_info
+extends_documentation_fragment:
+  - immutable.infra.registry
 """
 
 EXAMPLES = r"""
@@ -315,11 +289,13 @@ from ansible.module_utils.urls import open_url
 from ansible_collections.immutable.infra.plugins.module_utils._docker_cli import DockerCli
 from ansible_collections.immutable.infra.plugins.module_utils._image_push import PushImageError
 from ansible_collections.immutable.infra.plugins.module_utils._image_push import run_push
+from ansible_collections.immutable.infra.plugins.module_utils._registry import REGISTRY_MUTUALLY_EXCLUSIVE
+from ansible_collections.immutable.infra.plugins.module_utils._registry import REGISTRY_REQUIRED_TOGETHER
 from ansible_collections.immutable.infra.plugins.module_utils._registry import ImageReferenceError
-from ansible_collections.immutable.infra.plugins.module_utils._registry import RegistryClient
 from ansible_collections.immutable.infra.plugins.module_utils._registry import RegistryError
-from ansible_collections.immutable.infra.plugins.module_utils._registry import credential_helper_runner
 from ansible_collections.immutable.infra.plugins.module_utils._registry import parse_repository
+from ansible_collections.immutable.infra.plugins.module_utils._registry import registry_argument_spec
+from ansible_collections.immutable.infra.plugins.module_utils._registry import registry_client
 
 
 def argument_spec():
@@ -352,21 +328,16 @@ def argument_spec():
         oci_revision=dict(type="str"),
         oci_source=dict(type="str"),
         oci_version=dict(type="str"),
-        registry_username=dict(type="str"),
-        registry_password=dict(type="str", no_log=True),
-        docker_config=dict(type="path"),
-        registry_scheme=dict(type="str", choices=["auto", "http", "https"], default="auto"),
-        validate_certs=dict(type="bool", default=True),
-        timeout=dict(type="int", default=30),
+        **registry_argument_spec(),
     )
 
 
 def main():
     module = AnsibleModule(
         argument_spec=argument_spec(),
-        mutually_exclusive=[("container", "image"), ("registry_username", "docker_config")],
+        mutually_exclusive=[("container", "image")] + REGISTRY_MUTUALLY_EXCLUSIVE,
         required_one_of=[("container", "image", "fingerprint")],
-        required_together=[("registry_username", "registry_password")],
+        required_together=REGISTRY_REQUIRED_TOGETHER,
         supports_check_mode=True,
     )
     params = module.params
@@ -377,17 +348,7 @@ def main():
             docker_bin=module.get_bin_path("docker", required=True),
             secrets=[params["registry_password"]],
         )
-        registry = RegistryClient(
-            registry_host,
-            username=params["registry_username"],
-            password=params["registry_password"],
-            docker_config=params["docker_config"],
-            open_url=open_url,
-            scheme=params["registry_scheme"],
-            validate_certs=params["validate_certs"],
-            timeout=params["timeout"],
-            helper_runner=credential_helper_runner(module.run_command),
-        )
+        registry = registry_client(registry_host, params, open_url, module.run_command)
         result = run_push(docker, registry, params, check_mode=module.check_mode)
     except PushImageError as exc:
         extra = {"plan": exc.plan} if exc.plan else {}

@@ -39,30 +39,6 @@ options:
     description: Only report what would be deleted. Set V(false) to delete.
     type: bool
     default: true
-  registry_username:
-    description:
-      - User for the registry. Requires O(registry_password). Without both, the credentials for the registry in the
-        docker config (O(docker_config), C($DOCKER_CONFIG) or C(~/.docker)) are used, if any.
-    type: str
-  registry_password:
-    description: Password (or token) for the registry. Never logged or returned.
-    type: str
-  docker_config:
-    description: Directory of a docker client config (holding C(config.json)) to take the credentials from.
-    type: path
-  registry_scheme:
-    description: V(auto) uses HTTP for localhost and 127.0.0.0/8 and HTTPS for every other registry.
-    type: str
-    choices: [auto, http, https]
-    default: auto
-  validate_certs:
-    description: Verify the registry's TLS certificate.
-    type: bool
-    default: true
-  timeout:
-    description: Timeout of each registry HTTP request, in seconds.
-    type: int
-    default: 30
 attributes:
   check_mode:
     support: full
@@ -76,6 +52,8 @@ attributes:
 seealso:
   - module: immutable.infra.push_image
   - module: immutable.infra.ledger_info
+extends_documentation_fragment:
+  - immutable.infra.registry
 """
 
 EXAMPLES = r"""
@@ -137,11 +115,13 @@ from ansible.module_utils.urls import open_url
 
 from ansible_collections.immutable.infra.plugins.module_utils._gc import GcError
 from ansible_collections.immutable.infra.plugins.module_utils._gc import run_gc
+from ansible_collections.immutable.infra.plugins.module_utils._registry import REGISTRY_MUTUALLY_EXCLUSIVE
+from ansible_collections.immutable.infra.plugins.module_utils._registry import REGISTRY_REQUIRED_TOGETHER
 from ansible_collections.immutable.infra.plugins.module_utils._registry import ImageReferenceError
-from ansible_collections.immutable.infra.plugins.module_utils._registry import RegistryClient
 from ansible_collections.immutable.infra.plugins.module_utils._registry import RegistryError
-from ansible_collections.immutable.infra.plugins.module_utils._registry import credential_helper_runner
 from ansible_collections.immutable.infra.plugins.module_utils._registry import parse_repository
+from ansible_collections.immutable.infra.plugins.module_utils._registry import registry_argument_spec
+from ansible_collections.immutable.infra.plugins.module_utils._registry import registry_client
 
 
 def main():
@@ -151,31 +131,16 @@ def main():
             keep=dict(type="int", default=5),
             protected=dict(type="list", elements="str", default=[]),
             dry_run=dict(type="bool", default=True),
-            registry_username=dict(type="str"),
-            registry_password=dict(type="str", no_log=True),
-            docker_config=dict(type="path"),
-            registry_scheme=dict(type="str", choices=["auto", "http", "https"], default="auto"),
-            validate_certs=dict(type="bool", default=True),
-            timeout=dict(type="int", default=30),
+            **registry_argument_spec(),
         ),
-        mutually_exclusive=[("registry_username", "docker_config")],
-        required_together=[("registry_username", "registry_password")],
+        mutually_exclusive=REGISTRY_MUTUALLY_EXCLUSIVE,
+        required_together=REGISTRY_REQUIRED_TOGETHER,
         supports_check_mode=True,
     )
     p = module.params
     try:
         registry_host, _repo = parse_repository(p["repository"])
-        registry = RegistryClient(
-            registry_host,
-            username=p["registry_username"],
-            password=p["registry_password"],
-            docker_config=p["docker_config"],
-            open_url=open_url,
-            scheme=p["registry_scheme"],
-            validate_certs=p["validate_certs"],
-            timeout=p["timeout"],
-            helper_runner=credential_helper_runner(module.run_command),
-        )
+        registry = registry_client(registry_host, p, open_url, module.run_command)
         result = run_gc(registry, p["repository"], p["keep"], p["protected"], p["dry_run"], module.check_mode)
     except (GcError, ImageReferenceError, RegistryError) as exc:
         module.fail_json(msg=str(exc), repository=p["repository"])

@@ -31,30 +31,6 @@ options:
   digest:
     description: A manifest digest (V(sha256:...)) to look up, in addition to O(tags).
     type: str
-  registry_username:
-    description:
-      - User for the registry. Requires O(registry_password). Without both, the credentials for the registry in the
-        docker config (O(docker_config), C($DOCKER_CONFIG) or C(~/.docker)) are used, if any.
-    type: str
-  registry_password:
-    description: Password (or token) for the registry. Never logged or returned.
-    type: str
-  docker_config:
-    description: Directory of a docker client config (holding C(config.json)) to take the credentials from.
-    type: path
-  registry_scheme:
-    description: V(auto) uses HTTP for localhost and 127.0.0.0/8 and HTTPS for every other registry.
-    type: str
-    choices: [auto, http, https]
-    default: auto
-  validate_certs:
-    description: Verify the registry's TLS certificate.
-    type: bool
-    default: true
-  timeout:
-    description: Timeout of each registry HTTP request, in seconds.
-    type: int
-    default: 30
 attributes:
   check_mode:
     support: full
@@ -67,6 +43,8 @@ attributes:
     description: Never changes anything.
 seealso:
   - module: immutable.infra.push_image
+extends_documentation_fragment:
+  - immutable.infra.registry
 """
 
 EXAMPLES = r"""
@@ -144,11 +122,13 @@ from ansible.module_utils.urls import open_url
 
 from ansible_collections.immutable.infra.plugins.module_utils._image_push import LABEL_FINGERPRINT
 from ansible_collections.immutable.infra.plugins.module_utils._image_push import remote_state
+from ansible_collections.immutable.infra.plugins.module_utils._registry import REGISTRY_MUTUALLY_EXCLUSIVE
+from ansible_collections.immutable.infra.plugins.module_utils._registry import REGISTRY_REQUIRED_TOGETHER
 from ansible_collections.immutable.infra.plugins.module_utils._registry import ImageReferenceError
-from ansible_collections.immutable.infra.plugins.module_utils._registry import RegistryClient
 from ansible_collections.immutable.infra.plugins.module_utils._registry import RegistryError
-from ansible_collections.immutable.infra.plugins.module_utils._registry import credential_helper_runner
 from ansible_collections.immutable.infra.plugins.module_utils._registry import parse_repository
+from ansible_collections.immutable.infra.plugins.module_utils._registry import registry_argument_spec
+from ansible_collections.immutable.infra.plugins.module_utils._registry import registry_client
 from ansible_collections.immutable.infra.plugins.module_utils._registry import validate_digest
 from ansible_collections.immutable.infra.plugins.module_utils._registry import validate_tag
 
@@ -180,16 +160,11 @@ def main():
             repository=dict(type="str", required=True),
             tags=dict(type="list", elements="str"),
             digest=dict(type="str"),
-            registry_username=dict(type="str"),
-            registry_password=dict(type="str", no_log=True),
-            docker_config=dict(type="path"),
-            registry_scheme=dict(type="str", choices=["auto", "http", "https"], default="auto"),
-            validate_certs=dict(type="bool", default=True),
-            timeout=dict(type="int", default=30),
+            **registry_argument_spec(),
         ),
         required_one_of=[("tags", "digest")],
-        mutually_exclusive=[("registry_username", "docker_config")],
-        required_together=[("registry_username", "registry_password")],
+        mutually_exclusive=REGISTRY_MUTUALLY_EXCLUSIVE,
+        required_together=REGISTRY_REQUIRED_TOGETHER,
         supports_check_mode=True,
     )
     params = module.params
@@ -198,17 +173,7 @@ def main():
         refs = [validate_tag(t) for t in params["tags"] or []]
         if params["digest"]:
             refs.append(validate_digest(params["digest"]))
-        registry = RegistryClient(
-            registry_host,
-            username=params["registry_username"],
-            password=params["registry_password"],
-            docker_config=params["docker_config"],
-            open_url=open_url,
-            scheme=params["registry_scheme"],
-            validate_certs=params["validate_certs"],
-            timeout=params["timeout"],
-            helper_runner=credential_helper_runner(module.run_command),
-        )
+        registry = registry_client(registry_host, params, open_url, module.run_command)
         images = lookup(registry, params["repository"], repo, refs)
     except (ImageReferenceError, RegistryError) as exc:
         module.fail_json(msg=str(exc), repository=params["repository"])

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from ansible.module_utils.testing import patch_module_args
 
+from ansible_collections.immutable.infra.plugins.doc_fragments.registry import ModuleDocFragment as RegistryFragment
 from ansible_collections.immutable.infra.plugins.modules import push_image
 from ansible_collections.immutable.infra.plugins.modules import registry_image_info
 
@@ -18,7 +19,12 @@ PASSWORD = "unit-test-Pa55word"
 
 
 def doc_options(module):
-    return yaml.safe_load(module.DOCUMENTATION)["options"]
+    """The module's documented options, with those of the doc fragments it extends."""
+    doc = yaml.safe_load(module.DOCUMENTATION)
+    options = dict(doc["options"])
+    if "immutable.infra.registry" in doc.get("extends_documentation_fragment", []):
+        options.update(yaml.safe_load(RegistryFragment.DOCUMENTATION)["options"])
+    return options
 
 
 def compare(spec, doc, path=""):
