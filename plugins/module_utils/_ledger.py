@@ -18,8 +18,9 @@ import fcntl
 import json
 import os
 import re
-import tempfile
 import time
+
+from ansible_collections.immutable.infra.plugins.module_utils._atomic import atomic_write
 
 SCHEMA = 1
 ACTIONS = ("deploy", "promote", "rollback")
@@ -551,28 +552,6 @@ class FileLedger(Ledger):
                 )
             time.sleep(0.02)
 
-    def _atomic_write(self, target, data: bytes, mode: int) -> None:
-        directory = os.path.dirname(target)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(target) + ".", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fchmod(handle.fileno(), mode)
-                os.fsync(handle.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
     def _write(self, state, old_raw) -> None:
         data = (json.dumps(state, indent=2, sort_keys=True) + "\n").encode("utf-8")
         try:
@@ -583,8 +562,8 @@ class FileLedger(Ledger):
             mode = 0o666 & ~umask
         try:
             if old_raw is not None:
-                self._atomic_write(self.backup_path, old_raw, mode)
-            self._atomic_write(self.path, data, mode)
+                atomic_write(self.backup_path, old_raw, mode)
+            atomic_write(self.path, data, mode)
         except OSError as exc:
             raise LedgerError(
                 f"cannot write ledger {self.path}: {exc.strerror}; the previous version is unchanged"

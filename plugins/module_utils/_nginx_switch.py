@@ -15,7 +15,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
+
+from ansible_collections.immutable.infra.plugins.module_utils._atomic import atomic_write
 
 HEADER = "# Managed by immutable.infra.bg_swap: rewritten atomically at every switch, do not edit.\n"
 SERVER_LINE = re.compile(r"^\s*server\s+(?P<addr>\S+?)(?P<params>(\s+[^;]*)?);", re.M)
@@ -71,22 +72,6 @@ def parse_upstream(text: str) -> tuple[dict, dict]:
     if total:
         weights = {c: round(100 * w / total) for c, w in weights.items()}
     return weights, ports
-
-
-def atomic_write(path: str, content: str, mode: int = 0o644) -> None:
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class NginxSwitch:

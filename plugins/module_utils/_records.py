@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
+
+from ansible_collections.immutable.infra.plugins.module_utils._atomic import atomic_write
 
 RECORD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 REQUIRED_KEYS = ("schema", "name", "kind", "fingerprint", "id")
@@ -37,23 +38,6 @@ def serialise(record):
     return json.dumps(record, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def write_atomic(path, text, mode=0o644):
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=".record-", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp, mode)
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
-
-
 def record_paths(directory, name, bake_id):
     base = os.path.join(directory, name)
     return os.path.join(base, "records", f"{bake_id}.json"), os.path.join(base, "latest.json")
@@ -74,5 +58,5 @@ def write_record(directory, record, bake_id, check_mode=False):
             pass
         changed = True
         if not check_mode:
-            write_atomic(target, text)
+            atomic_write(target, text)
     return {"changed": changed, "path": path, "latest": latest}

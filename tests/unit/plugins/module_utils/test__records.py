@@ -17,7 +17,10 @@ def test_writes_the_record_and_latest_with_the_same_content(tmp_path):
     assert result["changed"]
     record = json.loads((tmp_path / "web" / "records" / "20261126T200000-abc.json").read_text())
     assert record == RECORD == json.loads((tmp_path / "web" / "latest.json").read_text())
-    assert [p.name for p in (tmp_path / "web").iterdir() if p.name.startswith(".record-")] == []
+    leftovers = [
+        p.name for d in (tmp_path / "web", tmp_path / "web" / "records") for p in d.iterdir() if p.name.startswith(".")
+    ]
+    assert leftovers == []  # no temporary file of the atomic write is left
 
 
 def test_the_same_record_again_changes_nothing(tmp_path):
