@@ -71,16 +71,16 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.immutable.infra.plugins.module_utils._records import RecordError
 from ansible_collections.immutable.infra.plugins.module_utils._records import write_record
 
+ARGUMENT_SPEC = dict(
+    path=dict(type="path", required=True),
+    bake_id=dict(type="str", required=True),
+    record=dict(type="dict", required=True),
+)
+MODULE_OPTIONS = dict(supports_check_mode=True)
 
-def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            path=dict(type="path", required=True),
-            bake_id=dict(type="str", required=True),
-            record=dict(type="dict", required=True),
-        ),
-        supports_check_mode=True,
-    )
+
+def run_module(module):
+    """The module's work; also called in process by its action plugin (plugin_utils/_in_process.py)."""
     try:
         result = write_record(
             module.params["path"], module.params["record"], module.params["bake_id"], check_mode=module.check_mode
@@ -88,6 +88,10 @@ def main():
     except (RecordError, OSError) as exc:
         module.fail_json(msg=f"cannot write the artifact record under {module.params['path']}: {exc}")
     module.exit_json(**result)
+
+
+def main():
+    run_module(AnsibleModule(argument_spec=ARGUMENT_SPEC, **MODULE_OPTIONS))
 
 
 if __name__ == "__main__":

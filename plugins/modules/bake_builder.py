@@ -86,6 +86,13 @@ options:
     description: Number of cache images off the current path to keep for O(state=pruned), newest first.
     type: int
     default: 6
+  prune:
+    description:
+      - With O(state=started), also remove the cache images of O(app) that are not in O(layers), keeping the
+        O(keep) newest others, as O(state=pruned) does. It reuses the listing the start needs anyway, so a bake
+        spends no separate module call on pruning. Ignored when O(cache=false).
+    type: bool
+    default: false
 attributes:
   check_mode:
     support: full
@@ -162,6 +169,11 @@ image:
   description: Cache image of the saved layer.
   returned: when O(state=layer_saved)
   type: str
+pruned:
+  description: Cache images removed because O(prune=true), or that would be in check mode.
+  returned: when O(state=started)
+  type: list
+  elements: str
 swept:
   description: Orphan builders removed before starting.
   returned: when O(state=started)
@@ -202,25 +214,29 @@ REQUIRED = {
 }
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            state=dict(type="str", default="started", choices=list(REQUIRED)),
-            app=dict(type="str"),
-            bake_id=dict(type="str"),
-            container=dict(type="str"),
-            image=dict(type="str"),
-            layers=dict(type="list", elements="dict", default=[]),
-            layer=dict(type="dict"),
-            cache=dict(type="bool", default=True),
-            network=dict(type="str"),
-            sweep_min_age=dict(type="int"),
-            keep=dict(type="int", default=6),
-            owner_pid=dict(type="int"),
-        ),
-        required_if=[("state", state, needed) for state, needed in REQUIRED.items() if needed],
-        supports_check_mode=True,
-    )
+ARGUMENT_SPEC = dict(
+    state=dict(type="str", default="started", choices=list(REQUIRED)),
+    app=dict(type="str"),
+    bake_id=dict(type="str"),
+    container=dict(type="str"),
+    image=dict(type="str"),
+    layers=dict(type="list", elements="dict", default=[]),
+    layer=dict(type="dict"),
+    cache=dict(type="bool", default=True),
+    network=dict(type="str"),
+    sweep_min_age=dict(type="int"),
+    keep=dict(type="int", default=6),
+    prune=dict(type="bool", default=False),
+    owner_pid=dict(type="int"),
+)
+MODULE_OPTIONS = dict(
+    required_if=[("state", state, needed) for state, needed in REQUIRED.items() if needed],
+    supports_check_mode=True,
+)
+
+
+def run_module(module):
+    """The module's work; also called in process by its action plugin (plugin_utils/_in_process.py)."""
     p = module.params
     owner = None
     if p["state"] == "started":
@@ -237,6 +253,7 @@ def main():
                 name=container,
                 network=p["network"],
                 sweep_min_age=p["sweep_min_age"],
+                keep=p["keep"] if p["prune"] else None,
             )
         elif p["state"] == "layer_saved":
             result = manager.save_layer(
@@ -253,6 +270,10 @@ def main():
     except (BuilderError, DockerCliError) as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(**result)
+
+
+def main():
+    run_module(AnsibleModule(argument_spec=ARGUMENT_SPEC, **MODULE_OPTIONS))
 
 
 if __name__ == "__main__":

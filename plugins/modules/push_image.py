@@ -332,14 +332,17 @@ def argument_spec():
     )
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec=argument_spec(),
-        mutually_exclusive=[("container", "image")] + REGISTRY_MUTUALLY_EXCLUSIVE,
-        required_one_of=[("container", "image", "fingerprint")],
-        required_together=REGISTRY_REQUIRED_TOGETHER,
-        supports_check_mode=True,
-    )
+ARGUMENT_SPEC = argument_spec()
+MODULE_OPTIONS = dict(
+    mutually_exclusive=[("container", "image")] + REGISTRY_MUTUALLY_EXCLUSIVE,
+    required_one_of=[("container", "image", "fingerprint")],
+    required_together=REGISTRY_REQUIRED_TOGETHER,
+    supports_check_mode=True,
+)
+
+
+def run_module(module):
+    """The module's work; also called in process by its action plugin (plugin_utils/_in_process.py)."""
     params = module.params
     try:
         registry_host, _repo = parse_repository(params["repository"])
@@ -356,6 +359,10 @@ def main():
     except (ImageReferenceError, RegistryError) as exc:
         module.fail_json(msg=str(exc), repository=params["repository"])
     module.exit_json(**result)
+
+
+def main():
+    run_module(AnsibleModule(argument_spec=ARGUMENT_SPEC, **MODULE_OPTIONS))
 
 
 if __name__ == "__main__":

@@ -154,19 +154,22 @@ def lookup(registry, repository, repo, refs):
     return images
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            repository=dict(type="str", required=True),
-            tags=dict(type="list", elements="str"),
-            digest=dict(type="str"),
-            **registry_argument_spec(),
-        ),
-        required_one_of=[("tags", "digest")],
-        mutually_exclusive=REGISTRY_MUTUALLY_EXCLUSIVE,
-        required_together=REGISTRY_REQUIRED_TOGETHER,
-        supports_check_mode=True,
-    )
+ARGUMENT_SPEC = dict(
+    repository=dict(type="str", required=True),
+    tags=dict(type="list", elements="str"),
+    digest=dict(type="str"),
+    **registry_argument_spec(),
+)
+MODULE_OPTIONS = dict(
+    required_one_of=[("tags", "digest")],
+    mutually_exclusive=REGISTRY_MUTUALLY_EXCLUSIVE,
+    required_together=REGISTRY_REQUIRED_TOGETHER,
+    supports_check_mode=True,
+)
+
+
+def run_module(module):
+    """The module's work; also called in process by its action plugin (plugin_utils/_in_process.py)."""
     params = module.params
     try:
         registry_host, repo = parse_repository(params["repository"])
@@ -178,6 +181,10 @@ def main():
     except (ImageReferenceError, RegistryError) as exc:
         module.fail_json(msg=str(exc), repository=params["repository"])
     module.exit_json(changed=False, repository=params["repository"], images=images)
+
+
+def main():
+    run_module(AnsibleModule(argument_spec=ARGUMENT_SPEC, **MODULE_OPTIONS))
 
 
 if __name__ == "__main__":

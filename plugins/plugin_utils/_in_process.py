@@ -1,0 +1,152 @@
+# Copyright: Contributors to the immutable.infra collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Run one of this collection's modules inside its action plugin when the task runs on the controller.
+
+PRIVATE to the collection: do not import it from other collections, it may change without notice.
+
+A module run costs about half a second before it does any work: building its zip payload, starting a Python and
+compiling every module_utils source from that zip. The bake and promotion playbooks run several controller-side
+modules per run (registry look-ups, docker commits, records), so that start-up was a large part of a cached
+re-bake. When a task runs on the controller (local connection, no ``environment``, no ``become``, no ``async``), the
+action plugin validates the arguments with the module's own argument spec and calls the module's own
+``run_module(module)`` with ``InProcessModule``, the few AnsibleModule methods the modules use. Anywhere else the
+module runs as usual, so delegating a task to another host behaves exactly as before.
+
+The task's worker process is forked for this task alone and exits after it, so nothing a module does to the
+process (environment, working directory) reaches another task.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+from ansible.module_utils.common.arg_spec import ModuleArgumentSpecValidator
+from ansible.module_utils.common.parameters import remove_values
+from ansible.module_utils.common.text.converters import to_bytes
+from ansible.module_utils.common.text.converters import to_text
+from ansible.plugins.action import ActionBase
+
+LOCAL_TRANSPORTS = ("local", "ansible.builtin.local")
+# what AnsibleModule's own locale check settles on, so tools' output parses the same in and out of process
+COMMAND_LOCALE = {"LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "LC_MESSAGES": "C.UTF-8"}
+
+
+class ModuleDone(Exception):
+    """exit_json or fail_json was called: carries the module's result."""
+
+    def __init__(self, result):
+        super().__init__(result.get("msg", ""))
+        self.result = result
+
+
+class InProcessModule:
+    """The part of AnsibleModule this collection's modules use (params, check_mode, run_command, warn, exits)."""
+
+    def __init__(self, params, check_mode, no_log_values=()):
+        self.params = params
+        self.check_mode = check_mode
+        self.no_log_values = set(no_log_values)
+        self.warnings = []
+
+    def get_bin_path(self, name, required=False):
+        path = shutil.which(name)
+        if path is None and required:
+            self.fail_json(msg=f"cannot find {name} on PATH ({os.environ.get('PATH', '')}): install it or fix PATH")
+        return path
+
+    def warn(self, warning):
+        self.warnings.append(warning)
+
+    def exit_json(self, **result):
+        result.setdefault("changed", False)
+        raise ModuleDone(result)
+
+    def fail_json(self, msg, **result):
+        result.update(failed=True, msg=msg)
+        raise ModuleDone(result)
+
+    def run_command(self, args, check_rc=False, data=None, binary_data=False, environ_update=None, **_unused):
+        env = dict(os.environ, **COMMAND_LOCALE)
+        env.update(environ_update or {})
+        if data is not None and not binary_data:
+            data = f"{data}\n"
+        try:
+            proc = subprocess.run(
+                [str(arg) for arg in args],
+                input=to_bytes(data) if data is not None else None,
+                stdin=subprocess.DEVNULL if data is None else None,
+                capture_output=True,
+                env=env,
+                check=False,
+            )
+        except OSError as exc:
+            if check_rc:
+                self.fail_json(msg=f"cannot run {args[0]}: {exc}", rc=2)
+            raise
+        out = to_text(proc.stdout, errors="surrogate_or_strict")
+        err = to_text(proc.stderr, errors="surrogate_or_strict")
+        if check_rc and proc.returncode != 0:
+            self.fail_json(msg=err.strip() or f"{args[0]} exited with {proc.returncode}", rc=proc.returncode)
+        return proc.returncode, out, err
+
+
+def _has_environment(environment):
+    """Whether the task sets environment variables (a play without any gives [{}])."""
+    if not environment:
+        return False
+    if isinstance(environment, list):
+        return any(environment)
+    return True
+
+
+class InProcessModuleAction(ActionBase):
+    """Base of the action plugins that run their module in process on the controller (see the module docstring).
+
+    A subclass names the module (``module_name``) and returns its module file (``module_file()``), which must
+    define ``ARGUMENT_SPEC``, ``MODULE_OPTIONS`` (the other AnsibleModule keyword arguments) and
+    ``run_module(module)``.
+    """
+
+    module_name = ""
+
+    @staticmethod
+    def module_file():
+        raise NotImplementedError
+
+    def _in_process_allowed(self):
+        return (
+            self._connection.transport in LOCAL_TRANSPORTS
+            and not _has_environment(self._task.environment)
+            and not self._task.async_val
+            and not self._play_context.become
+        )
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        if not self._in_process_allowed():
+            result.update(self._execute_module(module_name=self.module_name, task_vars=task_vars))
+            return result
+        module_file = self.module_file()
+        options = dict(module_file.MODULE_OPTIONS)
+        options.pop("supports_check_mode", None)
+        validator = ModuleArgumentSpecValidator(module_file.ARGUMENT_SPEC, **options)
+        validated = validator.validate(self._task.args)
+        no_log_values = validated._no_log_values  # pylint: disable=protected-access
+        if validated.error_messages:
+            result.update(failed=True, msg=f"{self.module_name}: " + "; ".join(validated.error_messages))
+            return remove_values(result, no_log_values)
+        module = InProcessModule(
+            validated.validated_parameters, check_mode=bool(self._play_context.check_mode), no_log_values=no_log_values
+        )
+        try:
+            module_file.run_module(module)
+            done = {"failed": True, "msg": f"{self.module_name} returned without a result"}
+        except ModuleDone as exc:
+            done = exc.result
+        if module.warnings:
+            done.setdefault("warnings", []).extend(module.warnings)
+        result.update(done)
+        return remove_values(result, no_log_values)
