@@ -6,7 +6,9 @@ bench/roles/bench_release (2 tasks), then the seal. bench/docker/Dockerfile does
   (a) cold bake          ansible-playbook playbooks/bake.yml, nothing cached (a fresh app name: no layers, no artifact)
   (b) docker build       docker build --no-cache of the equivalent Dockerfile
   (c) no-op re-bake      the same bake again: a cache hit, nothing started
-  (d) incremental bake   only bench_release changed: starts from bench_app's cache layer
+  (d) incremental bake   only bench_release changed: starts from bench_app's cache layer. Measured twice: the
+                         first one after the cold bake also uploads bench_app's cache layer blob to the registry
+                         (the cold bake pushed one layer above the base), the next one (the edit-bake loop) does not
 
 Prints the median of each over --runs runs and the ratios the container-bake issue sets as targets:
 no-op <= 2.5 s, cold <= 2.5 x docker build, incremental <= 0.4 x cold.
@@ -74,7 +76,13 @@ def main() -> None:
         }
     )
     base = os.environ.get("IMMUTABLE_BASE_IMAGE", "immutable-infra/base:bookworm")
-    results: dict[str, list[float]] = {"cold": [], "docker_build": [], "noop": [], "incremental": []}
+    results: dict[str, list[float]] = {
+        "cold": [],
+        "docker_build": [],
+        "noop": [],
+        "incremental_first": [],
+        "incremental": [],
+    }
     apps = []
     try:
         for run in range(args.runs):
@@ -94,6 +102,9 @@ def main() -> None:
             results["noop"].append(timed(bake_cmd(app, artifacts), env))
             # change a file of the last role only (a var would change every layer: vars count in all of them)
             set_marker(work, f"two-{run}")
+            results["incremental_first"].append(timed(bake_cmd(app, artifacts), env))
+            # the usual edit-bake loop: the cached layers' blobs are in the registry since the first incremental
+            set_marker(work, f"three-{run}")
             results["incremental"].append(timed(bake_cmd(app, artifacts), env))
             print(f"run {run + 1}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in results.items()), flush=True)
     finally:
@@ -116,6 +127,10 @@ def main() -> None:
     print("ratios")
     print(f"  cold / docker build      {med['cold'] / med['docker_build']:.2f}  (target <= 2.5)")
     print(f"  incremental / cold       {med['incremental'] / med['cold']:.2f}  (target <= 0.4)")
+    print(
+        f"  first incremental / cold {med['incremental_first'] / med['cold']:.2f}  (uploads the reused cache"
+        " layers' blobs once: the cold bake pushed a single layer above the base)"
+    )
     print(f"  no-op                    {med['noop']:.2f}s (target <= 2.5 s)")
 
 
