@@ -4,9 +4,11 @@ Not a test. A promotion re-uses the digest: no build, no layer push (the environ
 the image is already in the local engine, so everything but the health gate should not depend on the image size.
 
 For each image (the small one: a bake of the default roles; the large one: the same plus ~200 MB committed on top
-and pushed once, with its own fingerprint label and record) the bench deploys it to dev and then times
-`playbooks/promote.yml -e from=dev -e to=staging` (a first deploy into staging: the colour switch is at once),
-reading bg_swap's own phase timings and the environment-tag task time from the json callback.
+and pushed once, with its own fingerprint label and record) the bench first puts the other image live in dev and
+staging (so staging's router runs and a colour is live, as before any real promotion), deploys the image to dev and
+then times `playbooks/promote.yml -e from=dev -e to=staging`: the idle colour starts, passes the health gate and the
+router switches to it at once. It reads bg_swap's own phase timings and the environment-tag task time from the json
+callback.
 
     python bench/promote.py [--runs 2] [--artifacts-dir DIR]
 
@@ -149,12 +151,13 @@ def make_large(small: dict, mb: int) -> dict:
 
 
 class Chain:
-    def __init__(self, root: Path, app: str, record: dict):
+    def __init__(self, root: Path, app: str, records: list[dict]):
         self.root, self.app = root, app
         rec_dir = root / "artifacts" / app / "records"
         rec_dir.mkdir(parents=True)
-        (rec_dir / "00.json").write_text(json.dumps(record))
-        (root / "artifacts" / app / "latest.json").write_text(json.dumps(record))
+        for index, record in enumerate(records):
+            (rec_dir / f"{index:02d}.json").write_text(json.dumps(record))
+        (root / "artifacts" / app / "latest.json").write_text(json.dumps(records[-1]))
         ports = free_ports(9)
         self.envs = {
             env: {
@@ -233,11 +236,14 @@ def main():
         small["size"] = int(run(["docker", "image", "inspect", "--format", "{{.Size}}", small["id"]]).stdout)
         large = make_large(small, args.large_mb)
         rows = []
-        for label, record in (("small", small), ("large", large)):
+        for label, record, previous in (("small", small, large), ("large", large, small)):
             for index in range(args.runs):
-                chain = Chain(work / f"{label}{index}", f"pb{os.getpid()}{label}{index}", record)
+                chain = Chain(work / f"{label}{index}", f"pb{os.getpid()}{label}{index}", [previous, record])
                 chains.append(chain)
-                chain.play("deploy.yml", env="dev")
+                # staging already runs the previous artifact behind its router, as it does before any promotion
+                chain.play("deploy.yml", env="dev", artifact=previous["id"])
+                chain.play("promote.yml", **{"from": "dev", "to": "staging"})
+                chain.play("deploy.yml", env="dev", artifact=record["id"])
                 wall, tasks = chain.play("promote.yml", **{"from": "dev", "to": "staging"})
                 swap = tasks["Switch the environment to the artifact (blue-green)"][0]
                 timings = swap.get("timings", {})

@@ -470,15 +470,20 @@ def aws_backend(module):
     )
 
 
-def main():
-    module = AnsibleAWSModule(
-        argument_spec=argument_spec(),
-        required_if=[("state", "deployed", ["artifact"])],
-        mutually_exclusive=[("listener_arn", "load_balancer_name")],
-        required_together=[("load_balancer_name", "listener_port")],
-        supports_check_mode=True,
-        check_boto3=False,
-    )
+ARGUMENT_SPEC = argument_spec()
+MODULE_OPTIONS = dict(
+    required_if=[("state", "deployed", ["artifact"])],
+    mutually_exclusive=[("listener_arn", "load_balancer_name")],
+    required_together=[("load_balancer_name", "listener_port")],
+    supports_check_mode=True,
+    check_boto3=False,
+)
+# AnsibleAWSModule adds the common AWS options; the in-process action adds them too
+AWS_COMMON_OPTIONS = True
+
+
+def run_module(module):
+    """The module's work; also called in process by its action plugin (plugin_utils/_in_process.py)."""
     p = module.params
     backend = None
     try:
@@ -511,6 +516,10 @@ def main():
             extra.setdefault("api_calls", backend.api_calls())
         module.fail_json(msg=exc.msg, **extra)
     module.exit_json(**result)
+
+
+def main():
+    run_module(AnsibleAWSModule(argument_spec=ARGUMENT_SPEC, **MODULE_OPTIONS))
 
 
 if __name__ == "__main__":

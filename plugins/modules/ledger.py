@@ -287,36 +287,40 @@ def open_ledger(module):
     )
 
 
-def main():
-    argument_spec = dict(
-        backend=dict(type="str", choices=["file", "ssm"], default="file"),
-        path=dict(type="path"),
-        prefix=dict(type="str"),
-        app=dict(type="str", required=True),
-        env=dict(type="str", required=True),
-        chain=dict(type="list", elements="str", required=True),
-        action=dict(type="str", choices=["deploy", "promote", "rollback"], default="deploy"),
-        artifact_id=dict(type="raw"),
-        from_env=dict(type="str"),
-        record=dict(type="str"),
-        reason=dict(type="str"),
-        force=dict(type="bool", default=False),
-        verified=dict(type="bool", default=True),
-        known_ids=dict(type="list", elements="raw"),
-        by=dict(type="str"),
-        lock_timeout=dict(type="int", default=60),
-        max_history=dict(type="int", default=20),
-    )
-    module = AnsibleAWSModule(
-        argument_spec=argument_spec,
-        supports_check_mode=True,
-        check_boto3=False,
-        required_if=[
-            ("backend", "file", ["path"]),
-            ("backend", "ssm", ["prefix"]),
-            ("action", "deploy", ["artifact_id"]),
-        ],
-    )
+ARGUMENT_SPEC = dict(
+    backend=dict(type="str", choices=["file", "ssm"], default="file"),
+    path=dict(type="path"),
+    prefix=dict(type="str"),
+    app=dict(type="str", required=True),
+    env=dict(type="str", required=True),
+    chain=dict(type="list", elements="str", required=True),
+    action=dict(type="str", choices=["deploy", "promote", "rollback"], default="deploy"),
+    artifact_id=dict(type="raw"),
+    from_env=dict(type="str"),
+    record=dict(type="str"),
+    reason=dict(type="str"),
+    force=dict(type="bool", default=False),
+    verified=dict(type="bool", default=True),
+    known_ids=dict(type="list", elements="raw"),
+    by=dict(type="str"),
+    lock_timeout=dict(type="int", default=60),
+    max_history=dict(type="int", default=20),
+)
+MODULE_OPTIONS = dict(
+    supports_check_mode=True,
+    check_boto3=False,
+    required_if=[
+        ("backend", "file", ["path"]),
+        ("backend", "ssm", ["prefix"]),
+        ("action", "deploy", ["artifact_id"]),
+    ],
+)
+# AnsibleAWSModule adds the common AWS options; the in-process action adds them too
+AWS_COMMON_OPTIONS = True
+
+
+def run_module(module):
+    """The module's work; also called in process by its action plugin (plugin_utils/_in_process.py)."""
     try:
         result = run_record(open_ledger(module), module.params, module.check_mode)
     except LedgerError as exc:
@@ -324,6 +328,10 @@ def main():
             module.fail_json_aws(exc.original, msg=exc.context)
         module.fail_json(msg=exc.message)
     module.exit_json(**result)
+
+
+def main():
+    run_module(AnsibleAWSModule(argument_spec=ARGUMENT_SPEC, **MODULE_OPTIONS))
 
 
 if __name__ == "__main__":

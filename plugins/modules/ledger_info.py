@@ -123,22 +123,25 @@ from ansible_collections.immutable.infra.plugins.module_utils._ledger import Ssm
 from ansible_collections.immutable.infra.plugins.module_utils._ledger import filter_state
 from ansible_collections.immutable.infra.plugins.module_utils._ledger import get_entry
 
+ARGUMENT_SPEC = dict(
+    backend=dict(type="str", choices=["file", "ssm"], default="file"),
+    path=dict(type="path"),
+    prefix=dict(type="str"),
+    app=dict(type="str"),
+    env=dict(type="str"),
+)
+MODULE_OPTIONS = dict(
+    supports_check_mode=True,
+    check_boto3=False,
+    required_if=[("backend", "file", ["path"]), ("backend", "ssm", ["prefix"])],
+    required_by={"env": "app"},
+)
+# AnsibleAWSModule adds the common AWS options; the in-process action adds them too
+AWS_COMMON_OPTIONS = True
 
-def main():
-    argument_spec = dict(
-        backend=dict(type="str", choices=["file", "ssm"], default="file"),
-        path=dict(type="path"),
-        prefix=dict(type="str"),
-        app=dict(type="str"),
-        env=dict(type="str"),
-    )
-    module = AnsibleAWSModule(
-        argument_spec=argument_spec,
-        supports_check_mode=True,
-        check_boto3=False,
-        required_if=[("backend", "file", ["path"]), ("backend", "ssm", ["prefix"])],
-        required_by={"env": "app"},
-    )
+
+def run_module(module):
+    """The module's work; also called in process by its action plugin (plugin_utils/_in_process.py)."""
     params = module.params
     try:
         if params["backend"] == "file":
@@ -158,6 +161,10 @@ def main():
     if params["env"] is not None:
         result["entry"] = get_entry(state, params["app"], params["env"])
     module.exit_json(**result)
+
+
+def main():
+    run_module(AnsibleAWSModule(argument_spec=ARGUMENT_SPEC, **MODULE_OPTIONS))
 
 
 if __name__ == "__main__":

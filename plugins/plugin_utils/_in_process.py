@@ -107,16 +107,22 @@ class InProcessModuleAction(ActionBase):
 
     A subclass names the module (``module_name``) and returns its module file (``module_file()``), which must
     define ``ARGUMENT_SPEC``, ``MODULE_OPTIONS`` (the other AnsibleModule keyword arguments) and
-    ``run_module(module)``.
+    ``run_module(module)``; ``AWS_COMMON_OPTIONS = True`` when it is an AnsibleAWSModule (the common AWS options
+    are then validated too). ``in_process_only_when`` keeps the paths that need AWS clients out of process.
     """
 
     module_name = ""
+    # {option: (default, values run in process)}: e.g. only the file ledger, not the SSM one (it needs AWS clients)
+    in_process_only_when = {}
 
     @staticmethod
     def module_file():
         raise NotImplementedError
 
     def _in_process_allowed(self):
+        for option, (default, allowed) in self.in_process_only_when.items():
+            if self._task.args.get(option, default) not in allowed:
+                return False
         return (
             self._connection.transport in LOCAL_TRANSPORTS
             and not _has_environment(self._task.environment)
@@ -131,8 +137,14 @@ class InProcessModuleAction(ActionBase):
             return result
         module_file = self.module_file()
         options = dict(module_file.MODULE_OPTIONS)
-        options.pop("supports_check_mode", None)
-        validator = ModuleArgumentSpecValidator(module_file.ARGUMENT_SPEC, **options)
+        for not_validation in ("supports_check_mode", "check_boto3"):
+            options.pop(not_validation, None)
+        spec = dict(module_file.ARGUMENT_SPEC)
+        if getattr(module_file, "AWS_COMMON_OPTIONS", False):
+            from ansible_collections.amazon.aws.plugins.module_utils.modules import aws_argument_spec
+
+            spec = dict(aws_argument_spec(), **spec)
+        validator = ModuleArgumentSpecValidator(spec, **options)
         validated = validator.validate(self._task.args)
         no_log_values = validated._no_log_values  # pylint: disable=protected-access
         if validated.error_messages:
