@@ -28,8 +28,11 @@ LABEL_CREATED = "io.immutable-infra.created"
 LABEL_LAYER = "io.immutable-infra.layer"
 LABEL_ROLE = "io.immutable-infra.role"
 LABEL_OWNER = "io.immutable-infra.owner"
+DEPLOYED_LABEL = "immutable.infra.colour"  # set by bg_swap on the containers it runs
 
 CACHE_REPOSITORY_PREFIX = "immutable-infra-cache/"
+# In cache layers only: every path changed since the base image, so a capture can squash them (see squash)
+CHANGES_FILE = "/.immutable-infra-changes"
 APP_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
 
@@ -76,6 +79,22 @@ def plan_start_layer(layers, available):
             break
         reused += 1
     return reused
+
+
+def parse_diff(output):
+    """Paths of `docker diff` output (lines 'A /path', 'C /path', 'D /path')."""
+    return [line[2:] for line in output.splitlines() if len(line) > 2 and line[1] == " "]
+
+
+def with_parents(paths):
+    """The paths and every parent directory of them (not /), parents first: what a squash must carry so each
+    directory keeps the mode and owner it has in the builder."""
+    full = set()
+    for path in paths:
+        while path not in ("", "/") and path not in full:
+            full.add(path)
+            path = path.rsplit("/", 1)[0]
+    return sorted(full)
 
 
 def plan_prune(images, keep_fingerprints, keep_newest):
@@ -172,6 +191,9 @@ def plan_sweep(containers, now, min_age, app=None, exclude=(), host=None, alive=
     for item in containers:
         labels = item.get("labels", {})
         if labels.get(LABEL_KIND) != "builder":
+            continue
+        if DEPLOYED_LABEL in labels:
+            # a blue/green container of an artifact whose image kept its builder's labels (bakes before 0.2.0)
             continue
         if app and labels.get(LABEL_APP) != app:
             continue
@@ -316,13 +338,29 @@ class BuilderManager:
         self.docker.run(args)
         return result
 
+    def changed_paths(self, container):
+        """Every path the builder changed since the base image: its cache layers' list plus `docker diff`."""
+        _rc, out, _err = self.docker.run(["diff", container])
+        paths = set(parse_diff(out))
+        rc, recorded, _err = self.docker.run(["exec", container, "cat", CHANGES_FILE], check=False)
+        if rc == 0 and recorded.strip():
+            paths.update(json.loads(recorded))
+        paths.discard(CHANGES_FILE)
+        return sorted(paths)
+
     def save_layer(self, app, container, role, fingerprint, bake_id):
-        """Commit the builder as the cache image of one layer (no-op when that layer image already exists)."""
+        """Commit the builder as the cache image of one layer (no-op when that layer image already exists).
+
+        The layer carries CHANGES_FILE, the paths changed since the base image, for the squash of a later bake
+        that starts from it.
+        """
         validate_app(app)
         ref = cache_ref(app, fingerprint)
         if self.docker.image_id(ref) is not None:
             return {"changed": False, "image": ref}
         if not self.check_mode:
+            changes_json = json.dumps(self.changed_paths(container))
+            self.docker.run(["exec", "-i", container, "sh", "-c", f"cat > {CHANGES_FILE}"], data=changes_json)
             changes = [
                 f"LABEL {LABEL_KIND}=cache",
                 f"LABEL {LABEL_APP}={app}",
@@ -334,6 +372,73 @@ class BuilderManager:
             image_id = self.docker.commit(container, changes=changes, message=f"immutable.infra cache: {role}")
             self.docker.tag(image_id, ref)
         return {"changed": True, "image": ref}
+
+    def squash(self, container, base_image, owner_container=None):
+        """The container to capture, holding exactly the builder's filesystem in ONE layer above the base image.
+
+        A builder started from the base image is that already (its CHANGES_FILE, if a layer was saved, is removed:
+        created and removed in the same layer, it is not in the image). A builder started from a cache layer would
+        be captured with the cache layers as they are, files removed later (by the seal, say) hidden but still in
+        their blobs. So a new container from the base image gets every changed path the builder still has (one tar
+        stream, owners, modes and extended attributes kept) and loses every path the builder removed.
+        """
+        builder = self.docker.inspect(container, kind="container")
+        if builder is None:
+            raise BuilderError(f"builder {container} not found: it was removed before the capture")
+        base_id = self.docker.image_id(base_image)
+        if builder.get("Image") == base_id:
+            if not self.check_mode:
+                self.docker.run(["exec", container, "rm", "-f", CHANGES_FILE])
+            return {"changed": False, "container": container, "squashed": False}
+        name = f"{container}-squash"
+        result = {"changed": True, "container": name, "squashed": True}
+        if self.check_mode:
+            return result
+        paths = with_parents(self.changed_paths(container))
+        listing = "".join(f"{path}\n" for path in paths)
+        _rc, missing, _err = self.docker.run(
+            [
+                "exec", "-i", container, "sh", "-c",
+                'while IFS= read -r p; do [ -e "$p" ] || [ -L "$p" ] || printf "%s\\n" "$p"; done',
+            ],
+            data=listing,
+        )  # fmt: skip
+        gone = set(missing.splitlines())
+        present = [path.lstrip("/") for path in paths if path not in gone]
+        labels = (builder.get("Config") or {}).get("Labels") or {}
+        self.start(
+            labels.get(LABEL_APP, "squash"),
+            labels.get(LABEL_BAKE_ID, "squash"),
+            base_image,
+            [],
+            name=name,
+            use_cache=False,
+        )
+        try:
+            if present:
+                self.docker.pipe(
+                    [
+                        "exec", "-i", container, "tar", "-C", "/", "--create", "--file", "-",
+                        "--no-recursion", "--numeric-owner", "--xattrs", "--xattrs-include=*",
+                        "--verbatim-files-from", "--files-from", "-",
+                    ],
+                    ["cp", "--archive", "-", f"{name}:/"],
+                    data="".join(f"{path}\n" for path in present).encode(),
+                )  # fmt: skip
+            if gone:
+                self.docker.run(
+                    ["exec", "-i", name, "sh", "-c", 'while IFS= read -r p; do rm -rf -- "$p"; done'],
+                    data="".join(f"{path}\n" for path in sorted(gone)),
+                )
+        except DockerCliError as exc:
+            self.docker.remove_container(name)
+            raise BuilderError(
+                f"could not squash builder {container} onto {base_image}: {exc} (the builder needs GNU tar; set"
+                " bake_cache=false to bake without cache layers)"
+            ) from None
+        result["paths"] = len(present)
+        result["removed_paths"] = len(gone)
+        return result
 
     def remove(self, container):
         exists = self.docker.container_exists(container)

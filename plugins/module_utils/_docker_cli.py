@@ -12,6 +12,7 @@ without Docker. Errors become DockerCliError with the CLI's stderr summarised; r
 from __future__ import annotations
 
 import json
+import subprocess
 
 MISSING_MARKERS = ("no such object", "no such image", "no such container", "no such network")
 
@@ -168,6 +169,26 @@ class DockerCli:
         rc, _out, err = self.run(args, check=False)
         if rc != 0 and not is_missing(err):
             raise DockerCliError(self._error_message(args, rc, err), rc=rc, stderr=self.mask(err))
+
+    def pipe(self, producer, consumer, data=b""):
+        """`docker <producer> | docker <consumer>`, streamed (binary, never held in memory), with `data` on the
+        producer's stdin; a failure of either raises DockerCliError naming it."""
+        first = subprocess.Popen(
+            [self.docker_bin] + producer, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        second = subprocess.Popen(
+            [self.docker_bin] + consumer, stdin=first.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        first.stdout.close()  # the consumer holds the only reader: the producer sees EPIPE if it stops
+        first.stdin.write(data)
+        first.stdin.close()
+        _out, second_err = second.communicate()
+        first_err = first.stderr.read()
+        first.wait()
+        for args, proc, err in ((producer, first, first_err), (consumer, second, second_err)):
+            if proc.returncode != 0:
+                text = err.decode("utf-8", "replace")
+                raise DockerCliError(self._error_message(args, proc.returncode, text), rc=proc.returncode)
 
     def push(self, ref, env=None):
         """docker push; returns the digest the CLI printed (or None)."""

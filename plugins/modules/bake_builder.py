@@ -29,13 +29,19 @@ options:
       - V(started) starts the builder (after sweeping orphans when O(sweep_min_age) is set) from the deepest cached
         layer of O(layers).
       - V(layer_saved) commits the builder as the cache image of O(layer); nothing happens when it exists.
+      - V(squashed) returns the container to capture with the builder's whole filesystem in one layer above
+        O(image) (the base image). A builder started from the base image is returned as it is; one started from a
+        cache layer gets a new container C(<container>-squash) from the base image holding every path the builder
+        changed (owners, modes and extended attributes kept) and none it removed, so files the seal or a later
+        role removed are not hidden in a cache layer's blob of the artifact. Remove both containers afterwards.
+        The builder needs GNU C(tar).
       - V(absent) removes the builder container.
       - V(swept) removes the builder containers of runs that are gone (of O(app) when given), that is those whose
         owner C(ansible-playbook) process on this host no longer runs, whatever their age, and those without an
         owner on this host once older than O(sweep_min_age) seconds. Builders of a live run are never removed.
       - V(pruned) removes the cache images of O(app) that are not in O(layers), keeping the O(keep) newest others.
     type: str
-    choices: [started, layer_saved, absent, swept, pruned]
+    choices: [started, layer_saved, squashed, absent, swept, pruned]
     default: started
   app:
     description: Name of the artifact being baked (lower-case letters, digits, C(.), C(_), C(-)).
@@ -47,7 +53,9 @@ options:
     description: Name of the builder container. Defaults to C(bake-<app>-<bake_id>).
     type: str
   image:
-    description: Base image to start from when no cached layer applies (O(state=started)).
+    description:
+      - Base image to start from when no cached layer applies (O(state=started)), or to squash onto
+        (O(state=squashed)).
     type: str
   layers:
     description:
@@ -139,7 +147,7 @@ EXAMPLES = r"""
 RETURN = r"""
 container:
   description: Name of the builder container.
-  returned: when O(state) is V(started), V(layer_saved) or V(absent)
+  returned: when O(state) is V(started), V(layer_saved), V(squashed) or V(absent)
   type: str
   sample: bake-web-20261126T201500-3f2a
 start_image:
@@ -169,6 +177,18 @@ image:
   description: Cache image of the saved layer.
   returned: when O(state=layer_saved)
   type: str
+squashed:
+  description: Whether a new one-layer container was made (V(false) when the builder started from the base image).
+  returned: when O(state=squashed)
+  type: bool
+paths:
+  description: Number of paths copied into the squashed container.
+  returned: when O(state=squashed) and RV(squashed) is V(true)
+  type: int
+removed_paths:
+  description: Number of changed paths the builder no longer has (removed in the squashed container).
+  returned: when O(state=squashed) and RV(squashed) is V(true)
+  type: int
 pruned:
   description: Cache images removed because O(prune=true), or that would be in check mode.
   returned: when O(state=started)
@@ -208,6 +228,7 @@ from ansible_collections.immutable.infra.plugins.module_utils._docker_cli import
 REQUIRED = {
     "started": ["app", "bake_id", "image"],
     "layer_saved": ["app", "bake_id", "layer"],
+    "squashed": ["container", "image"],
     "absent": [],
     "swept": ["sweep_min_age"],
     "pruned": ["app"],
@@ -239,7 +260,7 @@ def run_module(module):
     """The module's work; also called in process by its action plugin (plugin_utils/_in_process.py)."""
     p = module.params
     owner = None
-    if p["state"] == "started":
+    if p["state"] in ("started", "squashed"):
         owner = owner_label(p["owner_pid"] if p["owner_pid"] is not None else find_owner_pid())
     manager = BuilderManager(DockerCli(module.run_command), check_mode=module.check_mode, owner=owner)
     container = p["container"] or (f"bake-{p['app']}-{p['bake_id']}" if p["app"] and p["bake_id"] else None)
@@ -259,6 +280,8 @@ def run_module(module):
             result = manager.save_layer(
                 p["app"], container, p["layer"]["role"], p["layer"]["fingerprint"], p["bake_id"]
             )
+        elif p["state"] == "squashed":
+            result = manager.squash(container, p["image"])
         elif p["state"] == "absent":
             if not container:
                 module.fail_json(msg="state=absent needs container, or app and bake_id to name the builder")

@@ -244,7 +244,7 @@ def test_an_unchanged_rebake_is_cached_and_starts_no_container(bake_env):
     assert containers_created_since(since, until, app) == []
 
 
-def test_changing_the_last_role_reruns_only_that_role(bake_env, registry):
+def test_changing_the_last_role_reruns_only_that_role_and_squashes_the_reused_layers(bake_env, registry, tmp_path):
     baker = bake_env["baker"]
     first = baker.latest()
     write_probe_role(bake_env["roles"], "probe", "two")
@@ -260,6 +260,19 @@ def test_changing_the_last_role_reruns_only_that_role(bake_env, registry):
         assert any("probe" in change for change in record["changes"])
         # the old version tag still points at the old digest
         assert registry_digest(registry, baker.app, "1.0.0") == first["digest"]
+        # squashed: one layer above the base, not the cache layers, in which the apt lists the seal removed would
+        # still be inside a blob
+        pull_from_registry(registry, record["id"], tmp_path)
+        image = json.loads(docker("image", "inspect", record["id"]))[0]
+        base = json.loads(docker("image", "inspect", record["base"]["id"]))[0]
+        assert image["RootFS"]["Layers"][:-1] == base["RootFS"]["Layers"]
+        assert len(image["RootFS"]["Layers"]) == len(base["RootFS"]["Layers"]) + 1
+        assert docker("run", "--rm", record["id"], "cat", "/etc/probe-marker") == "two"
+        assert docker("run", "--rm", record["id"], "sh", "-c", "command -v nginx") == "/usr/sbin/nginx"
+        # the builder's labels did not travel: a container of the artifact is never taken for a builder
+        labels = image["Config"]["Labels"]
+        assert labels["io.immutable-infra.kind"] == "artifact" and labels["io.immutable-infra.owner"] == ""
+        assert not [name for name in docker("ps", "-a", "--format", "{{.Names}}").split() if name.endswith("-squash")]
     finally:
         write_probe_role(bake_env["roles"], "probe", "one")
 

@@ -12,9 +12,11 @@ from ansible_collections.immutable.infra.plugins.module_utils._builder import ca
 from ansible_collections.immutable.infra.plugins.module_utils._builder import find_owner_pid
 from ansible_collections.immutable.infra.plugins.module_utils._builder import owner_label
 from ansible_collections.immutable.infra.plugins.module_utils._builder import owner_state
+from ansible_collections.immutable.infra.plugins.module_utils._builder import parse_diff
 from ansible_collections.immutable.infra.plugins.module_utils._builder import plan_prune
 from ansible_collections.immutable.infra.plugins.module_utils._builder import plan_start_layer
 from ansible_collections.immutable.infra.plugins.module_utils._builder import plan_sweep
+from ansible_collections.immutable.infra.plugins.module_utils._builder import with_parents
 from ansible_collections.immutable.infra.plugins.module_utils._docker_cli import DockerCli
 
 FP = ["sha256:" + (c * 64) for c in "abcd"]
@@ -279,3 +281,28 @@ def test_a_base_with_an_entrypoint_keeps_it_for_the_capture_and_the_builder_slee
     run = next(call for call in fake.calls if call[0] == "run")
     assert run[run.index("--entrypoint") + 1] == "sleep" and run[-1] == "infinity"
     assert result["base_config"]["entrypoint"] == ["/docker-entrypoint.sh"]
+
+
+def test_docker_diff_output_becomes_paths_and_parents_come_first():
+    out = "C /etc\nA /etc/app\nA /etc/app/conf\nD /var/lib/apt/lists/x\n\n"
+    assert parse_diff(out) == ["/etc", "/etc/app", "/etc/app/conf", "/var/lib/apt/lists/x"]
+    assert with_parents(["/opt/app/conf/app.conf", "/etc"]) == [
+        "/etc",
+        "/opt",
+        "/opt/app",
+        "/opt/app/conf",
+        "/opt/app/conf/app.conf",
+    ]
+
+
+def test_sweep_never_takes_a_deployed_container_that_kept_its_builders_labels():
+    labels = {
+        "io.immutable-infra.kind": "builder",
+        "io.immutable-infra.app": "web",
+        "io.immutable-infra.created": "100",
+        "io.immutable-infra.owner": "vm:4242:77",
+    }
+    deployed = {"name": "web-prod-blue", "labels": dict(labels, **{"immutable.infra.colour": "blue"})}
+    orphan = {"name": "bake-web-1", "labels": labels}
+    taken = plan_sweep([deployed, orphan], 10_000, 3600, app="web", host="vm", alive=lambda pid, start: False)
+    assert [item["name"] for item in taken] == ["bake-web-1"]
