@@ -356,10 +356,6 @@ api_calls_by_operation:
   sample: {elbv2.modify_listener: 1, autoscaling.update_auto_scaling_group: 2}
 """
 
-from ansible_collections.amazon.aws.plugins.module_utils.botocore import check_sdk_version_supported
-from ansible_collections.amazon.aws.plugins.module_utils.exceptions import AnsibleBotocoreError
-from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
-from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 
 from ansible_collections.immutable.infra.plugins.module_utils._bg_aws import AwsBackend
 from ansible_collections.immutable.infra.plugins.module_utils._bg_docker import DockerBackend
@@ -443,6 +439,12 @@ def aws_backend(module):
         )
     if p["lock_ttl"] < 60:
         raise BlueGreenError(f"lock_ttl must be at least 60 seconds, got {p['lock_ttl']}")
+    # imported here, not at the top: the docker backend runs in process on the controller and must not pay for
+    # importing boto3
+    from ansible_collections.amazon.aws.plugins.module_utils.botocore import check_sdk_version_supported
+    from ansible_collections.amazon.aws.plugins.module_utils.exceptions import AnsibleBotocoreError
+    from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
+
     try:
         check_sdk_version_supported(warn=module.warn)
     except AnsibleBotocoreError as exc:
@@ -519,6 +521,8 @@ def run_module(module):
 
 
 def main():
+    from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
+
     run_module(AnsibleAWSModule(argument_spec=ARGUMENT_SPEC, **MODULE_OPTIONS))
 
 

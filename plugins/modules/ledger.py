@@ -259,9 +259,6 @@ location:
   sample: /srv/deploy/ledger/ledger.json
 """
 
-from ansible_collections.amazon.aws.plugins.module_utils.botocore import check_sdk_version_supported
-from ansible_collections.amazon.aws.plugins.module_utils.exceptions import AnsibleBotocoreError
-from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
 from ansible_collections.immutable.infra.plugins.module_utils._ledger import FileLedger
 from ansible_collections.immutable.infra.plugins.module_utils._ledger import LedgerError
@@ -274,6 +271,11 @@ def open_ledger(module):
     params = module.params
     if params["backend"] == "file":
         return FileLedger(params["path"], lock_timeout=params["lock_timeout"])
+    # imported here, not at the top: the file ledger and the docker backend run in process on the controller
+    # (plugin_utils/_in_process.py) and must not pay for importing boto3
+    from ansible_collections.amazon.aws.plugins.module_utils.botocore import check_sdk_version_supported
+    from ansible_collections.amazon.aws.plugins.module_utils.exceptions import AnsibleBotocoreError
+
     try:
         check_sdk_version_supported(warn=module.warn)
     except AnsibleBotocoreError as exc:
@@ -331,6 +333,8 @@ def run_module(module):
 
 
 def main():
+    from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
+
     run_module(AnsibleAWSModule(argument_spec=ARGUMENT_SPEC, **MODULE_OPTIONS))
 
 

@@ -113,9 +113,6 @@ location:
   sample: /srv/deploy/ledger/ledger.json
 """
 
-from ansible_collections.amazon.aws.plugins.module_utils.botocore import check_sdk_version_supported
-from ansible_collections.amazon.aws.plugins.module_utils.exceptions import AnsibleBotocoreError
-from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
 from ansible_collections.immutable.infra.plugins.module_utils._ledger import FileLedger
 from ansible_collections.immutable.infra.plugins.module_utils._ledger import LedgerError
@@ -147,6 +144,10 @@ def run_module(module):
         if params["backend"] == "file":
             ledger = FileLedger(params["path"])
         else:
+            # imported here: the file ledger runs in process on the controller and must not import boto3
+            from ansible_collections.amazon.aws.plugins.module_utils.botocore import check_sdk_version_supported
+            from ansible_collections.amazon.aws.plugins.module_utils.exceptions import AnsibleBotocoreError
+
             try:
                 check_sdk_version_supported(warn=module.warn)
             except AnsibleBotocoreError as exc:
@@ -164,6 +165,8 @@ def run_module(module):
 
 
 def main():
+    from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
+
     run_module(AnsibleAWSModule(argument_spec=ARGUMENT_SPEC, **MODULE_OPTIONS))
 
 

@@ -68,6 +68,10 @@ class InProcessModule:
         result.update(failed=True, msg=msg)
         raise ModuleDone(result)
 
+    def fail_json_aws(self, exception, msg=None, **result):
+        # only the AWS backends call it, and those never run in process (in_process_only_when)
+        self.fail_json(msg=f"{msg}: {exception}" if msg else str(exception), **result)
+
     def run_command(self, args, check_rc=False, data=None, binary_data=False, environ_update=None, **_unused):
         env = dict(os.environ, **COMMAND_LOCALE)
         env.update(environ_update or {})
@@ -140,7 +144,8 @@ class InProcessModuleAction(ActionBase):
         for not_validation in ("supports_check_mode", "check_boto3"):
             options.pop(not_validation, None)
         spec = dict(module_file.ARGUMENT_SPEC)
-        if getattr(module_file, "AWS_COMMON_OPTIONS", False):
+        # the common AWS options (and their boto3 import) only matter when the task gives one of them
+        if getattr(module_file, "AWS_COMMON_OPTIONS", False) and set(self._task.args) - set(spec):
             from ansible_collections.amazon.aws.plugins.module_utils.modules import aws_argument_spec
 
             spec = dict(aws_argument_spec(), **spec)

@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import re
-import shutil
-import socket
 import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from moto_fixtures import start_moto
+from moto_fixtures import stop_moto
 
 from ansible_collections.immutable.infra.plugins.module_utils._ledger import LedgerError
 from ansible_collections.immutable.infra.plugins.module_utils._ledger import SsmLedger
@@ -23,7 +20,6 @@ from ansible_collections.immutable.infra.plugins.module_utils._ledger import Ssm
 HERE = Path(__file__).resolve().parent
 PLAYBOOKS = HERE / "playbooks"
 MOTO_PORT = 5057
-MOTO_URL = f"http://127.0.0.1:{MOTO_PORT}"
 FAKE_AWS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -80,47 +76,14 @@ def test_file_backend_through_playbook(tmp_path, playbook):
 # --- SSM backend on moto_server -------------------------------------------------------------------------------
 
 
-def _port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
 @pytest.fixture(scope="module")
 def moto_server():
-    binary = shutil.which("moto_server")
-    if binary is None:
-        pytest.fail("moto_server is not installed: run scripts/setup.sh (moto[server] in the venv)")
-    if _port_open(MOTO_PORT):
-        pytest.fail(f"127.0.0.1:{MOTO_PORT} is already in use; the ledger tests start their own moto_server there")
-    env = dict(os.environ, MOTO_EC2_LOAD_DEFAULT_AMIS="false")
-    proc = subprocess.Popen(
-        [binary, "-H", "127.0.0.1", "-p", str(MOTO_PORT)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{MOTO_URL}/moto-api/", timeout=1):
-                    break
-            except OSError:
-                if proc.poll() is not None:
-                    pytest.fail(f"moto_server exited with {proc.returncode}: {proc.stderr.read().decode()[-2000:]}")
-                if time.monotonic() > deadline:
-                    pytest.fail(f"moto_server did not answer on {MOTO_URL} within 30 s")
-                time.sleep(0.2)
-        yield MOTO_URL
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        proc.stderr.close()
+        process, endpoint = start_moto(MOTO_PORT)
+    except RuntimeError as exc:
+        pytest.fail(f"the ledger tests start their own moto_server: {exc}")
+    yield endpoint
+    stop_moto(process)
 
 
 @pytest.fixture(scope="module")

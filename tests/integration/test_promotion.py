@@ -21,10 +21,11 @@ import pytest
 from conftest import REPO_ROOT
 from conftest import ansible_env
 from conftest import run_playbook
+from moto_fixtures import start_moto
+from moto_fixtures import stop_moto
 
 PLAYBOOKS = REPO_ROOT / "playbooks"
 MOTO_PORT = 5058
-MOTO_URL = f"http://127.0.0.1:{MOTO_PORT}"
 CHAIN = ["dev", "staging", "prod"]
 # The artifacts differ only by a label (bake_image_config), which re-runs only the seal role and the push.
 IMAGE_CONFIG: dict = {}
@@ -350,39 +351,14 @@ def test_two_concurrent_promotions_of_two_apps_share_the_ledger(chain, artifacts
 # --- AMI artifact IDs and the SSM ledger -------------------------------------------------------------------------
 
 
-def _port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
 @pytest.fixture(scope="module")
 def moto_server():
-    binary = shutil.which("moto_server")
-    if binary is None:
-        pytest.fail("moto_server is not installed: run scripts/setup.sh (moto[server] in the venv)")
-    if _port_open(MOTO_PORT):
-        pytest.fail(f"127.0.0.1:{MOTO_PORT} is already in use; the promotion tests start their own moto_server there")
-    proc = subprocess.Popen(
-        [binary, "-H", "127.0.0.1", "-p", str(MOTO_PORT)],
-        env=dict(os.environ, MOTO_EC2_LOAD_DEFAULT_AMIS="false"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     try:
-        deadline = time.monotonic() + 30
-        while not _port_open(MOTO_PORT):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"moto_server did not start on {MOTO_URL}")
-            time.sleep(0.2)
-        yield MOTO_URL
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        process, endpoint = start_moto(MOTO_PORT)
+    except RuntimeError as exc:
+        pytest.fail(f"the promotion tests start their own moto_server: {exc}")
+    yield endpoint
+    stop_moto(process)
 
 
 def test_ami_ids_on_the_ssm_ledger_gate_history_rollback(chain, moto_server, unique):
