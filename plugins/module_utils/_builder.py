@@ -338,13 +338,23 @@ class BuilderManager:
         self.docker.run(args)
         return result
 
-    def changed_paths(self, container):
-        """Every path the builder changed since the base image: its cache layers' list plus `docker diff`."""
+    def changed_paths(self, container, from_cache_layer=False):
+        """Every path the builder changed since the base image: its cache layers' list plus `docker diff`.
+
+        from_cache_layer: the builder started from a cache layer, whose list must then exist (without it the
+        layer's own changes would be lost).
+        """
         _rc, out, _err = self.docker.run(["diff", container])
         paths = set(parse_diff(out))
         rc, recorded, _err = self.docker.run(["exec", container, "cat", CHANGES_FILE], check=False)
         if rc == 0 and recorded.strip():
             paths.update(json.loads(recorded))
+        elif from_cache_layer:
+            raise BuilderError(
+                f"builder {container} started from a cache layer without its list of changed paths ({CHANGES_FILE}),"
+                " made by hand or by an older version: remove the app's immutable-infra-cache images (or bake once"
+                " with bake_cache=false) and bake again"
+            )
         paths.discard(CHANGES_FILE)
         return sorted(paths)
 
@@ -394,7 +404,7 @@ class BuilderManager:
         result = {"changed": True, "container": name, "squashed": True}
         if self.check_mode:
             return result
-        paths = with_parents(self.changed_paths(container))
+        paths = with_parents(self.changed_paths(container, from_cache_layer=True))
         listing = "".join(f"{path}\n" for path in paths)
         _rc, missing, _err = self.docker.run(
             [
