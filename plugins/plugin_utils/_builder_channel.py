@@ -265,7 +265,7 @@ def serve(config):
         return status
     finally:
         # a clean stop leaves nothing behind; after an error the log stays for whoever investigates
-        for leftover in [path] + ([path + ".log", path + ".lock"] if status == 0 else []):
+        for leftover in [path, path + ".lock"] + ([path + ".log"] if status == 0 else []):
             with contextlib.suppress(OSError):
                 os.unlink(leftover)
         server.close()
