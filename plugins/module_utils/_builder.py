@@ -298,12 +298,10 @@ class BuilderManager:
         available = {img["tag"] for img in images}
         reused = plan_start_layer(layers, available)
         if use_cache and keep is not None:
-            doomed = plan_prune(images, [layer["fingerprint"] for layer in layers], keep)
-            for image in doomed:
-                if not self.check_mode:
-                    self.docker.remove_image(image["ref"])
-            result["pruned"] = [image["ref"] for image in doomed]
-            result["changed"] = result["changed"] or bool(doomed)
+            result["pruned"] = self._remove_cache_images(
+                plan_prune(images, [layer["fingerprint"] for layer in layers], keep)
+            )
+            result["changed"] = result["changed"] or bool(result["pruned"])
         start_image = cache_ref(app, layers[reused - 1]["fingerprint"]) if reused else base_image
         result.update(
             {
@@ -383,7 +381,7 @@ class BuilderManager:
             self.docker.tag(image_id, ref)
         return {"changed": True, "image": ref}
 
-    def squash(self, container, base_image, owner_container=None):
+    def squash(self, container, base_image):
         """The container to capture, holding exactly the builder's filesystem in ONE layer above the base image.
 
         A builder started from the base image is that already (its CHANGES_FILE, if a layer was saved, is removed:
@@ -475,8 +473,12 @@ class BuilderManager:
 
     def prune(self, app, keep_fingerprints, keep_newest=6):
         validate_app(app)
-        doomed = plan_prune(self.cache_images(app), keep_fingerprints, keep_newest)
+        removed = self._remove_cache_images(plan_prune(self.cache_images(app), keep_fingerprints, keep_newest))
+        return {"changed": bool(removed), "removed": removed}
+
+    def _remove_cache_images(self, doomed):
+        """Remove the planned cache images (not in check mode); return their references."""
         for image in doomed:
             if not self.check_mode:
                 self.docker.remove_image(image["ref"])
-        return {"changed": bool(doomed), "removed": [image["ref"] for image in doomed]}
+        return [image["ref"] for image in doomed]
