@@ -31,8 +31,9 @@ LABEL_PREFIX = "immutable.infra"
 
 def http_get(url: str, timeout: float = 5.0):
     """GET url without proxies; return (status or None, headers dict, error or None)."""
-    from ansible.module_utils.six.moves.urllib.error import HTTPError
-    from ansible.module_utils.urls import open_url
+    from urllib.error import HTTPError
+
+    from ansible_collections.immutable.infra.plugins.module_utils._http import open_url
 
     try:
         response = open_url(url, method="GET", timeout=timeout, follow_redirects="none", use_proxy=False)

@@ -20,6 +20,8 @@ import socket
 import time
 
 from ansible_collections.immutable.infra.plugins.module_utils._docker_cli import DockerCliError
+from ansible_collections.immutable.infra.plugins.module_utils._docker_cli import is_missing
+from ansible_collections.immutable.infra.plugins.module_utils._docker_cli import summarise
 
 LABEL_KIND = "io.immutable-infra.kind"
 LABEL_APP = "io.immutable-infra.app"
@@ -449,10 +451,16 @@ class BuilderManager:
         return result
 
     def remove(self, container):
-        exists = self.docker.container_exists(container)
-        if exists and not self.check_mode:
-            self.docker.remove_container(container)
-        return {"changed": exists, "container": container}
+        """Remove the builder and its squashed copy (<container>-squash), whichever exist, in one docker rm."""
+        names = [container, f"{container}-squash"]
+        rc, out, err = self.docker.run(["container", "inspect", "--format", "{{.Name}}", *names], check=False)
+        problems = [line for line in err.splitlines() if line.strip() and not is_missing(line)]
+        if rc != 0 and problems:
+            raise DockerCliError(f"docker container inspect failed (rc={rc}): {summarise(err)}", rc=rc)
+        existing = [line.strip().lstrip("/") for line in out.splitlines() if line.strip()]
+        if existing and not self.check_mode:
+            self.docker.run(["rm", "--force", *existing])
+        return {"changed": bool(existing), "container": container, "removed": existing}
 
     def sweep(self, app=None, min_age=3600, exclude=()):
         alive = self._alive if os.path.isdir(self.proc) else None

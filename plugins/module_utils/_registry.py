@@ -5,10 +5,10 @@
 
 PRIVATE to the collection: do not import it from other collections, it may change without notice.
 
-The client talks to the registry with ansible.module_utils.urls.open_url (injected, so unit tests can fake HTTP).
-It speaks basic auth and the bearer-token challenge used by real registries, takes credentials from the arguments
-or from a docker config.json, and turns every failure into a RegistryError whose message names the problem and the
-fix and never contains the password.
+The client talks to the registry with _http.open_url (urllib, TLS set up only when used; injected, so unit
+tests can fake HTTP). It speaks basic auth and the bearer-token challenge used by real registries, takes
+credentials from the arguments or from a docker config.json, and turns every failure into a RegistryError whose
+message names the problem and the fix and never contains the password.
 """
 
 from __future__ import annotations
@@ -24,8 +24,7 @@ from urllib.error import HTTPError
 from urllib.error import URLError
 from urllib.parse import urlencode
 
-from ansible.module_utils.urls import ConnectionError as UrlsConnectionError
-from ansible.module_utils.urls import open_url as _default_open_url
+from ansible_collections.immutable.infra.plugins.module_utils._http import open_url as _default_open_url
 
 # Media types a manifest GET accepts (docker v2 schema2, OCI, and their lists/indexes).
 MEDIA_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
@@ -361,7 +360,7 @@ class RegistryClient:
                 body = b""
             headers = dict(exc.headers.items()) if exc.headers is not None else {}
             return Response(exc.code, headers, body)
-        except (URLError, OSError, UrlsConnectionError) as exc:
+        except (URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             hint = "start it or check the address"
             text = str(reason)

@@ -33,9 +33,10 @@ options:
         O(image) (the base image). A builder started from the base image is returned as it is; one started from a
         cache layer gets a new container C(<container>-squash) from the base image holding every path the builder
         changed (owners, modes and extended attributes kept) and none it removed, so files the seal or a later
-        role removed are not hidden in a cache layer's blob of the artifact. Remove both containers afterwards.
-        The builder needs GNU C(tar).
-      - V(absent) removes the builder container.
+        role removed are not hidden in a cache layer's blob of the artifact. O(state=absent) removes both
+        containers afterwards. The builder needs GNU C(tar).
+      - V(absent) removes the builder container and its squashed copy C(<container>-squash), whichever exist, in
+        one C(docker rm).
       - V(swept) removes the builder containers of runs that are gone (of O(app) when given), that is those whose
         owner C(ansible-playbook) process on this host no longer runs, whatever their age, and those without an
         owner on this host once older than O(sweep_min_age) seconds. Builders of a live run are never removed.
@@ -101,6 +102,15 @@ options:
         spends no separate module call on pruning. Ignored when O(cache=false).
     type: bool
     default: false
+  start_channel:
+    description:
+      - With O(state=started), also start the relay of the P(immutable.infra.builder#connection) connection to the
+        new builder, in the background (done by the module's action plugin on the controller). The first task over
+        that connection then does not spend about 0.3 s starting it. C(playbooks/bake.yml) sets it.
+      - Only useful when the builder is reached with that connection as the container's default user; otherwise
+        the relay stops after the connection's idle timeout (60 s) without having served.
+    type: bool
+    default: false
 attributes:
   check_mode:
     support: full
@@ -150,6 +160,12 @@ container:
   returned: when O(state) is V(started), V(layer_saved), V(squashed) or V(absent)
   type: str
   sample: bake-web-20261126T201500-3f2a
+removed:
+  description: The containers removed (or, in check mode, that would be removed).
+  returned: when O(state=absent)
+  type: list
+  elements: str
+  sample: [bake-web-20261126T201500-3f2a, bake-web-20261126T201500-3f2a-squash]
 start_image:
   description: Image the builder was started from (a cache image or the base image).
   returned: when O(state=started)
@@ -248,6 +264,8 @@ ARGUMENT_SPEC = dict(
     sweep_min_age=dict(type="int"),
     keep=dict(type="int", default=6),
     prune=dict(type="bool", default=False),
+    # used by the action plugin, not by the module (see DOCUMENTATION)
+    start_channel=dict(type="bool", default=False),
     owner_pid=dict(type="int"),
 )
 MODULE_OPTIONS = dict(

@@ -357,7 +357,6 @@ api_calls_by_operation:
 """
 
 
-from ansible_collections.immutable.infra.plugins.module_utils._bg_aws import AwsBackend
 from ansible_collections.immutable.infra.plugins.module_utils._bg_docker import DockerBackend
 from ansible_collections.immutable.infra.plugins.module_utils._bluegreen import BlueGreen
 from ansible_collections.immutable.infra.plugins.module_utils._bluegreen import BlueGreenError
@@ -440,10 +439,12 @@ def aws_backend(module):
     if p["lock_ttl"] < 60:
         raise BlueGreenError(f"lock_ttl must be at least 60 seconds, got {p['lock_ttl']}")
     # imported here, not at the top: the docker backend runs in process on the controller and must not pay for
-    # importing boto3
+    # importing (and, through ansible's collection loader, compiling) the aws code and boto3
     from ansible_collections.amazon.aws.plugins.module_utils.botocore import check_sdk_version_supported
     from ansible_collections.amazon.aws.plugins.module_utils.exceptions import AnsibleBotocoreError
     from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
+
+    from ansible_collections.immutable.infra.plugins.module_utils._bg_aws import AwsBackend
 
     try:
         check_sdk_version_supported(warn=module.warn)
@@ -507,14 +508,14 @@ def run_module(module):
             result = flow.deploy(p["artifact"])
         else:
             result = flow.rollback(p["artifact"])
-        if isinstance(backend, AwsBackend):
+        if p["backend"] == "aws":
             # counted again after the lock was released, so its calls are included
             result.update(
                 api_calls=backend.api_calls(), api_calls_by_operation=backend.details()["api_calls_by_operation"]
             )
     except BlueGreenError as exc:
         extra = dict(exc.extra)
-        if isinstance(backend, AwsBackend):
+        if p["backend"] == "aws" and backend is not None:
             extra.setdefault("api_calls", backend.api_calls())
         module.fail_json(msg=exc.msg, **extra)
     module.exit_json(**result)

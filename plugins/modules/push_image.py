@@ -284,9 +284,9 @@ actions:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.urls import open_url
 
 from ansible_collections.immutable.infra.plugins.module_utils._docker_cli import DockerCli
+from ansible_collections.immutable.infra.plugins.module_utils._http import open_url
 from ansible_collections.immutable.infra.plugins.module_utils._image_push import PushImageError
 from ansible_collections.immutable.infra.plugins.module_utils._image_push import run_push
 from ansible_collections.immutable.infra.plugins.module_utils._registry import REGISTRY_MUTUALLY_EXCLUSIVE

@@ -111,10 +111,10 @@ protected:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.urls import open_url
 
 from ansible_collections.immutable.infra.plugins.module_utils._gc import GcError
 from ansible_collections.immutable.infra.plugins.module_utils._gc import run_gc
+from ansible_collections.immutable.infra.plugins.module_utils._http import open_url
 from ansible_collections.immutable.infra.plugins.module_utils._registry import REGISTRY_MUTUALLY_EXCLUSIVE
 from ansible_collections.immutable.infra.plugins.module_utils._registry import REGISTRY_REQUIRED_TOGETHER
 from ansible_collections.immutable.infra.plugins.module_utils._registry import ImageReferenceError

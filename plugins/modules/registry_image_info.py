@@ -118,8 +118,8 @@ images:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.urls import open_url
 
+from ansible_collections.immutable.infra.plugins.module_utils._http import open_url
 from ansible_collections.immutable.infra.plugins.module_utils._image_push import LABEL_FINGERPRINT
 from ansible_collections.immutable.infra.plugins.module_utils._image_push import remote_state
 from ansible_collections.immutable.infra.plugins.module_utils._registry import REGISTRY_MUTUALLY_EXCLUSIVE

@@ -150,6 +150,37 @@ class Client:
             raise ChannelError(f"the builder channel started but {self.path} does not answer")
         return sock
 
+    def start_in_background(self):
+        """Start the relay without waiting for it (the bake_builder action does, right after starting the builder).
+
+        The relay inherits the start lock and releases it once it serves, so the first request waits for this
+        relay instead of starting a second one. Returns False when a relay serves or is being started already.
+        """
+        with open(self.path + ".lock", "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            # not probed by connecting: the relay takes a connection without a request for a broken task and stops
+            # (a stale socket of a killed relay is left to the connection, which replaces it)
+            if os.path.exists(self.path):
+                return False
+            with open(self.path + ".log", "ab") as log:
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        os.path.abspath(__file__),
+                        json.dumps(dict(self.config, socket=self.path, lock_fd=lock.fileno())),
+                    ],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    start_new_session=True,
+                    close_fds=True,
+                    pass_fds=(lock.fileno(),),
+                )
+        return True
+
     def request(self, header, payload=b""):
         """Send one request; return (answer header, answer payload)."""
         sock = self.open()
@@ -243,7 +274,10 @@ def serve(config):
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(path)
     server.listen(8)
-    print("ready", flush=True)
+    if config.get("lock_fd") is not None:
+        os.close(config["lock_fd"])  # started in the background: serving now, so the start lock is free
+    else:
+        print("ready", flush=True)
     sys.stdout.close()
     status = 1
     try:

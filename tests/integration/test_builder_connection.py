@@ -138,3 +138,39 @@ def test_a_container_without_python_still_takes_raw_commands(containers, tmp_pat
     result = run_playbook(play, None, "-i", f"{name},", "-c", "immutable.infra.builder")
     assert result.returncode == 0, result.stdout[-3000:]
     assert docker("exec", name, "cat", "/tmp/raw.txt").strip() == "hello-from-raw"
+
+
+def relay_processes(name: str) -> list[str]:
+    found = subprocess.run(["pgrep", "-f", f"exec -i {name} "], capture_output=True, text=True, check=False)
+    return found.stdout.split()
+
+
+def test_a_relay_started_in_the_background_serves_the_first_request_and_no_second_one_starts(containers):
+    from ansible_collections.immutable.infra.plugins.plugin_utils._builder_channel import Client
+
+    name = containers("ahead")
+    client = Client(docker="docker", container=name)
+    assert client.start_in_background() is True
+    # at once, while it starts: a second background start and a request both find it instead of starting another
+    assert client.start_in_background() is False
+    answer, _payload = Client(docker="docker", container=name).request({"op": "ping"})
+    assert answer.get("pid")
+    assert len(relay_processes(name)) == 1
+    assert client.start_in_background() is False  # it serves now
+    assert Client(docker="docker", container=name).request({"op": "ping"})[0]["pid"] == answer["pid"]
+
+
+def test_a_background_start_that_fails_leaves_the_connection_its_own_start(containers, tmp_path):
+    from ansible_collections.immutable.infra.plugins.plugin_utils._builder_channel import Client
+
+    name = containers("nopy2")
+    docker("exec", name, "sh", "-c", "rm -f /usr/bin/python3*")
+    assert Client(docker="docker", container=name).start_in_background() is True
+    # the failed relay released the start lock: the play falls back to one docker exec per command
+    play = tmp_path / "raw.yml"
+    play.write_text(
+        "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.raw: echo fallback-ok > /tmp/raw.txt\n"
+    )
+    result = run_playbook(play, None, "-i", f"{name},", "-c", "immutable.infra.builder")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert docker("exec", name, "cat", "/tmp/raw.txt").strip() == "fallback-ok"

@@ -309,6 +309,8 @@ def test_bad_input_changes_nothing(chain):
 
     cases = [
         ("deploy.yml", {"env": "qa"}, 'unknown environment "qa": the chain is dev -> staging -> prod'),
+        ("promote.yml", {"to": "prod"}, "give both environments: -e from="),
+        ("rollback.yml", {}, "give the environment to roll back: -e env="),
         ("promote.yml", {"from": "staging", "to": "prod"}, "from_env 'staging' has no live artifact"),
         ("deploy.yml", {"env": "staging"}, "not the first environment of the chain"),
         (

@@ -18,6 +18,7 @@ from ansible_collections.immutable.infra.plugins.module_utils._builder import pl
 from ansible_collections.immutable.infra.plugins.module_utils._builder import plan_sweep
 from ansible_collections.immutable.infra.plugins.module_utils._builder import with_parents
 from ansible_collections.immutable.infra.plugins.module_utils._docker_cli import DockerCli
+from ansible_collections.immutable.infra.plugins.module_utils._docker_cli import DockerCliError
 
 FP = ["sha256:" + (c * 64) for c in "abcd"]
 LAYERS = [{"role": f"r{i}", "fingerprint": fp} for i, fp in enumerate(FP)]
@@ -306,3 +307,53 @@ def test_sweep_never_takes_a_deployed_container_that_kept_its_builders_labels():
     orphan = {"name": "bake-web-1", "labels": labels}
     taken = plan_sweep([deployed, orphan], 10_000, 3600, app="web", host="vm", alive=lambda pid, start: False)
     assert [item["name"] for item in taken] == ["bake-web-1"]
+
+
+class FakeDockerForRemove(FakeDocker):
+    """container inspect of several names answers like docker: the names found, rc 1 when one is missing."""
+
+    def __init__(self, containers, inspect_error=None):
+        super().__init__(containers=containers)
+        self.inspect_error = inspect_error
+
+    def __call__(self, cmd, **kwargs):
+        args = cmd[1:]
+        if args[:2] == ["container", "inspect"] and "--format" in args:
+            self.calls.append(args)
+            if self.inspect_error:
+                return 1, "", self.inspect_error
+            names = args[4:]
+            found = [f"/{name}" for name in names if name in self.containers]
+            missing = [f"Error: No such container: {name}" for name in names if name not in self.containers]
+            return (1 if missing else 0), "\n".join(found), "\n".join(missing)
+        return super().__call__(cmd, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "existing, removed",
+    [
+        ({"bake-web-b1", "bake-web-b1-squash"}, ["bake-web-b1", "bake-web-b1-squash"]),
+        ({"bake-web-b1"}, ["bake-web-b1"]),
+        ({"bake-web-b1-squash"}, ["bake-web-b1-squash"]),
+        (set(), []),
+    ],
+)
+def test_remove_takes_the_builder_and_its_squashed_copy_in_one_call(existing, removed):
+    fake = FakeDockerForRemove(existing)
+    result = BuilderManager(DockerCli(fake)).remove("bake-web-b1")
+    assert result == {"changed": bool(removed), "container": "bake-web-b1", "removed": removed}
+    rm_calls = [call for call in fake.calls if call[0] == "rm"]
+    assert rm_calls == ([["rm", "--force", *removed]] if removed else [])
+
+
+def test_remove_in_check_mode_names_what_it_would_remove_and_removes_nothing():
+    fake = FakeDockerForRemove({"bake-web-b1"})
+    result = BuilderManager(DockerCli(fake), check_mode=True).remove("bake-web-b1")
+    assert result["removed"] == ["bake-web-b1"] and result["changed"]
+    assert not any(call[0] == "rm" for call in fake.calls)
+
+
+def test_remove_reports_a_docker_failure_instead_of_taking_it_for_absence():
+    fake = FakeDockerForRemove({"bake-web-b1"}, inspect_error="Cannot connect to the Docker daemon")
+    with pytest.raises(DockerCliError, match="Cannot connect to the Docker daemon"):
+        BuilderManager(DockerCli(fake)).remove("bake-web-b1")
