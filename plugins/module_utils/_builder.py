@@ -13,11 +13,13 @@ released artifacts, which live in a registry repository and are addressed by dig
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.immutable.infra.plugins.module_utils._docker_cli import DockerCliError
 from ansible_collections.immutable.infra.plugins.module_utils._docker_cli import is_missing
@@ -35,6 +37,13 @@ DEPLOYED_LABEL = "immutable.infra.colour"  # set by bg_swap on the containers it
 CACHE_REPOSITORY_PREFIX = "immutable-infra-cache/"
 # In cache layers only: every path changed since the base image, so a capture can squash them (see squash)
 CHANGES_FILE = "/.immutable-infra-changes"
+IMAGE_CONFIG_DIR = "/etc/immutable-infra/image-config.d"
+# One exec reads the builder's change list (and removes it when given "rm") and every image config file a role
+# declared (docs/roles.md), each file as NUL, its path, a newline and its content.
+READ_BUILDER_FILES = (
+    f'f={CHANGES_FILE}; [ -f "$f" ] && cat "$f"; [ "$1" = rm ] && rm -f "$f"; '
+    f'for c in {IMAGE_CONFIG_DIR}/*.json; do [ -f "$c" ] && printf "\\0%s\\n" "$c" && cat "$c"; done; true'
+)
 APP_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
 
@@ -97,6 +106,24 @@ def with_parents(paths):
             full.add(path)
             path = path.rsplit("/", 1)[0]
     return sorted(full)
+
+
+def parse_builder_files(output):
+    """(the recorded change list or None, the declared image configs in name order) from READ_BUILDER_FILES."""
+    recorded, *files = output.split("\0")
+    configs = []
+    for chunk in sorted(files):
+        path, _newline, content = chunk.partition("\n")
+        try:
+            config = json.loads(content)
+        except ValueError as exc:
+            raise BuilderError(
+                f"image config {path} in the builder is not valid JSON ({exc}): fix the role that writes it"
+            ) from None
+        if not isinstance(config, dict):
+            raise BuilderError(f"image config {path} in the builder must hold a JSON object (docs/roles.md)")
+        configs.append(config)
+    return (json.loads(recorded) if recorded.strip() else None), configs
 
 
 def plan_prune(images, keep_fingerprints, keep_newest):
@@ -275,10 +302,24 @@ class BuilderManager:
     # -- states -------------------------------------------------------------------------------------------
 
     def start(
-        self, app, bake_id, base_image, layers, name=None, use_cache=True, network=None, sweep_min_age=None, keep=None
+        self,
+        app,
+        bake_id,
+        base_image,
+        layers,
+        name=None,
+        use_cache=True,
+        network=None,
+        sweep_min_age=None,
+        keep=None,
+        prepare_squash=False,
     ):
         """Start the builder from the deepest cached layer; with `keep`, also prune the app's cache images off
-        this bake's path (as state=pruned does), in the same listing: one module call less per bake."""
+        this bake's path (as state=pruned does), in the same listing: one module call less per bake.
+
+        prepare_squash: when the builder starts from a cache layer, also start the container squash() copies into
+        (from the base image), at the same time: the squash then finds it running.
+        """
         validate_app(app)
         name = name or f"bake-{app}-{bake_id}"
         result = {"changed": False, "container": name, "swept": [], "pruned": [], "owner": self.owner}
@@ -323,32 +364,49 @@ class BuilderManager:
         result["changed"] = True
         if self.check_mode:
             return result
-        # Keep the builder alive with `sleep infinity` without touching the image's entrypoint where it has none:
-        # a commit keeps the container's entrypoint, and docker commit cannot reset one to empty afterwards.
-        base_entrypoint = result["base_config"]["entrypoint"]
-        args = ["run", "--detach", "--name", name] + (["--entrypoint", "sleep"] if base_entrypoint else [])
         labels = {LABEL_KIND: "builder", LABEL_APP: app, LABEL_BAKE_ID: bake_id, LABEL_CREATED: str(int(self.clock()))}
         if self.owner:
             labels[LABEL_OWNER] = self.owner
+        base_entrypoint = result["base_config"]["entrypoint"]
+        if not (prepare_squash and reused):
+            self._run_sleeping(name, start_image, base_entrypoint, labels, network)
+            return result
+        squash_name = f"{name}-squash"
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            copy = pool.submit(self._run_sleeping, squash_name, base_image, base_entrypoint, labels, network)
+            try:
+                self._run_sleeping(name, start_image, base_entrypoint, labels, network)
+            finally:
+                try:
+                    copy.result()
+                except DockerCliError:
+                    # only a head start: squash() starts it again; a half-made one must not block that
+                    self.docker.remove_container(squash_name)
+        return result
+
+    def _run_sleeping(self, name, image, base_entrypoint, labels, network):
+        # Keep the builder alive with `sleep infinity` without touching the image's entrypoint where it has none:
+        # a commit keeps the container's entrypoint, and docker commit cannot reset one to empty afterwards.
+        args = ["run", "--detach", "--name", name] + (["--entrypoint", "sleep"] if base_entrypoint else [])
         for key, value in labels.items():
             args += ["--label", f"{key}={value}"]
         if network:
             args += ["--network", network]
-        args += [start_image] + (["infinity"] if base_entrypoint else ["sleep", "infinity"])
+        args += [image] + (["infinity"] if base_entrypoint else ["sleep", "infinity"])
         self.docker.run(args)
-        return result
 
-    def changed_paths(self, container, from_cache_layer=False):
-        """Every path the builder changed since the base image: its cache layers' list plus `docker diff`.
+    def changed_paths(self, container, from_cache_layer=False, remove_list=False):
+        """Every path the builder changed since the base image (its cache layers' list plus `docker diff`), and the
+        image configs its roles declared.
 
         from_cache_layer: the builder started from a cache layer, whose list must then exist (without it the
-        layer's own changes would be lost).
+        layer's own changes would be lost). remove_list: also remove the list from the builder.
         """
         _rc, out, _err = self.docker.run(["diff", container])
         paths = set(parse_diff(out))
-        rc, recorded, _err = self.docker.run(["exec", container, "cat", CHANGES_FILE], check=False)
-        if rc == 0 and recorded.strip():
-            paths.update(json.loads(recorded))
+        recorded, configs = self.builder_files(container, remove_list=remove_list)
+        if recorded:
+            paths.update(recorded)
         elif from_cache_layer:
             raise BuilderError(
                 f"builder {container} started from a cache layer without its list of changed paths ({CHANGES_FILE}),"
@@ -356,7 +414,13 @@ class BuilderManager:
                 " with bake_cache=false) and bake again"
             )
         paths.discard(CHANGES_FILE)
-        return sorted(paths)
+        return sorted(paths), configs
+
+    def builder_files(self, container, remove_list=False):
+        """The builder's recorded change list (or None) and its declared image configs, read in one exec."""
+        args = ["exec", container, "sh", "-c", READ_BUILDER_FILES, "sh"] + (["rm"] if remove_list else [])
+        _rc, out, _err = self.docker.run(args)
+        return parse_builder_files(out)
 
     def save_layer(self, app, container, role, fingerprint, bake_id):
         """Commit the builder as the cache image of one layer (no-op when that layer image already exists).
@@ -369,7 +433,7 @@ class BuilderManager:
         if self.docker.image_id(ref) is not None:
             return {"changed": False, "image": ref}
         if not self.check_mode:
-            changes_json = json.dumps(self.changed_paths(container))
+            changes_json = json.dumps(self.changed_paths(container)[0])
             self.docker.run(["exec", "-i", container, "sh", "-c", f"cat > {CHANGES_FILE}"], data=changes_json)
             changes = [
                 f"LABEL {LABEL_KIND}=cache",
@@ -397,33 +461,43 @@ class BuilderManager:
             raise BuilderError(f"builder {container} not found: it was removed before the capture")
         base_id = self.docker.image_id(base_image)
         if builder.get("Image") == base_id:
-            if not self.check_mode:
-                self.docker.run(["exec", container, "rm", "-f", CHANGES_FILE])
-            return {"changed": False, "container": container, "squashed": False}
+            configs = [] if self.check_mode else self.builder_files(container, remove_list=True)[1]
+            return {"changed": False, "container": container, "squashed": False, "declared_config": configs}
         name = f"{container}-squash"
-        result = {"changed": True, "container": name, "squashed": True}
+        result = {"changed": True, "container": name, "squashed": True, "declared_config": []}
         if self.check_mode:
             return result
-        paths = with_parents(self.changed_paths(container, from_cache_layer=True))
-        listing = "".join(f"{path}\n" for path in paths)
-        _rc, missing, _err = self.docker.run(
-            [
-                "exec", "-i", container, "sh", "-c",
-                'while IFS= read -r p; do [ -e "$p" ] || [ -L "$p" ] || printf "%s\\n" "$p"; done',
-            ],
-            data=listing,
-        )  # fmt: skip
+        labels = (builder.get("Config") or {}).get("Labels") or {}
+        # The copy's container starts (about 0.5 s, mostly the engine's) while `docker diff` runs (as long again).
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            starting = pool.submit(
+                self.start,
+                labels.get(LABEL_APP, "squash"),
+                labels.get(LABEL_BAKE_ID, "squash"),
+                base_image,
+                [],
+                name=name,
+                use_cache=False,
+            )
+            try:
+                changed, result["declared_config"] = self.changed_paths(container, from_cache_layer=True)
+                paths = with_parents(changed)
+                listing = "".join(f"{path}\n" for path in paths)
+                _rc, missing, _err = self.docker.run(
+                    [
+                        "exec", "-i", container, "sh", "-c",
+                        'while IFS= read -r p; do [ -e "$p" ] || [ -L "$p" ] || printf "%s\\n" "$p"; done',
+                    ],
+                    data=listing,
+                )  # fmt: skip
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    starting.result()
+                self.docker.remove_container(name)
+                raise
+            starting.result()  # a failed start raises here
         gone = set(missing.splitlines())
         present = [path.lstrip("/") for path in paths if path not in gone]
-        labels = (builder.get("Config") or {}).get("Labels") or {}
-        self.start(
-            labels.get(LABEL_APP, "squash"),
-            labels.get(LABEL_BAKE_ID, "squash"),
-            base_image,
-            [],
-            name=name,
-            use_cache=False,
-        )
         try:
             if present:
                 self.docker.pipe(

@@ -34,7 +34,8 @@ options:
         cache layer gets a new container C(<container>-squash) from the base image holding every path the builder
         changed (owners, modes and extended attributes kept) and none it removed, so files the seal or a later
         role removed are not hidden in a cache layer's blob of the artifact. O(state=absent) removes both
-        containers afterwards. The builder needs GNU C(tar).
+        containers afterwards. The builder needs GNU C(tar). Also returns the image config the roles declared
+        (RV(declared_config)).
       - V(absent) removes the builder container and its squashed copy C(<container>-squash), whichever exist, in
         one C(docker rm).
       - V(swept) removes the builder containers of runs that are gone (of O(app) when given), that is those whose
@@ -100,6 +101,14 @@ options:
       - With O(state=started), also remove the cache images of O(app) that are not in O(layers), keeping the
         O(keep) newest others, as O(state=pruned) does. It reuses the listing the start needs anyway, so a bake
         spends no separate module call on pruning. Ignored when O(cache=false).
+    type: bool
+    default: false
+  prepare_squash:
+    description:
+      - With O(state=started), when the builder starts from a cache layer, also start the container that
+        O(state=squashed) copies the builder into (C(<container>-squash), from O(image)), at the same time as the
+        builder, so the squash does not wait for it. O(state=absent) removes it with the builder.
+        C(playbooks/bake.yml) sets it.
     type: bool
     default: false
   start_channel:
@@ -205,6 +214,15 @@ removed_paths:
   description: Number of changed paths the builder no longer has (removed in the squashed container).
   returned: when O(state=squashed) and RV(squashed) is V(true)
   type: int
+declared_config:
+  description:
+    - The image config objects the roles declared in C(/etc/immutable-infra/image-config.d/*.json) of the builder,
+      in file name order (read in the same C(docker exec) as the change list), for P(immutable.infra.push_image#module)
+      to merge. Empty in check mode.
+  returned: when O(state=squashed)
+  type: list
+  elements: dict
+  sample: [{"cmd": ["nginx", "-g", "daemon off;"], "ports": ["8080/tcp"]}]
 pruned:
   description: Cache images removed because O(prune=true), or that would be in check mode.
   returned: when O(state=started)
@@ -264,6 +282,7 @@ ARGUMENT_SPEC = dict(
     sweep_min_age=dict(type="int"),
     keep=dict(type="int", default=6),
     prune=dict(type="bool", default=False),
+    prepare_squash=dict(type="bool", default=False),
     # used by the action plugin, not by the module (see DOCUMENTATION)
     start_channel=dict(type="bool", default=False),
     owner_pid=dict(type="int"),
@@ -293,6 +312,7 @@ def run_module(module):
                 network=p["network"],
                 sweep_min_age=p["sweep_min_age"],
                 keep=p["keep"] if p["prune"] else None,
+                prepare_squash=p["prepare_squash"],
             )
         elif p["state"] == "layer_saved":
             result = manager.save_layer(

@@ -12,6 +12,7 @@ from ansible_collections.immutable.infra.plugins.module_utils._builder import ca
 from ansible_collections.immutable.infra.plugins.module_utils._builder import find_owner_pid
 from ansible_collections.immutable.infra.plugins.module_utils._builder import owner_label
 from ansible_collections.immutable.infra.plugins.module_utils._builder import owner_state
+from ansible_collections.immutable.infra.plugins.module_utils._builder import parse_builder_files
 from ansible_collections.immutable.infra.plugins.module_utils._builder import parse_diff
 from ansible_collections.immutable.infra.plugins.module_utils._builder import plan_prune
 from ansible_collections.immutable.infra.plugins.module_utils._builder import plan_start_layer
@@ -357,3 +358,44 @@ def test_remove_reports_a_docker_failure_instead_of_taking_it_for_absence():
     fake = FakeDockerForRemove({"bake-web-b1"}, inspect_error="Cannot connect to the Docker daemon")
     with pytest.raises(DockerCliError, match="Cannot connect to the Docker daemon"):
         BuilderManager(DockerCli(fake)).remove("bake-web-b1")
+
+
+def test_builder_files_give_the_change_list_and_the_declared_configs_in_name_order():
+    output = '["/etc/a", "/opt/x"]\0/etc/immutable-infra/image-config.d/50-web.json\n{"cmd": ["nginx"]}\n' + (
+        '\0/etc/immutable-infra/image-config.d/10-base.json\n{"ports": ["8080/tcp"], "cmd": ["sh"]}'
+    )
+    recorded, configs = parse_builder_files(output)
+    assert recorded == ["/etc/a", "/opt/x"]
+    assert configs == [{"ports": ["8080/tcp"], "cmd": ["sh"]}, {"cmd": ["nginx"]}]  # 10-base before 50-web
+    assert parse_builder_files("") == (None, [])
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [("{nope", "50-web.json in the builder is not valid JSON"), ('["cmd"]', "50-web.json in the builder must hold")],
+)
+def test_a_broken_declared_config_names_its_file(content, message):
+    with pytest.raises(BuilderError, match=message):
+        parse_builder_files("\0/etc/immutable-infra/image-config.d/50-web.json\n" + content)
+
+
+def test_the_builder_files_script_reads_removes_and_separates_like_the_parser(tmp_path):
+    """READ_BUILDER_FILES run by a real sh on a directory tree standing in for the builder's root."""
+    import subprocess
+
+    from ansible_collections.immutable.infra.plugins.module_utils import _builder
+
+    root = tmp_path / "root"
+    (root / "etc/immutable-infra/image-config.d").mkdir(parents=True)
+    (root / ".immutable-infra-changes").write_text('["/srv"]')
+    (root / "etc/immutable-infra/image-config.d/20-b.json").write_text('{"user": "svc"}')
+    (root / "etc/immutable-infra/image-config.d/10-a.json").write_text('{"workdir": "/srv"}\n')
+    script = _builder.READ_BUILDER_FILES.replace(" /", f" {root}/").replace("=/", f"={root}/")
+    out = subprocess.run(["sh", "-c", script, "sh", "rm"], capture_output=True, check=True).stdout.decode()
+    assert parse_builder_files(out) == (["/srv"], [{"workdir": "/srv"}, {"user": "svc"}])
+    assert not (root / ".immutable-infra-changes").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    script = _builder.READ_BUILDER_FILES.replace(" /", f" {empty}/").replace("=/", f"={empty}/")
+    out = subprocess.run(["sh", "-c", script, "sh"], capture_output=True, check=True).stdout.decode()
+    assert parse_builder_files(out) == (None, [])
