@@ -312,14 +312,9 @@ class BuilderManager:
         network=None,
         sweep_min_age=None,
         keep=None,
-        prepare_squash=False,
     ):
         """Start the builder from the deepest cached layer; with `keep`, also prune the app's cache images off
-        this bake's path (as state=pruned does), in the same listing: one module call less per bake.
-
-        prepare_squash: when the builder starts from a cache layer, also start the container squash() copies into
-        (from the base image), at the same time: the squash then finds it running.
-        """
+        this bake's path (as state=pruned does), in the same listing: one module call less per bake."""
         validate_app(app)
         name = name or f"bake-{app}-{bake_id}"
         result = {"changed": False, "container": name, "swept": [], "pruned": [], "owner": self.owner}
@@ -367,21 +362,7 @@ class BuilderManager:
         labels = {LABEL_KIND: "builder", LABEL_APP: app, LABEL_BAKE_ID: bake_id, LABEL_CREATED: str(int(self.clock()))}
         if self.owner:
             labels[LABEL_OWNER] = self.owner
-        base_entrypoint = result["base_config"]["entrypoint"]
-        if not (prepare_squash and reused):
-            self._run_sleeping(name, start_image, base_entrypoint, labels, network)
-            return result
-        squash_name = f"{name}-squash"
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            copy = pool.submit(self._run_sleeping, squash_name, base_image, base_entrypoint, labels, network)
-            try:
-                self._run_sleeping(name, start_image, base_entrypoint, labels, network)
-            finally:
-                try:
-                    copy.result()
-                except DockerCliError:
-                    # only a head start: squash() starts it again; a half-made one must not block that
-                    self.docker.remove_container(squash_name)
+        self._run_sleeping(name, start_image, result["base_config"]["entrypoint"], labels, network)
         return result
 
     def _run_sleeping(self, name, image, base_entrypoint, labels, network):

@@ -103,14 +103,6 @@ options:
         spends no separate module call on pruning. Ignored when O(cache=false).
     type: bool
     default: false
-  prepare_squash:
-    description:
-      - With O(state=started), when the builder starts from a cache layer, also start the container that
-        O(state=squashed) copies the builder into (C(<container>-squash), from O(image)), at the same time as the
-        builder, so the squash does not wait for it. O(state=absent) removes it with the builder.
-        C(playbooks/bake.yml) sets it.
-    type: bool
-    default: false
   start_channel:
     description:
       - With O(state=started), also start the relay of the P(immutable.infra.builder#connection) connection to the
@@ -282,7 +274,6 @@ ARGUMENT_SPEC = dict(
     sweep_min_age=dict(type="int"),
     keep=dict(type="int", default=6),
     prune=dict(type="bool", default=False),
-    prepare_squash=dict(type="bool", default=False),
     # used by the action plugin, not by the module (see DOCUMENTATION)
     start_channel=dict(type="bool", default=False),
     owner_pid=dict(type="int"),
@@ -312,7 +303,6 @@ def run_module(module):
                 network=p["network"],
                 sweep_min_age=p["sweep_min_age"],
                 keep=p["keep"] if p["prune"] else None,
-                prepare_squash=p["prepare_squash"],
             )
         elif p["state"] == "layer_saved":
             result = manager.save_layer(
