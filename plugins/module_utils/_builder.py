@@ -38,10 +38,18 @@ CACHE_REPOSITORY_PREFIX = "immutable-infra-cache/"
 # In cache layers only: every path changed since the base image, so a capture can squash them (see squash)
 CHANGES_FILE = "/.immutable-infra-changes"
 IMAGE_CONFIG_DIR = "/etc/immutable-infra/image-config.d"
-# One exec reads the builder's change list (and removes it when given "rm") and every image config file a role
-# declared (docs/roles.md), each file as NUL, its path, a newline and its content.
+# The builder connection's compiled module code (plugin_utils/_module_code_cache.py) lives in the builder's
+# /dev/shm; a cache layer keeps a copy here, so a builder started from it runs its first tasks without compiling
+# ansible's module code again. Never part of an artifact: changed_paths() leaves it out and a capture removes it.
+KEPT_CODE_DIR = "/.immutable-infra-code"
+KEEP_CODE = (
+    'for d in /dev/shm/.immutable-infra-code-*; do [ -d "$d" ] || continue; '
+    f'k={KEPT_CODE_DIR}/"${{d##*/.immutable-infra-code-}}"; mkdir -p "$k" && cp -a "$d"/. "$k"/; done; true'
+)
+# One exec reads the builder's change list (and removes it and the kept code when given "rm") and every image
+# config file a role declared (docs/roles.md), each file as NUL, its path, a newline and its content.
 READ_BUILDER_FILES = (
-    f'f={CHANGES_FILE}; [ -f "$f" ] && cat "$f"; [ "$1" = rm ] && rm -f "$f"; '
+    f'f={CHANGES_FILE}; [ -f "$f" ] && cat "$f"; [ "$1" = rm ] && rm -rf "$f" {KEPT_CODE_DIR}; '
     f'for c in {IMAGE_CONFIG_DIR}/*.json; do [ -f "$c" ] && printf "\\0%s\\n" "$c" && cat "$c"; done; true'
 )
 APP_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
@@ -395,7 +403,7 @@ class BuilderManager:
                 " with bake_cache=false) and bake again"
             )
         paths.discard(CHANGES_FILE)
-        return sorted(paths), configs
+        return sorted(p for p in paths if p != KEPT_CODE_DIR and not p.startswith(KEPT_CODE_DIR + "/")), configs
 
     def builder_files(self, container, remove_list=False):
         """The builder's recorded change list (or None) and its declared image configs, read in one exec."""
@@ -415,7 +423,10 @@ class BuilderManager:
             return {"changed": False, "image": ref}
         if not self.check_mode:
             changes_json = json.dumps(self.changed_paths(container)[0])
-            self.docker.run(["exec", "-i", container, "sh", "-c", f"cat > {CHANGES_FILE}"], data=changes_json)
+            # the list first: the code kept for the next builder is not a change of the image
+            self.docker.run(
+                ["exec", "-i", container, "sh", "-c", f"cat > {CHANGES_FILE}; {KEEP_CODE}"], data=changes_json
+            )
             changes = [
                 f"LABEL {LABEL_KIND}=cache",
                 f"LABEL {LABEL_APP}={app}",

@@ -10,7 +10,9 @@ every source file (ansible.module_utils.basic and its imports) again for every t
 module run. ``with_code_cache`` inserts a few lines at the top of a module payload that make zipimport keep the
 compiled code in ``/dev/shm`` (a tmpfs inside the container: never part of a committed image), keyed by the
 Python version, the path inside the zip and the exact source. A source that changes gets a new key, so a stale
-entry can never be used; any error falls back to compiling, as without the cache.
+entry can never be used; any error falls back to compiling, as without the cache. Entries are also looked up in
+``/.immutable-infra-code``, the copy a bake's cache layer keeps (module_utils/_builder.py, KEPT_CODE_DIR), so a
+builder started from a cache layer does not compile them again.
 """
 
 from __future__ import annotations
@@ -24,16 +26,20 @@ def _immutable_infra_code_cache():
     compile_source = getattr(zipimport, "_compile_source", None)
     if compile_source is None:
         return
-    cache = "/dev/shm/.immutable-infra-code-%d-%s" % (os.getuid(), sys.implementation.cache_tag)
+    name = "%d-%s" % (os.getuid(), sys.implementation.cache_tag)
+    cache = "/dev/shm/.immutable-infra-code-" + name
+    kept = "/.immutable-infra-code/" + name
 
     def cached(pathname, source):
         inner = pathname.split(".zip" + os.sep, 1)[-1]
-        path = os.path.join(cache, hashlib.sha256(inner.encode() + b"\\0" + source).hexdigest())
-        try:
-            with open(path, "rb") as entry:
-                return marshal.load(entry)
-        except Exception:
-            pass
+        key = hashlib.sha256(inner.encode() + b"\\0" + source).hexdigest()
+        path = os.path.join(cache, key)
+        for entry_path in (path, os.path.join(kept, key)):
+            try:
+                with open(entry_path, "rb") as entry:
+                    return marshal.load(entry)
+            except Exception:
+                pass
         code = compile_source(pathname, source)
         try:
             os.makedirs(cache, mode=0o700, exist_ok=True)

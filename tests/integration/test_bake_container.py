@@ -193,10 +193,20 @@ def pull_from_registry(registry: dict, image: str, tmp_path: Path) -> None:
     docker("--config", config, "pull", image)
 
 
+def assert_no_bake_files(image: str) -> None:
+    found = docker(
+        "run", "--rm", image, "sh", "-c",
+        "ls -d /.immutable-infra-changes /.immutable-infra-code /dev/shm/.immutable-infra-code-* 2>/dev/null; true",
+    )  # fmt: skip
+    assert found == "", f"{image} holds the bake's own files: {found}"
+
+
 def test_the_pushed_image_serves_healthz_with_the_declared_config(bake_env, registry, unique, tmp_path):
     record = bake_env["baker"].latest()
     image = record["id"]
     pull_from_registry(registry, image, tmp_path)
+    # a cold bake saves cache layers (with the kept module code) and commits its builder as it is
+    assert_no_bake_files(image)
     inspect = json.loads(docker("image", "inspect", image))[0]
     config = inspect["Config"]
     assert config["Cmd"] == ["nginx", "-g", "daemon off;"]
@@ -269,6 +279,8 @@ def test_changing_the_last_role_reruns_only_that_role_and_squashes_the_reused_la
         assert len(image["RootFS"]["Layers"]) == len(base["RootFS"]["Layers"]) + 1
         assert docker("run", "--rm", record["id"], "cat", "/etc/probe-marker") == "two"
         assert docker("run", "--rm", record["id"], "sh", "-c", "command -v nginx") == "/usr/sbin/nginx"
+        # the bake's own files stay out: the cache layer's change list and the module code it kept for this builder
+        assert_no_bake_files(record["id"])
         # the builder's labels did not travel: a container of the artifact is never taken for a builder
         labels = image["Config"]["Labels"]
         assert labels["io.immutable-infra.kind"] == "artifact" and labels["io.immutable-infra.owner"] == ""
