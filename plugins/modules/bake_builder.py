@@ -161,12 +161,6 @@ container:
   returned: when O(state) is V(started), V(layer_saved), V(squashed) or V(absent)
   type: str
   sample: bake-web-20261126T201500-3f2a
-removed:
-  description: The containers removed (or, in check mode, that would be removed).
-  returned: when O(state=absent)
-  type: list
-  elements: str
-  sample: [bake-web-20261126T201500-3f2a, bake-web-20261126T201500-3f2a-squash]
 start_image:
   description: Image the builder was started from (a cache image or the base image).
   returned: when O(state=started)
@@ -236,10 +230,13 @@ reasons:
   type: dict
   sample: {"bake-web-20261126T201500-3f2a01": "owner process gone"}
 removed:
-  description: Containers (O(state=swept)) or cache images (O(state=pruned)) removed, or that would be in check mode.
-  returned: when O(state) is V(swept) or V(pruned)
+  description:
+    - Containers (O(state=swept)) or cache images (O(state=pruned)) removed, or that would be in check mode.
+    - For O(state=absent), the builder and its squashed copy, of those that existed.
+  returned: when O(state) is V(absent), V(swept) or V(pruned)
   type: list
   elements: str
+  sample: [bake-web-20261126T201500-3f2a, bake-web-20261126T201500-3f2a-squash]
 """
 
 from ansible.module_utils.basic import AnsibleModule
