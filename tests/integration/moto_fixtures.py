@@ -81,3 +81,31 @@ def reset_moto(endpoint: str) -> None:
     request = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
     with urllib.request.urlopen(request, timeout=10):  # noqa: S310 (local test server)
         pass
+
+
+def ec2_client(endpoint: str, region: str = "us-east-1"):
+    """A boto3 EC2 client of moto_server with moto's test credentials."""
+    import boto3
+
+    return boto3.client(
+        "ec2",
+        region_name=region,
+        endpoint_url=endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+def base_ami_and_subnet(ec2, second_octet: int) -> tuple[str, str, str]:
+    """What an AMI bake starts from: a registered base AMI, a new VPC 10.<second_octet>.0.0/16 and a subnet of it
+    (base AMI, VPC and subnet IDs)."""
+    base = ec2.register_image(
+        Name=f"debian-12-base-{time.time_ns()}",
+        RootDeviceName="/dev/xvda",
+        BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 8}}],
+        Architecture="x86_64",
+        VirtualizationType="hvm",
+    )["ImageId"]
+    vpc = ec2.create_vpc(CidrBlock=f"10.{second_octet}.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.{second_octet}.1.0/24")["Subnet"]["SubnetId"]
+    return base, vpc, subnet

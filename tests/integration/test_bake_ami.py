@@ -14,10 +14,11 @@ import sys
 import time
 from pathlib import Path
 
-import boto3
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from moto_fixtures import base_ami_and_subnet  # noqa: E402
+from moto_fixtures import ec2_client  # noqa: E402
 from moto_fixtures import start_moto  # noqa: E402
 from moto_fixtures import stop_moto  # noqa: E402
 
@@ -45,29 +46,11 @@ def moto():
     stop_moto(process)
 
 
-def ec2_client(endpoint: str, region: str = REGION):
-    return boto3.client(
-        "ec2",
-        region_name=region,
-        endpoint_url=endpoint,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-
-
 @pytest.fixture(scope="module")
 def aws(moto):
     """A base AMI, a VPC and a subnet in the source region; the connection arguments every task gets."""
     ec2 = ec2_client(moto)
-    base = ec2.register_image(
-        Name=f"debian-12-base-{time.time_ns()}",
-        RootDeviceName="/dev/xvda",
-        BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 8}}],
-        Architecture="x86_64",
-        VirtualizationType="hvm",
-    )["ImageId"]
-    vpc = ec2.create_vpc(CidrBlock="10.42.0.0/16")["Vpc"]["VpcId"]
-    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.42.1.0/24")["Subnet"]["SubnetId"]
+    base, vpc, subnet = base_ami_and_subnet(ec2, 42)
     connection = {
         "endpoint_url": moto,
         "aws_access_key_id": "testing",

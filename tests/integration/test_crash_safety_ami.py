@@ -25,13 +25,14 @@ import threading
 import time
 from pathlib import Path
 
-import boto3
 import pytest
 from conftest import REPO_ROOT
 from conftest import ansible_env
 from conftest import run_playbook
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from moto_fixtures import base_ami_and_subnet  # noqa: E402
+from moto_fixtures import ec2_client  # noqa: E402
 from moto_fixtures import start_moto  # noqa: E402
 from moto_fixtures import stop_moto  # noqa: E402
 
@@ -52,12 +53,6 @@ HELD = (b"Action=CreateImage", b"Action=CopyImage")
 
 def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(["docker", *args], capture_output=True, text=True, check=check)
-
-
-def ec2_client(endpoint: str):
-    return boto3.client(
-        "ec2", region_name=REGION, endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing"
-    )
 
 
 def live_bake_resources(ec2) -> dict:
@@ -198,15 +193,7 @@ def moto():
 def aws(moto):
     """A registered base AMI, a VPC and a subnet."""
     ec2 = ec2_client(moto)
-    base = ec2.register_image(
-        Name=f"debian-12-base-{time.time_ns()}",
-        RootDeviceName="/dev/xvda",
-        BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 8}}],
-        Architecture="x86_64",
-        VirtualizationType="hvm",
-    )["ImageId"]
-    vpc = ec2.create_vpc(CidrBlock="10.44.0.0/16")["Vpc"]["VpcId"]
-    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.44.1.0/24")["Subnet"]["SubnetId"]
+    base, _vpc, subnet = base_ami_and_subnet(ec2, 44)
     return {"endpoint": moto, "ec2": ec2, "base_ami": base, "subnet": subnet}
 
 
