@@ -96,16 +96,21 @@ def ec2_client(endpoint: str, region: str = "us-east-1"):
     )
 
 
-def base_ami_and_subnet(ec2, second_octet: int) -> tuple[str, str, str]:
-    """What an AMI bake starts from: a registered base AMI, a new VPC 10.<second_octet>.0.0/16 and a subnet of it
-    (base AMI, VPC and subnet IDs)."""
-    base = ec2.register_image(
+def register_base_ami(ec2) -> str:
+    """A new Debian-like base AMI (named debian-12-base-<ns>, so a name filter finds the newest)."""
+    return ec2.register_image(
         Name=f"debian-12-base-{time.time_ns()}",
         RootDeviceName="/dev/xvda",
         BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 8}}],
         Architecture="x86_64",
         VirtualizationType="hvm",
     )["ImageId"]
+
+
+def base_ami_and_subnet(ec2, second_octet: int) -> tuple[str, str, str]:
+    """What an AMI bake starts from: a registered base AMI, a new VPC 10.<second_octet>.0.0/16 and a subnet of it
+    (base AMI, VPC and subnet IDs)."""
+    base = register_base_ami(ec2)
     vpc = ec2.create_vpc(CidrBlock=f"10.{second_octet}.0.0/16")["Vpc"]["VpcId"]
     subnet = ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.{second_octet}.1.0/24")["Subnet"]["SubnetId"]
     return base, vpc, subnet

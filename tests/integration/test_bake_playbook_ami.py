@@ -21,6 +21,7 @@ from conftest import run_playbook
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from moto_fixtures import base_ami_and_subnet  # noqa: E402
 from moto_fixtures import ec2_client  # noqa: E402
+from moto_fixtures import register_base_ami  # noqa: E402
 from moto_fixtures import start_moto  # noqa: E402
 from moto_fixtures import stop_moto  # noqa: E402
 
@@ -298,13 +299,7 @@ def test_one_bake_produces_both_records_with_the_same_roles(aws, work, stand_in,
 def test_base_filter_resolves_to_the_newest_match_before_anything_launches(aws, work, baked, stand_in):
     ec2 = aws["ec2"]
     time.sleep(1.1)  # moto's creation dates have one-second resolution
-    newer = ec2.register_image(
-        Name=f"debian-12-base-{time.time_ns()}",
-        RootDeviceName="/dev/xvda",
-        BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 8}}],
-        Architecture="x86_64",
-        VirtualizationType="hvm",
-    )["ImageId"]
+    newer = register_base_ami(ec2)
     try:
         before = all_instances(ec2)
         # (no architecture in the filter: moto does not match registered images by architecture)
