@@ -310,16 +310,7 @@ class BuilderManager:
     # -- states -------------------------------------------------------------------------------------------
 
     def start(
-        self,
-        app,
-        bake_id,
-        base_image,
-        layers,
-        name=None,
-        use_cache=True,
-        network=None,
-        sweep_min_age=None,
-        keep=None,
+        self, app, bake_id, base_image, layers, name=None, use_cache=True, network=None, sweep_min_age=None, keep=None
     ):
         """Start the builder from the deepest cached layer; with `keep`, also prune the app's cache images off
         this bake's path (as state=pruned does), in the same listing: one module call less per bake."""
@@ -367,33 +358,31 @@ class BuilderManager:
         result["changed"] = True
         if self.check_mode:
             return result
+        # Keep the builder alive with `sleep infinity` without touching the image's entrypoint where it has none:
+        # a commit keeps the container's entrypoint, and docker commit cannot reset one to empty afterwards.
+        base_entrypoint = result["base_config"]["entrypoint"]
+        args = ["run", "--detach", "--name", name] + (["--entrypoint", "sleep"] if base_entrypoint else [])
         labels = {LABEL_KIND: "builder", LABEL_APP: app, LABEL_BAKE_ID: bake_id, LABEL_CREATED: str(int(self.clock()))}
         if self.owner:
             labels[LABEL_OWNER] = self.owner
-        self._run_sleeping(name, start_image, result["base_config"]["entrypoint"], labels, network)
-        return result
-
-    def _run_sleeping(self, name, image, base_entrypoint, labels, network):
-        # Keep the builder alive with `sleep infinity` without touching the image's entrypoint where it has none:
-        # a commit keeps the container's entrypoint, and docker commit cannot reset one to empty afterwards.
-        args = ["run", "--detach", "--name", name] + (["--entrypoint", "sleep"] if base_entrypoint else [])
         for key, value in labels.items():
             args += ["--label", f"{key}={value}"]
         if network:
             args += ["--network", network]
-        args += [image] + (["infinity"] if base_entrypoint else ["sleep", "infinity"])
+        args += [start_image] + (["infinity"] if base_entrypoint else ["sleep", "infinity"])
         self.docker.run(args)
+        return result
 
-    def changed_paths(self, container, from_cache_layer=False, remove_list=False):
+    def changed_paths(self, container, from_cache_layer=False):
         """Every path the builder changed since the base image (its cache layers' list plus `docker diff`), and the
         image configs its roles declared.
 
         from_cache_layer: the builder started from a cache layer, whose list must then exist (without it the
-        layer's own changes would be lost). remove_list: also remove the list from the builder.
+        layer's own changes would be lost).
         """
         _rc, out, _err = self.docker.run(["diff", container])
         paths = set(parse_diff(out))
-        recorded, configs = self.builder_files(container, remove_list=remove_list)
+        recorded, configs = self.builder_files(container)
         if recorded:
             paths.update(recorded)
         elif from_cache_layer:

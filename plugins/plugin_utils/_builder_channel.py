@@ -111,19 +111,24 @@ class Client:
             return None
         return sock
 
-    def _start_relay(self):
-        log = open(self.path + ".log", "ab")  # noqa: SIM115 - handed to the relay process
-        try:
-            relay = subprocess.Popen(
-                [sys.executable, os.path.abspath(__file__), json.dumps(dict(self.config, socket=self.path))],
+    def _spawn_relay(self, stdout, lock_fd=None):
+        """The relay process, in its own session, logging to <socket>.log; with lock_fd, it inherits the start lock."""
+        config = dict(self.config, socket=self.path)
+        if lock_fd is not None:
+            config["lock_fd"] = lock_fd
+        with open(self.path + ".log", "ab") as log:
+            return subprocess.Popen(
+                [sys.executable, os.path.abspath(__file__), json.dumps(config)],
                 stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
+                stdout=log if stdout is None else stdout,
                 stderr=log,
                 start_new_session=True,
                 close_fds=True,
+                pass_fds=() if lock_fd is None else (lock_fd,),
             )
-        finally:
-            log.close()
+
+    def _start_relay(self):
+        relay = self._spawn_relay(subprocess.PIPE)
         ready, _unused_w, _unused_x = select.select([relay.stdout], [], [], START_TIMEOUT + 5)
         line = relay.stdout.readline().decode("utf-8", "replace").strip() if ready else ""
         relay.stdout.close()
@@ -165,20 +170,7 @@ class Client:
             # (a stale socket of a killed relay is left to the connection, which replaces it)
             if os.path.exists(self.path):
                 return False
-            with open(self.path + ".log", "ab") as log:
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        os.path.abspath(__file__),
-                        json.dumps(dict(self.config, socket=self.path, lock_fd=lock.fileno())),
-                    ],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=log,
-                    start_new_session=True,
-                    close_fds=True,
-                    pass_fds=(lock.fileno(),),
-                )
+            self._spawn_relay(None, lock_fd=lock.fileno())
         return True
 
     def request(self, header, payload=b""):
