@@ -5,12 +5,11 @@
 PRIVATE to the collection: no compatibility promise outside immutable.infra.
 
 Docker is driven through the docker CLI (run_command injected, wrapped in the shared DockerCli of _docker_cli.py),
-never the Docker SDK.
+never the Docker SDK; inspecting goes to the Engine API's unix socket when bg_swap passes one (engine_socket()).
 """
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 from contextlib import contextmanager
@@ -72,6 +71,7 @@ class DockerBackend:
         http=http_get,
         port_check=port_in_use,
         probe_timeout: float = 3.0,
+        engine=None,
     ):
         self.run_command = run_command
         self.switch = switch
@@ -84,7 +84,9 @@ class DockerBackend:
         self.container_env = container_env or {}
         self.docker_binary = docker_binary
         # container_env values are no_log: masked in any docker error message
-        self.cli = DockerCli(run_command, docker_binary, secrets=[str(v) for v in self.container_env.values()])
+        self.cli = DockerCli(
+            run_command, docker_binary, secrets=[str(v) for v in self.container_env.values()], engine=engine
+        )
         self.http = http
         self.port_check = port_check
         self.probe_timeout = probe_timeout
@@ -104,11 +106,10 @@ class DockerBackend:
         return f"{self.app}-{self.env}-{colour}"
 
     def _inspect(self, colour: str) -> dict | None:
-        rc, out, _err = self._run(["container", "inspect", self.name(colour)], check=False)
-        if rc != 0:
-            return None
-        data = json.loads(out)
-        return data[0] if data else None
+        try:
+            return self.cli.inspect(self.name(colour), kind="container")
+        except DockerCliError as exc:
+            raise BlueGreenError(exc.message) from None
 
     # -- backend interface ---------------------------------------------------------------------------------------
     def describe(self) -> Live:
@@ -132,7 +133,11 @@ class DockerBackend:
         )
 
     def prepare(self, colour: str, artifact: str) -> None:
-        if self._run(["image", "inspect", artifact], check=False)[0] != 0:
+        try:
+            present = self.cli.inspect(artifact, kind="image") is not None
+        except DockerCliError:
+            present = False  # the pull below reports what is wrong
+        if not present:
             rc, out, err = self._run(["pull", "--quiet", artifact], check=False)
             if rc != 0:
                 raise BlueGreenError(

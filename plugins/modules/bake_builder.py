@@ -247,6 +247,7 @@ from ansible_collections.immutable.infra.plugins.module_utils._builder import fi
 from ansible_collections.immutable.infra.plugins.module_utils._builder import owner_label
 from ansible_collections.immutable.infra.plugins.module_utils._docker_cli import DockerCli
 from ansible_collections.immutable.infra.plugins.module_utils._docker_cli import DockerCliError
+from ansible_collections.immutable.infra.plugins.module_utils._docker_cli import engine_socket
 
 REQUIRED = {
     "started": ["app", "bake_id", "image"],
@@ -287,7 +288,8 @@ def run_module(module):
     owner = None
     if p["state"] in ("started", "squashed"):
         owner = owner_label(p["owner_pid"] if p["owner_pid"] is not None else find_owner_pid())
-    manager = BuilderManager(DockerCli(module.run_command), check_mode=module.check_mode, owner=owner)
+    docker = DockerCli(module.run_command, engine=engine_socket())
+    manager = BuilderManager(docker, check_mode=module.check_mode, owner=owner)
     container = p["container"] or (f"bake-{p['app']}-{p['bake_id']}" if p["app"] and p["bake_id"] else None)
     try:
         if p["state"] == "started":

@@ -363,6 +363,7 @@ from ansible_collections.immutable.infra.plugins.module_utils._bluegreen import 
 from ansible_collections.immutable.infra.plugins.module_utils._bluegreen import Options
 from ansible_collections.immutable.infra.plugins.module_utils._bluegreen import validate_artifact
 from ansible_collections.immutable.infra.plugins.module_utils._bluegreen import validate_steps
+from ansible_collections.immutable.infra.plugins.module_utils._docker_cli import engine_socket
 from ansible_collections.immutable.infra.plugins.module_utils._nginx_switch import NginxSwitch
 
 
@@ -426,6 +427,7 @@ def docker_backend(module):
         router_url=p["router_url"],
         container_env=p["container_env"],
         docker_binary=p["docker_binary"],
+        engine=engine_socket(p["docker_binary"]),
     )
 
 

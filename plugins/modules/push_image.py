@@ -286,6 +286,7 @@ actions:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.immutable.infra.plugins.module_utils._docker_cli import DockerCli
+from ansible_collections.immutable.infra.plugins.module_utils._docker_cli import engine_socket
 from ansible_collections.immutable.infra.plugins.module_utils._http import open_url
 from ansible_collections.immutable.infra.plugins.module_utils._image_push import PushImageError
 from ansible_collections.immutable.infra.plugins.module_utils._image_push import run_push
@@ -346,10 +347,12 @@ def run_module(module):
     params = module.params
     try:
         registry_host, _repo = parse_repository(params["repository"])
+        docker_bin = module.get_bin_path("docker", required=True)
         docker = DockerCli(
             module.run_command,
-            docker_bin=module.get_bin_path("docker", required=True),
+            docker_bin=docker_bin,
             secrets=[params["registry_password"]],
+            engine=engine_socket(docker_bin),
         )
         registry = registry_client(registry_host, params, open_url, module.run_command)
         result = run_push(docker, registry, params, check_mode=module.check_mode)

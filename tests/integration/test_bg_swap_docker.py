@@ -279,6 +279,28 @@ def test_first_deploy_swap_noop_and_rollback(router, images):
     assert not failed(again) and again["changed"] is False
 
 
+def test_engine_socket_inspect_matches_the_cli(router, images):
+    """bg_swap (and the bake) inspect through the Engine API's socket: the answers must be the CLI's."""
+    from ansible_collections.immutable.infra.plugins.module_utils._docker_cli import DockerCli
+    from ansible_collections.immutable.infra.plugins.module_utils._docker_cli import engine_socket
+
+    def run_command(args, **_kwargs):
+        proc = subprocess.run(args, capture_output=True, text=True, check=False)
+        return proc.returncode, proc.stdout, proc.stderr
+
+    assert not failed(router.swap(artifact=images["v1"]))
+    engine = engine_socket()
+    assert engine is not None, "the local daemon's socket was not found: the fast path is not exercised"
+    fast, cli = DockerCli(run_command, engine=engine), DockerCli(run_command)
+    name = f"{router.app}-{router.env}-blue"
+    via_socket, via_cli = fast.inspect(name, kind="container"), cli.inspect(name, kind="container")
+    assert via_socket["Id"] == via_cli["Id"] and via_socket["State"]["Running"] is True
+    assert via_socket["Config"]["Labels"] == via_cli["Config"]["Labels"]
+    assert fast.image_id(images["v1"]) == cli.image_id(images["v1"]) is not None
+    assert fast.inspect(f"{name}-absent", kind="container") is None
+    assert fast.image_id(images["v1"].split("@")[0] + "@sha256:" + "0" * 64) is None
+
+
 def test_weighted_steps_and_stop_old_then_rollback_starts_it(router, images):
     assert not failed(router.swap(artifact=images["v1"]))
     seen = set()
