@@ -105,6 +105,39 @@ def parse_diff(output):
     return [line[2:] for line in output.splitlines() if len(line) > 2 and line[1] == " "]
 
 
+def overlay_upper_changes(upper):
+    """What `docker diff` lists for a container on overlay2, read from the container's upper directory: each entry
+    there is a path added or changed, or a whiteout for one removed. None when the directory cannot be read or holds
+    what this walk does not interpret: an opaque directory (removed and made again: `docker diff` then lists the
+    lower layers' entries it hides, which only the lower directories know), a renamed directory's redirect,
+    aufs-style .wh. files. The caller then asks `docker diff`."""
+    paths = []
+
+    def unreadable(exc):
+        raise exc
+
+    try:
+        for root, dirs, files in os.walk(upper, onerror=unreadable):
+            rel = root[len(upper) :]
+            for name in dirs + files:
+                if name.startswith(".wh."):
+                    return None
+                paths.append(f"{rel}/{name}")
+            for name in dirs:
+                full = os.path.join(root, name)
+                if os.path.islink(full):
+                    continue
+                for attribute in ("trusted.overlay.opaque", "trusted.overlay.redirect"):
+                    try:
+                        os.getxattr(full, attribute, follow_symlinks=False)
+                    except OSError:
+                        continue  # not set
+                    return None
+    except OSError:
+        return None
+    return paths
+
+
 def with_parents(paths):
     """The paths and every parent directory of them (not /), parents first: what a squash must carry so each
     directory keeps the mode and owner it has in the builder."""
@@ -380,8 +413,7 @@ class BuilderManager:
         from_cache_layer: the builder started from a cache layer, whose list must then exist (without it the
         layer's own changes would be lost).
         """
-        _rc, out, _err = self.docker.run(["diff", container])
-        paths = set(parse_diff(out))
+        paths = set(self.layer_changes(container))
         recorded, configs = self.builder_files(container)
         if recorded:
             paths.update(recorded)
@@ -393,6 +425,21 @@ class BuilderManager:
             )
         paths.discard(CHANGES_FILE)
         return sorted(p for p in paths if p != KEPT_CODE_DIR and not p.startswith(KEPT_CODE_DIR + "/")), configs
+
+    def layer_changes(self, container):
+        """The paths the container changed in its own layer (`docker diff`). With the local daemon's socket and
+        overlay2 they are read from the container's upper directory: a walk of a few milliseconds instead of the
+        engine's diff (0.3-0.7 s on a small machine). Anything else asks `docker diff`."""
+        if self.docker.engine is not None:
+            info = self.docker.inspect(container, kind="container") or {}
+            driver = info.get("GraphDriver") or {}
+            upper = (driver.get("Data") or {}).get("UpperDir")
+            if driver.get("Name") == "overlay2" and upper and os.path.isdir(upper):
+                paths = overlay_upper_changes(upper)
+                if paths is not None:
+                    return paths
+        _rc, out, _err = self.docker.run(["diff", container])
+        return parse_diff(out)
 
     def builder_files(self, container, remove_list=False):
         """The builder's recorded change list (or None) and its declared image configs, read in one exec."""
@@ -480,21 +527,34 @@ class BuilderManager:
         gone = set(missing.splitlines())
         present = [path.lstrip("/") for path in paths if path not in gone]
         try:
-            if present:
-                self.docker.pipe(
-                    [
-                        "exec", "-i", container, "tar", "-C", "/", "--create", "--file", "-",
-                        "--no-recursion", "--numeric-owner", "--xattrs", "--xattrs-include=*",
-                        "--verbatim-files-from", "--files-from", "-",
-                    ],
-                    ["cp", "--archive", "-", f"{name}:/"],
-                    data="".join(f"{path}\n" for path in present).encode(),
-                )  # fmt: skip
-            if gone:
-                self.docker.run(
-                    ["exec", "-i", name, "sh", "-c", 'while IFS= read -r p; do rm -rf -- "$p"; done'],
-                    data="".join(f"{path}\n" for path in sorted(gone)),
-                )
+            # The removals run while the copy streams: a removed path is in no copied path (its parents, present in
+            # the builder, are copied as directories only), so neither touches what the other writes.
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                removing = None
+                if gone:
+                    removing = pool.submit(
+                        self.docker.run,
+                        ["exec", "-i", name, "sh", "-c", 'while IFS= read -r p; do rm -rf -- "$p"; done'],
+                        data="".join(f"{path}\n" for path in sorted(gone)),
+                    )
+                try:
+                    if present:
+                        self.docker.pipe(
+                            [
+                                "exec", "-i", container, "tar", "-C", "/", "--create", "--file", "-",
+                                "--no-recursion", "--numeric-owner", "--xattrs", "--xattrs-include=*",
+                                "--verbatim-files-from", "--files-from", "-",
+                            ],
+                            ["cp", "--archive", "-", f"{name}:/"],
+                            data="".join(f"{path}\n" for path in present).encode(),
+                        )  # fmt: skip
+                except BaseException:
+                    if removing is not None:
+                        with contextlib.suppress(Exception):
+                            removing.result()  # the copy's own error is the one to report
+                    raise
+                if removing is not None:
+                    removing.result()
         except DockerCliError as exc:
             self.docker.remove_container(name)
             raise BuilderError(

@@ -128,6 +128,10 @@ def write_probe_role(roles_dir: Path, name: str, marker: str) -> None:
         f"    dest: /etc/probe-marker\n"
         f'    content: "{marker}\\n"\n'
         f'    mode: "0644"\n'
+        "- name: Remove a file of the base image (the squash must remove it from its copy of the base)\n"
+        "  ansible.builtin.file:\n"
+        "    path: /etc/motd\n"
+        "    state: absent\n"
     )
 
 
@@ -278,6 +282,8 @@ def test_changing_the_last_role_reruns_only_that_role_and_squashes_the_reused_la
         assert image["RootFS"]["Layers"][:-1] == base["RootFS"]["Layers"]
         assert len(image["RootFS"]["Layers"]) == len(base["RootFS"]["Layers"]) + 1
         assert docker("run", "--rm", record["id"], "cat", "/etc/probe-marker") == "two"
+        assert docker("run", "--rm", record["id"], "sh", "-c", "test -e /etc/motd || echo removed") == "removed"
+        assert docker("run", "--rm", record["base"]["id"], "sh", "-c", "test -e /etc/motd && echo kept") == "kept"
         assert docker("run", "--rm", record["id"], "sh", "-c", "command -v nginx") == "/usr/sbin/nginx"
         # the bake's own files stay out: the cache layer's change list and the module code it kept for this builder
         assert_no_bake_files(record["id"])
@@ -360,3 +366,53 @@ def test_bad_input_fails_before_anything_starts(registry, tmp_path, unique, extr
     assert expected in result.stdout + result.stderr
     assert containers_created_since(since, until, app) == []
     assert "wrong-password-for-test" not in result.stdout + result.stderr
+
+
+def test_the_upper_directory_walk_lists_what_docker_diff_lists(base_image, unique):
+    """The squash and the cache layers read a builder's changes from its overlay2 upper directory: that must be
+    exactly `docker diff`'s list, for added, changed and removed paths, replaced directories and symlinks."""
+    from ansible_collections.immutable.infra.plugins.module_utils._builder import BuilderManager
+    from ansible_collections.immutable.infra.plugins.module_utils._builder import overlay_upper_changes
+    from ansible_collections.immutable.infra.plugins.module_utils._builder import parse_diff
+    from ansible_collections.immutable.infra.plugins.module_utils._docker_cli import DockerCli
+    from ansible_collections.immutable.infra.plugins.module_utils._docker_cli import engine_socket
+
+    cli_calls = []
+
+    def run_command(args, **_kwargs):
+        cli_calls.append(args[1])
+        proc = subprocess.run(args, capture_output=True, text=True, check=False)
+        return proc.returncode, proc.stdout, proc.stderr
+
+    name = f"walk-{unique}"
+    docker("run", "--detach", "--name", name, base_image, "sleep", "infinity")
+    try:
+        changes = (
+            "set -e; mkdir -p /opt/app/conf/deep; echo x > /opt/app/conf/deep/file; echo more >> /etc/issue;"
+            " rm /etc/motd; rm -rf /usr/share/doc/apt && mkdir /usr/share/doc/apt && touch /usr/share/doc/apt/new;"
+            " ln -s /opt/app /srv/app; chmod 700 /usr/bin/env; mkfifo /tmp/fifo; touch '/tmp/odd name'"
+        )
+        docker("exec", name, "sh", "-c", changes)
+        expected = set(parse_diff(docker("diff", name)))
+        assert {"/opt/app/conf/deep/file", "/etc/issue", "/etc/motd", "/srv/app", "/usr/bin/env"} <= expected
+        info = json.loads(docker("container", "inspect", name))[0]
+        if info["GraphDriver"]["Name"] != "overlay2":
+            pytest.fail(f"this engine stores containers with {info['GraphDriver']['Name']}, not overlay2")
+        upper = info["GraphDriver"]["Data"]["UpperDir"]
+        # a directory removed and made again is opaque: its hidden lower entries are in docker diff's list only
+        assert "/usr/share/doc/apt/copyright" in expected
+        assert overlay_upper_changes(upper) is None
+        manager = BuilderManager(DockerCli(run_command, engine=engine_socket()))
+        assert manager.docker.engine is not None
+        assert set(manager.layer_changes(name)) == expected  # from `docker diff`, the walk having declined
+        docker("exec", name, "sh", "-c", "rm -rf /usr/share/doc/apt")  # a whiteout now, no opaque directory
+        expected = set(parse_diff(docker("diff", name)))
+        assert "/usr/share/doc/apt" in expected and "/usr/share/doc/apt/copyright" not in expected
+        assert set(overlay_upper_changes(upper)) == expected
+        del cli_calls[:]
+        assert set(manager.layer_changes(name)) == expected
+        assert cli_calls == []  # read from the upper directory: no docker diff, no CLI at all
+        # without the socket (a remote daemon, another CLI) the same list comes from `docker diff`
+        assert set(BuilderManager(DockerCli(run_command)).layer_changes(name)) == expected
+    finally:
+        docker("rm", "--force", name, check=False)
