@@ -18,6 +18,7 @@ import json
 import os
 import re
 import socket
+import stat
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -136,6 +137,75 @@ def overlay_upper_changes(upper):
     except OSError:
         return None
     return paths
+
+
+def image_layer_dirs(image):
+    """The overlay2 layer directories of an inspected image, top layer first, or None when the image is not on
+    overlay2 or a directory cannot be read."""
+    driver = image.get("GraphDriver") or {}
+    data = driver.get("Data") or {}
+    if driver.get("Name") != "overlay2" or not data.get("UpperDir"):
+        return None
+    layers = [data["UpperDir"]] + [d for d in (data.get("LowerDir") or "").split(":") if d]
+    return layers if all(os.path.isdir(layer) for layer in layers) else None
+
+
+def _is_whiteout(st):
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def _is_opaque(path):
+    try:
+        return os.getxattr(path, "trusted.overlay.opaque", follow_symlinks=False) == b"y"
+    except OSError:
+        return False
+
+
+def path_in_layers(layers, path):
+    """Whether `path` exists in the filesystem overlay2 makes of these layer directories (top first), looked up
+    one component at a time as overlayfs does: the topmost entry of a name wins, a whiteout hides it, an opaque
+    directory hides the layers below it. None when the directories alone cannot tell: a symlink on the way (its
+    target is resolved inside the container, not here) or a redirected directory."""
+    parts = [part for part in path.split("/") if part]
+    visible = list(layers)  # the layers whose directory at the current depth is part of the merged directory
+    for depth in range(len(parts)):
+        last = depth == len(parts) - 1
+        below = []
+        top = None
+        for layer in visible:
+            candidate = os.path.join(layer, *parts[: depth + 1])
+            try:
+                st = os.lstat(candidate)
+            except FileNotFoundError:
+                continue
+            except OSError:
+                return None
+            if top is None:
+                if _is_whiteout(st):
+                    return False
+                top = st
+            elif _is_whiteout(st) or not stat.S_ISDIR(st.st_mode):
+                break  # hidden by the directory above it
+            if not stat.S_ISDIR(st.st_mode):
+                break
+            try:
+                os.getxattr(candidate, "trusted.overlay.redirect", follow_symlinks=False)
+                return None
+            except OSError:
+                pass
+            below.append(layer)
+            if _is_opaque(candidate):
+                break
+        if top is None:
+            return False
+        if last:
+            return True
+        if stat.S_ISLNK(top.st_mode):
+            return None
+        if not stat.S_ISDIR(top.st_mode):
+            return False  # a file where a directory would be
+        visible = below
+    return True
 
 
 def with_parents(paths):
@@ -343,10 +413,21 @@ class BuilderManager:
     # -- states -------------------------------------------------------------------------------------------
 
     def start(
-        self, app, bake_id, base_image, layers, name=None, use_cache=True, network=None, sweep_min_age=None, keep=None
+        self,
+        app,
+        bake_id,
+        base_image,
+        layers,
+        name=None,
+        use_cache=True,
+        network=None,
+        sweep_min_age=None,
+        keep=None,
+        create_only=False,
     ):
         """Start the builder from the deepest cached layer; with `keep`, also prune the app's cache images off
-        this bake's path (as state=pruned does), in the same listing: one module call less per bake."""
+        this bake's path (as state=pruned does), in the same listing: one module call less per bake.
+        create_only: create the container without starting it (the squash's copy; `docker start` runs it)."""
         validate_app(app)
         name = name or f"bake-{app}-{bake_id}"
         result = {"changed": False, "container": name, "swept": [], "pruned": [], "owner": self.owner}
@@ -394,7 +475,8 @@ class BuilderManager:
         # Keep the builder alive with `sleep infinity` without touching the image's entrypoint where it has none:
         # a commit keeps the container's entrypoint, and docker commit cannot reset one to empty afterwards.
         base_entrypoint = result["base_config"]["entrypoint"]
-        args = ["run", "--detach", "--name", name] + (["--entrypoint", "sleep"] if base_entrypoint else [])
+        args = (["create"] if create_only else ["run", "--detach"]) + ["--name", name]
+        args += ["--entrypoint", "sleep"] if base_entrypoint else []
         labels = {LABEL_KIND: "builder", LABEL_APP: app, LABEL_BAKE_ID: bake_id, LABEL_CREATED: str(int(self.clock()))}
         if self.owner:
             labels[LABEL_OWNER] = self.owner
@@ -487,8 +569,8 @@ class BuilderManager:
         builder = self.docker.inspect(container, kind="container")
         if builder is None:
             raise BuilderError(f"builder {container} not found: it was removed before the capture")
-        base_id = self.docker.image_id(base_image)
-        if builder.get("Image") == base_id:
+        base = self.docker.inspect(base_image, kind="image") or {}
+        if builder.get("Image") == base.get("Id"):
             configs = [] if self.check_mode else self.builder_files(container, remove_list=True)[1]
             return {"changed": False, "container": container, "squashed": False, "declared_config": configs}
         name = f"{container}-squash"
@@ -496,7 +578,9 @@ class BuilderManager:
         if self.check_mode:
             return result
         labels = (builder.get("Config") or {}).get("Labels") or {}
-        # The copy's container starts (about 0.5 s, mostly the engine's) while `docker diff` runs (as long again).
+        # The copy is created while the builder's changes are read. It is started (about 0.5 s, mostly the
+        # engine's) only when a path the builder removed may be in the base: removing it takes a `docker exec`.
+        # Copying in (docker cp) and committing need no running container.
         with ThreadPoolExecutor(max_workers=1) as pool:
             starting = pool.submit(
                 self.start,
@@ -506,6 +590,7 @@ class BuilderManager:
                 [],
                 name=name,
                 use_cache=False,
+                create_only=True,
             )
             try:
                 changed, result["declared_config"] = self.changed_paths(container, from_cache_layer=True)
@@ -526,17 +611,15 @@ class BuilderManager:
             starting.result()  # a failed start raises here
         gone = set(missing.splitlines())
         present = [path.lstrip("/") for path in paths if path not in gone]
+        layers = image_layer_dirs(base) if self.docker.engine is not None else None
+        in_base = [path for path in sorted(gone) if layers is None or path_in_layers(layers, path) is not False]
         try:
             # The removals run while the copy streams: a removed path is in no copied path (its parents, present in
             # the builder, are copied as directories only), so neither touches what the other writes.
             with ThreadPoolExecutor(max_workers=1) as pool:
                 removing = None
-                if gone:
-                    removing = pool.submit(
-                        self.docker.run,
-                        ["exec", "-i", name, "sh", "-c", 'while IFS= read -r p; do rm -rf -- "$p"; done'],
-                        data="".join(f"{path}\n" for path in sorted(gone)),
-                    )
+                if in_base:
+                    removing = pool.submit(self._remove_in_copy, name, in_base)
                 try:
                     if present:
                         self.docker.pipe(
@@ -564,6 +647,13 @@ class BuilderManager:
         result["paths"] = len(present)
         result["removed_paths"] = len(gone)
         return result
+
+    def _remove_in_copy(self, name, paths):
+        self.docker.run(["start", name])
+        self.docker.run(
+            ["exec", "-i", name, "sh", "-c", 'while IFS= read -r p; do rm -rf -- "$p"; done'],
+            data="".join(f"{path}\n" for path in paths),
+        )
 
     def remove(self, container):
         """Remove the builder and its squashed copy (<container>-squash), whichever exist, in one docker rm."""

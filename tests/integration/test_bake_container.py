@@ -416,3 +416,50 @@ def test_the_upper_directory_walk_lists_what_docker_diff_lists(base_image, uniqu
         assert set(BuilderManager(DockerCli(run_command)).layer_changes(name)) == expected
     finally:
         docker("rm", "--force", name, check=False)
+
+
+def test_the_squash_starts_its_copy_only_to_remove_a_base_path(base_image, unique):
+    """The squash's copy of the base is only created (no start, no exec) unless the builder removed a path the
+    base has; either way the committed copy holds exactly the builder's filesystem."""
+    from ansible_collections.immutable.infra.plugins.module_utils._builder import CHANGES_FILE
+    from ansible_collections.immutable.infra.plugins.module_utils._builder import BuilderManager
+    from ansible_collections.immutable.infra.plugins.module_utils._docker_cli import DockerCli
+    from ansible_collections.immutable.infra.plugins.module_utils._docker_cli import engine_socket
+
+    def run_command(args, data=None, **_kwargs):
+        data = data.encode() if isinstance(data, str) else data
+        proc = subprocess.run(args, input=data, capture_output=True, check=False)
+        return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
+
+    manager = BuilderManager(DockerCli(run_command, engine=engine_socket()))
+    layer_image = f"squash-layer-{unique}:1"
+    made = []
+    try:
+        # a "cache layer": one role's changes, with the list of paths it changed
+        seed = f"squash-seed-{unique}"
+        docker("run", "--name", seed, base_image, "sh", "-c",
+               f"mkdir -p /opt/app && echo one > /opt/app/one && echo old > /opt/app/old"
+               f" && printf '%s' '[\"/opt/app\", \"/opt/app/one\", \"/opt/app/old\"]' > {CHANGES_FILE}")  # fmt: skip
+        made.append(seed)
+        docker("commit", seed, layer_image)
+        for removes_base_path in (False, True):
+            builder = f"squash-{unique}-{int(removes_base_path)}"
+            docker("run", "--detach", "--name", builder, layer_image, "sleep", "infinity")
+            made += [builder, f"{builder}-squash"]
+            script = "rm /opt/app/old && echo two > /opt/app/two" + (" && rm /etc/motd" if removes_base_path else "")
+            docker("exec", builder, "sh", "-c", script)
+            result = manager.squash(builder, base_image)
+            copy = result["container"]
+            assert copy == f"{builder}-squash" and result["squashed"] is True
+            state = json.loads(docker("container", "inspect", copy))[0]["State"]["Status"]
+            assert state == ("running" if removes_base_path else "created")
+            image = f"squash-out-{unique}:{int(removes_base_path)}"
+            docker("commit", copy, image)
+            probe = f"ls /opt/app; test -e /etc/motd && echo motd; test -e {CHANGES_FILE} && echo list; true"
+            listing = docker("run", "--rm", image, "sh", "-c", probe)
+            expected = ["one", "two"] + ([] if removes_base_path else ["motd"])
+            assert listing.split() == expected
+            docker("image", "rm", "-f", image, check=False)
+    finally:
+        docker("rm", "--force", *made, check=False)
+        docker("image", "rm", "-f", layer_image, check=False)
