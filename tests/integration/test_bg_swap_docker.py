@@ -296,7 +296,8 @@ def test_engine_socket_inspect_matches_the_cli(router, images):
     via_socket, via_cli = fast.inspect(name, kind="container"), cli.inspect(name, kind="container")
     assert via_socket["Id"] == via_cli["Id"] and via_socket["State"]["Running"] is True
     assert via_socket["Config"]["Labels"] == via_cli["Config"]["Labels"]
-    assert fast.image_id(images["v1"]) == cli.image_id(images["v1"]) is not None
+    image_id = cli.image_id(images["v1"])
+    assert image_id is not None and fast.image_id(images["v1"]) == image_id
     assert fast.inspect(f"{name}-absent", kind="container") is None
     assert fast.image_id(images["v1"].split("@")[0] + "@sha256:" + "0" * 64) is None
 
