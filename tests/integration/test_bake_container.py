@@ -118,7 +118,7 @@ class Baker:
         return json.loads((self.artifacts / self.app / "latest.json").read_text())
 
 
-def write_probe_role(roles_dir: Path, name: str, marker: str) -> None:
+def write_probe_role(roles_dir: Path, name: str, marker: str, remove_base_file: bool = True) -> None:
     """A small role of our own, used as the last role before the seal."""
     (roles_dir / name / "tasks").mkdir(parents=True, exist_ok=True)
     (roles_dir / name / "tasks" / "main.yml").write_text(
@@ -128,10 +128,14 @@ def write_probe_role(roles_dir: Path, name: str, marker: str) -> None:
         f"    dest: /etc/probe-marker\n"
         f'    content: "{marker}\\n"\n'
         f'    mode: "0644"\n'
-        "- name: Remove a file of the base image (the squash must remove it from its copy of the base)\n"
-        "  ansible.builtin.file:\n"
-        "    path: /etc/motd\n"
-        "    state: absent\n"
+        + (
+            "- name: Remove a file of the base image (the squash must remove it from its copy of the base)\n"
+            "  ansible.builtin.file:\n"
+            "    path: /etc/motd\n"
+            "    state: absent\n"
+            if remove_base_file
+            else ""
+        )
     )
 
 
@@ -291,6 +295,17 @@ def test_changing_the_last_role_reruns_only_that_role_and_squashes_the_reused_la
         labels = image["Config"]["Labels"]
         assert labels["io.immutable-infra.kind"] == "artifact" and labels["io.immutable-infra.owner"] == ""
         assert not [name for name in docker("ps", "-a", "--format", "{{.Names}}").split() if name.endswith("-squash")]
+
+        # a last role that removes nothing of the base (the seal may still): the base file stays in the artifact
+        write_probe_role(bake_env["roles"], "probe", "three", remove_base_file=False)
+        result = baker.run(extra={**bake_env["extra"], "bake_version": "1.0.2"})
+        assert result.returncode == 0, result.stdout[-3000:]
+        third = baker.latest()
+        assert third["cached"] is False and third["reused_roles"] == record["reused_roles"]
+        pull_from_registry(registry, third["id"], tmp_path)
+        assert docker("run", "--rm", third["id"], "cat", "/etc/probe-marker") == "three"
+        assert docker("run", "--rm", third["id"], "sh", "-c", "test -e /etc/motd && echo kept") == "kept"
+        assert_no_bake_files(third["id"])
     finally:
         write_probe_role(bake_env["roles"], "probe", "one")
 
@@ -409,6 +424,8 @@ def test_the_upper_directory_walk_lists_what_docker_diff_lists(base_image, uniqu
         expected = set(parse_diff(docker("diff", name)))
         assert "/usr/share/doc/apt" in expected and "/usr/share/doc/apt/copyright" not in expected
         assert set(overlay_upper_changes(upper)) == expected
+        walked = manager.upper_changes(json.loads(docker("container", "inspect", name))[0])
+        assert set(walked[0]) == expected and set(walked[1]) == {"/etc/motd", "/usr/share/doc/apt"}  # whiteouts
         del cli_calls[:]
         assert set(manager.layer_changes(name)) == expected
         assert cli_calls == []  # read from the upper directory: no docker diff, no CLI at all
@@ -419,8 +436,9 @@ def test_the_upper_directory_walk_lists_what_docker_diff_lists(base_image, uniqu
 
 
 def test_the_squash_starts_its_copy_only_to_remove_a_base_path(base_image, unique):
-    """The squash's copy of the base is only created (no start, no exec) unless the builder removed a path the
-    base has; either way the committed copy holds exactly the builder's filesystem."""
+    """The squash's copy of the base is only created (no start, no exec) unless a path the base has was removed:
+    by the builder itself (a whiteout in its own layer: the copy starts at once) or by a cache layer (in the
+    layer's list: the copy starts once that is read). Either way the copy holds exactly the builder's files."""
     from ansible_collections.immutable.infra.plugins.module_utils._builder import CHANGES_FILE
     from ansible_collections.immutable.infra.plugins.module_utils._builder import BuilderManager
     from ansible_collections.immutable.infra.plugins.module_utils._docker_cli import DockerCli
@@ -432,34 +450,40 @@ def test_the_squash_starts_its_copy_only_to_remove_a_base_path(base_image, uniqu
         return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
 
     manager = BuilderManager(DockerCli(run_command, engine=engine_socket()))
-    layer_image = f"squash-layer-{unique}:1"
-    made = []
+    made, images = [], []
+    cases = [  # (what the cache layer's role does, what the builder then does, started, files left)
+        ("", "", False, ["one", "two", "issue", "motd"]),
+        ("", " && rm /etc/motd", True, ["one", "two", "issue"]),
+        (" && rm /etc/issue", "", True, ["one", "two", "motd"]),
+    ]
     try:
-        # a "cache layer": one role's changes, with the list of paths it changed
-        seed = f"squash-seed-{unique}"
-        docker("run", "--name", seed, base_image, "sh", "-c",
-               f"mkdir -p /opt/app && echo one > /opt/app/one && echo old > /opt/app/old"
-               f" && printf '%s' '[\"/opt/app\", \"/opt/app/one\", \"/opt/app/old\"]' > {CHANGES_FILE}")  # fmt: skip
-        made.append(seed)
-        docker("commit", seed, layer_image)
-        for removes_base_path in (False, True):
-            builder = f"squash-{unique}-{int(removes_base_path)}"
+        for index, (layer_script, builder_script, started, expected) in enumerate(cases):
+            # a "cache layer": one role's changes, with the list of paths it changed since the base
+            seed, layer_image = f"squash-seed-{unique}-{index}", f"squash-layer-{unique}:{index}"
+            changed = ["/opt/app", "/opt/app/one", "/opt/app/old"] + (["/etc/issue"] if layer_script else [])
+            docker("run", "--name", seed, base_image, "sh", "-c",
+                   f"mkdir -p /opt/app && echo one > /opt/app/one && echo old > /opt/app/old{layer_script}"
+                   f" && printf '%s' '{json.dumps(changed)}' > {CHANGES_FILE}")  # fmt: skip
+            made.append(seed)
+            docker("commit", seed, layer_image)
+            images.append(layer_image)
+            builder = f"squash-{unique}-{index}"
             docker("run", "--detach", "--name", builder, layer_image, "sleep", "infinity")
             made += [builder, f"{builder}-squash"]
-            script = "rm /opt/app/old && echo two > /opt/app/two" + (" && rm /etc/motd" if removes_base_path else "")
-            docker("exec", builder, "sh", "-c", script)
+            docker("exec", builder, "sh", "-c", "rm /opt/app/old && echo two > /opt/app/two" + builder_script)
             result = manager.squash(builder, base_image)
             copy = result["container"]
             assert copy == f"{builder}-squash" and result["squashed"] is True
             state = json.loads(docker("container", "inspect", copy))[0]["State"]["Status"]
-            assert state == ("running" if removes_base_path else "created")
-            image = f"squash-out-{unique}:{int(removes_base_path)}"
+            assert state == ("running" if started else "created"), (index, state)
+            image = f"squash-out-{unique}:{index}"
             docker("commit", copy, image)
-            probe = f"ls /opt/app; test -e /etc/motd && echo motd; test -e {CHANGES_FILE} && echo list; true"
-            listing = docker("run", "--rm", image, "sh", "-c", probe)
-            expected = ["one", "two"] + ([] if removes_base_path else ["motd"])
-            assert listing.split() == expected
-            docker("image", "rm", "-f", image, check=False)
+            images.append(image)
+            probe = (
+                "ls /opt/app; test -e /etc/issue && echo issue; test -e /etc/motd && echo motd;"
+                f" test -e {CHANGES_FILE} && echo list; true"
+            )
+            assert docker("run", "--rm", image, "sh", "-c", probe).split() == expected, index
     finally:
         docker("rm", "--force", *made, check=False)
-        docker("image", "rm", "-f", layer_image, check=False)
+        docker("image", "rm", "-f", *images, check=False)
