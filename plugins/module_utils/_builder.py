@@ -174,6 +174,8 @@ def path_in_layers(layers, path):
     directory hides the layers below it. None when the directories alone cannot tell: a symlink on the way (its
     target is resolved inside the container, not here) or a redirected directory."""
     parts = [part for part in path.split("/") if part]
+    if "." in parts or ".." in parts:
+        return None  # never looked up outside the layer directories
     visible = list(layers)  # the layers whose directory at the current depth is part of the merged directory
     for depth in range(len(parts)):
         last = depth == len(parts) - 1

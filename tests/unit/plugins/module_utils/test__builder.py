@@ -454,6 +454,7 @@ def test_path_in_layers_looks_up_as_overlayfs_does(layers):
     assert path_in_layers(layers, "/lib") is True  # the symlink itself
     assert path_in_layers(layers, "/lib/x") is None  # through a symlink: only the container can tell
     assert path_in_layers(layers[1:], "/opt/new") is False  # without the top layer
+    assert path_in_layers(layers, "/etc/../etc/issue") is None  # the list comes from the builder: stay in the layers
 
 
 def test_overlay_upper_changes_lists_entries_and_whiteouts_and_declines_opaque_directories(layers, tmp_path):
