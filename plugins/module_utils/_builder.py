@@ -520,7 +520,9 @@ class BuilderManager:
     def layer_changes(self, container):
         """The paths the container changed in its own layer, as `docker diff` lists them: read from its upper
         directory where upper_changes() can, else from `docker diff`."""
-        walked = self.upper_changes(self.docker.inspect(container, kind="container") or {})
+        walked = None
+        if self.docker.engine is not None:  # without the socket there is no upper directory to read: no inspect
+            walked = self.upper_changes(self.docker.inspect(container, kind="container") or {})
         if walked is not None:
             return walked[0]
         _rc, out, _err = self.docker.run(["diff", container])
