@@ -45,7 +45,12 @@ def http_get(url: str, timeout: float = 5.0):
 
 
 def port_in_use(port: int) -> bool:
+    """Whether something listens on 127.0.0.1:port (a bind test, with SO_REUSEADDR as docker-proxy binds).
+
+    Without SO_REUSEADDR, the connections a removed container served (TIME_WAIT for a minute) would count as "in
+    use" and refuse a colour that docker could start."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(("127.0.0.1", port))
     except OSError:

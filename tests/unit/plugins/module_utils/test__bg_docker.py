@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
 
 import pytest
 
 from ansible_collections.immutable.infra.plugins.module_utils._bg_docker import DockerBackend
+from ansible_collections.immutable.infra.plugins.module_utils._bg_docker import port_in_use
 from ansible_collections.immutable.infra.plugins.module_utils._bluegreen import BlueGreenError
 
 DIGEST = "127.0.0.1:5000/web@sha256:" + "a" * 64
@@ -87,3 +90,23 @@ def test_idle_colour_already_running_the_artifact_is_reused():
     docker = FakeDocker({"web-prod-green": info})
     backend(docker).prepare("green", DIGEST)
     assert not [c for c in docker.calls if c[0] in ("run", "rm")]
+
+
+def test_port_in_use_sees_a_listener_but_not_the_time_wait_a_removed_container_leaves():
+    listener = socket.socket()
+    # as docker-proxy's listener (Go sets SO_REUSEADDR); its TIME_WAIT sockets carry the flag
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    assert port_in_use(port)
+    # a served connection closed by the server side first leaves 127.0.0.1:port in TIME_WAIT, as a removed
+    # container's connections do; docker-proxy binds such a port again, so it is free
+    client = socket.create_connection(("127.0.0.1", port))
+    served, _addr = listener.accept()
+    served.close()
+    client.close()
+    listener.close()
+    states = subprocess.run(["ss", "-tan", f"sport = :{port}"], capture_output=True, text=True, check=True).stdout
+    assert "TIME-WAIT" in states
+    assert not port_in_use(port)
