@@ -7,8 +7,8 @@ For each image (the small one: a bake of the default roles; the large one: the s
 and pushed once, with its own fingerprint label and record) the bench first puts the other image live in dev and
 staging (so staging's router runs and a colour is live, as before any real promotion), deploys the image to dev and
 then times `playbooks/promote.yml -e from=dev -e to=staging`: the idle colour starts, passes the health gate and the
-router switches to it at once. It reads bg_swap's own phase timings and the environment-tag task time from the json
-callback.
+router switches to it at once. It reads bg_swap's own phase timings and the environment tag's time from the promotion
+step's result (json callback).
 
     python bench/promote.py [--runs 2] [--artifacts-dir DIR]
 
@@ -215,15 +215,6 @@ class Chain:
                     pass
 
 
-def seconds(span: dict) -> float:
-    from datetime import datetime
-
-    def parse(text):
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-    return (parse(span["end"]) - parse(span["start"])).total_seconds() if span else 0.0
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=2)
@@ -245,9 +236,10 @@ def main():
                 chain.play("promote.yml", **{"from": "dev", "to": "staging"})
                 chain.play("deploy.yml", env="dev", artifact=record["id"])
                 wall, tasks = chain.play("promote.yml", **{"from": "dev", "to": "staging"})
-                swap = tasks["Switch the environment to the artifact (blue-green)"][0]
-                timings = swap.get("timings", {})
-                tag = seconds(tasks["Tag the same digest with the environment name (by manifest, no layer pushed)"][1])
+                # the promotion step (immutable.infra.promotion): bg_swap's phases and its own steps' timings
+                step = next(result for result, _span in tasks.values() if result.get("swap"))
+                timings = step["swap"].get("timings", {})
+                tag = step.get("timings", {}).get("env_tag", 0.0)
                 beyond = wall - timings.get("gate", 0.0)
                 rows.append((label, record["size"], wall, timings, tag, beyond))
                 chain.teardown()

@@ -166,7 +166,7 @@ def verify_switch(backend, colour: str, timeout: float, clock: Clock) -> str:
                 failed_check="verify",
                 last_check=result.detail,
             )
-        clock.sleep(0.05)  # nginx workers switch within tens of milliseconds of the reload
+        clock.sleep(0.01)  # nginx workers switch within milliseconds of the reload
 
 
 def _weights_for(step: int, new: str, old: str | None) -> dict:

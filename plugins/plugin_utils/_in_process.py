@@ -123,9 +123,11 @@ class InProcessModuleAction(ActionBase):
     def module_file():
         raise NotImplementedError
 
-    def _in_process_allowed(self):
-        for option, (default, allowed) in self.in_process_only_when.items():
-            if self._task.args.get(option, default) not in allowed:
+    def _in_process_allowed(self, args=None, only_when=None):
+        args = self._task.args if args is None else args
+        only_when = self.in_process_only_when if only_when is None else only_when
+        for option, (default, allowed) in only_when.items():
+            if args.get(option, default) not in allowed:
                 return False
         return (
             self._connection.transport in LOCAL_TRANSPORTS
@@ -136,34 +138,50 @@ class InProcessModuleAction(ActionBase):
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
-        if not self._in_process_allowed():
-            result.update(self._execute_module(module_name=self.module_name, task_vars=task_vars))
-            return result
-        module_file = self.module_file()
+        result.update(
+            self.run_module_step(
+                self.module_name,
+                self.module_file(),
+                self._task.args,
+                task_vars,
+                check_mode=bool(self._play_context.check_mode),
+            )
+        )
+        return result
+
+    def run_module_step(self, module_name, module_file, args, task_vars, check_mode=False, only_when=None):
+        """Run a collection module with `args`: in process when allowed (see the module docstring), else as a module.
+
+        Also how an action plugin runs another module of the collection as one step of its work (check_mode
+        applies to that step only). Returns the module's result, with no_log values removed."""
+        if not self._in_process_allowed(args, only_when):
+            task_check_mode = self._task.check_mode
+            self._task.check_mode = check_mode
+            try:
+                return self._execute_module(module_name=module_name, module_args=dict(args), task_vars=task_vars)
+            finally:
+                self._task.check_mode = task_check_mode
         options = dict(module_file.MODULE_OPTIONS)
         for not_validation in ("supports_check_mode", "check_boto3"):
             options.pop(not_validation, None)
         spec = dict(module_file.ARGUMENT_SPEC)
         # the common AWS options (and their boto3 import) only matter when the task gives one of them
-        if getattr(module_file, "AWS_COMMON_OPTIONS", False) and set(self._task.args) - set(spec):
+        if getattr(module_file, "AWS_COMMON_OPTIONS", False) and set(args) - set(spec):
             from ansible_collections.amazon.aws.plugins.module_utils.modules import aws_argument_spec
 
             spec = dict(aws_argument_spec(), **spec)
         validator = ModuleArgumentSpecValidator(spec, **options)
-        validated = validator.validate(self._task.args)
+        validated = validator.validate(args)
         no_log_values = validated._no_log_values  # pylint: disable=protected-access
         if validated.error_messages:
-            result.update(failed=True, msg=f"{self.module_name}: " + "; ".join(validated.error_messages))
-            return remove_values(result, no_log_values)
-        module = InProcessModule(
-            validated.validated_parameters, check_mode=bool(self._play_context.check_mode), no_log_values=no_log_values
-        )
+            failed = {"failed": True, "msg": f"{module_name}: " + "; ".join(validated.error_messages)}
+            return remove_values(failed, no_log_values)
+        module = InProcessModule(validated.validated_parameters, check_mode=check_mode, no_log_values=no_log_values)
         try:
             module_file.run_module(module)
-            done = {"failed": True, "msg": f"{self.module_name} returned without a result"}
+            done = {"failed": True, "msg": f"{module_name} returned without a result"}
         except ModuleDone as exc:
             done = exc.result
         if module.warnings:
             done.setdefault("warnings", []).extend(module.warnings)
-        result.update(done)
-        return remove_values(result, no_log_values)
+        return remove_values(done, no_log_values)

@@ -1,0 +1,214 @@
+#!/usr/bin/python
+# Copyright: Contributors to the immutable.infra collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: promotion
+short_description: Check the promotion settings and gate, then switch, tag and record an environment in one step
+version_added: 0.2.0
+author:
+  - immutable.infra contributors (@immutable-infra)
+description:
+  - The step behind the C(deploy.yml), C(promote.yml), C(rollback.yml) and C(verify.yml) playbooks of the
+    collection (C(docs/promotion.md)). It runs on the controller only, through its action plugin.
+  - Resolves the promotion settings (the inventory's C(promotion_*) values), checks them and the environments of
+    the run, and reads the app's artifact records. Any problem fails the step, named with its fix, before anything
+    changes.
+  - With O(step=gate) or O(step=apply), asks the M(immutable.infra.ledger) module whether the environment accepts
+    the artifact (check mode, nothing is written).
+  - With O(step=apply) and the C(docker) backend, when the environment's router runs, it then switches the
+    environment with M(immutable.infra.bg_swap), adds the environment tag to the same digest with
+    M(immutable.infra.push_image) and records the run in the ledger, in that order, each only after the one
+    before succeeded. These are the same modules the playbooks would run as separate tasks; one task saves the
+    start-up of three, which is most of a promotion's time beyond the health gate.
+  - When the router must be set up first (RV(router_needed)), or the C(aws) backend switches in the playbook
+    (RV(switch_in_playbook)), nothing is changed; the playbook does that part and calls this step again with
+    O(resume) to finish.
+  - With the C(none) backend, the step records in the ledger only.
+options:
+  step:
+    description:
+      - V(settings) checks the settings only; V(gate) also asks the ledger's gate; V(apply) also switches, tags and
+        records when it can (see the description).
+    type: str
+    choices: [settings, gate, apply]
+    default: apply
+  action:
+    description: What the run does to O(env); the ledger records it under this name. Required unless O(step=settings).
+    type: str
+    choices: [deploy, promote, rollback]
+  env:
+    description: The environment that receives the artifact (or is rolled back). Empty means the command line lacks it.
+    type: str
+    default: ""
+  from_env:
+    description: The environment the artifact is live in (O(action=promote)). Empty means the command line lacks it.
+    type: str
+    default: ""
+  check_envs:
+    description:
+      - The environments to check in the settings. Default O(env), with O(from_env) for O(action=promote).
+    type: list
+    elements: str
+  usage:
+    description: The message for an empty environment name: how to give it on the command line.
+    type: str
+    default: "give the environment: -e env=<environment>"
+  artifact:
+    description:
+      - The artifact ID to deploy or promote, or to roll back to. Default for V(deploy), the ID in the newest bake's
+        C(latest.json); for V(promote), the ID live in O(from_env); for V(rollback), the previous ID of O(env).
+    type: raw
+  force:
+    description: Override the promotion gate. Needs O(reason); the override is recorded.
+    type: bool
+    default: false
+  reason:
+    description: Why; recorded in the ledger's history.
+    type: str
+  settings:
+    description:
+      - The promotion settings, as the playbooks pass them from the inventory (C(playbooks/vars/promotion.yml)):
+        C(app), C(chain), C(backend), C(artifacts_dir), C(environments), C(ledger), C(env_tags), C(health_path),
+        C(health_timeout), C(health_interval), C(traffic_steps), C(container_port), C(manage_router),
+        C(manage_router_always), C(aws_region). Missing ones take the defaults of C(docs/promotion.md).
+      - Required unless O(resume) is given.
+    type: dict
+  resume:
+    description:
+      - The result of this step's earlier call in the same run, after the playbook set up the router or switched
+        the environment itself. The step then carries on from there with the same settings, artifact and request.
+    type: dict
+  swap:
+    description: With O(resume), the result of the playbook's own M(immutable.infra.bg_swap) switch (C(aws) backend).
+    type: dict
+  switch_state:
+    description: With O(swap), the state the playbook switched to (V(rolled_back) for an instant switch back).
+    type: str
+    choices: [deployed, rolled_back]
+  registry_username:
+    description: User for the registry holding the artifact, for the environment tag.
+    type: str
+  registry_password:
+    description: Password for O(registry_username). Never logged or returned.
+    type: str
+notes:
+  - Runs on the controller only (the local connection of the collection's playbooks); it calls the collection's
+    modules in process there, and as modules when they need their own process (the C(ssm) ledger).
+attributes:
+  check_mode:
+    support: full
+    description: Every module it calls runs in check mode.
+  diff_mode:
+    support: none
+    description: No diff.
+  idempotent:
+    support: full
+    description: A promotion of the ID already live reports no change (bg_swap and the ledger are idempotent).
+"""
+
+EXAMPLES = r"""
+- name: Check the settings and the gate, then switch, tag and record
+  immutable.infra.promotion:
+    action: promote
+    env: "{{ to | default('') }}"
+    from_env: "{{ from | default('') }}"
+    usage: "give both environments: -e from=<environment> -e to=<the next one>"
+    settings: "{{ promotion_settings_in }}"
+  register: promotion_step
+"""
+
+RETURN = r"""
+settings:
+  description: The resolved settings (what the playbooks call C(promotion)).
+  returned: always
+  type: dict
+records:
+  description: The app's artifact records (C(path), C(id), C(kind), C(fingerprint), C(repository), C(version)).
+  returned: always
+  type: list
+  elements: dict
+artifact_id:
+  description: The artifact the run puts live.
+  returned: with step gate or apply
+  type: raw
+gate:
+  description: The ledger's answer in check mode.
+  returned: with step gate or apply
+  type: dict
+router_needed:
+  description: The environment's router must be set up before the switch; nothing was changed.
+  returned: with step apply
+  type: bool
+switch_in_playbook:
+  description: The C(aws) backend switches in the playbook; nothing was changed.
+  returned: with step apply
+  type: bool
+switch_state:
+  description: V(deployed), or V(rolled_back) for an instant switch back to the kept colour (O(action=rollback)).
+  returned: with step apply and the docker backend
+  type: str
+done:
+  description: The environment was switched (if the backend switches) and the run recorded in the ledger.
+  returned: with step apply
+  type: bool
+swap:
+  description: The result of M(immutable.infra.bg_swap).
+  returned: when switched
+  type: dict
+tag:
+  description: The result of M(immutable.infra.push_image) adding the environment tag; empty when none was added.
+  returned: when done
+  type: dict
+recorded:
+  description: The result of M(immutable.infra.ledger) recording the run.
+  returned: when done
+  type: dict
+summary:
+  description: What the playbooks show at the end - the ID now live, the colour and how it got there, the gate.
+  returned: when done
+  type: list
+  elements: str
+request:
+  description: The run's action, environments, force and reason, for O(resume).
+  returned: always
+  type: dict
+"""
+
+ARGUMENT_SPEC = dict(
+    step=dict(type="str", choices=["settings", "gate", "apply"], default="apply"),
+    action=dict(type="str", choices=["deploy", "promote", "rollback"]),
+    env=dict(type="str", default=""),
+    from_env=dict(type="str", default=""),
+    check_envs=dict(type="list", elements="str"),
+    usage=dict(type="str", default="give the environment: -e env=<environment>"),
+    artifact=dict(type="raw"),
+    force=dict(type="bool", default=False),
+    reason=dict(type="str"),
+    settings=dict(type="dict"),
+    resume=dict(type="dict"),
+    swap=dict(type="dict"),
+    switch_state=dict(type="str", choices=["deployed", "rolled_back"]),
+    registry_username=dict(type="str"),
+    registry_password=dict(type="str", no_log=True),
+)
+MODULE_OPTIONS = dict(
+    required_one_of=[("settings", "resume")],
+    supports_check_mode=True,
+)
+
+
+def main():
+    from ansible.module_utils.basic import AnsibleModule
+
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, **MODULE_OPTIONS)
+    module.fail_json(
+        msg="immutable.infra.promotion runs on the controller through its action plugin: run the task on the"
+        " controller (connection: local) without delegate_to to another host"
+    )
+
+
+if __name__ == "__main__":
+    main()
