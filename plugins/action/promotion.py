@@ -87,7 +87,13 @@ class ActionModule(InProcessModuleAction):
     def _promote(self, params, task_vars):
         resume = params["resume"]
         if resume:
-            out = {key: resume[key] for key in ("settings", "records", "request", "artifact_id", "gate")}
+            carried = ("settings", "records", "request", "artifact_id", "gate")
+            if not all(key in resume for key in carried):
+                raise PromotionError(
+                    "resume must be the registered result of an earlier immutable.infra.promotion step (step=apply)"
+                    " of the same run that changed nothing (router_needed or switch_in_playbook)"
+                )
+            out = {key: resume[key] for key in carried}
             return self._apply(params, task_vars, out, resumed=True)
         settings = resolve_settings(params["settings"], os.environ.get("PWD") or os.getcwd())
         action, env, from_env = params["action"], params["env"], params["from_env"]
