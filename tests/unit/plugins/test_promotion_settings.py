@@ -127,7 +127,9 @@ def test_the_router_is_up_only_with_both_conf_files_and_a_live_master(tmp_path):
     assert not router_is_up(str(tmp_path), "web", "dev")  # no pid file
     (tmp_path / "nginx.pid").write_text(f"{os.getpid()}\n")
     assert router_is_up(str(tmp_path), "web", "dev")
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     (tmp_path / "nginx.pid").write_text(gone.stdout)
     assert not router_is_up(str(tmp_path), "web", "dev")
     (tmp_path / "nginx.pid").write_text("")
