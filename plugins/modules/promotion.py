@@ -70,10 +70,11 @@ options:
     type: str
   settings:
     description:
-      - The promotion settings, as the playbooks pass them from the inventory (C(playbooks/vars/promotion_settings.yml)),
-        with the keys C(app), C(chain), C(backend), C(artifacts_dir), C(environments), C(ledger), C(env_tags), C(health_path),
-        C(health_timeout), C(health_interval), C(traffic_steps), C(container_port), C(manage_router),
-        C(manage_router_always), C(aws_region). Missing ones take the defaults of C(docs/promotion.md).
+      - The promotion settings, as the playbooks pass them from the inventory
+        (C(playbooks/vars/promotion_settings.yml)), with the keys C(app), C(chain), C(backend), C(artifacts_dir),
+        C(environments), C(ledger), C(env_tags), C(health_path), C(health_timeout), C(health_interval),
+        C(traffic_steps), C(container_port), C(manage_router), C(manage_router_always), C(aws_region).
+        Missing ones take the defaults of C(docs/promotion.md).
       - Required unless O(resume) is given.
     type: dict
   resume:
