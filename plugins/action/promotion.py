@@ -119,7 +119,7 @@ class ActionModule(InProcessModuleAction):
         artifact = params["artifact"]
         if action == "deploy" and artifact is None:
             artifact = latest_artifact_id(settings["artifacts_dir"], settings["app"])
-        with self._timed(out, "gate"):
+        with self._timed(out, "ledger_check"):
             gate = self._ledger(settings, request, records, artifact, task_vars, check_mode=True)
         out["gate"] = gate
         if gate.get("failed"):
@@ -150,6 +150,18 @@ class ActionModule(InProcessModuleAction):
                 )
             ):
                 return dict(out, router_needed=True)
+            record = record_of(out["records"], artifact_id)
+            # the tag's plan first (registry credentials, a tag held by another digest): refused, nothing switched
+            with self._timed(out, "env_tag_plan"):
+                planned = self._env_tag(params, settings, env, record, task_vars, check_mode=True)
+            if planned.get("failed"):
+                return dict(
+                    out,
+                    failed=True,
+                    tag=planned,
+                    msg=f"the environment tag {env} cannot be added to {artifact_id}, so nothing was switched or"
+                    f" recorded: {planned.get('msg', '')}",
+                )
             state = self._rollback_state(settings, env, artifact_id) if request["action"] == "rollback" else "deployed"
             out["switch_state"] = state
             with self._timed(out, "swap"):
@@ -161,9 +173,7 @@ class ActionModule(InProcessModuleAction):
                 return dict(out, failed=True, msg=swap.get("msg", "bg_swap failed"))
             out["changed"] = bool(swap.get("changed"))
             with self._timed(out, "env_tag"):
-                tag = self._env_tag(
-                    params, settings, env, record_of(out["records"], artifact_id), task_vars, check_mode
-                )
+                tag = self._env_tag(params, settings, env, record, task_vars, check_mode)
             out["tag"] = tag
             if tag.get("failed"):
                 return dict(
@@ -174,7 +184,7 @@ class ActionModule(InProcessModuleAction):
                     f" registry answers): {tag.get('msg', '')}",
                 )
             out["changed"] = out["changed"] or bool(tag.get("changed"))
-        with self._timed(out, "record"):
+        with self._timed(out, "ledger_record"):
             recorded = self._ledger(settings, request, out["records"], artifact_id, task_vars, check_mode=check_mode)
         out["recorded"] = recorded
         if recorded.get("failed"):

@@ -18,9 +18,10 @@ description:
     changes.
   - With O(step=gate) or O(step=apply), asks the M(immutable.infra.ledger) module whether the environment accepts
     the artifact (check mode, nothing is written).
-  - With O(step=apply) and the C(docker) backend, when the environment's router runs, it then switches the
-    environment with M(immutable.infra.bg_swap), adds the environment tag to the same digest with
-    M(immutable.infra.push_image) and records the run in the ledger, in that order, each only after the one
+  - With O(step=apply) and the C(docker) backend, when the environment's router runs, it then plans the environment
+    tag (M(immutable.infra.push_image) in check mode, so wrong registry credentials or a tag held by another
+    digest fail before anything changes), switches the environment with M(immutable.infra.bg_swap), adds the
+    environment tag to the same digest and records the run in the ledger, in that order, each only after the one
     before succeeded. These are the same modules the playbooks would run as separate tasks; one task saves the
     start-up of three, which is most of a promotion's time beyond the health gate.
   - When the router must be set up first (RV(router_needed)), or the C(aws) backend switches in the playbook
@@ -172,6 +173,12 @@ summary:
   returned: when done
   type: list
   elements: str
+timings:
+  description:
+    - Seconds per part of the step (C(ledger_check), C(env_tag_plan), C(swap), C(env_tag), C(ledger_record)) and in
+      all (C(step)). bg_swap's own phases (its health gate included) are in RV(swap.timings).
+  returned: with step gate or apply
+  type: dict
 request:
   description: The run's action, environments, force and reason, for O(resume).
   returned: always

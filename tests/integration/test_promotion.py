@@ -301,6 +301,35 @@ def test_bake_once_promote_everywhere_gate_force_rollback_and_drift(chain, artif
     assert f"extra container {c.name('staging', 'byhand')}" in res.stdout, show(res)
 
 
+def test_a_registry_refusing_the_environment_tag_changes_nothing(chain, artifacts, registry):
+    """The environment tag is planned (credentials checked) before the switch: wrong registry credentials fail the
+    promotion with staging's container, traffic, registry tag and ledger untouched, and the password never shown."""
+    one, two = artifacts
+    c = chain()
+    for playbook, extra in (
+        ("deploy.yml", {"env": "dev"}),
+        ("promote.yml", {"from": "dev", "to": "staging"}),
+        ("deploy.yml", {"env": "dev", "artifact": two["id"]}),
+    ):
+        res = c.run(playbook, **extra)
+        assert res.returncode == 0, show(res)
+    ledger_before = c.ledger_path.read_bytes()
+    live_before = c.live_container("staging")["Id"]
+    colour_before = c.served("staging")[1]
+    password = "not-the-registry-password-7c1e"
+    c.extra_env = dict(c.extra_env, IMMUTABLE_REGISTRY_PASSWORD=password)
+    res = c.run("promote.yml", **{"from": "dev", "to": "staging"})
+    assert res.returncode != 0
+    assert "the environment tag staging cannot be added" in res.stdout, show(res)
+    assert "nothing was switched or recorded" in res.stdout, show(res)
+    assert password not in res.stdout + res.stderr
+    assert c.ledger_path.read_bytes() == ledger_before
+    assert c.live_container("staging")["Id"] == live_before
+    assert c.served("staging") == (200, colour_before)
+    assert one["digest"] in c.running_digests("staging")
+    assert registry_tag_digest(registry, one["repository"], "staging") == one["digest"]
+
+
 def test_bad_input_changes_nothing(chain):
     c = chain(backend="none")
     res = c.run("deploy.yml", env="dev")
