@@ -8,7 +8,8 @@ and pushed once, with its own fingerprint label and record) the bench first puts
 staging (so staging's router runs and a colour is live, as before any real promotion), deploys the image to dev and
 then times `playbooks/promote.yml -e from=dev -e to=staging`: the idle colour starts, passes the health gate and the
 router switches to it at once. It reads bg_swap's own phase timings and the environment tag's time from the promotion
-step's result (json callback).
+step's result (json callback). After each promotion it times a play without tasks on the same inventory: the part of
+the figure that is ansible-playbook's own start-up and exit, which no collection can remove.
 
     python bench/promote.py [--runs 2] [--artifacts-dir DIR]
 
@@ -201,6 +202,15 @@ class Chain:
                 tasks[task["task"]["name"]] = (result, span)
         return wall, tasks
 
+    def empty_play(self) -> float:
+        """Wall time of a play without tasks, same inventory and settings: Ansible's own start-up and exit."""
+        with tempfile.NamedTemporaryFile("w", suffix=".yml", dir=self.root) as playbook:
+            playbook.write("- hosts: localhost\n  connection: local\n  gather_facts: false\n  tasks: []\n")
+            playbook.flush()
+            started = time.monotonic()
+            run(["ansible-playbook", playbook.name, "-i", str(self.root / "inventory")], env=env_with())
+            return time.monotonic() - started
+
     def teardown(self):
         for env in CHAIN:
             for colour in ("blue", "green"):
@@ -227,6 +237,7 @@ def main():
         small["size"] = int(run(["docker", "image", "inspect", "--format", "{{.Size}}", small["id"]]).stdout)
         large = make_large(small, args.large_mb)
         rows = []
+        empty_plays = []
         for label, record, previous in (("small", small, large), ("large", large, small)):
             for index in range(args.runs):
                 chain = Chain(work / f"{label}{index}", f"pb{os.getpid()}{label}{index}", [previous, record])
@@ -236,22 +247,25 @@ def main():
                 chain.play("promote.yml", **{"from": "dev", "to": "staging"})
                 chain.play("deploy.yml", env="dev", artifact=record["id"])
                 wall, tasks = chain.play("promote.yml", **{"from": "dev", "to": "staging"})
+                empty_plays.append(chain.empty_play())
                 # the promotion step (immutable.infra.promotion): bg_swap's phases and its own steps' timings
                 step = next(result for result, _span in tasks.values() if result.get("swap"))
                 timings = step["swap"].get("timings", {})
-                tag = step.get("timings", {}).get("env_tag", 0.0)
+                # the registry (env tag plan + tag) and the ledger (gate check + record), in the same task
+                own = step.get("timings", {})
+                tag = sum(own.get(k, 0.0) for k in ("ledger_check", "env_tag_plan", "env_tag", "ledger_record"))
                 beyond = wall - timings.get("gate", 0.0)
                 rows.append((label, record["size"], wall, timings, tag, beyond))
                 chain.teardown()
         print(
             f"{'image':6} {'size MB':>8} {'promote wall s':>15} {'gate s':>7} {'beyond gate s':>14} "
-            f"{'docker run s':>12} {'switch s':>8} {'verify s':>8} {'env tag s':>9}"
+            f"{'docker run s':>12} {'switch s':>8} {'verify s':>8} {'tag+ledger s':>12}"
         )
         for label, size, wall, timings, tag, beyond in rows:
             print(
                 f"{label:6} {size / 1e6:8.0f} {wall:15.2f} {timings.get('gate', 0):7.2f} {beyond:14.2f} "
                 f"{timings.get('deploy', 0):12.2f} {timings.get('switch', 0):8.2f} {timings.get('verify', 0):8.2f} "
-                f"{tag:9.2f}"
+                f"{tag:12.2f}"
             )
         for label in ("small", "large"):
             picked = [r for r in rows if r[0] == label]
@@ -261,8 +275,12 @@ def main():
             )
             print(
                 f"median beyond the health gate, {label}: {beyond:.2f} s; "
-                f"docker run + switch + verify + env tag: {parts:.2f} s"
+                f"docker run + switch + verify + env tag + ledger: {parts:.2f} s"
             )
+        print(
+            f"an empty play, same inventory (ansible-playbook's own start-up and exit), median of "
+            f"{len(empty_plays)}: {statistics.median(empty_plays):.2f} s"
+        )
     finally:
         for chain in chains:
             chain.teardown()
