@@ -29,6 +29,11 @@ from ansible.module_utils.common.text.converters import to_bytes
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
 
+from ansible_collections.immutable.infra.plugins.plugin_utils import _collection_code_cache
+
+# Each task's worker imports this collection's modules afresh; keep their compiled code (_collection_code_cache.py).
+_collection_code_cache.install()
+
 LOCAL_TRANSPORTS = ("local", "ansible.builtin.local")
 # what AnsibleModule's own locale check settles on, so tools' output parses the same in and out of process
 COMMAND_LOCALE = {"LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "LC_MESSAGES": "C.UTF-8"}
