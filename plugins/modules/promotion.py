@@ -176,7 +176,7 @@ summary:
 timings:
   description:
     - Seconds per part of the step (C(ledger_check), C(env_tag_plan), C(swap), C(env_tag), C(ledger_record)) and in
-      all (C(step)). bg_swap's own phases (its health gate included) are in RV(swap.timings).
+      all (C(step)). bg_swap's own phases (its health gate included) are in C(swap.timings).
   returned: with step gate or apply
   type: dict
 request:
