@@ -330,6 +330,29 @@ def test_a_registry_refusing_the_environment_tag_changes_nothing(chain, artifact
     assert registry_tag_digest(registry, one["repository"], "staging") == one["digest"]
 
 
+def test_a_rollback_whose_kept_colour_is_gone_redeploys_the_previous_id(chain, artifacts):
+    """When the colour that ran the previous ID was removed, rollback.yml deploys that ID blue-green instead of
+    switching back, and records the rollback."""
+    one, two = artifacts
+    c = chain()
+    for extra in ({"env": "dev"}, {"env": "dev", "artifact": two["id"]}):
+        res = c.run("deploy.yml", **extra)
+        assert res.returncode == 0, show(res)
+    live = c.live_container("dev")["Name"].lstrip("/")
+    kept = c.name("dev", "green" if live.endswith("-blue") else "blue")
+    sh("docker", "rm", "--force", kept)
+    res = c.run("rollback.yml", env="dev", reason="kept colour cleaned up")
+    assert res.returncode == 0, show(res)
+    assert "blue-green deploy of the previous ID" in res.stdout, show(res)
+    assert one["id"] in last_line(res, c.app, "dev")
+    entry = c.entry("dev")
+    assert (entry["live"], entry["previous"]) == (one["id"], two["id"])
+    assert entry["history"][-1]["action"] == "rollback"
+    assert one["digest"] in c.running_digests("dev")
+    assert c.live_container("dev")["Name"].lstrip("/") == kept
+    assert c.served("dev")[0] == 200
+
+
 def test_bad_input_changes_nothing(chain):
     c = chain(backend="none")
     res = c.run("deploy.yml", env="dev")
