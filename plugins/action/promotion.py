@@ -11,17 +11,16 @@ promotion's time beyond the health gate (docs/promotion.md, "Speed").
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import time
 from contextlib import contextmanager
 
-from ansible.module_utils.common.arg_spec import ModuleArgumentSpecValidator
 from ansible.module_utils.common.parameters import remove_values
 from ansible.plugins.action import ActionBase
 
+from ansible_collections.immutable.infra.plugins.plugin_utils._in_process import InProcessModule
 from ansible_collections.immutable.infra.plugins.plugin_utils._in_process import InProcessModuleAction
+from ansible_collections.immutable.infra.plugins.plugin_utils._in_process import validate_args
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import PromotionError
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import env_tag_args
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import latest_artifact_id
@@ -58,15 +57,12 @@ class ActionModule(InProcessModuleAction):
                 " become, async, environment or delegate_to another host",
             )
             return result
-        module_file = self.module_file()
-        options = {k: v for k, v in module_file.MODULE_OPTIONS.items() if k != "supports_check_mode"}
-        validated = ModuleArgumentSpecValidator(module_file.ARGUMENT_SPEC, **options).validate(self._task.args)
-        no_log_values = validated._no_log_values  # pylint: disable=protected-access
-        if validated.error_messages:
-            result.update(failed=True, msg=f"{self.module_name}: " + "; ".join(validated.error_messages))
+        params, no_log_values, failed = validate_args(self.module_name, self.module_file(), self._task.args)
+        if failed:
+            result.update(failed)
         else:
             try:
-                result.update(self._promote(validated.validated_parameters, task_vars))
+                result.update(self._promote(params, task_vars))
             except PromotionError as exc:
                 result.update(failed=True, msg=exc.message)
         if "timings" in result:
@@ -165,9 +161,7 @@ class ActionModule(InProcessModuleAction):
             state = self._rollback_state(settings, env, artifact_id) if request["action"] == "rollback" else "deployed"
             out["switch_state"] = state
             with self._timed(out, "swap"):
-                swap = self._step(
-                    "immutable.infra.bg_swap", swap_args(settings, env, artifact_id, state), task_vars, check_mode
-                )
+                swap = self._swap(settings, env, artifact_id, state, task_vars, check_mode)
             out["swap"] = swap
             if swap.get("failed"):
                 return dict(out, failed=True, msg=swap.get("msg", "bg_swap failed"))
@@ -194,14 +188,12 @@ class ActionModule(InProcessModuleAction):
 
     # -- one module each ---------------------------------------------------------------------------------------
 
-    def _step(self, module_name, args, task_vars, check_mode):
+    def _swap(self, settings, env, artifact_id, state, task_vars, check_mode):
         from ansible_collections.immutable.infra.plugins.modules import bg_swap
-        from ansible_collections.immutable.infra.plugins.modules import push_image
 
-        module_file = {"immutable.infra.bg_swap": bg_swap, "immutable.infra.push_image": push_image}[module_name]
-        only_when = DOCKER_ONLY if module_name == "immutable.infra.bg_swap" else {}
+        args = swap_args(settings, env, artifact_id, state)
         return self.run_module_step(
-            module_name, module_file, args, task_vars, check_mode=check_mode, only_when=only_when
+            "immutable.infra.bg_swap", bg_swap, args, task_vars, check_mode=check_mode, only_when=DOCKER_ONLY
         )
 
     def _ledger(self, settings, request, records, artifact_id, task_vars, check_mode):
@@ -218,46 +210,50 @@ class ActionModule(InProcessModuleAction):
         )
         if request["action"] != "rollback":
             args["known_ids"] = [record["id"] for record in records]
-            if not check_mode and record_of(records, artifact_id):
-                args["record"] = record_of(records, artifact_id)["path"]
+            record = record_of(records, artifact_id)
+            if not check_mode and record:
+                args["record"] = record["path"]
         return self.run_module_step(
             "immutable.infra.ledger", ledger, args, task_vars, check_mode=check_mode, only_when=FILE_LEDGER_ONLY
         )
 
     def _env_tag(self, params, settings, env, record, task_vars, check_mode):
+        from ansible_collections.immutable.infra.plugins.modules import push_image
+
         args = env_tag_args(settings, env, record)
         if args is None:
             return {}
         for key in ("registry_username", "registry_password"):
             if params[key]:
                 args[key] = params[key]
-        return self._step("immutable.infra.push_image", args, task_vars, check_mode)
+        return self.run_module_step("immutable.infra.push_image", push_image, args, task_vars, check_mode=check_mode)
 
     @staticmethod
     def _rollback_state(settings, env, artifact_id):
-        """rolled_back when the kept previous colour still runs the rollback target (an instant switch back)."""
-        router_dir = str(settings["environments"][env]["router_dir"])
-        state_path = os.path.join(router_dir, "conf.d", f"{settings['app']}-{env}.bg_state.json")
+        """rolled_back when the kept previous colour still runs the rollback target (an instant switch back).
+
+        Reads bg_swap's state file and the colour's artifact label the way bg_swap does (NginxSwitch, DockerCli)."""
+        # imported here: only a docker rollback needs them
+        from ansible_collections.immutable.infra.plugins.module_utils._bg_docker import LABEL_PREFIX
+        from ansible_collections.immutable.infra.plugins.module_utils._docker_cli import DockerCli
+        from ansible_collections.immutable.infra.plugins.module_utils._docker_cli import DockerCliError
+        from ansible_collections.immutable.infra.plugins.module_utils._docker_cli import engine_socket
+        from ansible_collections.immutable.infra.plugins.module_utils._nginx_switch import NginxSwitch
+        from ansible_collections.immutable.infra.plugins.module_utils._nginx_switch import SwitchError
+
+        app = settings["app"]
+        conf_dir = os.path.join(str(settings["environments"][env]["router_dir"]), "conf.d")
         try:
-            with open(state_path, encoding="utf-8") as handle:
-                bg_state = json.load(handle)
-        except (OSError, ValueError):
-            return "deployed"
+            bg_state = NginxSwitch(None, app, env, conf_dir).read_state()
+        except SwitchError:
+            return "deployed"  # bg_swap reports the broken state file itself
         previous = bg_state.get("previous")
         if previous not in ("blue", "green"):
             return "deployed"
-        inspect = subprocess.run(
-            [
-                "docker",
-                "container",
-                "inspect",
-                "--format",
-                '{{ index .Config.Labels "immutable.infra.artifact" }}',
-                f"{settings['app']}-{env}-{previous}",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        running = inspect.stdout.strip() if inspect.returncode == 0 else None
-        return rollback_switch_state(bg_state, running, artifact_id)
+        docker = DockerCli(InProcessModule({}, check_mode=False).run_command, engine=engine_socket("docker"))
+        try:
+            info = docker.inspect(f"{app}-{env}-{previous}", kind="container")
+        except DockerCliError:
+            info = None
+        labels = ((info or {}).get("Config") or {}).get("Labels") or {}
+        return rollback_switch_state(bg_state, labels.get(f"{LABEL_PREFIX}.artifact"), artifact_id)

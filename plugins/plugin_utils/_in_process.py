@@ -102,6 +102,27 @@ class InProcessModule:
         return proc.returncode, out, err
 
 
+def validate_args(module_name, module_file, args):
+    """Validate `args` with the module file's own ARGUMENT_SPEC and MODULE_OPTIONS, as AnsibleModule would.
+
+    Returns (params, no_log_values, failed): failed is None, or the failed result naming the module."""
+    options = dict(module_file.MODULE_OPTIONS)
+    for not_validation in ("supports_check_mode", "check_boto3"):
+        options.pop(not_validation, None)
+    spec = dict(module_file.ARGUMENT_SPEC)
+    # the common AWS options (and their boto3 import) only matter when the task gives one of them
+    if getattr(module_file, "AWS_COMMON_OPTIONS", False) and set(args) - set(spec):
+        from ansible_collections.amazon.aws.plugins.module_utils.modules import aws_argument_spec
+
+        spec = dict(aws_argument_spec(), **spec)
+    validated = ModuleArgumentSpecValidator(spec, **options).validate(args)
+    no_log_values = validated._no_log_values  # pylint: disable=protected-access
+    if validated.error_messages:
+        failed = {"failed": True, "msg": f"{module_name}: " + "; ".join(validated.error_messages)}
+        return None, no_log_values, remove_values(failed, no_log_values)
+    return validated.validated_parameters, no_log_values, None
+
+
 def _has_environment(environment):
     """Whether the task sets environment variables (a play without any gives [{}])."""
     if not environment:
@@ -166,22 +187,10 @@ class InProcessModuleAction(ActionBase):
                 return self._execute_module(module_name=module_name, module_args=dict(args), task_vars=task_vars)
             finally:
                 self._task.check_mode = task_check_mode
-        options = dict(module_file.MODULE_OPTIONS)
-        for not_validation in ("supports_check_mode", "check_boto3"):
-            options.pop(not_validation, None)
-        spec = dict(module_file.ARGUMENT_SPEC)
-        # the common AWS options (and their boto3 import) only matter when the task gives one of them
-        if getattr(module_file, "AWS_COMMON_OPTIONS", False) and set(args) - set(spec):
-            from ansible_collections.amazon.aws.plugins.module_utils.modules import aws_argument_spec
-
-            spec = dict(aws_argument_spec(), **spec)
-        validator = ModuleArgumentSpecValidator(spec, **options)
-        validated = validator.validate(args)
-        no_log_values = validated._no_log_values  # pylint: disable=protected-access
-        if validated.error_messages:
-            failed = {"failed": True, "msg": f"{module_name}: " + "; ".join(validated.error_messages)}
-            return remove_values(failed, no_log_values)
-        module = InProcessModule(validated.validated_parameters, check_mode=check_mode, no_log_values=no_log_values)
+        params, no_log_values, failed = validate_args(module_name, module_file, args)
+        if failed:
+            return failed
+        module = InProcessModule(params, check_mode=check_mode, no_log_values=no_log_values)
         try:
             module_file.run_module(module)
             done = {"failed": True, "msg": f"{module_name} returned without a result"}

@@ -16,6 +16,8 @@ import json
 import os
 import re
 
+from ansible.module_utils.parsing.convert_bool import boolean
+
 APP_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 BACKENDS = ("docker", "aws", "none")
 ACTIONS = ("deploy", "promote", "rollback")
@@ -42,16 +44,14 @@ class PromotionError(Exception):
 
 
 def _boolean(value, name: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on", "y", "t"):
-        return True
-    if text in ("0", "false", "no", "off", "n", "f", ""):
+    if value == "":
         return False
-    raise PromotionError(
-        f"invalid settings: promotion_{name} {json.dumps(str(value))} is not a boolean: use true or false"
-    )
+    try:
+        return boolean(value, strict=True)
+    except TypeError:
+        raise PromotionError(
+            f"invalid settings: promotion_{name} {json.dumps(str(value))} is not a boolean: use true or false"
+        ) from None
 
 
 def _number(value, name: str) -> float:

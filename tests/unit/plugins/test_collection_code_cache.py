@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import marshal
 import os
 import subprocess
 import sys
@@ -28,8 +29,6 @@ def test_the_first_compile_is_kept_and_the_second_comes_from_the_cache(tmp_path)
     # an entry is what the next import loads: replace it by other code and that code runs
     other = compile(b"VALUE = 1\n", "/c/mod.py", "exec")
     with open(tmp_path / entries[0], "wb") as entry:
-        import marshal
-
         marshal.dump(other, entry)
     assert run(compile_cached(SOURCE, "/c/mod.py", str(tmp_path)))["VALUE"] == 1
     assert first.co_filename == "/c/mod.py"
