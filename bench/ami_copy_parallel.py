@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO / ".local" / "collections"))
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry  # noqa: E402
 from ansible_collections.amazon.aws.plugins.module_utils.retries import RetryingBotoClientWrapper  # noqa: E402
 
-from ansible_collections.immutable.infra.plugins.module_utils import _ami  # noqa: E402
+from ansible_collections.immutable.infra.plugins.module_utils.bake import _ami  # noqa: E402
 
 REGIONS = ["eu-west-1", "us-east-1", "us-west-2", "ap-southeast-2", "eu-central-1", "ap-south-1"]
 FINGERPRINT = "sha256:bench"

@@ -234,12 +234,12 @@ class ActionModule(InProcessModuleAction):
 
         Reads bg_swap's state file and the colour's artifact label the way bg_swap does (NginxSwitch, DockerCli)."""
         # imported here: only a docker rollback needs them
-        from ansible_collections.immutable.infra.plugins.module_utils._bg_docker import LABEL_PREFIX
-        from ansible_collections.immutable.infra.plugins.module_utils._docker_cli import DockerCli
-        from ansible_collections.immutable.infra.plugins.module_utils._docker_cli import DockerCliError
-        from ansible_collections.immutable.infra.plugins.module_utils._docker_cli import engine_socket
-        from ansible_collections.immutable.infra.plugins.module_utils._nginx_switch import NginxSwitch
-        from ansible_collections.immutable.infra.plugins.module_utils._nginx_switch import SwitchError
+        from ansible_collections.immutable.infra.plugins.module_utils.deploy.docker._backend import LABEL_PREFIX
+        from ansible_collections.immutable.infra.plugins.module_utils.deploy.docker._nginx_switch import NginxSwitch
+        from ansible_collections.immutable.infra.plugins.module_utils.deploy.docker._nginx_switch import SwitchError
+        from ansible_collections.immutable.infra.plugins.module_utils.docker._cli import DockerCli
+        from ansible_collections.immutable.infra.plugins.module_utils.docker._cli import DockerCliError
+        from ansible_collections.immutable.infra.plugins.module_utils.docker._cli import engine_socket
 
         app = settings["app"]
         conf_dir = os.path.join(str(settings["environments"][env]["router_dir"]), "conf.d")

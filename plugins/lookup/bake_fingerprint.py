@@ -142,11 +142,11 @@ from ansible import constants as C
 from ansible.errors import AnsibleLookupError
 from ansible.plugins.lookup import LookupBase
 
-from ansible_collections.immutable.infra.plugins.module_utils._fingerprint import FingerprintError
-from ansible_collections.immutable.infra.plugins.module_utils._fingerprint import RoleResolver
-from ansible_collections.immutable.infra.plugins.module_utils._fingerprint import compute_fingerprint
-from ansible_collections.immutable.infra.plugins.module_utils._fingerprint import diff_inputs
-from ansible_collections.immutable.infra.plugins.module_utils._fingerprint import read_collection_version
+from ansible_collections.immutable.infra.plugins.module_utils.bake._fingerprint import FingerprintError
+from ansible_collections.immutable.infra.plugins.module_utils.bake._fingerprint import RoleResolver
+from ansible_collections.immutable.infra.plugins.module_utils.bake._fingerprint import compute_fingerprint
+from ansible_collections.immutable.infra.plugins.module_utils.bake._fingerprint import diff_inputs
+from ansible_collections.immutable.infra.plugins.module_utils.bake._fingerprint import read_collection_version
 
 try:
     from ansible.utils.collection_loader import AnsibleCollectionConfig

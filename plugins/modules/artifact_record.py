@@ -68,8 +68,8 @@ latest:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.immutable.infra.plugins.module_utils._records import RecordError
-from ansible_collections.immutable.infra.plugins.module_utils._records import write_record
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._records import RecordError
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._records import write_record
 
 ARGUMENT_SPEC = dict(
     path=dict(type="path", required=True),

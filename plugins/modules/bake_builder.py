@@ -241,13 +241,13 @@ removed:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.immutable.infra.plugins.module_utils._builder import BuilderError
-from ansible_collections.immutable.infra.plugins.module_utils._builder import BuilderManager
-from ansible_collections.immutable.infra.plugins.module_utils._builder import find_owner_pid
-from ansible_collections.immutable.infra.plugins.module_utils._builder import owner_label
-from ansible_collections.immutable.infra.plugins.module_utils._docker_cli import DockerCli
-from ansible_collections.immutable.infra.plugins.module_utils._docker_cli import DockerCliError
-from ansible_collections.immutable.infra.plugins.module_utils._docker_cli import engine_socket
+from ansible_collections.immutable.infra.plugins.module_utils.bake._builder import BuilderError
+from ansible_collections.immutable.infra.plugins.module_utils.bake._builder import BuilderManager
+from ansible_collections.immutable.infra.plugins.module_utils.bake._builder import find_owner_pid
+from ansible_collections.immutable.infra.plugins.module_utils.bake._builder import owner_label
+from ansible_collections.immutable.infra.plugins.module_utils.docker._cli import DockerCli
+from ansible_collections.immutable.infra.plugins.module_utils.docker._cli import DockerCliError
+from ansible_collections.immutable.infra.plugins.module_utils.docker._cli import engine_socket
 
 REQUIRED = {
     "started": ["app", "bake_id", "image"],

@@ -357,14 +357,14 @@ api_calls_by_operation:
 """
 
 
-from ansible_collections.immutable.infra.plugins.module_utils._bg_docker import DockerBackend
-from ansible_collections.immutable.infra.plugins.module_utils._bluegreen import BlueGreen
-from ansible_collections.immutable.infra.plugins.module_utils._bluegreen import BlueGreenError
-from ansible_collections.immutable.infra.plugins.module_utils._bluegreen import Options
-from ansible_collections.immutable.infra.plugins.module_utils._bluegreen import validate_artifact
-from ansible_collections.immutable.infra.plugins.module_utils._bluegreen import validate_steps
-from ansible_collections.immutable.infra.plugins.module_utils._docker_cli import engine_socket
-from ansible_collections.immutable.infra.plugins.module_utils._nginx_switch import NginxSwitch
+from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen import BlueGreen
+from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen import BlueGreenError
+from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen import Options
+from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen import validate_artifact
+from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen import validate_steps
+from ansible_collections.immutable.infra.plugins.module_utils.deploy.docker._backend import DockerBackend
+from ansible_collections.immutable.infra.plugins.module_utils.deploy.docker._nginx_switch import NginxSwitch
+from ansible_collections.immutable.infra.plugins.module_utils.docker._cli import engine_socket
 
 
 def argument_spec():
@@ -446,7 +446,7 @@ def aws_backend(module):
     from ansible_collections.amazon.aws.plugins.module_utils.exceptions import AnsibleBotocoreError
     from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 
-    from ansible_collections.immutable.infra.plugins.module_utils._bg_aws import AwsBackend
+    from ansible_collections.immutable.infra.plugins.module_utils.deploy.aws._backend import AwsBackend
 
     try:
         check_sdk_version_supported(warn=module.warn)

@@ -155,10 +155,10 @@ environments:
 
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
-from ansible_collections.immutable.infra.plugins.module_utils._drift import AwsInspector
-from ansible_collections.immutable.infra.plugins.module_utils._drift import DriftError
-from ansible_collections.immutable.infra.plugins.module_utils._drift import aws_findings
-from ansible_collections.immutable.infra.plugins.module_utils._drift import check_docker
+from ansible_collections.immutable.infra.plugins.module_utils.deploy._drift import AwsInspector
+from ansible_collections.immutable.infra.plugins.module_utils.deploy._drift import DriftError
+from ansible_collections.immutable.infra.plugins.module_utils.deploy._drift import aws_findings
+from ansible_collections.immutable.infra.plugins.module_utils.deploy._drift import check_docker
 
 
 def main():

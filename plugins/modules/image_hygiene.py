@@ -88,10 +88,10 @@ scanned:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.immutable.infra.plugins.module_utils._hygiene import DEFAULT_SCAN_PATHS
-from ansible_collections.immutable.infra.plugins.module_utils._hygiene import HygieneChecker
-from ansible_collections.immutable.infra.plugins.module_utils._hygiene import HygieneError
-from ansible_collections.immutable.infra.plugins.module_utils._hygiene import failure_message
+from ansible_collections.immutable.infra.plugins.module_utils.bake._hygiene import DEFAULT_SCAN_PATHS
+from ansible_collections.immutable.infra.plugins.module_utils.bake._hygiene import HygieneChecker
+from ansible_collections.immutable.infra.plugins.module_utils.bake._hygiene import HygieneError
+from ansible_collections.immutable.infra.plugins.module_utils.bake._hygiene import failure_message
 
 
 def main():

@@ -260,11 +260,11 @@ location:
 """
 
 
-from ansible_collections.immutable.infra.plugins.module_utils._ledger import FileLedger
-from ansible_collections.immutable.infra.plugins.module_utils._ledger import LedgerError
-from ansible_collections.immutable.infra.plugins.module_utils._ledger import SsmLedger
-from ansible_collections.immutable.infra.plugins.module_utils._ledger import default_by
-from ansible_collections.immutable.infra.plugins.module_utils._ledger import run_record
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._ledger import FileLedger
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._ledger import LedgerError
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._ledger import SsmLedger
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._ledger import default_by
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._ledger import run_record
 
 
 def open_ledger(module):

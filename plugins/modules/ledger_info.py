@@ -114,11 +114,11 @@ location:
 """
 
 
-from ansible_collections.immutable.infra.plugins.module_utils._ledger import FileLedger
-from ansible_collections.immutable.infra.plugins.module_utils._ledger import LedgerError
-from ansible_collections.immutable.infra.plugins.module_utils._ledger import SsmLedger
-from ansible_collections.immutable.infra.plugins.module_utils._ledger import filter_state
-from ansible_collections.immutable.infra.plugins.module_utils._ledger import get_entry
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._ledger import FileLedger
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._ledger import LedgerError
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._ledger import SsmLedger
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._ledger import filter_state
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._ledger import get_entry
 
 ARGUMENT_SPEC = dict(
     backend=dict(type="str", choices=["file", "ssm"], default="file"),

@@ -112,16 +112,16 @@ protected:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.immutable.infra.plugins.module_utils._gc import GcError
-from ansible_collections.immutable.infra.plugins.module_utils._gc import run_gc
-from ansible_collections.immutable.infra.plugins.module_utils._http import open_url
-from ansible_collections.immutable.infra.plugins.module_utils._registry import REGISTRY_MUTUALLY_EXCLUSIVE
-from ansible_collections.immutable.infra.plugins.module_utils._registry import REGISTRY_REQUIRED_TOGETHER
-from ansible_collections.immutable.infra.plugins.module_utils._registry import ImageReferenceError
-from ansible_collections.immutable.infra.plugins.module_utils._registry import RegistryError
-from ansible_collections.immutable.infra.plugins.module_utils._registry import parse_repository
-from ansible_collections.immutable.infra.plugins.module_utils._registry import registry_argument_spec
-from ansible_collections.immutable.infra.plugins.module_utils._registry import registry_client
+from ansible_collections.immutable.infra.plugins.module_utils.common._http import open_url
+from ansible_collections.immutable.infra.plugins.module_utils.registry._client import REGISTRY_MUTUALLY_EXCLUSIVE
+from ansible_collections.immutable.infra.plugins.module_utils.registry._client import REGISTRY_REQUIRED_TOGETHER
+from ansible_collections.immutable.infra.plugins.module_utils.registry._client import ImageReferenceError
+from ansible_collections.immutable.infra.plugins.module_utils.registry._client import RegistryError
+from ansible_collections.immutable.infra.plugins.module_utils.registry._client import parse_repository
+from ansible_collections.immutable.infra.plugins.module_utils.registry._client import registry_argument_spec
+from ansible_collections.immutable.infra.plugins.module_utils.registry._client import registry_client
+from ansible_collections.immutable.infra.plugins.module_utils.registry._gc import GcError
+from ansible_collections.immutable.infra.plugins.module_utils.registry._gc import run_gc
 
 
 def main():

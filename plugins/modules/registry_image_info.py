@@ -119,18 +119,18 @@ images:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.immutable.infra.plugins.module_utils._http import open_url
-from ansible_collections.immutable.infra.plugins.module_utils._image_push import LABEL_FINGERPRINT
-from ansible_collections.immutable.infra.plugins.module_utils._image_push import remote_state
-from ansible_collections.immutable.infra.plugins.module_utils._registry import REGISTRY_MUTUALLY_EXCLUSIVE
-from ansible_collections.immutable.infra.plugins.module_utils._registry import REGISTRY_REQUIRED_TOGETHER
-from ansible_collections.immutable.infra.plugins.module_utils._registry import ImageReferenceError
-from ansible_collections.immutable.infra.plugins.module_utils._registry import RegistryError
-from ansible_collections.immutable.infra.plugins.module_utils._registry import parse_repository
-from ansible_collections.immutable.infra.plugins.module_utils._registry import registry_argument_spec
-from ansible_collections.immutable.infra.plugins.module_utils._registry import registry_client
-from ansible_collections.immutable.infra.plugins.module_utils._registry import validate_digest
-from ansible_collections.immutable.infra.plugins.module_utils._registry import validate_tag
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import LABEL_FINGERPRINT
+from ansible_collections.immutable.infra.plugins.module_utils.common._http import open_url
+from ansible_collections.immutable.infra.plugins.module_utils.registry._client import REGISTRY_MUTUALLY_EXCLUSIVE
+from ansible_collections.immutable.infra.plugins.module_utils.registry._client import REGISTRY_REQUIRED_TOGETHER
+from ansible_collections.immutable.infra.plugins.module_utils.registry._client import ImageReferenceError
+from ansible_collections.immutable.infra.plugins.module_utils.registry._client import RegistryError
+from ansible_collections.immutable.infra.plugins.module_utils.registry._client import parse_repository
+from ansible_collections.immutable.infra.plugins.module_utils.registry._client import registry_argument_spec
+from ansible_collections.immutable.infra.plugins.module_utils.registry._client import registry_client
+from ansible_collections.immutable.infra.plugins.module_utils.registry._client import validate_digest
+from ansible_collections.immutable.infra.plugins.module_utils.registry._client import validate_tag
+from ansible_collections.immutable.infra.plugins.module_utils.registry._push import remote_state
 
 
 def lookup(registry, repository, repo, refs):

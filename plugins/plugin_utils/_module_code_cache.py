@@ -11,7 +11,7 @@ module run. ``with_code_cache`` inserts a few lines at the top of a module paylo
 compiled code in ``/dev/shm`` (a tmpfs inside the container: never part of a committed image), keyed by the
 Python version, the path inside the zip and the exact source. A source that changes gets a new key, so a stale
 entry can never be used; any error falls back to compiling, as without the cache. Entries are also looked up in
-``/.immutable-infra-code``, the copy a bake's cache layer keeps (module_utils/_builder.py, KEPT_CODE_DIR), so a
+``/.immutable-infra-code``, the copy a bake's cache layer keeps (module_utils/bake/_builder.py, KEPT_CODE_DIR), so a
 builder started from a cache layer does not compile them again.
 """
 

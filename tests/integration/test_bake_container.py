@@ -386,11 +386,11 @@ def test_bad_input_fails_before_anything_starts(registry, tmp_path, unique, extr
 def test_the_upper_directory_walk_lists_what_docker_diff_lists(base_image, unique):
     """The squash and the cache layers read a builder's changes from its overlay2 upper directory: that must be
     exactly `docker diff`'s list, for added, changed and removed paths, replaced directories and symlinks."""
-    from ansible_collections.immutable.infra.plugins.module_utils._builder import BuilderManager
-    from ansible_collections.immutable.infra.plugins.module_utils._builder import overlay_upper_changes
-    from ansible_collections.immutable.infra.plugins.module_utils._builder import parse_diff
-    from ansible_collections.immutable.infra.plugins.module_utils._docker_cli import DockerCli
-    from ansible_collections.immutable.infra.plugins.module_utils._docker_cli import engine_socket
+    from ansible_collections.immutable.infra.plugins.module_utils.bake._builder import BuilderManager
+    from ansible_collections.immutable.infra.plugins.module_utils.bake._builder import overlay_upper_changes
+    from ansible_collections.immutable.infra.plugins.module_utils.bake._builder import parse_diff
+    from ansible_collections.immutable.infra.plugins.module_utils.docker._cli import DockerCli
+    from ansible_collections.immutable.infra.plugins.module_utils.docker._cli import engine_socket
 
     cli_calls = []
 
@@ -439,10 +439,10 @@ def test_the_squash_starts_its_copy_only_to_remove_a_base_path(base_image, uniqu
     """The squash's copy of the base is only created (no start, no exec) unless a path the base has was removed:
     by the builder itself (a whiteout in its own layer: the copy starts at once) or by a cache layer (in the
     layer's list: the copy starts once that is read). Either way the copy holds exactly the builder's files."""
-    from ansible_collections.immutable.infra.plugins.module_utils._builder import CHANGES_FILE
-    from ansible_collections.immutable.infra.plugins.module_utils._builder import BuilderManager
-    from ansible_collections.immutable.infra.plugins.module_utils._docker_cli import DockerCli
-    from ansible_collections.immutable.infra.plugins.module_utils._docker_cli import engine_socket
+    from ansible_collections.immutable.infra.plugins.module_utils.bake._builder import CHANGES_FILE
+    from ansible_collections.immutable.infra.plugins.module_utils.bake._builder import BuilderManager
+    from ansible_collections.immutable.infra.plugins.module_utils.docker._cli import DockerCli
+    from ansible_collections.immutable.infra.plugins.module_utils.docker._cli import engine_socket
 
     def run_command(args, data=None, **_kwargs):
         data = data.encode() if isinstance(data, str) else data

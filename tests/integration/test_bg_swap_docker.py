@@ -281,8 +281,8 @@ def test_first_deploy_swap_noop_and_rollback(router, images):
 
 def test_engine_socket_inspect_matches_the_cli(router, images):
     """bg_swap (and the bake) inspect through the Engine API's socket: the answers must be the CLI's."""
-    from ansible_collections.immutable.infra.plugins.module_utils._docker_cli import DockerCli
-    from ansible_collections.immutable.infra.plugins.module_utils._docker_cli import engine_socket
+    from ansible_collections.immutable.infra.plugins.module_utils.docker._cli import DockerCli
+    from ansible_collections.immutable.infra.plugins.module_utils.docker._cli import engine_socket
 
     def run_command(args, **_kwargs):
         proc = subprocess.run(args, capture_output=True, text=True, check=False)

@@ -16,9 +16,9 @@ from conftest import COLLECTIONS_DIR
 from conftest import REPO_ROOT
 from conftest import run_playbook
 
-from ansible_collections.immutable.infra.plugins.module_utils._fingerprint import RoleResolver
-from ansible_collections.immutable.infra.plugins.module_utils._fingerprint import compute_fingerprint
-from ansible_collections.immutable.infra.plugins.module_utils._fingerprint import read_collection_version
+from ansible_collections.immutable.infra.plugins.module_utils.bake._fingerprint import RoleResolver
+from ansible_collections.immutable.infra.plugins.module_utils.bake._fingerprint import compute_fingerprint
+from ansible_collections.immutable.infra.plugins.module_utils.bake._fingerprint import read_collection_version
 
 BASE = "sha256:" + "0f" * 32
 

@@ -13,7 +13,7 @@ import stat
 import pytest
 from ansible.module_utils.testing import patch_module_args
 
-from ansible_collections.immutable.infra.plugins.module_utils._nginx_switch import render_upstream
+from ansible_collections.immutable.infra.plugins.module_utils.deploy.docker._nginx_switch import render_upstream
 from ansible_collections.immutable.infra.plugins.modules import drift_info
 
 A = "127.0.0.1:5000/web@sha256:" + "a" * 64

@@ -1,0 +1,91 @@
+# Copyright: Contributors to the immutable.infra collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""The artifact contract: the names every part of the collection agrees on, defined once.
+
+PRIVATE to the collection: do not import it from other collections, it may change without notice.
+
+- the content-addressed tag of an artifact (``fp-<hex>``) and the tags a bake gives it;
+- the labels a bake writes on images and builders, and the labels bg_swap writes on the containers it runs;
+- the names of the two colours of an app in an environment (``<app>-<env>-blue|green``);
+- where artifact records live (``<artifacts_dir>/<app>/records/<bake_id>.json`` and ``latest.json``).
+
+The record schema itself is documented in docs/artifact-record.md with its JSON Schema in
+docs/artifact-record.schema.json.
+"""
+
+from __future__ import annotations
+
+import os
+
+# -- tags ----------------------------------------------------------------------------------------------------
+
+FINGERPRINT_TAG_PREFIX = "fp-"
+
+
+def fingerprint_tag(fingerprint: str) -> str:
+    """The registry tag naming an artifact by its content: fp-<hex of the sha256 fingerprint>."""
+    return FINGERPRINT_TAG_PREFIX + str(fingerprint).removeprefix("sha256:")
+
+
+def is_fingerprint_tag(tag: str) -> bool:
+    return str(tag).startswith(FINGERPRINT_TAG_PREFIX)
+
+
+def artifact_tags(fingerprint: str, version: str = "", extra_tags=()) -> list:
+    """The tags a bake pushes, the content-addressed one first (a run killed after it leaves a findable image)."""
+    return [fingerprint_tag(fingerprint)] + ([version] if version else []) + list(extra_tags)
+
+
+# -- labels --------------------------------------------------------------------------------------------------
+
+# on baked images and on builders / cache images (bake side)
+BAKE_LABEL_PREFIX = "io.immutable-infra"
+LABEL_FINGERPRINT = f"{BAKE_LABEL_PREFIX}.fingerprint"
+LABEL_SOURCE = f"{BAKE_LABEL_PREFIX}.source"
+LABEL_KIND = f"{BAKE_LABEL_PREFIX}.kind"
+LABEL_APP = f"{BAKE_LABEL_PREFIX}.app"
+LABEL_BAKE_ID = f"{BAKE_LABEL_PREFIX}.bake-id"
+LABEL_CREATED = f"{BAKE_LABEL_PREFIX}.created"
+LABEL_LAYER = f"{BAKE_LABEL_PREFIX}.layer"
+LABEL_ROLE = f"{BAKE_LABEL_PREFIX}.role"
+LABEL_OWNER = f"{BAKE_LABEL_PREFIX}.owner"
+
+# on the containers bg_swap runs (deploy side)
+DEPLOY_LABEL_PREFIX = "immutable.infra"
+DEPLOY_LABEL_APP = f"{DEPLOY_LABEL_PREFIX}.app"
+DEPLOY_LABEL_ENV = f"{DEPLOY_LABEL_PREFIX}.env"
+DEPLOY_LABEL_COLOUR = f"{DEPLOY_LABEL_PREFIX}.colour"
+DEPLOY_LABEL_ARTIFACT = f"{DEPLOY_LABEL_PREFIX}.artifact"
+
+# -- colours -------------------------------------------------------------------------------------------------
+
+COLOURS = ("blue", "green")
+
+
+def colour_prefix(app: str, env: str) -> str:
+    """What the names of both colours of app in env start with."""
+    return f"{app}-{env}-"
+
+
+def colour_name(app: str, env: str, colour: str) -> str:
+    """The container (docker) or resource name of one colour of app in env."""
+    return f"{colour_prefix(app, env)}{colour}"
+
+
+# -- records -------------------------------------------------------------------------------------------------
+
+RECORD_SCHEMA_VERSION = 1
+
+
+def records_dir(artifacts_dir: str, app: str) -> str:
+    return os.path.join(artifacts_dir, app, "records")
+
+
+def record_path(artifacts_dir: str, app: str, bake_id: str) -> str:
+    return os.path.join(records_dir(artifacts_dir, app), f"{bake_id}.json")
+
+
+def latest_path(artifacts_dir: str, app: str) -> str:
+    """The copy of the newest record of app (what a deploy without an explicit artifact takes)."""
+    return os.path.join(artifacts_dir, app, "latest.json")

@@ -1,0 +1,270 @@
+# Copyright: Contributors to the immutable.infra collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Docker backend of bg_swap: two containers `<app>-<env>-blue|green` on 127.0.0.1 ports behind nginx.
+
+PRIVATE to the collection: no compatibility promise outside immutable.infra.
+
+Docker is driven through the docker CLI (run_command injected, wrapped in the shared DockerCli of _docker_cli.py),
+never the Docker SDK; inspecting goes to the Engine API's unix socket when bg_swap passes one (engine_socket()).
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from contextlib import contextmanager
+
+from ansible_collections.immutable.infra.plugins.module_utils.common._locks import FileLock
+from ansible_collections.immutable.infra.plugins.module_utils.common._locks import LockedError
+from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen import COLOURS
+from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen import BlueGreenError
+from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen import ColourStatus
+from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen import HealthResult
+from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen import Live
+from ansible_collections.immutable.infra.plugins.module_utils.deploy.docker._nginx_switch import SwitchError
+from ansible_collections.immutable.infra.plugins.module_utils.docker._cli import DockerCli
+from ansible_collections.immutable.infra.plugins.module_utils.docker._cli import DockerCliError
+
+LABEL_PREFIX = "immutable.infra"
+
+
+def http_get(url: str, timeout: float = 5.0):
+    """GET url without proxies; return (status or None, headers dict, error or None)."""
+    from urllib.error import HTTPError
+
+    from ansible_collections.immutable.infra.plugins.module_utils.common._http import open_url
+
+    try:
+        response = open_url(url, method="GET", timeout=timeout, follow_redirects="none", use_proxy=False)
+        response.read()
+        return response.status, {k.lower(): v for k, v in response.headers.items()}, None
+    except HTTPError as exc:
+        return exc.code, {k.lower(): v for k, v in (exc.headers or {}).items()}, None
+    except Exception as exc:  # connection refused, reset, timeout: reported in the failure message
+        return None, {}, f"{type(exc).__name__}: {exc}"
+
+
+def port_in_use(port: int) -> bool:
+    """Whether something listens on 127.0.0.1:port (a bind test, with SO_REUSEADDR as docker-proxy binds).
+
+    Without SO_REUSEADDR, the connections a removed container served (TIME_WAIT for a minute) would count as "in
+    use" and refuse a colour that docker could start."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        return True
+    finally:
+        sock.close()
+    return False
+
+
+class DockerBackend:
+    def __init__(
+        self,
+        run_command,
+        switch,
+        app: str,
+        env: str,
+        ports: dict,
+        container_port: int = 8080,
+        health_path: str = "/healthz",
+        router_url: str = "http://127.0.0.1:8000/",
+        container_env: dict | None = None,
+        docker_binary: str = "docker",
+        http=http_get,
+        port_check=port_in_use,
+        probe_timeout: float = 3.0,
+        engine=None,
+    ):
+        self.run_command = run_command
+        self.switch = switch
+        self.app = app
+        self.env = env
+        self.ports = {c: int(ports[c]) for c in COLOURS}
+        self.container_port = container_port
+        self.health_path = health_path if health_path.startswith("/") else "/" + health_path
+        self.router_url = router_url
+        self.container_env = container_env or {}
+        self.docker_binary = docker_binary
+        # container_env values are no_log: masked in any docker error message
+        self.cli = DockerCli(
+            run_command, docker_binary, secrets=[str(v) for v in self.container_env.values()], engine=engine
+        )
+        self.http = http
+        self.port_check = port_check
+        self.probe_timeout = probe_timeout
+        if self.ports["blue"] == self.ports["green"]:
+            raise BlueGreenError(
+                f"blue_port and green_port are both {self.ports['blue']}: give each colour its own port"
+            )
+
+    # -- helpers -------------------------------------------------------------------------------------------------
+    def _run(self, args: list, check: bool = True) -> tuple[int, str, str]:
+        try:
+            return self.cli.run(args, check=check)
+        except DockerCliError as exc:
+            raise BlueGreenError(exc.message) from None
+
+    def name(self, colour: str) -> str:
+        return f"{self.app}-{self.env}-{colour}"
+
+    def _inspect(self, colour: str) -> dict | None:
+        try:
+            return self.cli.inspect(self.name(colour), kind="container")
+        except DockerCliError as exc:
+            raise BlueGreenError(exc.message) from None
+
+    # -- backend interface ---------------------------------------------------------------------------------------
+    def describe(self) -> Live:
+        try:
+            weights, _ports = self.switch.read()
+        except SwitchError as exc:
+            raise BlueGreenError(str(exc)) from None
+        weights = {c: w for c, w in weights.items() if w > 0}
+        colour = max(weights, key=lambda c: weights[c]) if weights else None
+        return Live(colour=colour, weights=weights)
+
+    def colour_status(self, colour: str) -> ColourStatus:
+        info = self._inspect(colour)
+        if info is None:
+            return ColourStatus(exists=False)
+        labels = (info.get("Config") or {}).get("Labels") or {}
+        return ColourStatus(
+            exists=True,
+            running=bool((info.get("State") or {}).get("Running")),
+            artifact=labels.get(f"{LABEL_PREFIX}.artifact"),
+        )
+
+    def prepare(self, colour: str, artifact: str) -> None:
+        try:
+            present = self.cli.inspect(artifact, kind="image") is not None
+        except DockerCliError:
+            present = False  # the pull below reports what is wrong
+        if not present:
+            rc, out, err = self._run(["pull", "--quiet", artifact], check=False)
+            if rc != 0:
+                raise BlueGreenError(
+                    f"image {artifact} is not present locally and could not be pulled: {(err or out).strip()}; "
+                    "push it first (immutable.infra.push_image) and make sure docker is logged in to its registry",
+                    failed_check="deploy",
+                )
+        name = self.name(colour)
+        current = self.colour_status(colour)
+        if current.running and current.artifact == artifact:
+            return  # the idle colour already runs this artifact (e.g. after a rollback): the gate still checks it
+        port = self.ports[colour]
+        if current.exists:
+            self._run(["rm", "--force", name])
+            # docker-proxy releases the published port shortly after the container is gone
+            for _attempt in range(50):
+                if not self.port_check(port):
+                    break
+                time.sleep(0.1)
+        if self.port_check(port):
+            raise BlueGreenError(
+                f"port 127.0.0.1:{port} for {colour} ({name}) is already in use by another process; "
+                f"free it or choose another {colour}_port",
+                failed_check="deploy",
+            )
+        args = [
+            "run",
+            "--detach",
+            "--name",
+            name,
+            "--restart",
+            "unless-stopped",
+            "--publish",
+            f"127.0.0.1:{port}:{self.container_port}",
+            "--label",
+            f"{LABEL_PREFIX}.app={self.app}",
+            "--label",
+            f"{LABEL_PREFIX}.env={self.env}",
+            "--label",
+            f"{LABEL_PREFIX}.colour={colour}",
+            "--label",
+            f"{LABEL_PREFIX}.artifact={artifact}",
+        ]
+        for key, value in sorted(self.container_env.items()):
+            args += ["--env", f"{key}={value}"]
+        rc, out, err = self._run(args + [artifact], check=False)
+        if rc != 0:
+            self._run(["rm", "--force", name], check=False)
+            raise BlueGreenError(
+                f"docker run of {artifact} as {name} failed: {(err or out).strip()}", failed_check="deploy"
+            )
+
+    def start(self, colour: str) -> None:
+        port = self.ports[colour]
+        rc, out, err = self._run(["start", self.name(colour)], check=False)
+        if rc != 0:
+            raise BlueGreenError(f"could not start {self.name(colour)} on port {port}: {(err or out).strip()}")
+
+    def stop(self, colour: str) -> None:
+        self._run(["stop", "--time", "10", self.name(colour)])
+
+    def check_health(self, colour: str) -> HealthResult:
+        info = self._inspect(colour)
+        if info is None or not (info.get("State") or {}).get("Running"):
+            _rc, out, err = self._run(["logs", "--tail", "5", self.name(colour)], check=False)
+            tail = " | ".join((out + err).strip().splitlines()[-5:])
+            state = "missing" if info is None else (info.get("State") or {}).get("Status")
+            return HealthResult(False, f"container {self.name(colour)} is {state}; last log lines: {tail}", fatal=True)
+        url = f"http://127.0.0.1:{self.ports[colour]}{self.health_path}"
+        status, _headers, error = self.http(url, self.probe_timeout)
+        if status is None:
+            return HealthResult(False, f"GET {url}: {error}")
+        return HealthResult(200 <= status < 300, f"GET {url}: HTTP {status}")
+
+    def set_traffic(self, weights: dict) -> None:
+        try:
+            self.switch.switch(weights, self.ports)
+        except SwitchError as exc:
+            raise BlueGreenError(str(exc), failed_check="switch") from None
+
+    def verify(self, colour: str) -> HealthResult:
+        status, headers, error = self.http(self.router_url, self.probe_timeout)
+        if status is None:
+            return HealthResult(False, f"GET {self.router_url} through nginx: {error}")
+        served_by = headers.get("x-colour", "")
+        ok = 200 <= status < 300 and served_by == colour
+        return HealthResult(ok, f"GET {self.router_url} through nginx: HTTP {status}, X-Colour {served_by or '(none)'}")
+
+    def read_state(self) -> dict:
+        try:
+            return self.switch.read_state()
+        except SwitchError as exc:
+            raise BlueGreenError(str(exc)) from None
+
+    def record(self, state: dict) -> None:
+        state = dict(
+            state,
+            schema=1,
+            app=self.app,
+            env=self.env,
+            backend="docker",
+            ports=self.ports,
+            updated=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        )
+        self.switch.write_state(state)
+
+    @contextmanager
+    def lock(self):
+        lock = FileLock(self.switch.lock_path, f"{self.app}/{self.env}")
+        try:
+            lock.acquire()
+        except LockedError as exc:
+            raise BlueGreenError(str(exc), failed_check="lock") from None
+        try:
+            yield lock
+        finally:
+            lock.release()
+
+    def details(self) -> dict:
+        return {
+            "ports": dict(self.ports),
+            "containers": {c: self.name(c) for c in COLOURS},
+            "upstream_file": self.switch.upstream_path,
+            "state_file": self.switch.state_path,
+        }
