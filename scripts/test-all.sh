@@ -47,5 +47,5 @@ for name in "${!took[@]}"; do printf '%-10s %s\n' "$name" "${took[$name]}"; done
 # pytest runs last, so its summary line closes the output
 if [[ " $steps " == *" pytest "* ]]; then
     printf '\n===== pytest =====\n'
-    python -m pytest "$@"
+    python -m pytest --durations=15 "$@"
 fi

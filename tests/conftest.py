@@ -24,6 +24,29 @@ if str(COLLECTIONS_DIR) not in sys.path:
     sys.path.insert(0, str(COLLECTIONS_DIR))
 
 
+# Integration tests carry the markers of the real parts they need (docker, registry, nginx, moto), so that
+# `-m "not moto"` selects what it says. A test gets the markers of the real parts its fixtures stand for (below);
+# a test file marks what it reaches otherwise (nginx through a playbook, say) with pytestmark. `slow` marks the
+# tests over 30 s (measured with --durations in CI): `pytest -m "not slow"` is the quick loop.
+FIXTURE_MARKERS = {
+    "base_image": ("docker",),
+    "registry": ("registry", "docker"),
+    "moto": ("moto",),
+    "moto_server": ("moto",),
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        marked = {mark.name for mark in item.iter_markers()}
+        for fixture, markers in FIXTURE_MARKERS.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                for marker in markers:
+                    if marker not in marked:
+                        item.add_marker(marker)
+                        marked.add(marker)
+
+
 def read_env_file(path: Path) -> dict[str, str]:
     values = {}
     for line in path.read_text().splitlines():

@@ -6,7 +6,11 @@ import os
 import socket
 import subprocess
 
+import pytest
 from conftest import REPO_ROOT
+
+# setup.sh checks and starts the Docker Engine and the registry
+pytestmark = [pytest.mark.docker, pytest.mark.registry]
 
 SETUP = REPO_ROOT / "scripts" / "setup.sh"
 
