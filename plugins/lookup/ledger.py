@@ -63,8 +63,8 @@ _raw:
 from ansible.errors import AnsibleLookupError
 from ansible.plugins.lookup import LookupBase
 
-from ansible_collections.immutable.infra.plugins.module_utils.ledger._ledger import FileLedger
-from ansible_collections.immutable.infra.plugins.module_utils.ledger._ledger import LedgerError
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._file import FileLedger
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._model import LedgerError
 
 
 def _pick(entry, field):

@@ -260,11 +260,10 @@ location:
 """
 
 
-from ansible_collections.immutable.infra.plugins.module_utils.ledger._ledger import FileLedger
-from ansible_collections.immutable.infra.plugins.module_utils.ledger._ledger import LedgerError
-from ansible_collections.immutable.infra.plugins.module_utils.ledger._ledger import SsmLedger
-from ansible_collections.immutable.infra.plugins.module_utils.ledger._ledger import default_by
-from ansible_collections.immutable.infra.plugins.module_utils.ledger._ledger import run_record
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._file import FileLedger
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._model import LedgerError
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._store import default_by
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._store import run_record
 
 
 def open_ledger(module):
@@ -280,6 +279,8 @@ def open_ledger(module):
         check_sdk_version_supported(warn=module.warn)
     except AnsibleBotocoreError as exc:
         module.fail_json(msg=f"backend=ssm needs boto3 and botocore on the host running the module: {exc.message}")
+    from ansible_collections.immutable.infra.plugins.module_utils.ledger._ssm import SsmLedger
+
     return SsmLedger(
         module.client("ssm"),
         params["prefix"],

@@ -114,11 +114,10 @@ location:
 """
 
 
-from ansible_collections.immutable.infra.plugins.module_utils.ledger._ledger import FileLedger
-from ansible_collections.immutable.infra.plugins.module_utils.ledger._ledger import LedgerError
-from ansible_collections.immutable.infra.plugins.module_utils.ledger._ledger import SsmLedger
-from ansible_collections.immutable.infra.plugins.module_utils.ledger._ledger import filter_state
-from ansible_collections.immutable.infra.plugins.module_utils.ledger._ledger import get_entry
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._file import FileLedger
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._model import LedgerError
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._model import filter_state
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._model import get_entry
 
 ARGUMENT_SPEC = dict(
     backend=dict(type="str", choices=["file", "ssm"], default="file"),
@@ -152,6 +151,8 @@ def run_module(module):
                 check_sdk_version_supported(warn=module.warn)
             except AnsibleBotocoreError as exc:
                 module.fail_json(msg=f"backend=ssm needs boto3 and botocore where the module runs: {exc.message}")
+            from ansible_collections.immutable.infra.plugins.module_utils.ledger._ssm import SsmLedger
+
             ledger = SsmLedger(module.client("ssm"), params["prefix"])
         state = filter_state(ledger.read(params["app"]), params["app"], params["env"])
     except LedgerError as exc:

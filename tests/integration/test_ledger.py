@@ -14,8 +14,8 @@ import pytest
 from moto_fixtures import start_moto
 from moto_fixtures import stop_moto
 
-from ansible_collections.immutable.infra.plugins.module_utils.ledger._ledger import LedgerError
-from ansible_collections.immutable.infra.plugins.module_utils.ledger._ledger import SsmLedger
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._model import LedgerError
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._ssm import SsmLedger
 
 HERE = Path(__file__).resolve().parent
 PLAYBOOKS = HERE / "playbooks"

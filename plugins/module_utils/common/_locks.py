@@ -1,19 +1,25 @@
 # Copyright: Contributors to the immutable.infra collection
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Deploy locks for bg_swap: one deploy per app/environment at a time.
+"""The collection's local locks: one writer per app/environment at a time.
 
 PRIVATE to the collection: no compatibility promise outside immutable.infra.
 
-A lock file is created with O_CREAT|O_EXCL (atomic on a local file system) and holds the owner as JSON
-(pid, host, time). A lock whose owner pid no longer exists on this host is stale and is taken over.
+- FileLock (bg_swap docker backend): a lock file created with O_CREAT|O_EXCL (atomic on a local file system)
+  holding the owner as JSON (pid, host, time); a lock whose owner pid no longer exists on this host is stale and
+  is taken over.
+- flock_exclusive (file ledger): an fcntl lock on a lock file, released by the kernel when its holder dies.
+SsmLock (an SSM parameter) is in module_utils/aws/_ssm_lock.py.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import socket
 import time
+from contextlib import contextmanager
 
 
 class LockedError(Exception):
@@ -30,7 +36,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _iso(ts: float) -> str:
+def iso_time(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
@@ -82,7 +88,7 @@ class FileLock:
                     f"retry later or remove {self.path} if that run is dead"
                 ) from None
             now = time.time()
-            payload = {"owner": self.owner, "pid": os.getpid(), "host": socket.gethostname(), "since": _iso(now)}
+            payload = {"owner": self.owner, "pid": os.getpid(), "host": socket.gethostname(), "since": iso_time(now)}
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 json.dump(payload, handle)
             self.held = True
@@ -129,153 +135,27 @@ class FileLock:
         return False
 
 
-def _aws_error_code(exc) -> str | None:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        return (response.get("Error") or {}).get("Code")
-    return None
+@contextmanager
+def flock_exclusive(path: str, timeout: float, poll: float = 0.02):
+    """Hold an exclusive fcntl lock on `path` (created if missing) for the block; TimeoutError after `timeout` s.
 
-
-def _parse_lock_value(value) -> dict:
+    OSError from creating or locking the file passes through (the caller names the directory to fix)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        info = json.loads(value)
-    except (TypeError, ValueError):
-        return {}
-    return info if isinstance(info, dict) else {}
-
-
-class SsmLock:
-    """An exclusive lock for `<app>/<env>` held in an SSM parameter (aws backend of bg_swap).
-
-    acquire() creates the parameter WITHOUT Overwrite: SSM answers ParameterAlreadyExists when another run holds it.
-    The value is JSON: owner, a random token, since, expires (ISO 8601 UTC) and expires_epoch.
-
-    An expired lock (its run died or hung past `ttl` seconds) is taken over with Overwrite=true; the parameter's
-    version number decides a race between two runs taking over the same expired lock: only the run whose write got
-    version <expired version> + 1 holds it, the other one restores the winner's value and reports `locked`.
-    release() deletes the parameter only while it still holds our token.
-    """
-
-    def __init__(self, client, name: str, what: str, owner: str, ttl: float = 1800, now=time.time):
-        self.client = client
-        self.name = name
-        self.what = what
-        self.owner = owner
-        self.ttl = float(ttl)
-        self.now = now
-        self.token = os.urandom(8).hex()
-        self.held = False
-        self.took_over = None  # the expired lock's value when acquire() took it over
-
-    def _value(self) -> str:
-        now = self.now()
-        return json.dumps(
-            {
-                "owner": self.owner,
-                "token": self.token,
-                "since": _iso(now),
-                "expires": _iso(now + self.ttl),
-                "expires_epoch": round(now + self.ttl, 3),
-            },
-            sort_keys=True,
-        )
-
-    def _put(self, overwrite: bool) -> int:
-        response = self.client.put_parameter(
-            Name=self.name,
-            Value=self._value(),
-            Type="String",
-            Overwrite=overwrite,
-            Description=f"immutable.infra bg_swap deploy lock of {self.what}",
-        )
-        return int(response.get("Version") or 0)
-
-    def _locked(self, info: dict) -> LockedError:
-        owner = info.get("owner") or "an unknown owner"
-        since = info.get("since") or "an unknown time"
-        expires = info.get("expires") or "an unknown time"
-        return LockedError(
-            f"locked: deploy of {self.what} in progress by {owner} since {since}; the lock expires at {expires}. "
-            f"Retry later, or if that run is dead delete the SSM parameter {self.name} "
-            f"(aws ssm delete-parameter --name {self.name})"
-        )
-
-    def _expired(self, info: dict, modified) -> bool:
-        expires = info.get("expires_epoch")
-        if isinstance(expires, (int, float)):
-            return self.now() >= expires
-        # Not written by us (or corrupt): expired only when untouched for longer than a whole ttl.
-        if modified is not None and hasattr(modified, "timestamp"):
-            return self.now() - modified.timestamp() > self.ttl
-        return False
-
-    def acquire(self) -> None:
-        for _attempt in range(3):
-            try:
-                self._put(overwrite=False)
-                self.held = True
-                return
-            except Exception as exc:  # botocore ClientError; anything else is re-raised
-                if _aws_error_code(exc) != "ParameterAlreadyExists":
-                    raise
-            try:
-                current = self.client.get_parameter(Name=self.name)["Parameter"]
-            except Exception as exc:
-                if _aws_error_code(exc) == "ParameterNotFound":
-                    continue  # released in between: try again
-                raise
-            info = _parse_lock_value(current.get("Value"))
-            if not self._expired(info, current.get("LastModifiedDate")):
-                raise self._locked(info)
-            version = int(current.get("Version") or 0)
-            mine = self._put(overwrite=True)
-            if mine == version + 1:
-                self.held = True
-                self.took_over = info
-                return
-            winner = self._version_value(version + 1)
-            if winner is not None and self._current_token() == self.token:
-                # We overwrote the winner of the take-over race: put its value back, it holds the lock.
-                self.client.put_parameter(Name=self.name, Value=winner, Type="String", Overwrite=True)
-            raise self._locked(_parse_lock_value(winner))
-        raise LockedError(f"locked: could not take the SSM lock {self.name} for {self.what} after 3 attempts; retry")
-
-    def _version_value(self, version: int):
-        kwargs = {"Name": self.name}
+        deadline = time.monotonic() + timeout
         while True:
-            page = self.client.get_parameter_history(**kwargs)
-            for item in page.get("Parameters") or []:
-                if int(item.get("Version") or 0) == version:
-                    return item.get("Value")
-            if not page.get("NextToken"):
-                return None
-            kwargs["NextToken"] = page["NextToken"]
-
-    def _current_token(self):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"{path} is locked by another process")
+            time.sleep(poll)
         try:
-            value = self.client.get_parameter(Name=self.name)["Parameter"]["Value"]
-        except Exception as exc:
-            if _aws_error_code(exc) == "ParameterNotFound":
-                return None
-            raise
-        return _parse_lock_value(value).get("token")
-
-    def release(self) -> None:
-        if not self.held:
-            return
-        self.held = False
-        if self._current_token() != self.token:
-            return  # expired and taken over by another run: not ours to delete
-        try:
-            self.client.delete_parameter(Name=self.name)
-        except Exception as exc:
-            if _aws_error_code(exc) != "ParameterNotFound":
-                raise
-
-    def __enter__(self):
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc):
-        self.release()
-        return False
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

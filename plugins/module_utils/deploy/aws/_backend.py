@@ -25,8 +25,8 @@ import time
 from collections import Counter
 from contextlib import contextmanager
 
+from ansible_collections.immutable.infra.plugins.module_utils.aws._ssm_lock import SsmLock
 from ansible_collections.immutable.infra.plugins.module_utils.common._locks import LockedError
-from ansible_collections.immutable.infra.plugins.module_utils.common._locks import SsmLock
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen import COLOURS
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen import BlueGreenError
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen import ColourStatus

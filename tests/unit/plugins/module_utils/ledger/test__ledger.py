@@ -10,16 +10,16 @@ import re
 
 import pytest
 
-from ansible_collections.immutable.infra.plugins.module_utils.ledger import _ledger
-from ansible_collections.immutable.infra.plugins.module_utils.ledger._ledger import FileLedger
-from ansible_collections.immutable.infra.plugins.module_utils.ledger._ledger import LedgerError
-from ansible_collections.immutable.infra.plugins.module_utils.ledger._ledger import SsmLedger
-from ansible_collections.immutable.infra.plugins.module_utils.ledger._ledger import accepted_ids
-from ansible_collections.immutable.infra.plugins.module_utils.ledger._ledger import canonical_id
-from ansible_collections.immutable.infra.plugins.module_utils.ledger._ledger import check_promotion
-from ansible_collections.immutable.infra.plugins.module_utils.ledger._ledger import check_rollback
-from ansible_collections.immutable.infra.plugins.module_utils.ledger._ledger import plan_record
-from ansible_collections.immutable.infra.plugins.module_utils.ledger._ledger import run_record
+from ansible_collections.immutable.infra.plugins.module_utils.ledger import _file
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._file import FileLedger
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._gate import check_promotion
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._gate import check_rollback
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._gate import plan_record
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._model import LedgerError
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._model import accepted_ids
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._model import canonical_id
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._ssm import SsmLedger
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._store import run_record
 
 CHAIN = ["dev", "staging", "prod"]
 A = "127.0.0.1:5000/web@sha256:" + "a" * 64
@@ -333,7 +333,7 @@ def test_file_ledger_failed_write_leaves_the_old_version_and_no_temp_file(tmp_pa
             raise OSError(28, "No space left on device")
         return real_replace(src, dst)
 
-    monkeypatch.setattr(_ledger.os, "replace", crash_on_ledger)
+    monkeypatch.setattr(_file.os, "replace", crash_on_ledger)
     with pytest.raises(LedgerError, match="No space left on device; the previous version is unchanged"):
         ledger.record("web", "dev", B, "deploy", "u@h")
     assert path.read_bytes() == before

@@ -12,8 +12,8 @@ from collections import Counter
 import pytest
 from botocore.exceptions import ClientError
 
+from ansible_collections.immutable.infra.plugins.module_utils.aws._ssm_lock import SsmLock
 from ansible_collections.immutable.infra.plugins.module_utils.common._locks import LockedError
-from ansible_collections.immutable.infra.plugins.module_utils.common._locks import SsmLock
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen import BlueGreenError
 from ansible_collections.immutable.infra.plugins.module_utils.deploy.aws._backend import AwsBackend
 from ansible_collections.immutable.infra.plugins.module_utils.deploy.aws._backend import AwsError

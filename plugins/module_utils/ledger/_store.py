@@ -1,0 +1,154 @@
+# Copyright: Contributors to the immutable.infra collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The ledger interface (Ledger) that both backends implement, and what the ledger module does with it.
+
+PRIVATE to the collection: no compatibility promise outside immutable.infra. Backends: _file.FileLedger (a local
+JSON file) and _ssm.SsmLedger (AWS SSM Parameter Store).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._gate import check_promotion
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._gate import check_rollback
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._gate import plan_record
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._model import LedgerError
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._model import check_chain
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._model import check_name
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._model import get_entry
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._model import utc_now
+
+
+class RecordResult:
+    def __init__(self, changed, before, after, plan=None):
+        self.changed = changed
+        self.before = before
+        self.after = after
+        self.plan = plan
+
+
+class Ledger:
+    """The interface: read(app=None), entry(app, env), record(...) -> (changed, entry).
+
+    Backends implement read(), entry() and _update(app, env, mutate), which runs `mutate(state_of_app)` under the
+    backend's lock and writes what it returns.
+    """
+
+    location = ""
+
+    def read(self, app=None) -> dict:
+        raise NotImplementedError
+
+    def entry(self, app, env):
+        raise NotImplementedError
+
+    def _update(self, app, env, mutate):
+        raise NotImplementedError
+
+    def apply(
+        self,
+        app,
+        env,
+        artifact_id,
+        action,
+        by,
+        from_env=None,
+        record=None,
+        reason=None,
+        forced=False,
+        verified=True,
+        at=None,
+        gate=None,
+        dry_run=False,
+    ) -> RecordResult:
+        """Record a deploy/promotion/rollback; `gate(state_of_app)` (re-)checks the plan on fresh data under the
+        lock and returns it (a dict that may override id/forced). dry_run computes without locking or writing."""
+        check_name("app", app)
+        check_name("environment", env)
+
+        def mutate(state):
+            plan = gate(state) if gate else None
+            target = plan["id"] if plan else artifact_id
+            is_forced = plan["forced"] if plan and "forced" in plan else forced
+            before = get_entry(state, app, env)
+            changed, after = plan_record(
+                before,
+                target,
+                action,
+                by=by,
+                at=at or utc_now(),
+                from_env=from_env,
+                record=record,
+                reason=reason,
+                forced=is_forced,
+                verified=verified,
+            )
+            return RecordResult(changed, copy.deepcopy(before), after, plan)
+
+        if dry_run:
+            return mutate(self.read(app))
+        return self._update(app, env, mutate)
+
+    def record(self, app, env, artifact_id, action, by, **kwargs):
+        result = self.apply(app, env, artifact_id, action, by, **kwargs)
+        return result.changed, result.after
+
+
+def default_by() -> str:
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+def run_record(ledger: Ledger, params: dict, check_mode: bool) -> dict:
+    """What the ledger module does, testable without Ansible: gate, record, describe."""
+    action = params["action"]
+    app, env, chain = params["app"], params["env"], params["chain"]
+    from_env = params.get("from_env")
+    reason = params.get("reason")
+    force = bool(params.get("force"))
+    known_ids = params.get("known_ids")
+    check_chain(chain)
+    if action == "deploy" and from_env is not None:
+        raise LedgerError(f"from_env is for action=promote: set action: promote to promote from {from_env!r}")
+    if action == "promote" and from_env is None:
+        raise LedgerError("action=promote needs from_env (the environment the artifact is live in)")
+
+    def gate(state):
+        if action == "rollback":
+            plan = check_rollback(chain, state, app, env, params.get("artifact_id"))
+            plan.update(forced=False, overridden=[])
+            return plan
+        return check_promotion(chain, state, app, from_env, env, params.get("artifact_id"), force, reason, known_ids)
+
+    result = ledger.apply(
+        app,
+        env,
+        params.get("artifact_id"),
+        action,
+        by=params.get("by") or default_by(),
+        from_env=from_env,
+        record=params.get("record"),
+        reason=reason,
+        verified=params.get("verified", True),
+        gate=gate,
+        dry_run=check_mode,
+    )
+    plan = result.plan or {}
+    return {
+        "changed": result.changed,
+        "before": result.before,
+        "after": result.after,
+        "artifact_id": plan.get("id"),
+        "action": action,
+        "forced": bool(plan.get("forced")),
+        "overridden": plan.get("overridden", []),
+        "location": ledger.location,
+    }
