@@ -19,8 +19,11 @@ description:
     includes it) and rewritten atomically by this module.
   - When the health gate or the post-switch verification fails, traffic goes back to the old colour and the task
     fails with a message naming the failed check, the last result and how many good checks of N were seen.
-  - O(state=rolled_back) switches traffic back to the previous colour; a stopped previous container is started and
-    gated first.
+  - O(state=rolled_back) puts the rollback target live. Without O(artifact) it switches traffic back to the previous
+    colour; a stopped previous colour is started and gated first. With O(artifact) (the ID to roll back to) it
+    switches back at once when the colour kept by the last deployment still runs that artifact, and otherwise (the
+    kept colour was removed or replaced by a later deployment) deploys it blue-green like O(state=deployed).
+    RV(rollback_method) says which. This is the only place the collection decides how to roll back.
   - For O(backend=aws) the traffic switch is the default action of an ALB listener that forwards to two target
     groups (C(<app>-<env>-blue) and C(<app>-<env>-green) unless O(target_groups) says otherwise), each fed by an
     Auto Scaling group pinned to a numbered launch template version. The listener is the only truth for the live
@@ -52,14 +55,15 @@ options:
     description:
       - The immutable artifact to deploy. For O(backend=docker) a digest reference C(repository@sha256:<64 hex>);
         mutable tags such as C(web:1.0) are refused. For O(backend=aws) an AMI ID.
-      - Required with O(state=deployed). With O(state=rolled_back) optional; when given, the previous colour must
-        run exactly this artifact.
+      - Required with O(state=deployed). With O(state=rolled_back) optional; when given, it is the rollback target - an
+        instant switch back when the kept colour still runs it, else a blue-green deployment of it.
     type: str
   state:
     description:
       - V(deployed) makes the live colour run O(artifact) (no change when it already does).
       - V(rolled_back) switches traffic back to the previous colour recorded in the state file (docker) or the
-        state parameter C(/immutable-infra/bg-state/<app>/<env>) (aws; the other colour when nothing is recorded).
+        state parameter C(/immutable-infra/bg-state/<app>/<env>) (aws; the other colour when nothing is recorded),
+        or with O(artifact) deploys that artifact when the previous colour no longer runs it.
     type: str
     choices: [deployed, rolled_back]
     default: deployed
@@ -274,6 +278,13 @@ previous_artifact:
   description: Artifact the previous colour runs.
   returned: success
   type: str
+rollback_method:
+  description:
+    - How O(state=rolled_back) put the target live - V(switch_back) (an instant switch back to the kept colour) or
+      V(deploy) (a blue-green deployment of O(artifact), because the kept colour no longer runs it).
+  returned: with state rolled_back, on success
+  type: str
+  sample: switch_back
 timings:
   description: Seconds spent per phase (deploy, gate, switch, verify).
   returned: always
@@ -446,14 +457,15 @@ def aws_backend(module):
     from ansible_collections.amazon.aws.plugins.module_utils.exceptions import AnsibleBotocoreError
     from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 
-    from ansible_collections.immutable.infra.plugins.module_utils.deploy.aws._backend import AwsBackend
-
     try:
         check_sdk_version_supported(warn=module.warn)
     except AnsibleBotocoreError as exc:
         raise BlueGreenError(
             f"backend=aws needs boto3 and botocore on the host running the module: {exc.message}"
         ) from None
+    # after the check: it imports botocore
+    from ansible_collections.immutable.infra.plugins.module_utils.deploy.aws._backend import AwsBackend
+
     retry = AWSRetry.jittered_backoff(retries=10)
     clients = {name: module.client(name, retry_decorator=retry) for name in ("ec2", "autoscaling", "elbv2", "ssm")}
     return AwsBackend(

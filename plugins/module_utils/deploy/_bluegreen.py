@@ -12,7 +12,10 @@ puts traffic back on the old colour and raises BlueGreenError saying what failed
 A backend implements: describe(), colour_status(colour), prepare(colour, artifact), start(colour),
 check_health(colour) -> HealthResult, set_traffic(weights), verify(colour) -> HealthResult, read_state(), record(state),
 stop(colour), lock() (context manager), details(), and optionally preflight(artifact) (input checks run before any
-change, also in check mode). See _bg_docker.py and _bg_aws.py.
+change, also in check mode). See docker/_backend.py and aws/_backend.py.
+
+The rollback decision lives here, once, for both backends: rollback(artifact) switches back to the kept colour
+when it still runs the rollback target (an instant switch), and otherwise deploys the target blue-green.
 """
 
 from __future__ import annotations
@@ -22,7 +25,11 @@ import time
 from dataclasses import dataclass
 from dataclasses import field
 
-COLOURS = ("blue", "green")
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import COLOURS
+
+# how a rollback went (the result's rollback_method)
+SWITCH_BACK = "switch_back"  # an instant switch back to the kept colour
+REDEPLOY = "deploy"  # the kept colour no longer runs the target: a blue-green deploy of it
 
 DIGEST_REF = re.compile(r"^(?P<repo>[A-Za-z0-9][A-Za-z0-9._/:-]*)@sha256:[0-9a-f]{64}$")
 AMI_ID = re.compile(r"^ami-[0-9a-f]{8,17}$")
@@ -347,8 +354,30 @@ class BlueGreen:
                 **self._fail_extra(exc),
             ) from None
 
-    # -- explicit rollback -----------------------------------------------------------------------------------------
+    # -- rollback ----------------------------------------------------------------------------------------------------
+    def kept_colour_runs(self, artifact: str) -> bool:
+        """Whether the colour kept by the last deployment still runs `artifact` (so a rollback is a switch back).
+
+        True when the recorded state names `artifact` as the previous colour's (and not the live one's) and that
+        colour still exists with `artifact` on it (its label on docker, its pinned launch template on aws)."""
+        state = self.backend.read_state()
+        kept = state.get("previous")
+        if kept not in COLOURS or state.get("previous_artifact") != artifact or state.get("artifact") == artifact:
+            return False
+        status = self.backend.colour_status(kept)
+        return status.exists and status.artifact == artifact
+
     def rollback(self, artifact: str | None = None) -> dict:
+        """Put the rollback target live: `artifact`, or without it the previous colour's artifact.
+
+        With `artifact`: an instant switch back when the kept colour still runs it (kept_colour_runs), else a
+        blue-green deploy of it (the kept colour was removed or replaced by a later deployment). Without: the
+        switch back to the previous colour, which must still exist. The result's rollback_method says which."""
+        if artifact is not None and not self.kept_colour_runs(artifact):
+            return dict(self.deploy(artifact), rollback_method=REDEPLOY)
+        return dict(self._switch_back(artifact), rollback_method=SWITCH_BACK)
+
+    def _switch_back(self, artifact: str | None) -> dict:
         live = self.backend.describe()
         state = self.backend.read_state()
         if state.get("last_action") == "rolled_back" and live.colour == state.get("live") and not live.mixed:

@@ -12,7 +12,8 @@ only ImageId (and optionally InstanceType) replaced; SourceVersion is never used
 
 The boto3 clients are injected (the module passes amazon.aws RetryingBotoClientWrapper clients built with
 AWSRetry.jittered_backoff; every call is made with aws_retry=True). Every call goes through CountingClient so the
-module can report how many AWS API calls a swap made. Errors become BlueGreenError (AwsError) naming the call.
+module can report how many AWS API calls a swap made. Errors become BlueGreenError (AwsError) naming the call; the
+error codes that mean "not found" are told apart with amazon.aws's is_boto3_error_code.
 """
 
 from __future__ import annotations
@@ -25,9 +26,14 @@ import time
 from collections import Counter
 from contextlib import contextmanager
 
+from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto3_error_code
+from botocore.exceptions import BotoCoreError
+from botocore.exceptions import ClientError
+
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import COLOURS
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import colour_name
 from ansible_collections.immutable.infra.plugins.module_utils.aws._ssm_lock import SsmLock
 from ansible_collections.immutable.infra.plugins.module_utils.common._locks import LockedError
-from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen import COLOURS
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen import BlueGreenError
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen import ColourStatus
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen import HealthResult
@@ -37,6 +43,20 @@ from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen 
 LOCK_PREFIX = "/immutable-infra/locks"
 STATE_PREFIX = "/immutable-infra/bg-state"
 AUTH_ACTIONS = ("authenticate-oidc", "authenticate-cognito")
+# the AWS error codes that mean "not found" for the calls below
+LISTENER_MISSING = ("ListenerNotFound", "ValidationError")
+LOAD_BALANCER_MISSING = ("LoadBalancerNotFound",)
+TARGET_GROUPS_MISSING = ("TargetGroupNotFound", "ValidationError")
+LAUNCH_TEMPLATE_MISSING = (
+    "InvalidLaunchTemplateName.NotFoundException",
+    "InvalidLaunchTemplateName.MalformedException",
+    "InvalidLaunchTemplateId.NotFound",
+    "InvalidLaunchTemplateId.Malformed",
+    "InvalidLaunchTemplateId.VersionNotFound",
+)
+AMI_MISSING = ("InvalidAMIID.NotFound", "InvalidAMIID.Malformed", "InvalidAMIID.Unavailable")
+PARAMETER_MISSING = ("ParameterNotFound",)
+AWS_ERRORS = (ClientError, BotoCoreError)
 
 
 class AwsError(BlueGreenError):
@@ -47,18 +67,18 @@ class AwsError(BlueGreenError):
         self.code = code
 
 
-def error_code(exc) -> str | None:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        return (response.get("Error") or {}).get("Code")
-    return None
-
-
-def error_message(exc) -> str:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict) and (response.get("Error") or {}).get("Message"):
-        return response["Error"]["Message"]
+def error_text(exc: Exception) -> str:
+    """`<Code>: <message>` of a ClientError, the text of any other botocore error (a connection error)."""
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error") or {}
+        return f"{error.get('Code')}: {error.get('Message') or exc}"
     return str(exc)
+
+
+def failure(what: str, exc: Exception) -> AwsError:
+    """AwsError `<what> failed: <Code>: <message>` for a botocore error."""
+    code = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else None
+    return AwsError(f"{what} failed: {error_text(exc)}", code=code)
 
 
 class CountingClient:
@@ -172,10 +192,9 @@ class AwsBackend:
         self.listener_arn = listener_arn
         self.load_balancer_name = load_balancer_name
         self.listener_port = listener_port
-        base = f"{app}-{env}"
-        self.tg_names = self._per_colour("target_groups", target_groups, base)
-        self.asg_names = self._per_colour("asg_names", asg_names, base)
-        self.lt_names = self._per_colour("launch_templates", launch_templates, base)
+        self.tg_names = self._per_colour("target_groups", target_groups, app, env)
+        self.asg_names = self._per_colour("asg_names", asg_names, app, env)
+        self.lt_names = self._per_colour("launch_templates", launch_templates, app, env)
         if desired_capacity is not None and desired_capacity < 1:
             raise BlueGreenError(f"desired_capacity must be at least 1, got {desired_capacity}")
         self.desired_capacity = desired_capacity
@@ -196,25 +215,26 @@ class AwsBackend:
         self._state_cache = None
 
     @staticmethod
-    def _per_colour(option: str, given: dict | None, base: str) -> dict:
+    def _per_colour(option: str, given: dict | None, app: str, env: str) -> dict:
         given = dict(given or {})
         unknown = sorted(set(given) - set(COLOURS))
         if unknown:
             raise BlueGreenError(f"{option}: unknown key(s) {unknown}; use blue and green, e.g. {{blue: x, green: y}}")
-        names = {c: str(given.get(c) or f"{base}-{c}") for c in COLOURS}
+        names = {c: str(given.get(c) or colour_name(app, env, c)) for c in COLOURS}
         if names["blue"] == names["green"]:
             raise BlueGreenError(f"{option}: blue and green are both {names['blue']!r}: each colour needs its own")
         return names
 
     # -- AWS calls ----------------------------------------------------------------------------------------------------
-    def _call(self, client, operation: str, what: str, **params):
+    def _call(self, client, operation: str, what: str, missing=(), **params):
+        """One AWS call; a botocore error becomes AwsError naming `what`, except the error codes in `missing`,
+        which the caller handles (is_boto3_error_code(missing)). Anything else (a bug) is not hidden."""
         try:
             return getattr(client, operation)(**params)
-        except Exception as exc:  # botocore ClientError / BotoCoreError; anything else is a bug
-            code = error_code(exc)
-            if code is None and not type(exc).__module__.startswith("botocore"):
-                raise
-            raise AwsError(f"{what} failed: {code + ': ' if code else ''}{error_message(exc)}", code=code) from None
+        except is_boto3_error_code(missing):
+            raise
+        except AWS_ERRORS as exc:
+            raise failure(what, exc) from None
 
     def api_calls(self) -> int:
         return sum(self.counts.values())
@@ -223,20 +243,16 @@ class AwsBackend:
     def _describe_listener(self) -> dict:
         if not self.listener_arn:
             self._resolve_listener_arn()
+        what = f"describe listener {self.listener_arn}"
         try:
             listeners = self._call(
-                self.elb,
-                "describe_listeners",
-                f"describe listener {self.listener_arn}",
-                ListenerArns=[self.listener_arn],
+                self.elb, "describe_listeners", what, missing=LISTENER_MISSING, ListenerArns=[self.listener_arn]
             )["Listeners"]
-        except AwsError as exc:
-            if exc.code in ("ListenerNotFound", "ValidationError"):
-                raise BlueGreenError(
-                    f"listener {self.listener_arn} not found ({exc.msg}): pass the ARN of the ALB listener that "
-                    f"serves {self.app}/{self.env} as listener_arn, or load_balancer_name and listener_port"
-                ) from None
-            raise
+        except is_boto3_error_code(LISTENER_MISSING) as exc:
+            raise BlueGreenError(
+                f"listener {self.listener_arn} not found ({failure(what, exc).msg}): pass the ARN of the ALB listener"
+                f" that serves {self.app}/{self.env} as listener_arn, or load_balancer_name and listener_port"
+            ) from None
         if not listeners:
             raise BlueGreenError(f"listener {self.listener_arn} not found: pass an existing listener_arn")
         return listeners[0]
@@ -244,14 +260,18 @@ class AwsBackend:
     def _resolve_listener_arn(self) -> None:
         name = self.load_balancer_name
         try:
-            lbs = self._call(self.elb, "describe_load_balancers", f"describe load balancer {name}", Names=[name])
-        except AwsError as exc:
-            if exc.code == "LoadBalancerNotFound":
-                raise BlueGreenError(
-                    f"load balancer {name!r} not found in region {self.region or '(default)'}: pass the name of the "
-                    "ALB in front of the two target groups, or listener_arn"
-                ) from None
-            raise
+            lbs = self._call(
+                self.elb,
+                "describe_load_balancers",
+                f"describe load balancer {name}",
+                missing=LOAD_BALANCER_MISSING,
+                Names=[name],
+            )
+        except is_boto3_error_code(LOAD_BALANCER_MISSING):
+            raise BlueGreenError(
+                f"load balancer {name!r} not found in region {self.region or '(default)'}: pass the name of the "
+                "ALB in front of the two target groups, or listener_arn"
+            ) from None
         lb_arn = lbs["LoadBalancers"][0]["LoadBalancerArn"]
         listeners = self._call(
             self.elb, "describe_listeners", f"describe listeners of {name}", LoadBalancerArn=lb_arn
@@ -270,15 +290,14 @@ class AwsBackend:
         if self.tg_arns is not None:
             return self.tg_arns
         names = [self.tg_names[c] for c in COLOURS]
+        what = f"describe target groups {names}"
         try:
-            groups = self._call(self.elb, "describe_target_groups", f"describe target groups {names}", Names=names)
-        except AwsError as exc:
-            if exc.code in ("TargetGroupNotFound", "ValidationError"):
-                raise BlueGreenError(
-                    f"unknown app/env {self.app}/{self.env}: target groups {names} not found ({exc.msg}); create "
-                    "them (one per colour) or pass their names as target_groups: {blue: ..., green: ...}"
-                ) from None
-            raise
+            groups = self._call(self.elb, "describe_target_groups", what, missing=TARGET_GROUPS_MISSING, Names=names)
+        except is_boto3_error_code(TARGET_GROUPS_MISSING) as exc:
+            raise BlueGreenError(
+                f"unknown app/env {self.app}/{self.env}: target groups {names} not found ({failure(what, exc).msg});"
+                " create them (one per colour) or pass their names as target_groups: {blue: ..., green: ...}"
+            ) from None
         by_name = {g["TargetGroupName"]: g["TargetGroupArn"] for g in groups.get("TargetGroups", [])}
         missing = [n for n in names if n not in by_name]
         if missing:
@@ -336,22 +355,22 @@ class AwsBackend:
 
     def _lt_version(self, colour: str, version: str) -> dict:
         name = self.lt_names[colour]
+        what = f"describe launch template {name} version {version}"
         try:
             versions = self._call(
                 self.ec2,
                 "describe_launch_template_versions",
-                f"describe launch template {name} version {version}",
+                what,
+                missing=LAUNCH_TEMPLATE_MISSING,
                 LaunchTemplateName=name,
                 Versions=[str(version)],
             ).get("LaunchTemplateVersions", [])
-        except AwsError as exc:
-            if exc.code and exc.code.startswith("InvalidLaunchTemplate"):
-                raise BlueGreenError(
-                    f"launch template {name!r} of {colour} (version {version}) not found ({exc.msg}): create it or "
-                    "pass launch_templates: {blue: ..., green: ...}",
-                    failed_check="deploy",
-                ) from None
-            raise
+        except is_boto3_error_code(LAUNCH_TEMPLATE_MISSING) as exc:
+            raise BlueGreenError(
+                f"launch template {name!r} of {colour} (version {version}) not found ({failure(what, exc).msg}): create"
+                " it or pass launch_templates: {blue: ..., green: ...}",
+                failed_check="deploy",
+            ) from None
         if not versions:
             raise BlueGreenError(f"launch template {name!r} has no version {version}", failed_check="deploy")
         return versions[0]
@@ -413,12 +432,11 @@ class AwsBackend:
     def preflight(self, artifact: str) -> None:
         """Bad input fails here, before anything changes (also in check mode)."""
         try:
-            images = self._call(self.ec2, "describe_images", f"describe image {artifact}", ImageIds=[artifact])
-        except AwsError as exc:
-            if exc.code and exc.code.startswith("InvalidAMIID"):
-                images = {"Images": []}
-            else:
-                raise
+            images = self._call(
+                self.ec2, "describe_images", f"describe image {artifact}", missing=AMI_MISSING, ImageIds=[artifact]
+            )
+        except is_boto3_error_code(AMI_MISSING):
+            images = {"Images": []}
         found = images.get("Images") or []
         if not found:
             raise BlueGreenError(
@@ -598,11 +616,11 @@ class AwsBackend:
 
     def _read_record(self) -> dict:
         try:
-            value = self._call(self.ssm, "get_parameter", f"read {self.state_name}", Name=self.state_name)
-        except AwsError as exc:
-            if exc.code == "ParameterNotFound":
-                return {}
-            raise
+            value = self._call(
+                self.ssm, "get_parameter", f"read {self.state_name}", missing=PARAMETER_MISSING, Name=self.state_name
+            )
+        except is_boto3_error_code(PARAMETER_MISSING):
+            return {}
         try:
             data = json.loads(value["Parameter"]["Value"])
         except (KeyError, TypeError, ValueError):
@@ -652,22 +670,17 @@ class AwsBackend:
             lock.acquire()
         except LockedError as exc:
             raise BlueGreenError(str(exc), failed_check="lock") from None
-        except Exception as exc:
-            code = error_code(exc)
-            if code is None and not type(exc).__module__.startswith("botocore"):
-                raise
+        except AWS_ERRORS as exc:
             raise BlueGreenError(
-                f"could not take the deploy lock {self.lock_name}: {code}: {error_message(exc)}", failed_check="lock"
+                f"could not take the deploy lock {self.lock_name}: {error_text(exc)}", failed_check="lock"
             ) from None
         try:
             yield lock
         finally:
             try:
                 lock.release()
-            except Exception as exc:
-                if error_code(exc) is None and not type(exc).__module__.startswith("botocore"):
-                    raise
-                # Releasing failed (the run itself is done): the lock expires after lock_ttl.
+            except AWS_ERRORS:
+                pass  # releasing failed (the run itself is done): the lock expires after lock_ttl
 
     def details(self) -> dict:
         return {

@@ -14,9 +14,14 @@ import socket
 import time
 from contextlib import contextmanager
 
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import COLOURS
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import DEPLOY_LABEL_APP
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import DEPLOY_LABEL_ARTIFACT
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import DEPLOY_LABEL_COLOUR
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import DEPLOY_LABEL_ENV
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import colour_name
 from ansible_collections.immutable.infra.plugins.module_utils.common._locks import FileLock
 from ansible_collections.immutable.infra.plugins.module_utils.common._locks import LockedError
-from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen import COLOURS
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen import BlueGreenError
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen import ColourStatus
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen import HealthResult
@@ -24,8 +29,6 @@ from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen 
 from ansible_collections.immutable.infra.plugins.module_utils.deploy.docker._nginx_switch import SwitchError
 from ansible_collections.immutable.infra.plugins.module_utils.docker._cli import DockerCli
 from ansible_collections.immutable.infra.plugins.module_utils.docker._cli import DockerCliError
-
-LABEL_PREFIX = "immutable.infra"
 
 
 def http_get(url: str, timeout: float = 5.0):
@@ -108,7 +111,7 @@ class DockerBackend:
             raise BlueGreenError(exc.message) from None
 
     def name(self, colour: str) -> str:
-        return f"{self.app}-{self.env}-{colour}"
+        return colour_name(self.app, self.env, colour)
 
     def _inspect(self, colour: str) -> dict | None:
         try:
@@ -134,7 +137,7 @@ class DockerBackend:
         return ColourStatus(
             exists=True,
             running=bool((info.get("State") or {}).get("Running")),
-            artifact=labels.get(f"{LABEL_PREFIX}.artifact"),
+            artifact=labels.get(DEPLOY_LABEL_ARTIFACT),
         )
 
     def prepare(self, colour: str, artifact: str) -> None:
@@ -178,13 +181,13 @@ class DockerBackend:
             "--publish",
             f"127.0.0.1:{port}:{self.container_port}",
             "--label",
-            f"{LABEL_PREFIX}.app={self.app}",
+            f"{DEPLOY_LABEL_APP}={self.app}",
             "--label",
-            f"{LABEL_PREFIX}.env={self.env}",
+            f"{DEPLOY_LABEL_ENV}={self.env}",
             "--label",
-            f"{LABEL_PREFIX}.colour={colour}",
+            f"{DEPLOY_LABEL_COLOUR}={colour}",
             "--label",
-            f"{LABEL_PREFIX}.artifact={artifact}",
+            f"{DEPLOY_LABEL_ARTIFACT}={artifact}",
         ]
         for key, value in sorted(self.container_env.items()):
             args += ["--env", f"{key}={value}"]

@@ -198,6 +198,46 @@ def test_rollback_to_a_removed_colour_fails():
         flow(backend).rollback()
 
 
+DIGEST3 = "127.0.0.1:5000/web@sha256:" + "c" * 64
+DEPLOYED = {"live": "green", "artifact": DIGEST2, "previous": "blue", "previous_artifact": DIGEST}
+
+
+def test_a_rollback_to_the_id_the_kept_colour_runs_is_an_instant_switch_back():
+    backend = FakeBackend(live="green", artifacts={"blue": DIGEST, "green": DIGEST2}, state=DEPLOYED)
+    result = flow(backend).rollback(DIGEST)
+    assert (result["live_colour"], result["artifact"], result["rollback_method"]) == ("blue", DIGEST, "switch_back")
+    assert not [c for c in backend.calls if c[0] == "prepare"]
+    assert backend.state["last_action"] == "rolled_back"
+
+
+@pytest.mark.parametrize(
+    "kept",
+    [{}, {"blue": DIGEST3}],
+    ids=["the kept colour was removed", "the kept colour runs another ID"],
+)
+def test_a_rollback_the_kept_colour_cannot_serve_deploys_the_id_blue_green(kept):
+    backend = FakeBackend(live="green", artifacts=dict(kept, green=DIGEST2), state=DEPLOYED)
+    result = flow(backend).rollback(DIGEST)
+    assert (result["live_colour"], result["artifact"], result["rollback_method"]) == ("blue", DIGEST, "deploy")
+    assert ("prepare", "blue", DIGEST) in backend.calls
+    assert backend.state["last_action"] == "deployed"
+
+
+def test_a_second_rollback_changes_nothing():
+    backend = FakeBackend(live="green", artifacts={"blue": DIGEST, "green": DIGEST2}, state=DEPLOYED)
+    flow(backend).rollback(DIGEST)
+    calls = len(backend.calls)
+    again = flow(backend).rollback(DIGEST)
+    assert again["changed"] is False and again["live_colour"] == "blue" and len(backend.calls) == calls
+
+
+def test_the_rollback_decision_in_check_mode_changes_nothing():
+    backend = FakeBackend(live="green", artifacts={"blue": DIGEST, "green": DIGEST2}, state=DEPLOYED)
+    assert flow(backend, check_mode=True).rollback(DIGEST)["plan"]["switch_to"] == "blue"
+    assert flow(backend, check_mode=True).rollback(DIGEST3)["plan"]["deploy_to"] == "blue"
+    assert backend.calls == []
+
+
 @pytest.mark.parametrize(
     "ref", ["web:1.0", "web:latest", "web", "127.0.0.1:5000/web:1@sha256:" + "a" * 64, "web@sha256:abc"]
 )
