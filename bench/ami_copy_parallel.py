@@ -1,6 +1,6 @@
 """Benchmark: bake_ami copies regions in parallel, and a cache hit costs one DescribeImages call.
 
-Runs the real _ami.Capture / _ami.CacheLookup code against in-process fake EC2 clients (wrapped in amazon.aws's
+Runs the real _capture.Capture / _cache.CacheLookup code against in-process fake EC2 clients (wrapped in amazon.aws's
 RetryingBotoClientWrapper like the module's clients), each CopyImage taking --delay seconds. Prints the wall time for
 1 region and for N regions (target: N regions <= 1.5x one region) and the number of describe calls of a cache hit
 (target: 1). Exit status 1 if a target is missed.
@@ -23,7 +23,9 @@ sys.path.insert(0, str(REPO / ".local" / "collections"))
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry  # noqa: E402
 from ansible_collections.amazon.aws.plugins.module_utils.retries import RetryingBotoClientWrapper  # noqa: E402
 
-from ansible_collections.immutable.infra.plugins.module_utils.bake import _ami  # noqa: E402
+from ansible_collections.immutable.infra.plugins.module_utils.bake.ami import _cache  # noqa: E402
+from ansible_collections.immutable.infra.plugins.module_utils.bake.ami import _capture  # noqa: E402
+from ansible_collections.immutable.infra.plugins.module_utils.bake.ami import _common  # noqa: E402
 
 REGIONS = ["eu-west-1", "us-east-1", "us-west-2", "ap-southeast-2", "eu-central-1", "ap-south-1"]
 FINGERPRINT = "sha256:bench"
@@ -59,8 +61,8 @@ class FakeEc2:
         if ImageIds:
             return {"Images": [self.images[i] for i in ImageIds if i in self.images]}
         wanted = {f["Name"]: f["Values"] for f in Filters or []}
-        fp = wanted.get(f"tag:{_ami.TAG_FINGERPRINT}", [None])[0]
-        found = [i for i in self.images.values() if _ami.tag_dict(i).get(_ami.TAG_FINGERPRINT) == fp]
+        fp = wanted.get(f"tag:{_common.TAG_FINGERPRINT}", [None])[0]
+        found = [i for i in self.images.values() if _common.tag_dict(i).get(_common.TAG_FINGERPRINT) == fp]
         return {"Images": found}
 
     def copy_image(self, **params):
@@ -74,9 +76,9 @@ class FakeEc2:
         self._count("create_tags")
         for resource in Resources:
             if resource in self.images:
-                current = _ami.tag_dict(self.images[resource])
+                current = _common.tag_dict(self.images[resource])
                 current.update({t["Key"]: t["Value"] for t in Tags})
-                self.images[resource]["Tags"] = _ami.tag_list(current)
+                self.images[resource]["Tags"] = _common.tag_list(current)
         return {}
 
 
@@ -85,8 +87,12 @@ def wrap(client):
 
 
 def source_image() -> dict:
-    tags = {_ami.TAG_FINGERPRINT: FINGERPRINT, _ami.TAG_ROLE: _ami.ROLE_IMAGE, _ami.TAG_CREATED: "2026-01-01T00:00:00Z"}
-    return {"ImageId": "ami-src", "State": "available", "Name": "bench-1", "Tags": _ami.tag_list(tags)}
+    tags = {
+        _common.TAG_FINGERPRINT: FINGERPRINT,
+        _common.TAG_ROLE: _common.ROLE_IMAGE,
+        _common.TAG_CREATED: "2026-01-01T00:00:00Z",
+    }
+    return {"ImageId": "ami-src", "State": "available", "Name": "bench-1", "Tags": _common.tag_list(tags)}
 
 
 def time_capture(copy_count: int, delay: float) -> tuple[float, dict]:
@@ -100,7 +106,7 @@ def time_capture(copy_count: int, delay: float) -> tuple[float, dict]:
         "wait_timeout": 60,
         "copy_regions": REGIONS[1 : 1 + copy_count],
     }
-    capture = _ami.Capture(clients[home], home, clients.__getitem__, check_mode=False, poll_interval=0)
+    capture = _capture.Capture(clients[home], home, clients.__getitem__, check_mode=False, poll_interval=0)
     started = time.perf_counter()
     result = capture.run(params)
     return time.perf_counter() - started, result["amis"]
@@ -120,7 +126,7 @@ def main() -> int:
     print(f"ratio {args.regions}/1: {ratio:.2f}x (target <= 1.5x; sequential would be ~{args.regions}x)")
 
     fake = FakeEc2(REGIONS[0], 0, {"ami-src": source_image()})
-    result = _ami.CacheLookup(wrap(fake), REGIONS[0]).run(FINGERPRINT, [])
+    result = _cache.CacheLookup(wrap(fake), REGIONS[0]).run(FINGERPRINT, [])
     describes = sum(n for name, n in fake.calls.items() if name.startswith("describe"))
     print(
         f"cache hit: hit={result['hit']} describe calls={describes} total calls={sum(fake.calls.values())} (target 1)"

@@ -380,9 +380,9 @@ from ansible.module_utils.urls import open_url
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 
-from ansible_collections.immutable.infra.plugins.module_utils.bake._ami import AmiError
-from ansible_collections.immutable.infra.plugins.module_utils.bake._ami import run
-from ansible_collections.immutable.infra.plugins.module_utils.bake._ami import validate
+from ansible_collections.immutable.infra.plugins.module_utils.bake.ami._common import AmiError
+from ansible_collections.immutable.infra.plugins.module_utils.bake.ami._run import run
+from ansible_collections.immutable.infra.plugins.module_utils.bake.ami._run import validate
 
 STATES = ["cached", "builder", "captured", "absent", "retained"]
 

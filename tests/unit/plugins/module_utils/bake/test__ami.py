@@ -19,8 +19,15 @@ from ansible_collections.amazon.aws.plugins.module_utils.retries import Retrying
 from botocore.stub import ANY
 from botocore.stub import Stubber
 
-from ansible_collections.immutable.infra.plugins.module_utils.bake import _ami
-from ansible_collections.immutable.infra.plugins.module_utils.bake._ami import AmiError
+from ansible_collections.immutable.infra.plugins.module_utils.bake.ami import _builder
+from ansible_collections.immutable.infra.plugins.module_utils.bake.ami import _cache
+from ansible_collections.immutable.infra.plugins.module_utils.bake.ami import _capture
+from ansible_collections.immutable.infra.plugins.module_utils.bake.ami import _cleanup
+from ansible_collections.immutable.infra.plugins.module_utils.bake.ami import _common
+from ansible_collections.immutable.infra.plugins.module_utils.bake.ami import _retention
+from ansible_collections.immutable.infra.plugins.module_utils.bake.ami import _run
+from ansible_collections.immutable.infra.plugins.module_utils.bake.ami import _validation
+from ansible_collections.immutable.infra.plugins.module_utils.bake.ami._common import AmiError
 
 REGION = "eu-west-1"
 FP = "sha256:feedbeef"
@@ -65,12 +72,12 @@ PARAMS = {
 
 def own_tags(**extra) -> dict:
     tags = {
-        _ami.TAG_FINGERPRINT: FP,
-        _ami.TAG_ROLE: _ami.ROLE_IMAGE,
-        _ami.TAG_CREATED: "2026-01-01T00:00:00Z",
-        _ami.TAG_BAKE_ID: "b1",
-        _ami.TAG_FAMILY: "web",
-        _ami.TAG_BASE_AMI: "ami-base",
+        _common.TAG_FINGERPRINT: FP,
+        _common.TAG_ROLE: _common.ROLE_IMAGE,
+        _common.TAG_CREATED: "2026-01-01T00:00:00Z",
+        _common.TAG_BAKE_ID: "b1",
+        _common.TAG_FAMILY: "web",
+        _common.TAG_BASE_AMI: "ami-base",
     }
     tags.update(extra)
     return tags
@@ -97,7 +104,7 @@ def test_capture_waits_from_pending_to_available_then_tags_snapshots():
     stub.add_response("describe_images", {"Images": [image("ami-new", tags=own_tags(), snaps=["snap-1"])]})
     stub.add_response("describe_snapshots", {"Snapshots": [{"SnapshotId": "snap-1", "Tags": []}]})
     stub.add_response("create_tags", {}, {"Resources": ["snap-1"], "Tags": ANY})
-    result = _ami.Capture(ec2, REGION, lambda r: None, check_mode=False, poll_interval=0).run(PARAMS)
+    result = _capture.Capture(ec2, REGION, lambda r: None, check_mode=False, poll_interval=0).run(PARAMS)
     stub.assert_no_pending_responses()
     assert result["amis"] == {REGION: "ami-new"} and result["changed"] is True
     assert [a["action"] for a in result["actions"]] == ["stop_instance", "create_image", "tag_snapshots"]
@@ -107,7 +114,7 @@ def test_image_wait_times_out_with_a_clear_message():
     ec2, stub = stubbed()
     for _unused in range(3):
         stub.add_response("describe_images", {"Images": [image("ami-slow", "pending")]})
-    capture = _ami.Capture(ec2, REGION, lambda r: None, check_mode=False, poll_interval=1)
+    capture = _capture.Capture(ec2, REGION, lambda r: None, check_mode=False, poll_interval=1)
     with pytest.raises(AmiError, match=r"Timed out after 3s waiting for image ami-slow .* raise wait_timeout"):
         capture.wait_available(ec2, "ami-slow", 3, REGION)
 
@@ -115,7 +122,7 @@ def test_image_wait_times_out_with_a_clear_message():
 def test_image_that_fails_reports_failure():
     ec2, stub = stubbed()
     stub.add_response("describe_images", {"Images": [image("ami-bad", "failed")]})
-    capture = _ami.Capture(ec2, REGION, lambda r: None, check_mode=False, poll_interval=0)
+    capture = _capture.Capture(ec2, REGION, lambda r: None, check_mode=False, poll_interval=0)
     with pytest.raises(AmiError, match="Failed waiting for image ami-bad"):
         capture.wait_available(ec2, "ami-bad", 30, REGION)
 
@@ -141,7 +148,7 @@ def test_duplicate_name_with_our_fingerprint_is_reused():
     ec2, stub = _duplicate_setup(own_tags())
     stub.add_response("describe_images", {"Images": [image("ami-old", tags=own_tags())]})  # waiter
     stub.add_response("describe_images", {"Images": [image("ami-old", tags=own_tags())]})  # describe
-    result = _ami.Capture(ec2, REGION, lambda r: None, check_mode=False, poll_interval=0).run(PARAMS)
+    result = _capture.Capture(ec2, REGION, lambda r: None, check_mode=False, poll_interval=0).run(PARAMS)
     stub.assert_no_pending_responses()
     assert result["amis"] == {REGION: "ami-old"}
     assert result["actions"][-1] == {
@@ -153,9 +160,9 @@ def test_duplicate_name_with_our_fingerprint_is_reused():
 
 
 def test_duplicate_name_of_another_bake_fails_clearly():
-    ec2, stub = _duplicate_setup({_ami.TAG_FINGERPRINT: "sha256:other"})
+    ec2, stub = _duplicate_setup({_common.TAG_FINGERPRINT: "sha256:other"})
     with pytest.raises(AmiError, match=r"an image named 'web-1' already exists \(ami-old\) without fingerprint"):
-        _ami.Capture(ec2, REGION, lambda r: None, check_mode=False, poll_interval=0).run(PARAMS)
+        _capture.Capture(ec2, REGION, lambda r: None, check_mode=False, poll_interval=0).run(PARAMS)
 
 
 # ------------------------------------------------------------------------------------------------ throttling
@@ -165,9 +172,9 @@ def test_throttling_is_retried_and_a_hit_costs_one_successful_call():
     ec2, stub = stubbed()
     stub.add_client_error("describe_images", "RequestLimitExceeded", "Request limit exceeded.")
     stub.add_client_error("describe_images", "Throttling", "Rate exceeded")
-    copies = _ami.encode_copies({"us-east-1": "ami-use1"})
+    copies = _common.encode_copies({"us-east-1": "ami-use1"})
     stub.add_response("describe_images", {"Images": [image("ami-src", tags={**own_tags(), **copies})]})
-    result = _ami.CacheLookup(ec2, REGION).run(FP, ["us-east-1"])
+    result = _cache.CacheLookup(ec2, REGION).run(FP, ["us-east-1"])
     stub.assert_no_pending_responses()
     assert result["hit"] is True and result["amis"] == {REGION: "ami-src", "us-east-1": "ami-use1"}
 
@@ -177,9 +184,9 @@ def test_throttling_beyond_the_retries_fails_with_the_aws_error():
     for _unused in range(3):
         stub.add_client_error("describe_images", "RequestLimitExceeded", "Request limit exceeded.")
     with pytest.raises(AmiError) as err:
-        _ami.CacheLookup(ec2, REGION).run(FP, [])
+        _cache.CacheLookup(ec2, REGION).run(FP, [])
     assert err.value.message.startswith("Failed to look up images tagged immutable-infra:fingerprint=")
-    assert _ami.error_code(err.value.original) == "RequestLimitExceeded"
+    assert err.value.original.response["Error"]["Code"] == "RequestLimitExceeded"
 
 
 # ------------------------------------------------------------------------------------------------ one region fails
@@ -193,8 +200,8 @@ def test_copy_failing_in_one_region_keeps_the_others_and_names_the_region():
     bad, bad_stub = stubbed("ap-south-1")
     copy_tags = {
         **source_tags,
-        _ami.TAG_SOURCE_AMI: "ami-src",
-        _ami.TAG_SOURCE_REGION: REGION,
+        _common.TAG_SOURCE_AMI: "ami-src",
+        _common.TAG_SOURCE_REGION: REGION,
     }
     ok_stub.add_response("describe_images", {"Images": []})
     ok_stub.add_response(
@@ -208,10 +215,12 @@ def test_copy_failing_in_one_region_keeps_the_others_and_names_the_region():
     bad_stub.add_response("describe_images", {"Images": []})
     bad_stub.add_client_error("copy_image", "InvalidRequest", "Region ap-south-1 is not enabled for this account")
     stub.add_response(
-        "create_tags", {}, {"Resources": ["ami-src"], "Tags": [{"Key": _ami.TAG_COPIES, "Value": "us-east-1=ami-use1"}]}
+        "create_tags",
+        {},
+        {"Resources": ["ami-src"], "Tags": [{"Key": _common.TAG_COPIES, "Value": "us-east-1=ami-use1"}]},
     )
     clients = {"us-east-1": ok, "ap-south-1": bad}
-    capture = _ami.Capture(ec2, REGION, clients.__getitem__, check_mode=False, poll_interval=0)
+    capture = _capture.Capture(ec2, REGION, clients.__getitem__, check_mode=False, poll_interval=0)
     with pytest.raises(AmiError) as err:
         capture.run({**PARAMS, "copy_regions": ["us-east-1", "ap-south-1"]})
     for s in (stub, ok_stub, bad_stub):
@@ -228,7 +237,7 @@ def test_copy_failing_in_one_region_keeps_the_others_and_names_the_region():
 def test_plan_retention_keeps_newest_and_explains_skips():
     images = [image(f"ami-{n}") | {"CreationDate": f"2026-01-0{n}T00:00:00.000Z"} for n in range(1, 6)]
     images[2]["BlockDeviceMappings"] = [{"Ebs": {"SnapshotId": "snap-3"}}]
-    plan = _ami.plan_retention(images, 2, {"ami-2"}, {"ami-1": "launch template web version 4"})
+    plan = _retention.plan_retention(images, 2, {"ami-2"}, {"ami-1": "launch template web version 4"})
     assert plan["kept"] == ["ami-5", "ami-4"]
     assert plan["deregister"] == [
         {"image_id": "ami-3", "name": "web-1", "created": "2026-01-03T00:00:00.000Z", "snapshot_ids": ["snap-3"]}
@@ -243,8 +252,8 @@ def test_plan_orphans_leaves_bakes_with_any_young_resource():
     now = datetime.datetime(2026, 1, 1, 12, tzinfo=datetime.UTC)
 
     def tagged(bake, age):
-        created = _ami.iso(now - datetime.timedelta(seconds=age))
-        return [{"Key": _ami.TAG_BAKE_ID, "Value": bake}, {"Key": _ami.TAG_CREATED, "Value": created}]
+        created = _common.iso(now - datetime.timedelta(seconds=age))
+        return [{"Key": _common.TAG_BAKE_ID, "Value": bake}, {"Key": _common.TAG_CREATED, "Value": created}]
 
     instances = [
         {"InstanceId": "i-old", "Tags": tagged("old", 7200)},
@@ -253,24 +262,24 @@ def test_plan_orphans_leaves_bakes_with_any_young_resource():
     keys = [{"KeyName": "k-old", "Tags": tagged("old", 7200)}, {"KeyName": "k-mixed", "Tags": tagged("mixed", 7200)}]
     groups = [
         {"GroupId": "sg-mixed", "Tags": tagged("mixed", 10)},
-        {"GroupId": "sg-untimed", "Tags": [{"Key": _ami.TAG_BAKE_ID, "Value": "u"}]},
+        {"GroupId": "sg-untimed", "Tags": [{"Key": _common.TAG_BAKE_ID, "Value": "u"}]},
     ]
-    plan = _ami.plan_orphans(instances, keys, groups, now, 3600)
+    plan = _cleanup.plan_orphans(instances, keys, groups, now, 3600)
     assert set(plan) == {"old"}
     assert [i["InstanceId"] for i in plan["old"]["instances"]] == ["i-old"]
 
 
 def test_plan_launch_permissions_adds_only_missing():
     current = [{"UserId": "111122223333"}, {"OrganizationArn": "arn:org"}]
-    add = _ami.plan_launch_permissions(current, ["111122223333", "444455556666"], ["arn:org"], ["arn:ou"])
+    add = _capture.plan_launch_permissions(current, ["111122223333", "444455556666"], ["arn:org"], ["arn:ou"])
     assert add == [{"UserId": "444455556666"}, {"OrganizationalUnitArn": "arn:ou"}]
 
 
 def test_copies_tag_round_trips_and_splits_at_256_characters():
     amis = {f"r{n:02d}-west-1": f"ami-{n:017x}" for n in range(20)}
-    tags = _ami.encode_copies(amis)
+    tags = _common.encode_copies(amis)
     assert len(tags) > 1 and all(len(v) <= 256 for v in tags.values())
-    assert _ami.decode_copies(tags) == amis
+    assert _common.decode_copies(tags) == amis
 
 
 # ------------------------------------------------------------------------------------------------ validation
@@ -278,31 +287,31 @@ def test_copies_tag_round_trips_and_splits_at_256_characters():
 
 @pytest.mark.parametrize("name", ["web-1.0", "web (2026) [x] a/b_c@d'e", "a" * 128])
 def test_valid_ami_names(name):
-    _ami.validate_ami_name(name)
+    _validation.validate_ami_name(name)
 
 
 @pytest.mark.parametrize("name", ["ab", "a" * 129, "web#1", "web:1", "wéb-1", None])
 def test_invalid_ami_names(name):
     with pytest.raises(AmiError, match="invalid AMI name"):
-        _ami.validate_ami_name(name)
+        _validation.validate_ami_name(name)
 
 
 def test_accounts_kms_and_org_validation():
     with pytest.raises(AmiError, match="1234567890123"):
-        _ami.validate_accounts(["111122223333", "1234567890123"])
+        _validation.validate_accounts(["111122223333", "1234567890123"])
     with pytest.raises(AmiError, match=r"region\(s\) us-west-2"):
-        _ami.check_kms_coverage(["eu-west-1", "us-west-2"], {"eu-west-1": "alias/x"}, True)
-    _ami.check_kms_coverage(["us-west-2"], {}, False)
+        _validation.check_kms_coverage(["eu-west-1", "us-west-2"], {"eu-west-1": "alias/x"}, True)
+    _validation.check_kms_coverage(["us-west-2"], {}, False)
     with pytest.raises(AmiError, match="share_organizations"):
-        _ami.validate_org_arns(["o-123"], [])
+        _validation.validate_org_arns(["o-123"], [])
     with pytest.raises(AmiError, match="unknown region 'eu-west-9'"):
-        _ami.validate_regions(["eu-west-9"], {"eu-west-1"}, "copy_regions")
+        _validation.validate_regions(["eu-west-9"], {"eu-west-1"}, "copy_regions")
 
 
 def test_validate_checks_kms_before_anything(tmp_path):
     params = {**PARAMS, "copy_regions": ["us-east-1"], "encrypted": True, "region_kms_keys": {REGION: "alias/a"}}
     with pytest.raises(AmiError, match=r"no KMS key for region\(s\) us-east-1"):
-        _ami.validate("captured", params, REGION, {REGION, "us-east-1"})
+        _run.validate("captured", params, REGION, {REGION, "us-east-1"})
 
 
 # ------------------------------------------------------------------------------------------------ controller side
@@ -325,12 +334,12 @@ def test_detect_controller_ip_from_a_local_check_url():
         from ansible.module_utils.urls import open_url
 
         url = f"http://127.0.0.1:{server.server_port}/"
-        assert _ami.detect_controller_ip(lambda u: open_url(u, timeout=5).read().decode(), url) == "198.51.100.7/32"
+        assert _builder.detect_controller_ip(lambda u: open_url(u, timeout=5).read().decode(), url) == "198.51.100.7/32"
     finally:
         server.shutdown()
         server.server_close()
     with pytest.raises(AmiError, match="set ssh_cidr"):
-        _ami.detect_controller_ip(lambda u: "not an address", "http://x")
+        _builder.detect_controller_ip(lambda u: "not an address", "http://x")
 
 
 def test_ssh_banner_probe():
@@ -346,11 +355,11 @@ def test_ssh_banner_probe():
 
     threading.Thread(target=serve, daemon=True).start()
     try:
-        assert _ami.wait_for_ssh_banner("127.0.0.1", port, 5) is True
+        assert _builder.wait_for_ssh_banner("127.0.0.1", port, 5) is True
     finally:
         listener.close()
     started = time.monotonic()
-    assert _ami.wait_for_ssh_banner("127.0.0.1", port, 1, interval=0.2) is False
+    assert _builder.wait_for_ssh_banner("127.0.0.1", port, 1, interval=0.2) is False
     assert time.monotonic() - started < 3
 
 
@@ -361,12 +370,12 @@ def test_security_group_deletion_waits_out_dependency_violation():
     ec2, stub = stubbed()
     stub.add_client_error("delete_security_group", "DependencyViolation", "resource sg-1 has a dependent object")
     stub.add_response("delete_security_group", {}, {"GroupId": "sg-1"})
-    _ami.Cleanup(ec2, REGION, check_mode=False, poll_interval=0).delete_group("sg-1", timeout=10)
+    _cleanup.Cleanup(ec2, REGION, check_mode=False, poll_interval=0).delete_group("sg-1", timeout=10)
     stub.assert_no_pending_responses()
 
 
 def test_launch_spec_public_ip_imdsv2_and_encrypted_root_with_region_key():
-    builder = _ami.Builder(None, REGION, check_mode=False)
+    builder = _builder.Builder(None, REGION, check_mode=False)
     base = {
         "ImageId": "ami-base",
         "RootDeviceName": "/dev/xvda",
@@ -406,4 +415,7 @@ def test_launch_spec_public_ip_imdsv2_and_encrypted_root_with_region_key():
     assert "SecurityGroupIds" not in spec and "SubnetId" not in spec
     assert spec["IamInstanceProfile"] == {"Name": "ssm-builder"}
     kinds = {t["ResourceType"]: {x["Key"]: x["Value"] for x in t["Tags"]} for t in spec["TagSpecifications"]}
-    assert kinds["instance"][_ami.TAG_BAKE_ID] == "b1" and kinds["volume"][_ami.TAG_CREATED] == "2026-01-01T00:00:00Z"
+    assert (
+        kinds["instance"][_common.TAG_BAKE_ID] == "b1"
+        and kinds["volume"][_common.TAG_CREATED] == "2026-01-01T00:00:00Z"
+    )
