@@ -126,3 +126,28 @@ def run_playbook(
 @pytest.fixture
 def playbook():
     return run_playbook
+
+
+ARTIFACT_RECORD_SCHEMA = REPO_ROOT / "docs" / "artifact-record.schema.json"
+
+
+def assert_valid_record(record: dict) -> None:
+    """Fail naming every error when the record breaks docs/artifact-record.schema.json (jsonschema, a test tool)."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(json.loads(ARTIFACT_RECORD_SCHEMA.read_text()))
+    errors = [
+        f"{'/'.join(map(str, error.absolute_path)) or '<record>'}: {error.message}"
+        for error in validator.iter_errors(record)
+    ]
+    assert not errors, "artifact record breaks docs/artifact-record.schema.json:\n" + "\n".join(errors)
+
+
+def read_valid_record(artifacts: Path, name: str) -> dict:
+    """latest.json of an artifact name, after checking that it and the record of its bake are valid and the same."""
+    latest = json.loads((artifacts / name / "latest.json").read_text())
+    assert_valid_record(latest)
+    record = json.loads((artifacts / name / "records" / f"{latest['bake_id']}.json").read_text())
+    assert_valid_record(record)
+    assert record == latest, f"latest.json of {name} is not the record of its bake {latest['bake_id']}"
+    return latest

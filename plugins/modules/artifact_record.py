@@ -6,51 +6,218 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: artifact_record
-short_description: Write the artifact record of a bake and point latest.json at it
+short_description: Build, validate and write the artifact record of a bake and point latest.json at it
 version_added: 0.1.0
 author:
   - immutable.infra contributors (@immutable-infra)
 description:
-  - Writes C(<path>/<name>/records/<bake_id>.json) and C(<path>/<name>/latest.json) atomically (temporary file,
-    fsync, rename), creating the directories. The record schema is documented in the collection's C(docs/bake.md).
+  - Builds the artifact record of one bake from named inputs, validates it against the record schema
+    (C(docs/artifact-record.md), C(docs/artifact-record.schema.json)) and writes
+    C(<path>/<name>/records/<bake_id>.json) and C(<path>/<name>/latest.json) atomically (temporary file, fsync,
+    rename), creating the directories.
+  - The module fills in what follows from the inputs, so every record is the same shape. C(schema) is the
+    collection's record schema version; C(roles) is O(inputs.roles) as a list of C({name, fingerprint}) in bake
+    order; a container record's C(digest) is the digest of O(id); an AMI record's C(image_id) is O(id) in
+    O(region); C(created) is O(finished) as a UTC time and C(durations) are the seconds from O(started) to
+    O(fingerprinted) (C(fingerprint)), from O(fingerprinted) to O(finished) (C(provision_and_capture), 0 when
+    O(cached)) and from O(started) to O(finished) (C(total)).
+  - A record that breaks a rule of the schema fails the task with a message naming each field and the fix; nothing
+    is written then.
   - Used by the C(immutable.infra.bake) playbook; one module call, so a cached re-bake stays fast.
-  - Records must hold no secrets; this module writes what it is given.
+  - Records hold no secrets; O(inputs_manifest) holds digests of the bake vars, never their values.
 options:
   path:
-    description: Directory holding the records of every artifact name.
+    description: Directory holding the records of every artifact name (C(bake_artifacts_dir)).
     type: path
     required: true
   bake_id:
-    description: ID of the bake; the record's file name.
+    description: ID of the bake; the record's file name and its C(bake_id).
     type: str
     required: true
-  record:
-    description: The record. Needs at least C(schema), C(name), C(kind), C(fingerprint) and C(id).
+  name:
+    description:
+      - The record's name, the directory its records go to. The bake name for a container, C(<bake name>-ami) (or
+        C(bake_ami_record_name)) for an AMI.
+    type: str
+    required: true
+  kind:
+    description: The kind of artifact.
+    type: str
+    choices: [container, ami]
+    required: true
+  fingerprint:
+    description:
+      - The bake's fingerprint (C(sha256:<64 hex>)), the C(fingerprint) of the C(immutable.infra.bake_fingerprint)
+        lookup.
+    type: str
+    required: true
+  id:
+    description:
+      - The artifact's immutable ID.
+      - For O(kind=container) the digest reference C(<repository>@sha256:<64 hex>) (never a tag).
+      - For O(kind=ami) a mapping region -> AMI ID holding at least O(region).
+    type: raw
+    required: true
+  repository:
+    description: O(kind=container) only, required there. The repository the artifact is in.
+    type: str
+  tags:
+    description:
+      - O(kind=container) only, required there. The tags the artifact has; must hold its fingerprint tag
+        (C(fp-<hex>), the C(immutable.infra.fingerprint_tag) filter).
+    type: list
+    elements: str
+  artifact:
+    description: O(kind=ami) only, required there. The bake name the AMI belongs to.
+    type: str
+  region:
+    description: O(kind=ami) only, required there. The source region of the image.
+    type: str
+  image_name:
+    description: O(kind=ami) only. The name of the created image; omitted (C(null) in the record) on a cache hit.
+    type: str
+  resumed:
+    description: O(kind=ami) only, required there. Whether the capture only resumed the copies of an earlier run.
+    type: bool
+  sharing:
+    description: O(kind=ami) only, required there. Who may launch the image (every copy).
+    type: dict
+    suboptions:
+      accounts:
+        description: AWS account IDs.
+        type: list
+        elements: str
+        default: []
+      organizations:
+        description: Organization ARNs.
+        type: list
+        elements: str
+        default: []
+      ous:
+        description: Organizational unit ARNs.
+        type: list
+        elements: str
+        default: []
+  version:
+    description: The version tag of the bake; empty when none.
+    type: str
+    default: ""
+  revision:
+    description: The source revision (a git commit).
+    type: str
+    required: true
+  source:
+    description: The source URL (a git remote); may be empty.
+    type: str
+    default: ""
+  base:
+    description: What the bake started from.
     type: dict
     required: true
+    suboptions:
+      image:
+        description:
+          - The base as asked for. A local image name for a container; for an AMI the base AMI ID or the name
+            filter (a dictionary).
+        type: raw
+        required: true
+      id:
+        description: The immutable ID it resolved to (C(sha256:<64 hex>) image ID, or C(ami-<hex>)).
+        type: str
+        required: true
+  reused_roles:
+    description: The roles whose cache layers the builder started from (empty for a cache hit and for an AMI).
+    type: list
+    elements: str
+    default: []
+  cached:
+    description: Whether an existing artifact was reused (nothing was built).
+    type: bool
+    required: true
+  changes:
+    description: The inputs that changed since the previous record (the lookup's C(changes)).
+    type: list
+    elements: str
+    default: []
+  inputs:
+    description: The lookup's C(inputs) (base, C(roles) as name -> fingerprint in bake order, vars, options, version).
+    type: dict
+    required: true
+  inputs_manifest:
+    description: The lookup's C(manifest) (per-input digests, no values).
+    type: dict
+    required: true
+  started:
+    description: When the bake started, in seconds since the epoch.
+    type: float
+    required: true
+  fingerprinted:
+    description: When the fingerprint was computed, in seconds since the epoch.
+    type: float
+    required: true
+  finished:
+    description: When the bake finished, in seconds since the epoch; default the time this task runs.
+    type: float
 attributes:
   check_mode:
     support: full
-    description: Reports whether the files would change and writes nothing.
+    description: Builds and validates the record, reports whether the files would change and writes nothing.
   diff_mode:
     support: none
     description: No diff.
   idempotent:
-    support: full
-    description: Writing the same record again reports no change.
+    support: partial
+    description: Writing the same record again (the same inputs and O(finished)) reports no change.
+notes:
+  - Until 0.2.0 the module took the whole record as C(record); that option is gone, pass the named inputs.
 """
 
 EXAMPLES = r"""
-- name: Record the artifact
+- name: Record the container artifact
   immutable.infra.artifact_record:
     path: "{{ playbook_dir }}/artifacts"
     bake_id: "{{ bake_id }}"
-    record:
-      schema: 1
-      name: web
-      kind: container
-      fingerprint: "{{ bake_fp.fingerprint }}"
-      id: "{{ push.image }}"
+    name: web
+    kind: container
+    fingerprint: "{{ bake_fp.fingerprint }}"
+    id: "{{ bake_push.image }}"
+    repository: 127.0.0.1:5000/web
+    tags: "{{ bake_push.tags }}"
+    version: 1.4.0
+    revision: "{{ lookup('ansible.builtin.pipe', 'git rev-parse HEAD') }}"
+    base:
+      image: immutable-infra/base:bookworm
+      id: "{{ bake_base_id }}"
+    cached: false
+    changes: "{{ bake_fp.changes | default([]) }}"
+    inputs: "{{ bake_fp.inputs }}"
+    inputs_manifest: "{{ bake_fp.manifest }}"
+    started: "{{ bake_started }}"
+    fingerprinted: "{{ bake_fingerprinted }}"
+
+- name: Record the AMI artifact
+  immutable.infra.artifact_record:
+    path: "{{ playbook_dir }}/artifacts"
+    bake_id: "{{ bake_id }}"
+    name: web-ami
+    kind: ami
+    artifact: web
+    region: eu-west-1
+    fingerprint: "{{ bake_ami_fp.fingerprint }}"
+    id: "{{ bake_ami_captured.amis }}"
+    image_name: "{{ bake_ami_captured.name }}"
+    resumed: false
+    sharing:
+      accounts: ["111122223333"]
+    revision: "{{ lookup('ansible.builtin.pipe', 'git rev-parse HEAD') }}"
+    base:
+      image: ami-0123456789abcdef0
+      id: ami-0123456789abcdef0
+    cached: false
+    inputs: "{{ bake_ami_fp.inputs }}"
+    inputs_manifest: "{{ bake_ami_fp.manifest }}"
+    started: "{{ bake_started }}"
+    fingerprinted: "{{ bake_ami_fingerprinted }}"
 """
 
 RETURN = r"""
@@ -64,30 +231,83 @@ latest:
   returned: success
   type: str
   sample: /srv/bakes/artifacts/web/latest.json
+record:
+  description: The record written (or that would be written in check mode); its schema is C(docs/artifact-record.md).
+  returned: success
+  type: dict
+  sample:
+    schema: 1
+    name: web
+    kind: container
+    fingerprint: "sha256:3f2a..."
+    id: "127.0.0.1:5000/web@sha256:9c1e..."
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._records import RecordError
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._records import build_record
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._records import write_record
 
 ARGUMENT_SPEC = dict(
     path=dict(type="path", required=True),
     bake_id=dict(type="str", required=True),
-    record=dict(type="dict", required=True),
+    name=dict(type="str", required=True),
+    kind=dict(type="str", required=True, choices=["container", "ami"]),
+    fingerprint=dict(type="str", required=True),
+    id=dict(type="raw", required=True),
+    repository=dict(type="str"),
+    tags=dict(type="list", elements="str"),
+    artifact=dict(type="str"),
+    region=dict(type="str"),
+    image_name=dict(type="str"),
+    resumed=dict(type="bool"),
+    sharing=dict(
+        type="dict",
+        options=dict(
+            accounts=dict(type="list", elements="str", default=[]),
+            organizations=dict(type="list", elements="str", default=[]),
+            ous=dict(type="list", elements="str", default=[]),
+        ),
+    ),
+    version=dict(type="str", default=""),
+    revision=dict(type="str", required=True),
+    source=dict(type="str", default=""),
+    base=dict(
+        type="dict",
+        required=True,
+        options=dict(image=dict(type="raw", required=True), id=dict(type="str", required=True)),
+    ),
+    reused_roles=dict(type="list", elements="str", default=[]),
+    cached=dict(type="bool", required=True),
+    changes=dict(type="list", elements="str", default=[]),
+    inputs=dict(type="dict", required=True),
+    inputs_manifest=dict(type="dict", required=True),
+    started=dict(type="float", required=True),
+    fingerprinted=dict(type="float", required=True),
+    finished=dict(type="float"),
 )
-MODULE_OPTIONS = dict(supports_check_mode=True)
+MODULE_OPTIONS = dict(
+    supports_check_mode=True,
+    required_if=[
+        ("kind", "container", ("repository", "tags")),
+        ("kind", "ami", ("artifact", "region", "resumed", "sharing")),
+    ],
+)
+RECORD_OPTIONS = tuple(key for key in ARGUMENT_SPEC if key != "path")
 
 
 def run_module(module):
     """The module's work; also called in process by its action plugin (plugin_utils/_in_process.py)."""
+    params = module.params
     try:
-        result = write_record(
-            module.params["path"], module.params["record"], module.params["bake_id"], check_mode=module.check_mode
-        )
-    except (RecordError, OSError) as exc:
-        module.fail_json(msg=f"cannot write the artifact record under {module.params['path']}: {exc}")
-    module.exit_json(**result)
+        record = build_record(**{key: params[key] for key in RECORD_OPTIONS})
+        result = write_record(params["path"], record, params["bake_id"], check_mode=module.check_mode)
+    except RecordError as exc:
+        module.fail_json(msg=f"{exc}. Nothing was written under {params['path']}")
+    except OSError as exc:
+        module.fail_json(msg=f"cannot write the artifact record under {params['path']}: {exc}")
+    module.exit_json(record=record, **result)
 
 
 def main():

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO_ROOT
+from conftest import read_valid_record
 from conftest import run_playbook
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -145,7 +146,8 @@ def said(proc, text: str) -> bool:
 
 
 def latest(work, name: str) -> dict:
-    return json.loads((work["artifacts"] / name / "latest.json").read_text())
+    """latest.json, after validating it and its bake's record against docs/artifact-record.schema.json."""
+    return read_valid_record(work["artifacts"], name)
 
 
 def all_instances(ec2) -> list[dict]:
