@@ -36,16 +36,26 @@ options:
       - The resolved, immutable ID of the base image, never a tag or a name.
       - A container image ID or digest (V(sha256:<64 hex>) or V(<repo>@sha256:<64 hex>)) or an AMI ID (V(ami-<hex>))
         after filter resolution.
+      - Exactly one of O(base_id) and O(base_image) is required.
     type: str
-    required: true
+  base_image:
+    description:
+      - A container image in the local Docker Engine (a name and tag such as V(immutable-infra/base:bookworm)),
+        resolved to its image ID on the controller (the Engine API on the local unix socket where the C(docker) CLI
+        would use it, the C(docker) CLI otherwise). The ID is the base of the fingerprint and is returned as
+        RV(_raw.base_id). Fails naming the fix when the image does not exist.
+      - Exactly one of O(base_id) and O(base_image) is required.
+    type: str
+    version_added: 0.2.0
   roles:
     description:
       - The roles of the bake, in the order they are applied.
       - Each is a fully qualified name (V(immutable.infra.baseline)), a plain role name found on the roles path, or a
         dictionary with a C(role) key (as in a play's C(roles:) list).
+      - Empty for a call that only resolves O(base_image) (read RV(_raw.base_id)).
     type: list
     elements: raw
-    required: true
+    default: []
   vars:
     description:
       - The bake vars, as the roles will see them. Templates in the values are rendered before hashing.
@@ -81,6 +91,11 @@ EXAMPLES = r"""
                 vars={'web_port': 8080, 'web_greeting': greeting},
                 options={'config': {'cmd': ['nginx', '-g', 'daemon off;'], 'ports': ['8080/tcp']}}) }}
 
+- name: Resolve a local base image to its ID and fingerprint the bake on it
+  ansible.builtin.set_fact:
+    bake_fp: >-
+      {{ lookup('immutable.infra.bake_fingerprint', base_image='immutable-infra/base:bookworm',
+                roles=['immutable.infra.baseline']) }}
 - name: Tag the image with the fingerprint
   ansible.builtin.debug:
     msg: "fp-{{ bake_fp.short }} ({{ bake_fp.fingerprint }})"
@@ -103,6 +118,10 @@ _raw:
       description: sha256 over the canonical JSON of all inputs.
       type: str
       sample: sha256:3f2a9c0e4b1d7a65c8e2f0b9d4a1c6e7f8b2d3a4c5e6f7a8b9c0d1e2f3a4b5c6
+    base_id:
+      description: The base image ID the fingerprint covers (O(base_id), or O(base_image) resolved).
+      type: str
+      sample: sha256:0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c
     short:
       description: The first 12 hex digits of the fingerprint, for tags and names.
       type: str
@@ -147,6 +166,8 @@ from ansible_collections.immutable.infra.plugins.module_utils.bake._fingerprint 
 from ansible_collections.immutable.infra.plugins.module_utils.bake._fingerprint import compute_fingerprint
 from ansible_collections.immutable.infra.plugins.module_utils.bake._fingerprint import diff_inputs
 from ansible_collections.immutable.infra.plugins.module_utils.bake._fingerprint import read_collection_version
+from ansible_collections.immutable.infra.plugins.module_utils.docker._engine import docker_engine
+from ansible_collections.immutable.infra.plugins.module_utils.docker._interface import DockerError
 
 try:
     from ansible.utils.collection_loader import AnsibleCollectionConfig
@@ -187,9 +208,10 @@ class LookupModule(LookupBase):
             collection_role_finder=_loader_role_path,
             base_dir=playbook_dir,
         )
+        base_id = self._base_id(self.get_option("base_id"), self.get_option("base_image"))
         try:
             result = compute_fingerprint(
-                base_id=self.get_option("base_id"),
+                base_id=base_id,
                 roles=self.get_option("roles"),
                 bake_vars=self.get_option("vars"),
                 options=self.get_option("options"),
@@ -201,4 +223,24 @@ class LookupModule(LookupBase):
                 result["changes"] = diff_inputs(previous, result["manifest"])
         except FingerprintError as exc:
             raise AnsibleLookupError(f"bake_fingerprint: {exc}") from exc
+        result["base_id"] = base_id
         return [result]
+
+    @staticmethod
+    def _base_id(base_id, base_image):
+        """base_id as given, or base_image resolved to its ID through the Docker engine."""
+        if (base_id is None) == (base_image is None):
+            raise AnsibleLookupError("bake_fingerprint: give exactly one of base_id and base_image")
+        if base_image is None:
+            return base_id
+        try:
+            found = docker_engine().image_id(base_image)
+        except DockerError as exc:
+            raise AnsibleLookupError(f"bake_fingerprint: could not resolve base image {base_image}: {exc}") from None
+        if found is None:
+            raise AnsibleLookupError(
+                f"bake_fingerprint: base image {base_image} not found in the local Docker Engine: run scripts/setup.sh"
+                " (it builds immutable-infra/base:bookworm with debootstrap) or set bake_base_image to an image that"
+                " exists"
+            )
+        return found

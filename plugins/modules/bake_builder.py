@@ -22,7 +22,8 @@ description:
     waiting for O(sweep_min_age).
   - Cache images are named C(immutable-infra-cache/<app>:<layer fingerprint hex>) and stay in the local engine; they
     are never pushed and never confused with released artifacts.
-  - Talks to the Docker Engine through the C(docker) CLI.
+  - Talks to the Docker Engine through its API on the local unix socket where the C(docker) CLI would use that
+    socket, through the C(docker) CLI otherwise (and for what the API does not answer).
 options:
   state:
     description:
@@ -103,6 +104,22 @@ options:
         spends no separate module call on pruning. Ignored when O(cache=false).
     type: bool
     default: false
+  change_listing:
+    description:
+      - How O(state=layer_saved) and O(state=squashed) list the paths the builder changed.
+      - V(engine) asks the Docker Engine (C(GET /containers/{id}/changes), C(docker diff) without the API socket)
+        and, for the squash, whether a removed path is in the base image (a container created from the base). It
+        reads nothing of Docker's storage directories.
+      - V(overlay2) is an accelerator (a few milliseconds instead of the engine's 0.3-0.7 s diff on a small
+        machine): it reads the builder's overlay2 upper directory and the base image's layer directories. It is used
+        only with the local daemon on the storage driver C(overlay2) without the containerd image store (C(docker
+        info)), and as root (the layer directories and their C(trusted.overlay.*) attributes are root's); elsewhere
+        the module warns and uses V(engine). Wherever a directory holds what the walk does not interpret (an opaque
+        or redirected directory), the engine lists that builder's changes.
+    type: str
+    choices: [engine, overlay2]
+    default: engine
+    version_added: 0.2.0
   start_channel:
     description:
       - With O(state=started), also start the relay of the P(immutable.infra.builder#connection) connection to the
@@ -241,13 +258,14 @@ removed:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.immutable.infra.plugins.module_utils.bake._builder import BuilderError
-from ansible_collections.immutable.infra.plugins.module_utils.bake._builder import BuilderManager
-from ansible_collections.immutable.infra.plugins.module_utils.bake._builder import find_owner_pid
-from ansible_collections.immutable.infra.plugins.module_utils.bake._builder import owner_label
-from ansible_collections.immutable.infra.plugins.module_utils.docker._cli import DockerCli
-from ansible_collections.immutable.infra.plugins.module_utils.docker._cli import DockerCliError
-from ansible_collections.immutable.infra.plugins.module_utils.docker._cli import engine_socket
+from ansible_collections.immutable.infra.plugins.module_utils.bake.builder._cache import BuilderError
+from ansible_collections.immutable.infra.plugins.module_utils.bake.builder._changes import CHANGE_LISTINGS
+from ansible_collections.immutable.infra.plugins.module_utils.bake.builder._changes import change_listing
+from ansible_collections.immutable.infra.plugins.module_utils.bake.builder._manager import BuilderManager
+from ansible_collections.immutable.infra.plugins.module_utils.bake.builder._owners import find_owner_pid
+from ansible_collections.immutable.infra.plugins.module_utils.bake.builder._owners import owner_label
+from ansible_collections.immutable.infra.plugins.module_utils.docker._engine import docker_engine
+from ansible_collections.immutable.infra.plugins.module_utils.docker._interface import DockerError
 
 REQUIRED = {
     "started": ["app", "bake_id", "image"],
@@ -272,6 +290,7 @@ ARGUMENT_SPEC = dict(
     sweep_min_age=dict(type="int"),
     keep=dict(type="int", default=6),
     prune=dict(type="bool", default=False),
+    change_listing=dict(type="str", default="engine", choices=list(CHANGE_LISTINGS)),
     # used by the action plugin, not by the module (see DOCUMENTATION)
     start_channel=dict(type="bool", default=False),
     owner_pid=dict(type="int"),
@@ -288,10 +307,13 @@ def run_module(module):
     owner = None
     if p["state"] in ("started", "squashed"):
         owner = owner_label(p["owner_pid"] if p["owner_pid"] is not None else find_owner_pid())
-    docker = DockerCli(module.run_command, engine=engine_socket())
-    manager = BuilderManager(docker, check_mode=module.check_mode, owner=owner)
+    docker = docker_engine(module.run_command)
     container = p["container"] or (f"bake-{p['app']}-{p['bake_id']}" if p["app"] and p["bake_id"] else None)
     try:
+        listing = None
+        if p["state"] in ("layer_saved", "squashed"):
+            listing = change_listing(docker, p["change_listing"], warn=module.warn)
+        manager = BuilderManager(docker, check_mode=module.check_mode, owner=owner, listing=listing)
         if p["state"] == "started":
             result = manager.start(
                 p["app"],
@@ -317,7 +339,7 @@ def run_module(module):
             result = manager.sweep(app=p["app"], min_age=p["sweep_min_age"])
         else:
             result = manager.prune(p["app"], [layer["fingerprint"] for layer in p["layers"]], keep_newest=p["keep"])
-    except (BuilderError, DockerCliError) as exc:
+    except (BuilderError, DockerError) as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(**result)
 

@@ -159,6 +159,7 @@ from ansible_collections.immutable.infra.plugins.module_utils.deploy._drift impo
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._drift import DriftError
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._drift import aws_findings
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._drift import check_docker
+from ansible_collections.immutable.infra.plugins.module_utils.docker._engine import docker_engine
 
 
 def main():
@@ -199,15 +200,12 @@ def main():
         else:
             aws_envs.append(env)
 
-    def run(args):
-        return module.run_command([module.params["docker_binary"]] + args)
-
     results = {}
     try:
         if docker_envs:
             results.update(
                 check_docker(
-                    run,
+                    docker_engine(module.run_command, module.params["docker_binary"]),
                     docker_envs,
                     writable=module.params["writable_paths"],
                     check_diff=module.params["check_filesystem"],

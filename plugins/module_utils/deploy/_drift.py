@@ -4,7 +4,7 @@
 
 PRIVATE to the collection: no compatibility promise outside immutable.infra.
 
-Readers (I/O, client injected): DockerInspector (the docker CLI through a runner), AwsInspector (boto3 clients).
+Readers (I/O, client injected): DockerInspector (the Docker engine interface), AwsInspector (boto3 clients).
 Planner (pure): docker_findings / aws_findings turn what was read + the ledger's expectation into mismatches.
 The rules are documented in docs/promotion.md ("Drift").
 """
@@ -14,10 +14,16 @@ from __future__ import annotations
 import json
 import os
 
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import COLOURS
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import DEPLOY_LABEL_APP
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import DEPLOY_LABEL_ARTIFACT
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import DEPLOY_LABEL_COLOUR
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import DEPLOY_LABEL_ENV
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import colour_name
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import colour_prefix
 from ansible_collections.immutable.infra.plugins.module_utils.deploy.docker._nginx_switch import parse_upstream
+from ansible_collections.immutable.infra.plugins.module_utils.docker._interface import DockerError
 
-LABEL_PREFIX = "immutable.infra"
-COLOURS = ("blue", "green")
 DEFAULT_WRITABLE = ("/var/log/nginx", "/run", "/tmp", "/var/lib/nginx", "/var/cache/nginx")
 DIFF_KINDS = {"A": "added", "C": "changed", "D": "deleted"}
 
@@ -58,54 +64,46 @@ def live_colour_from_upstream(text: str | None) -> str | None:
 
 
 class DockerInspector:
-    """Reads containers, image digests and filesystem diffs through the docker CLI.
+    """Reads containers, image digests and filesystem changes through the Docker engine interface (docker)."""
 
-    `run(args) -> (rc, stdout, stderr)` runs `docker <args>` (module.run_command in the module).
-    """
+    def __init__(self, docker):
+        self.docker = docker
 
-    def __init__(self, run):
-        self.run = run
-
-    def _ok(self, args: list) -> str:
-        rc, out, err = self.run(args)
-        if rc != 0:
+    def _ask(self, what, call, *args, **kwargs):
+        try:
+            return call(*args, **kwargs)
+        except DockerError as exc:
             raise DriftError(
-                f"docker {' '.join(args[:2])} failed (rc={rc}): {(err or out).strip()}; "
-                "check that the Docker Engine runs and this user may use it"
-            )
-        return out
+                f"could not read {what}: {exc}; check that the Docker Engine runs and this user may use it"
+            ) from None
 
     def containers(self, app: str, env: str) -> list:
         """Every container (running or not) named <app>-<env>-* or labelled with this app and env, inspected."""
         names = set()
-        for flt in (f"name=^{app}-{env}-", f"label={LABEL_PREFIX}.app={app}"):
-            out = self._ok(["ps", "--all", "--no-trunc", "--format", "{{.Names}}", "--filter", flt])
-            names.update(line.strip() for line in out.splitlines() if line.strip())
-        if not names:
-            return []
-        found = json.loads(self._ok(["container", "inspect"] + sorted(names)) or "[]")
+        for found in (
+            self._ask("the containers", self.docker.list_containers, name=f"^{colour_prefix(app, env)}"),
+            self._ask("the containers", self.docker.list_containers, label=f"{DEPLOY_LABEL_APP}={app}"),
+        ):
+            names.update(item["name"] for item in found)
         keep = []
-        for info in found:
-            name = (info.get("Name") or "").lstrip("/")
+        for name in sorted(names):
+            info = self._ask(f"container {name}", self.docker.inspect, name, kind="container")
+            if info is None:
+                continue  # removed since it was listed
             labels = (info.get("Config") or {}).get("Labels") or {}
-            if name.startswith(f"{app}-{env}-") or labels.get(f"{LABEL_PREFIX}.env") == env:
+            if name.startswith(colour_prefix(app, env)) or labels.get(DEPLOY_LABEL_ENV) == env:
                 keep.append(info)
         return keep
 
     def repo_digests(self, image_id: str) -> list:
-        rc, out, _err = self.run(["image", "inspect", "--format", "{{json .RepoDigests}}", image_id])
-        if rc != 0:
+        try:
+            info = self.docker.inspect(image_id, kind="image")
+        except DockerError:
             return []
-        return json.loads(out or "null") or []
+        return (info or {}).get("RepoDigests") or []
 
     def diff(self, name: str) -> list:
-        out = self._ok(["diff", name])
-        changes = []
-        for line in out.splitlines():
-            kind, _sep, path = line.strip().partition(" ")
-            if path:
-                changes.append((kind, path.strip()))
-        return changes
+        return self._ask(f"the changes of container {name}", self.docker.changes, name)
 
 
 def read_text(path: str) -> str | None:
@@ -128,7 +126,7 @@ def docker_findings(
     colour = live_colour_from_upstream(upstream_text)
     containers = inspector.containers(app, env)
     by_name = {(info.get("Name") or "").lstrip("/"): info for info in containers}
-    colour_names = {f"{app}-{env}-{c}": c for c in COLOURS}
+    colour_names = {colour_name(app, env, c): c for c in COLOURS}
     result = {
         "backend": "docker",
         "expected": expected,
@@ -149,7 +147,7 @@ def docker_findings(
                 "bg_swap only runs the blue and green colours; remove it or deploy through the playbooks"
             )
             continue
-        if labels.get(f"{LABEL_PREFIX}.artifact") is None or labels.get(f"{LABEL_PREFIX}.colour") != colour_names[name]:
+        if labels.get(DEPLOY_LABEL_ARTIFACT) is None or labels.get(DEPLOY_LABEL_COLOUR) != colour_names[name]:
             mismatches.append(
                 f"container {name} has no bg_swap labels (started by hand?): it runs "
                 f"{(info.get('Config') or {}).get('Image')}; redeploy the colour with playbooks/deploy.yml"
@@ -169,7 +167,7 @@ def docker_findings(
         )
         return result
 
-    name = f"{app}-{env}-{colour}"
+    name = colour_name(app, env, colour)
     result["container"] = name
     info = by_name.get(name)
     if info is None:
@@ -194,7 +192,7 @@ def docker_findings(
         )
     elif digest_of(started_with) not in (None, expected_digest):
         mismatches.append(f"live container {name} was started with {started_with}, the ledger says {expected}")
-    label = config.get("Labels", {}).get(f"{LABEL_PREFIX}.artifact") if config.get("Labels") else None
+    label = config.get("Labels", {}).get(DEPLOY_LABEL_ARTIFACT) if config.get("Labels") else None
     if label is not None and digest_of(label) != expected_digest:
         mismatches.append(f"live container {name} is labelled with artifact {label}, the ledger says {expected}")
 
@@ -225,8 +223,9 @@ def docker_findings(
     return result
 
 
-def check_docker(run, environments: list, writable=DEFAULT_WRITABLE, check_diff=True) -> dict:
-    inspector = DockerInspector(run)
+def check_docker(docker, environments: list, writable=DEFAULT_WRITABLE, check_diff=True) -> dict:
+    """docker: the Docker engine interface (docker/_engine.docker_engine())."""
+    inspector = DockerInspector(docker)
     out = {}
     for env in environments:
         upstream = read_text(os.path.join(env["nginx_conf_dir"], f"{env['app']}-{env['name']}.upstream.conf"))

@@ -1,130 +1,64 @@
 # Copyright: Contributors to the immutable.infra collection
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""A small runner around the docker CLI, shared by the collection's docker-facing modules.
+"""The docker CLI implementation of the Docker engine interface (_interface.py).
 
 PRIVATE to the collection: do not import it from other collections, it may change without notice.
 
 The runner is injected (AnsibleModule.run_command, or any callable with the same shape) so the code is testable
-without Docker. Errors become DockerCliError with the CLI's stderr summarised; registered secrets are masked.
-
-Inspecting can skip the CLI: given an EngineSocket (engine_socket() finds one only where the CLI itself would talk
-to the local daemon's unix socket), inspect() asks the Engine API directly. A `docker inspect` costs 30-40 ms of CLI
-start-up on a small machine, the API answer 1-3 ms; bg_swap's health gate and the bake's cache look-ups inspect many
-times. Anything but a clear answer (200 or 404) goes to the CLI, so errors read the same either way.
+without Docker. Errors become DockerError with the CLI's stderr summarised; registered secrets are masked. Get an
+engine with docker_engine() (_engine.py), which takes the Engine API where it can and this CLI otherwise.
 """
 
 from __future__ import annotations
 
-import http.client
+import datetime
 import json
 import os
-import socket
 import subprocess
-from urllib.parse import quote
 
-MISSING_MARKERS = ("no such object", "no such image", "no such container", "no such network")
+from ansible_collections.immutable.infra.plugins.module_utils.docker._api import inspect_through_socket
+from ansible_collections.immutable.infra.plugins.module_utils.docker._interface import DockerEngine
+from ansible_collections.immutable.infra.plugins.module_utils.docker._interface import DockerError
+from ansible_collections.immutable.infra.plugins.module_utils.docker._interface import is_missing
+from ansible_collections.immutable.infra.plugins.module_utils.docker._interface import summarise
+from ansible_collections.immutable.infra.plugins.module_utils.docker._socket import EngineSocket
+from ansible_collections.immutable.infra.plugins.module_utils.docker._socket import engine_socket
 
+# the names callers imported from here before the interface existed
+DockerCliError = DockerError
+__all__ = ["DockerCli", "DockerCliError", "DockerError", "EngineSocket", "engine_socket", "is_missing", "summarise"]
 
-class DockerCliError(Exception):
-    """A docker CLI call failed; message is for the user (summarised stderr, secrets masked)."""
-
-    def __init__(self, message, rc=None, stderr=None):
-        super().__init__(message)
-        self.message = message
-        self.rc = rc
-        self.stderr = stderr
-
-
-def summarise(text, limit=400):
-    """The useful part of docker's stderr: non-empty lines, without the 'Error response from daemon:' prefix."""
-    lines = []
-    for line in (text or "").splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        for prefix in ("Error response from daemon: ", "Error: ", "error: "):
-            if line.startswith(prefix):
-                line = line[len(prefix) :]
-        if line not in lines:
-            lines.append(line)
-    summary = "; ".join(lines[-3:])
-    if len(summary) > limit:
-        summary = summary[: limit - 3] + "..."
-    return summary or "no error output"
+TAR_CREATE = [
+    "tar", "-C", "/", "--create", "--file", "-", "--no-recursion", "--numeric-owner", "--xattrs", "--xattrs-include=*",
+    "--verbatim-files-from", "--files-from", "-",
+]  # fmt: skip
 
 
-def is_missing(stderr):
-    low = (stderr or "").lower()
-    return any(marker in low for marker in MISSING_MARKERS)
+def run_locally(cmd, data=None, binary_data=False, environ_update=None):
+    """AnsibleModule.run_command's shape for code that has no module (lookups and actions on the controller):
+    (rc, stdout, stderr) of cmd, data (str or bytes) on its stdin."""
+    del binary_data  # data is passed as it is, like run_command(binary_data=True)
+    env = dict(os.environ, **environ_update) if environ_update else None
+    stdin = data.encode() if isinstance(data, str) else data
+    proc = subprocess.run(cmd, input=stdin, capture_output=True, env=env, check=False)
+    return proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace")
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path, timeout):
-        super().__init__("localhost", timeout=timeout)
-        self._socket_path = path
-
-    def connect(self):
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self._socket_path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
-
-
-class EngineSocket:
-    """GET requests to the Docker Engine API on a unix socket: (status, parsed JSON or None), or None when the
-    socket does not answer (the caller then uses the CLI)."""
-
-    def __init__(self, path, timeout=10.0):
-        self.path = path
-        self.timeout = timeout
-
-    def get_json(self, url_path):
-        conn = _UnixConnection(self.path, self.timeout)
-        try:
-            conn.request("GET", url_path)
-            response = conn.getresponse()
-            body = response.read()
-        except (OSError, http.client.HTTPException):
-            return None
-        finally:
-            conn.close()
-        try:
-            return response.status, json.loads(body) if body else None
-        except ValueError:
-            return response.status, None
-
-
-def _current_context(environ):
-    config_dir = environ.get("DOCKER_CONFIG") or os.path.join(os.path.expanduser("~"), ".docker")
+def _created_epoch(text):
+    """`docker image ls` CreatedAt ("2026-12-02 13:28:06 +0000 UTC") in epoch seconds (0 when unreadable)."""
     try:
-        with open(os.path.join(config_dir, "config.json"), encoding="utf-8") as handle:
-            return (json.load(handle) or {}).get("currentContext") or "default"
-    except (OSError, ValueError, AttributeError):
-        return "default"
+        return datetime.datetime.strptime(" ".join(str(text).split()[:3]), "%Y-%m-%d %H:%M:%S %z").timestamp()
+    except ValueError:
+        return 0
 
 
-def engine_socket(docker_bin="docker", environ=None):
-    """The local daemon's unix socket as an EngineSocket, only where the docker CLI would use that same socket:
-    the CLI is `docker`, no DOCKER_HOST other than unix://, the default context. Otherwise None (CLI only)."""
-    environ = os.environ if environ is None else environ
-    if os.path.basename(str(docker_bin)) != "docker":
-        return None
-    if environ.get("DOCKER_CONTEXT", "default") != "default" or _current_context(environ) != "default":
-        return None
-    host = environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-    if not host.startswith("unix://"):
-        return None
-    path = host[len("unix://") :]
-    return EngineSocket(path) if os.path.exists(path) else None
+class DockerCli(DockerEngine):
+    """The docker CLI: run(args) -> (rc, out, err) and the interface's methods as CLI commands.
 
-
-class DockerCli:
-    """docker CLI runner: run(args) -> (rc, out, err) plus a few inspect helpers (through `engine` when given)."""
+    engine: an EngineSocket for inspect() only, kept for callers that build a DockerCli themselves; new code calls
+    docker_engine(), whose EngineApi asks the socket for everything it can.
+    """
 
     def __init__(self, run_command, docker_bin="docker", secrets=None, engine=None):
         self._run_command = run_command
@@ -143,7 +77,7 @@ class DockerCli:
         return text
 
     def run(self, args, data=None, env=None, check=True):
-        """Run `docker <args>`; with check, a non-zero exit raises DockerCliError naming the command."""
+        """Run `docker <args>`; with check, a non-zero exit raises DockerError naming the command."""
         cmd = [self.docker_bin] + [str(a) for a in args]
         kwargs = {}
         if data is not None:
@@ -154,14 +88,15 @@ class DockerCli:
         try:
             rc, out, err = self._run_command(cmd, **kwargs)
         except OSError as exc:
-            raise DockerCliError(
+            raise DockerError(
                 f"cannot run '{self.docker_bin}': {exc}: install the docker CLI or put it on PATH"
             ) from None
         if check and rc != 0:
-            raise DockerCliError(self._error_message(args, rc, err), rc=rc, stderr=self.mask(err))
+            raise self.error(args, rc, err)
         return rc, out, err
 
-    def _error_message(self, args, rc, err):
+    def error(self, args, rc, err):
+        """The DockerError for a failed `docker <args>`: the summarised stderr and, where known, the fix."""
         summary = self.mask(summarise(err))
         low = (err or "").lower()
         what = " ".join(str(a) for a in args[:2])
@@ -180,40 +115,116 @@ class DockerCli:
         else:
             hint = None
         message = f"docker {what} failed (rc={rc}): {summary}"
-        return f"{message}: {hint}" if hint else message
+        return DockerError(f"{message}: {hint}" if hint else message, rc=rc, stderr=self.mask(err))
 
-    # -- helpers ------------------------------------------------------------------------------------------
+    def _json_lines(self, args):
+        _rc, out, _err = self.run(args)
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    # -- reading -------------------------------------------------------------------------------------------------
 
     def inspect(self, obj, kind=None):
-        """Parsed `docker inspect` of one object (dict), or None when it does not exist."""
-        if self.engine is not None and kind in ("container", "image"):
-            answer = self.engine.get_json(f"/{kind}s/{quote(str(obj), safe='/:@')}/json")
-            if answer is not None and answer[0] == 404:
-                return None
-            if answer is not None and answer[0] == 200 and isinstance(answer[1], dict):
-                return answer[1]
+        if self.engine is not None:
+            answered, data = inspect_through_socket(self.engine, obj, kind)
+            if answered:
+                return data
         args = [kind, "inspect", obj] if kind else ["inspect", obj]
         rc, out, err = self.run(args, check=False)
         if rc != 0:
             if is_missing(err):
                 return None
-            raise DockerCliError(self._error_message(args, rc, err), rc=rc, stderr=self.mask(err))
+            raise self.error(args, rc, err)
         try:
             data = json.loads(out)
         except ValueError:
-            raise DockerCliError(f"docker {' '.join(args[:2])} returned output that is not JSON") from None
+            raise DockerError(f"docker {' '.join(args[:2])} returned output that is not JSON") from None
         return data[0] if isinstance(data, list) and data else None
 
-    def image_id(self, ref):
-        """The image ID (sha256:...) of a local image reference, or None when there is no such image."""
-        data = self.inspect(ref, kind="image")
-        return data.get("Id") if data else None
+    def changes(self, container):
+        _rc, out, _err = self.run(["diff", container])
+        found = []
+        for line in out.splitlines():
+            kind, _sep, path = line.strip().partition(" ")
+            if path.strip():
+                found.append((kind, path.strip()))
+        return found
 
-    def container_exists(self, name):
-        return self.inspect(name, kind="container") is not None
+    def list_containers(self, label=None, name=None):
+        args = ["ps", "--all", "--no-trunc", "--format", "{{json .}}"]
+        args += ["--filter", f"label={label}"] if label else []
+        args += ["--filter", f"name={name}"] if name else []
+        found = []
+        for row in self._json_lines(args):
+            labels = dict(pair.split("=", 1) for pair in (row.get("Labels") or "").split(",") if "=" in pair)
+            found.append({"name": row["Names"].split(",")[0], "labels": labels})
+        return found
+
+    def list_images(self, label=None, reference=None):
+        args = ["image", "ls", "--no-trunc", "--format", "{{json .}}"]
+        args += ["--filter", f"label={label}"] if label else []
+        args += ["--filter", f"reference={reference}"] if reference else []
+        return [
+            {
+                "id": row.get("ID"),
+                "repository": row["Repository"],
+                "tag": row["Tag"],
+                "created": _created_epoch(row.get("CreatedAt", "")),
+            }
+            for row in self._json_lines(args)
+            if row.get("Tag") not in (None, "", "<none>")
+        ]
+
+    def path_exists(self, container, path):
+        return None  # only by running something in the container: the caller decides without knowing
+
+    def info(self):
+        _rc, out, _err = self.run(["info", "--format", "{{json .}}"])
+        try:
+            return json.loads(out)
+        except ValueError:
+            raise DockerError("docker info returned output that is not JSON") from None
+
+    # -- changing ------------------------------------------------------------------------------------------------
+
+    def run_container(self, image, command=(), name=None, labels=None, entrypoint=None, network=None, start=True):
+        args = ["run", "--detach"] if start else ["create"]
+        args += ["--name", name] if name else []
+        args += ["--entrypoint", entrypoint] if entrypoint else []
+        for key, value in (labels or {}).items():
+            args += ["--label", f"{key}={value}"]
+        args += ["--network", network] if network else []
+        _rc, out, _err = self.run(args + [image] + list(command))
+        return out.strip()
+
+    def start(self, container):
+        self.run(["start", container])
+
+    def exec(self, container, argv, data=None):
+        args = ["exec"] + (["-i"] if data is not None else []) + [container] + list(argv)
+        _rc, out, _err = self.run(args, data=data)
+        return out
+
+    def copy_paths(self, source, paths, target):
+        """`docker exec -i <source> tar ... | docker cp - <target>:/`, streamed (binary, never held in memory)."""
+        producer = ["exec", "-i", source] + TAR_CREATE
+        consumer = ["cp", "--archive", "-", f"{target}:/"]
+        first = subprocess.Popen(
+            [self.docker_bin] + producer, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        second = subprocess.Popen(
+            [self.docker_bin] + consumer, stdin=first.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        first.stdout.close()  # the consumer holds the only reader: the producer sees EPIPE if it stops
+        first.stdin.write("".join(f"{path}\n" for path in paths).encode())
+        first.stdin.close()
+        _out, second_err = second.communicate()
+        first_err = first.stderr.read()
+        first.wait()
+        for args, proc, err in ((producer, first, first_err), (consumer, second, second_err)):
+            if proc.returncode != 0:
+                raise self.error(args, proc.returncode, err.decode("utf-8", "replace"))
 
     def commit(self, container, changes=(), message=None, pause=True):
-        """docker commit with --change instructions; returns the new image ID."""
         args = ["commit"]
         for change in changes:
             args += ["--change", change]
@@ -226,20 +237,22 @@ class DockerCli:
         return out.strip()
 
     def create(self, image, name=None, labels=None):
-        args = ["create"]
-        if name:
-            args += ["--name", name]
-        for key, value in (labels or {}).items():
-            args += ["--label", f"{key}={value}"]
-        args.append(image)
-        _rc, out, _err = self.run(args)
-        return out.strip()
+        return self.run_container(image, name=name, labels=labels, start=False)
 
     def remove_container(self, name, force=True):
         args = ["rm", "-f", name] if force else ["rm", name]
         rc, _out, err = self.run(args, check=False)
         if rc != 0 and not is_missing(err):
-            raise DockerCliError(self._error_message(args, rc, err), rc=rc, stderr=self.mask(err))
+            raise self.error(args, rc, err)
+
+    def remove_containers(self, names):
+        if not names:
+            return
+        args = ["rm", "--force", *names]
+        rc, _out, err = self.run(args, check=False)
+        problems = [line for line in err.splitlines() if line.strip() and not is_missing(line)]
+        if rc != 0 and problems:
+            raise self.error(args, rc, err)
 
     def tag(self, source, target):
         self.run(["tag", source, target])
@@ -248,30 +261,9 @@ class DockerCli:
         args = ["image", "rm"] + (["--force"] if force else []) + [ref]
         rc, _out, err = self.run(args, check=False)
         if rc != 0 and not is_missing(err):
-            raise DockerCliError(self._error_message(args, rc, err), rc=rc, stderr=self.mask(err))
-
-    def pipe(self, producer, consumer, data=b""):
-        """`docker <producer> | docker <consumer>`, streamed (binary, never held in memory), with `data` on the
-        producer's stdin; a failure of either raises DockerCliError naming it."""
-        first = subprocess.Popen(
-            [self.docker_bin] + producer, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        second = subprocess.Popen(
-            [self.docker_bin] + consumer, stdin=first.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        first.stdout.close()  # the consumer holds the only reader: the producer sees EPIPE if it stops
-        first.stdin.write(data)
-        first.stdin.close()
-        _out, second_err = second.communicate()
-        first_err = first.stderr.read()
-        first.wait()
-        for args, proc, err in ((producer, first, first_err), (consumer, second, second_err)):
-            if proc.returncode != 0:
-                text = err.decode("utf-8", "replace")
-                raise DockerCliError(self._error_message(args, proc.returncode, text), rc=proc.returncode)
+            raise self.error(args, rc, err)
 
     def push(self, ref, env=None):
-        """docker push; returns the digest the CLI printed (or None)."""
         _rc, out, _err = self.run(["push", ref], env=env)
         for line in out.splitlines():
             if "digest: " in line:

@@ -8,7 +8,8 @@ PRIVATE to the collection: do not import it from other collections, it may chang
 The planner compares what the registry has for every requested tag with the identity of the content to push and
 decides, before anything is committed or pushed: nothing to do, add tags by manifest (no layer push), or commit +
 push + add the other tags by manifest. Immutable tags that hold other content are conflicts: nothing happens.
-The applier runs the plan through an injected DockerCli and RegistryClient and skips every mutation in check mode.
+The applier runs the plan through an injected Docker engine (docker/_interface.py) and RegistryClient and skips
+every mutation in check mode.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import LABEL_FINGERPRINT
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import LABEL_KIND
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import LABEL_SOURCE
-from ansible_collections.immutable.infra.plugins.module_utils.docker._cli import DockerCliError
+from ansible_collections.immutable.infra.plugins.module_utils.docker._interface import DockerError
 from ansible_collections.immutable.infra.plugins.module_utils.registry._client import ImageReferenceError
 from ansible_collections.immutable.infra.plugins.module_utils.registry._client import RegistryError
 from ansible_collections.immutable.infra.plugins.module_utils.registry._client import parse_repository
@@ -336,7 +337,7 @@ class TemporaryDockerConfig:
 
 
 class ImagePusher:
-    """Resolve, plan and apply one push_image call. docker: DockerCli; registry: RegistryClient."""
+    """Resolve, plan and apply one push_image call. docker: the Docker engine interface; registry: RegistryClient."""
 
     def __init__(self, docker, registry, params, check_mode=False, now=None):
         self.docker = docker
@@ -519,5 +520,5 @@ def run_push(docker, registry, params, check_mode=False):
     """Entry point for the module: returns the result dict or raises PushImageError (with plan when known)."""
     try:
         return ImagePusher(docker, registry, params, check_mode=check_mode).run()
-    except (RegistryError, DockerCliError) as exc:
+    except (RegistryError, DockerError) as exc:
         raise PushImageError(exc.message) from None

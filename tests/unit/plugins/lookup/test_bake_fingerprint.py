@@ -115,7 +115,8 @@ def results(tree) -> dict:
 def test_lookup_returns_the_dict_directly(results):
     plain = results["plain"]
     assert results["plain_is_mapping"] is True
-    assert set(plain) == {"fingerprint", "short", "layers", "inputs", "manifest"}
+    assert set(plain) == {"fingerprint", "short", "layers", "inputs", "manifest", "base_id"}
+    assert plain["base_id"] == BASE
     assert plain["short"] == plain["fingerprint"][7:19]
     assert [layer["role"] for layer in plain["layers"]] == ["web"]
 
@@ -137,7 +138,7 @@ def test_lookup_equals_the_library_on_the_same_files(results, tree):
         version,
         RoleResolver(search_paths=[str(tree / "play" / "roles")]),
     )
-    assert results["plain"] == expected
+    assert results["plain"] == dict(expected, base_id=BASE)
 
 
 def test_templated_vars_are_rendered_before_hashing(results):
@@ -187,3 +188,14 @@ def test_ansible_doc_renders():
     )
     assert proc.returncode == 0, proc.stderr
     assert "base_id" in proc.stdout and "roles_path" in proc.stdout and "previous" in proc.stdout
+
+
+def test_exactly_one_of_base_id_and_base_image():
+    from ansible.errors import AnsibleLookupError
+
+    from ansible_collections.immutable.infra.plugins.lookup.bake_fingerprint import LookupModule
+
+    assert LookupModule._base_id(BASE, None) == BASE
+    for both_or_neither in ((BASE, "immutable-infra/base:bookworm"), (None, None)):
+        with pytest.raises(AnsibleLookupError, match="give exactly one of base_id and base_image"):
+            LookupModule._base_id(*both_or_neither)

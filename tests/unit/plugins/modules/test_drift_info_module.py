@@ -1,8 +1,9 @@
 """Unit tests for the drift_info module: argument handling and results, with a stand-in docker CLI script.
 
 The module runs in-process through ansible's patch_module_args; `docker_binary` points at a small script that
-answers like the docker CLI for one app/env, so the module's wiring (runner, upstream file, result shape) is
-exercised without a Docker Engine (the integration test covers the real one).
+answers like the docker CLI for one app/env, so the module's wiring (engine, upstream file, result shape) is
+exercised without a Docker Engine (the integration test covers the real one). The script is not named `docker`, so
+the engine interface takes the CLI, not the local daemon's socket (docker/_engine.py).
 """
 
 from __future__ import annotations
@@ -39,14 +40,14 @@ def fake_docker(tmp_path, diff: str, exit_code: int = 0):
             "State": {"Running": True, "Status": "running"},
         }
     ]
-    script = tmp_path / "docker"
+    script = tmp_path / "docker-stand-in"
     script.write_text(
         "#!/bin/sh\n"
         f"[ {exit_code} -ne 0 ] && {{ echo 'Cannot connect to the Docker daemon' >&2; exit {exit_code}; }}\n"
         'case "$1" in\n'
-        '  ps) case "$*" in *name=*) echo web-prod-blue;; esac;;\n'
+        """  ps) case "$*" in *name=*) echo '{"Names": "web-prod-blue", "Labels": ""}';; esac;;\n"""
         f"  container) echo '{json.dumps(inspect)}';;\n"
-        f"  image) echo '{json.dumps([A])}';;\n"
+        f"  image) echo '{json.dumps([{'Id': 'sha256:cfg', 'RepoDigests': [A]}])}';;\n"
         f"  diff) printf '{diff}';;\n"
         "esac\n"
     )

@@ -13,6 +13,7 @@ from ansible_collections.immutable.infra.plugins.module_utils.deploy._drift impo
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._drift import live_colour_from_upstream
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._drift import path_allowed
 from ansible_collections.immutable.infra.plugins.module_utils.deploy.docker._nginx_switch import render_upstream
+from ansible_collections.immutable.infra.plugins.module_utils.docker._cli import DockerCli
 
 A = "127.0.0.1:5000/web@sha256:" + "a" * 64
 B = "127.0.0.1:5000/web@sha256:" + "b" * 64
@@ -125,27 +126,38 @@ def test_live_colour_is_the_heaviest_weight():
     assert live_colour_from_upstream(None) is None
 
 
-def test_docker_inspector_reports_a_failing_cli():
-    insp = DockerInspector(lambda args: (1, "", "Cannot connect to the Docker daemon"))
-    with pytest.raises(DriftError, match="Cannot connect.*Docker Engine runs"):
+def test_docker_inspector_reports_a_failing_engine():
+    insp = DockerInspector(DockerCli(lambda cmd, **_kw: (1, "", "Cannot connect to the Docker daemon")))
+    with pytest.raises(DriftError, match="could not read the containers: .*Cannot connect.*Docker Engine runs"):
         insp.containers("web", "prod")
+    with pytest.raises(DriftError, match="could not read the changes of container web-prod-blue"):
+        insp.diff("web-prod-blue")
+    assert insp.repo_digests("sha256:x") == []  # no digests: reported as a mismatch by the planner
 
 
-def test_docker_inspector_parses_cli_output():
+def test_docker_inspector_reads_through_the_engine_interface():
     calls = []
 
-    def run(args):
+    def run(cmd, **_kwargs):
+        args = cmd[1:]
         calls.append(args)
         if args[0] == "ps":
-            return 0, "web-prod-blue\n", ""
+            name = "web-prod-blue" if "name=^web-prod-" in args else "other-x"
+            return 0, json.dumps({"Names": name, "Labels": "immutable.infra.app=web"}), ""
         if args[:2] == ["container", "inspect"]:
-            return 0, json.dumps([container("web-prod-blue", A, "blue"), container("other-x", A, labelled=False)]), ""
+            found = {
+                "web-prod-blue": container("web-prod-blue", A, "blue"),
+                "other-x": container("other-x", A, labelled=False),
+            }
+            return 0, json.dumps([found[args[2]]]), ""
         if args[0] == "diff":
             return 0, "C /run\nA /run/nginx.pid\n", ""
-        return 0, json.dumps([A]), ""
+        return 0, json.dumps([{"Id": "sha256:x", "RepoDigests": [A]}]), ""
 
-    insp = DockerInspector(run)
+    insp = DockerInspector(DockerCli(run))
+    # other-x carries the app label but neither the colour name nor this env: not this environment's
     assert [c["Name"] for c in insp.containers("web", "prod")] == ["/web-prod-blue"]
+    assert ["ps", "--all", "--no-trunc", "--format", "{{json .}}", "--filter", "label=immutable.infra.app=web"] in calls
     assert insp.diff("web-prod-blue") == [("C", "/run"), ("A", "/run/nginx.pid")]
     assert insp.repo_digests("sha256:x") == [A]
 
