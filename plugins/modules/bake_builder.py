@@ -111,11 +111,11 @@ options:
         and, for the squash, whether a removed path is in the base image (a container created from the base). It
         reads nothing of Docker's storage directories.
       - V(overlay2) is an accelerator (a few milliseconds instead of the engine's 0.3-0.7 s diff on a small
-        machine): it reads the builder's overlay2 upper directory and the base image's layer directories. It is used
+        machine), reading the builder's overlay2 upper directory and the base image's layer directories. It is used
         only with the local daemon on the storage driver C(overlay2) without the containerd image store (C(docker
-        info)), and as root (the layer directories and their C(trusted.overlay.*) attributes are root's); elsewhere
-        the module warns and uses V(engine). Wherever a directory holds what the walk does not interpret (an opaque
-        or redirected directory), the engine lists that builder's changes.
+        info)); elsewhere the module warns and uses V(engine). The directories are root's; where they cannot be
+        read, or hold what the walk does not interpret (an opaque or redirected directory), the engine lists that
+        builder's changes.
     type: str
     choices: [engine, overlay2]
     default: engine
