@@ -17,8 +17,6 @@ description:
     listens on a unix socket in a private 0700 directory under the temporary directory. Every later task sends its
     commands and files through that socket, so a task costs no C(docker exec), no docker CLI start-up and no
     shell per command (the SSH ControlPersist idea for containers).
-  - Ansible module payloads also get a compiled-code cache in the container's C(/dev/shm) (a tmpfs, never part of a
-    committed image), so C(ansible.module_utils.basic) is compiled once per builder instead of once per task.
   - The relay stops when the builder is removed, after O(idle_timeout) seconds without a request, or on any error.
     It logs only start and stop events, never commands or data, next to its socket.
   - When the container has no Python for the agent, every command falls back to one C(docker exec) each, so
@@ -76,7 +74,6 @@ from ansible.utils.display import Display
 
 from ansible_collections.immutable.infra.plugins.plugin_utils._builder_channel import ChannelError
 from ansible_collections.immutable.infra.plugins.plugin_utils._builder_channel import Client
-from ansible_collections.immutable.infra.plugins.plugin_utils._module_code_cache import with_code_cache
 
 display = Display()
 
@@ -129,7 +126,7 @@ class Connection(ConnectionBase):
                 " run the builder's tasks as root (the default) or use a become method without a password"
             )
         display.vvv(f"EXEC {cmd}", host=self.get_option("remote_addr"))
-        data = with_code_cache(to_bytes(in_data)) if in_data else b""
+        data = to_bytes(in_data) if in_data else b""
         if self._direct:
             proc = subprocess.run(self._direct_argv(cmd), input=data, capture_output=True, check=False)
             return proc.returncode, proc.stdout, proc.stderr

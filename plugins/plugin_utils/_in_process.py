@@ -15,6 +15,14 @@ module runs as usual, so delegating a task to another host behaves exactly as be
 
 The task's worker process is forked for this task alone and exits after it, so nothing a module does to the
 process (environment, working directory) reaches another task.
+
+The result is the one the module gives: the same validation messages, ``invocation`` (the validated arguments),
+the no_log values hidden the same way, the same refusal of check mode by a module without it. Only public
+ansible-core interfaces are used: ``ArgumentSpecValidator``, ``remove_values`` and, for a run as a module,
+``ActionBase._execute_module`` (with a copy of the task when a step needs another check mode than the task's).
+The collection's modules declare no aliases or deprecated options (tests/unit/plugins/test_in_process.py checks),
+so validation has no warnings that could get lost here. tests/integration/test_in_process_parity.py runs every
+module both ways and compares the results.
 """
 
 from __future__ import annotations
@@ -23,16 +31,14 @@ import os
 import shutil
 import subprocess
 
-from ansible.module_utils.common.arg_spec import ModuleArgumentSpecValidator
+from collections.abc import Mapping
+
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.common.parameters import remove_values
 from ansible.module_utils.common.text.converters import to_bytes
 from ansible.module_utils.common.text.converters import to_text
+from ansible.module_utils.errors import UnsupportedError
 from ansible.plugins.action import ActionBase
-
-from ansible_collections.immutable.infra.plugins.plugin_utils import _collection_code_cache
-
-# Each task's worker imports this collection's modules afresh; keep their compiled code (_collection_code_cache.py).
-_collection_code_cache.install()
 
 LOCAL_TRANSPORTS = ("local", "ansible.builtin.local")
 # what AnsibleModule's own locale check settles on, so tools' output parses the same in and out of process
@@ -102,10 +108,46 @@ class InProcessModule:
         return proc.returncode, out, err
 
 
+def _strings_of(value):
+    """The strings a no_log value stands for, as AnsibleModule hides them: every non-empty string in it (the values
+    of a dict, the items of a list), numbers as text; booleans and None hide nothing."""
+    if isinstance(value, (str, bytes)):
+        return {to_text(value, errors="surrogate_or_strict")} if value else set()
+    if isinstance(value, Mapping):
+        return set().union(*(_strings_of(item) for item in value.values()))
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return set().union(*(_strings_of(item) for item in value))
+    if value is None or isinstance(value, bool):
+        return set()
+    if isinstance(value, (int, float)):
+        return {str(value)}
+    raise TypeError(f"unknown parameter type: {type(value)}")
+
+
+def no_log_values(argument_spec, params):
+    """The values of the options marked no_log in `argument_spec` (sub-options included) found in `params`.
+
+    ansible-core keeps the set AnsibleModule masks in a private attribute of its validation result, so this walks
+    the argument spec itself, with the same rules. validate_args calls it on the task's arguments as given (what
+    AnsibleModule collects before converting types) and on the validated ones (defaults and fallbacks)."""
+    found = set()
+    for name, option in argument_spec.items():
+        value = params.get(name)
+        if option.get("no_log", False):
+            found |= _strings_of(value)
+        suboptions = option.get("options")
+        if suboptions and value is not None and option.get("type") in ("dict", "list"):
+            for item in value if isinstance(value, list) else [value]:
+                if isinstance(item, Mapping):
+                    found |= no_log_values(suboptions, item)
+    return found
+
+
 def validate_args(module_name, module_file, args):
     """Validate `args` with the module file's own ARGUMENT_SPEC and MODULE_OPTIONS, as AnsibleModule would.
 
-    Returns (params, no_log_values, failed): failed is None, or the failed result naming the module."""
+    Returns (params, no_log_values, failed): failed is None, or the failed result AnsibleModule would give (its
+    message, the task's arguments in ``invocation`` with the no_log values hidden)."""
     options = dict(module_file.MODULE_OPTIONS)
     for not_validation in ("supports_check_mode", "check_boto3"):
         options.pop(not_validation, None)
@@ -115,12 +157,19 @@ def validate_args(module_name, module_file, args):
         from ansible_collections.amazon.aws.plugins.module_utils.modules import aws_argument_spec
 
         spec = dict(aws_argument_spec(), **spec)
-    validated = ModuleArgumentSpecValidator(spec, **options).validate(args)
-    no_log_values = validated._no_log_values  # pylint: disable=protected-access
+    validated = ArgumentSpecValidator(spec, **options).validate(args)
+    params = validated.validated_parameters
+    try:
+        hidden = no_log_values(spec, args) | no_log_values(spec, params)
+    except TypeError as exc:
+        return None, set(), {"failed": True, "msg": str(exc)}
     if validated.error_messages:
-        failed = {"failed": True, "msg": f"{module_name}: " + "; ".join(validated.error_messages)}
-        return None, no_log_values, remove_values(failed, no_log_values)
-    return validated.validated_parameters, no_log_values, None
+        msg = validated.errors.msg
+        if isinstance(validated.errors[0], UnsupportedError):
+            msg = f"Unsupported parameters for ({module_name}) module: {msg}"
+        failed = {"failed": True, "msg": msg, "invocation": {"module_args": params}}
+        return None, hidden, remove_values(failed, hidden)
+    return params, hidden, None
 
 
 def _has_environment(environment):
@@ -181,21 +230,45 @@ class InProcessModuleAction(ActionBase):
         Also how an action plugin runs another module of the collection as one step of its work (check_mode
         applies to that step only). Returns the module's result, with no_log values removed."""
         if not self._in_process_allowed(args, only_when):
-            task_check_mode = self._task.check_mode
-            self._task.check_mode = check_mode
-            try:
-                return self._execute_module(module_name=module_name, module_args=dict(args), task_vars=task_vars)
-            finally:
-                self._task.check_mode = task_check_mode
-        params, no_log_values, failed = validate_args(module_name, module_file, args)
+            return self._execute_as_module(module_name, args, task_vars, check_mode)
+        params, hidden, failed = validate_args(module_name, module_file, args)
         if failed:
             return failed
-        module = InProcessModule(params, check_mode=check_mode, no_log_values=no_log_values)
+        if check_mode and not module_file.MODULE_OPTIONS.get("supports_check_mode", False):
+            done = {"skipped": True, "changed": False, "msg": f"remote module ({module_name}) does not support check mode"}
+            return remove_values(dict(done, invocation={"module_args": params}), hidden)
+        module = InProcessModule(params, check_mode=check_mode, no_log_values=hidden)
         try:
             module_file.run_module(module)
             done = {"failed": True, "msg": f"{module_name} returned without a result"}
         except ModuleDone as exc:
             done = exc.result
+        done.setdefault("invocation", {"module_args": params})
         if module.warnings:
             done.setdefault("warnings", []).extend(module.warnings)
-        return remove_values(done, no_log_values)
+        return remove_values(done, hidden)
+
+    def _execute_as_module(self, module_name, args, task_vars, check_mode):
+        """ActionBase._execute_module with `check_mode` for this run only.
+
+        _execute_module takes the check mode from the task (``_update_module_args`` sets ``_ansible_check_mode`` from
+        ``self._task.check_mode`` and overwrites any given), and ansible-core offers no argument for it. When the step's
+        check mode is the task's, the module runs through this action; otherwise through the ``normal`` action of a
+        copy of the task with that check mode (Task.copy and the action loader, as ansible-core's task executor runs
+        ``async_status``), so the task itself is never changed."""
+        if bool(check_mode) == bool(self._task.check_mode):
+            return self._execute_module(module_name=module_name, module_args=dict(args), task_vars=task_vars)
+        task = self._task.copy()
+        task.check_mode = bool(check_mode)
+        action = self._shared_loader_obj.action_loader.get(
+            "ansible.legacy.normal",
+            task=task,
+            connection=self._connection,
+            play_context=self._play_context,
+            loader=self._loader,
+            templar=self._templar,
+            shared_loader_obj=self._shared_loader_obj,
+        )
+        return action._execute_module(  # pylint: disable=protected-access
+            module_name=module_name, module_args=dict(args), task_vars=task_vars
+        )
