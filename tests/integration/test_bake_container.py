@@ -385,21 +385,28 @@ def test_bad_input_fails_before_anything_starts(registry, tmp_path, unique, extr
     assert "wrong-password-for-test" not in result.stdout + result.stderr
 
 
-def test_the_upper_directory_walk_lists_what_docker_diff_lists(base_image, unique):
-    """The squash and the cache layers read a builder's changes from its overlay2 upper directory: that must be
-    exactly `docker diff`'s list, for added, changed and removed paths, replaced directories and symlinks."""
-    from ansible_collections.immutable.infra.plugins.module_utils.bake._builder import BuilderManager
-    from ansible_collections.immutable.infra.plugins.module_utils.bake._builder import overlay_upper_changes
-    from ansible_collections.immutable.infra.plugins.module_utils.bake._builder import parse_diff
+def test_both_change_listings_give_the_same_changes(base_image, unique):
+    """The Engine API's list (the default), the CLI's `docker diff` and the overlay2 accelerator's walk of the upper
+    directory give the same changes of the same container: added, changed and removed paths, replaced directories,
+    symlinks. Where the walk cannot tell (an opaque directory) the accelerator takes the engine's list."""
+    from ansible_collections.immutable.infra.plugins.module_utils.bake.builder._changes import EngineChanges
+    from ansible_collections.immutable.infra.plugins.module_utils.bake.builder._changes import Overlay2Changes
+    from ansible_collections.immutable.infra.plugins.module_utils.bake.builder._changes import change_listing
+    from ansible_collections.immutable.infra.plugins.module_utils.bake.builder._overlay2 import container_upper_changes
     from ansible_collections.immutable.infra.plugins.module_utils.docker._cli import DockerCli
-    from ansible_collections.immutable.infra.plugins.module_utils.docker._cli import engine_socket
+    from ansible_collections.immutable.infra.plugins.module_utils.docker._cli import run_locally
+    from ansible_collections.immutable.infra.plugins.module_utils.docker._engine import docker_engine
 
-    cli_calls = []
+    engine = docker_engine(run_locally)
+    warnings = []
+    accelerator = change_listing(engine, "overlay2", warn=warnings.append)
+    if warnings:
+        pytest.fail(f"the overlay2 accelerator is refused on this machine: {warnings[0]}")
+    assert type(accelerator) is Overlay2Changes
+    listings = {"engine": EngineChanges(engine), "cli": EngineChanges(DockerCli(run_locally)), "overlay2": accelerator}
 
-    def run_command(args, **_kwargs):
-        cli_calls.append(args[1])
-        proc = subprocess.run(args, capture_output=True, text=True, check=False)
-        return proc.returncode, proc.stdout, proc.stderr
+    def diff(name):
+        return {line[2:] for line in docker("diff", name).splitlines() if line[1:2] == " "}
 
     name = f"walk-{unique}"
     docker("run", "--detach", "--name", name, base_image, "sleep", "infinity")
@@ -410,48 +417,41 @@ def test_the_upper_directory_walk_lists_what_docker_diff_lists(base_image, uniqu
             " ln -s /opt/app /srv/app; chmod 700 /usr/bin/env; mkfifo /tmp/fifo; touch '/tmp/odd name'"
         )
         docker("exec", name, "sh", "-c", changes)
-        expected = set(parse_diff(docker("diff", name)))
+        expected = diff(name)
         assert {"/opt/app/conf/deep/file", "/etc/issue", "/etc/motd", "/srv/app", "/usr/bin/env"} <= expected
-        info = json.loads(docker("container", "inspect", name))[0]
-        if info["GraphDriver"]["Name"] != "overlay2":
-            pytest.fail(f"this engine stores containers with {info['GraphDriver']['Name']}, not overlay2")
-        upper = info["GraphDriver"]["Data"]["UpperDir"]
-        # a directory removed and made again is opaque: its hidden lower entries are in docker diff's list only
+        # a directory removed and made again is opaque: its hidden lower entries are in the engine's list only
         assert "/usr/share/doc/apt/copyright" in expected
-        assert overlay_upper_changes(upper) is None
-        manager = BuilderManager(DockerCli(run_command, engine=engine_socket()))
-        assert manager.docker.engine is not None
-        assert set(manager.layer_changes(name)) == expected  # from `docker diff`, the walk having declined
+        info = json.loads(docker("container", "inspect", name))[0]
+        assert container_upper_changes(info) is None  # the walk declines ...
+        for kind, listing in listings.items():  # ... and the accelerator gives the engine's list
+            assert set(listing.container_changes(name)[0]) == expected, kind
+
         docker("exec", name, "sh", "-c", "rm -rf /usr/share/doc/apt")  # a whiteout now, no opaque directory
-        expected = set(parse_diff(docker("diff", name)))
+        expected = diff(name)
         assert "/usr/share/doc/apt" in expected and "/usr/share/doc/apt/copyright" not in expected
-        assert set(overlay_upper_changes(upper)) == expected
-        walked = manager.upper_changes(json.loads(docker("container", "inspect", name))[0])
-        assert set(walked[0]) == expected and set(walked[1]) == {"/etc/motd", "/usr/share/doc/apt"}  # whiteouts
-        del cli_calls[:]
-        assert set(manager.layer_changes(name)) == expected
-        assert cli_calls == []  # read from the upper directory: no docker diff, no CLI at all
-        # without the socket (a remote daemon, another CLI) the same list comes from `docker diff`
-        assert set(BuilderManager(DockerCli(run_command)).layer_changes(name)) == expected
+        info = json.loads(docker("container", "inspect", name))[0]
+        assert container_upper_changes(info) is not None  # read from the upper directory this time
+        for kind, listing in listings.items():
+            paths, removed = listing.container_changes(name, info)
+            assert set(paths) == expected, kind
+            assert set(removed) == {"/etc/motd", "/usr/share/doc/apt"}, kind
     finally:
         docker("rm", "--force", name, check=False)
 
 
-def test_the_squash_starts_its_copy_only_to_remove_a_base_path(base_image, unique):
+@pytest.mark.parametrize("listing", ["engine", "overlay2"])
+def test_the_squash_starts_its_copy_only_to_remove_a_base_path(base_image, unique, listing):
     """The squash's copy of the base is only created (no start, no exec) unless a path the base has was removed:
-    by the builder itself (a whiteout in its own layer: the copy starts at once) or by a cache layer (in the
-    layer's list: the copy starts once that is read). Either way the copy holds exactly the builder's files."""
-    from ansible_collections.immutable.infra.plugins.module_utils.bake._builder import CHANGES_FILE
-    from ansible_collections.immutable.infra.plugins.module_utils.bake._builder import BuilderManager
-    from ansible_collections.immutable.infra.plugins.module_utils.docker._cli import DockerCli
-    from ansible_collections.immutable.infra.plugins.module_utils.docker._cli import engine_socket
+    by the builder itself or by a cache layer (in the layer's list: the copy starts once that is read). Either way
+    the copy holds exactly the builder's files, with either change listing."""
+    from ansible_collections.immutable.infra.plugins.module_utils.bake.builder._changes import change_listing
+    from ansible_collections.immutable.infra.plugins.module_utils.bake.builder._files import CHANGES_FILE
+    from ansible_collections.immutable.infra.plugins.module_utils.bake.builder._manager import BuilderManager
+    from ansible_collections.immutable.infra.plugins.module_utils.docker._cli import run_locally
+    from ansible_collections.immutable.infra.plugins.module_utils.docker._engine import docker_engine
 
-    def run_command(args, data=None, **_kwargs):
-        data = data.encode() if isinstance(data, str) else data
-        proc = subprocess.run(args, input=data, capture_output=True, check=False)
-        return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
-
-    manager = BuilderManager(DockerCli(run_command, engine=engine_socket()))
+    engine = docker_engine(run_locally)
+    manager = BuilderManager(engine, listing=change_listing(engine, listing))
     made, images = [], []
     cases = [  # (what the cache layer's role does, what the builder then does, started, files left)
         ("", "", False, ["one", "two", "issue", "motd"]),
