@@ -3,10 +3,13 @@
 
 """immutable.infra.promotion: the promotion playbooks' settings check, gate, switch, tag and record in one task.
 
-Each step is the collection's own module (ledger, bg_swap, push_image) with the arguments the playbooks used to
-give it as a separate task, run in process on the controller (plugin_utils/_in_process.py) or as a module where it
-needs its own process (the SSM ledger). One task instead of six saves the start-up of each, which was most of a
-promotion's time beyond the health gate (docs/promotion.md, "Speed").
+The flow goes one way, each part only after the one before succeeded: settings -> ledger gate (check mode) ->
+docker: router (when needed), environment tag plan, bg_swap, environment tag; aws: the AMI of the environment's
+region, bg_swap backend=aws -> ledger record -> summary. How a rollback goes (switch back or deploy) is bg_swap's
+decision. Each part is the collection's own module (ledger, router, bg_swap, push_image), run in process on the
+controller (plugin_utils/_in_process.py) or as a module where it needs its own process and AWS clients (the SSM
+ledger, bg_swap backend=aws). One task instead of many saves the start-up of each, which was most of a promotion's
+time beyond the health gate (docs/promotion.md).
 """
 
 from __future__ import annotations
@@ -15,24 +18,28 @@ import os
 import time
 from contextlib import contextmanager
 
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.common.parameters import remove_values
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.immutable.infra.plugins.plugin_utils._in_process import InProcessModule
 from ansible_collections.immutable.infra.plugins.plugin_utils._in_process import InProcessModuleAction
+from ansible_collections.immutable.infra.plugins.plugin_utils._in_process import no_log_values
 from ansible_collections.immutable.infra.plugins.plugin_utils._in_process import validate_args
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import PromotionError
+from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import ami_for_region
+from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import aws_swap_args
+from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import env_region
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import env_tag_args
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import latest_artifact_id
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import ledger_args
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import read_records
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import record_of
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import resolve_settings
-from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import rollback_switch_state
-from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import router_is_up
+from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import router_args
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import settings_problem
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import summary_lines
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import swap_args
+from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import swap_state
 
 FILE_LEDGER_ONLY = {"backend": ("file", ("file",))}
 DOCKER_ONLY = {"backend": ("docker", ("docker",))}
@@ -57,17 +64,41 @@ class ActionModule(InProcessModuleAction):
                 " become, async, environment or delegate_to another host",
             )
             return result
-        params, no_log_values, failed = validate_args(self.module_name, self.module_file(), self._task.args)
+        params, hidden, failed = validate_args(self.module_name, self.module_file(), self._task.args)
+        if not failed:
+            aws, aws_hidden, failed = self._aws_connection(params["aws"])
+            hidden = set(hidden) | aws_hidden
         if failed:
             result.update(failed)
         else:
             try:
-                result.update(self._promote(params, task_vars))
+                result.update(self._promote(params, aws, task_vars))
             except PromotionError as exc:
                 result.update(failed=True, msg=exc.message)
         if "timings" in result:
             result["timings"]["step"] = round(time.monotonic() - started, 3)
-        return remove_values(result, no_log_values)
+        return remove_values(result, hidden)
+
+    @staticmethod
+    def _aws_connection(given):
+        """promotion_aws checked as amazon.aws's common options (no_log ones, e.g. secret_key, are never shown).
+
+        Returns (the options as given, their no_log values, failed result or None)."""
+        if not given:
+            return {}, set(), None
+        from ansible_collections.amazon.aws.plugins.module_utils.modules import aws_argument_spec
+
+        spec = aws_argument_spec()
+        validated = ArgumentSpecValidator(spec).validate(given)
+        try:
+            hidden = no_log_values(spec, given) | no_log_values(spec, validated.validated_parameters)
+        except TypeError as exc:
+            return None, set(), {"failed": True, "msg": f"invalid promotion_aws: {exc}"}
+        if validated.error_messages:
+            msg = "invalid promotion_aws (amazon.aws connection options): " + "; ".join(validated.error_messages)
+            return None, hidden, remove_values({"failed": True, "msg": msg}, hidden)
+        # as given: bg_swap validates them again, as it did when they came through module_defaults
+        return dict(given), hidden, None
 
     # -- the steps ---------------------------------------------------------------------------------------------
 
@@ -80,17 +111,7 @@ class ActionModule(InProcessModuleAction):
             timings = out.setdefault("timings", {})
             timings[phase] = round(timings.get(phase, 0) + time.monotonic() - start, 3)
 
-    def _promote(self, params, task_vars):
-        resume = params["resume"]
-        if resume:
-            carried = ("settings", "records", "request", "artifact_id", "gate")
-            if not all(key in resume for key in carried):
-                raise PromotionError(
-                    "resume must be the registered result of an earlier immutable.infra.promotion step (step=apply)"
-                    " of the same run that changed nothing (router_needed or switch_in_playbook)"
-                )
-            out = {key: resume[key] for key in carried}
-            return self._apply(params, task_vars, out, resumed=True)
+    def _promote(self, params, aws, task_vars):
         settings = resolve_settings(params["settings"], os.environ.get("PWD") or os.getcwd())
         action, env, from_env = params["action"], params["env"], params["from_env"]
         check_envs = params["check_envs"]
@@ -123,78 +144,107 @@ class ActionModule(InProcessModuleAction):
         out["artifact_id"] = gate["artifact_id"]
         if params["step"] == "gate":
             return out
-        return self._apply(params, task_vars, out, resumed=False)
-
-    def _apply(self, params, task_vars, out, resumed):
-        settings, request = out["settings"], out["request"]
-        env, artifact_id = request["env"], out["artifact_id"]
-        check_mode = bool(self._play_context.check_mode)
-        out.update(changed=False, done=False, router_needed=False, switch_in_playbook=False)
-        if settings["backend"] == "aws":
-            if not resumed:
-                return dict(out, switch_in_playbook=True)
-            out["swap"] = params["swap"] or {}
-            out["switch_state"] = params["switch_state"] or "deployed"
-        elif settings["backend"] == "docker":
-            envcfg = settings["environments"][env]
-            if (
-                not resumed
-                and settings["manage_router"]
-                and (
-                    settings["manage_router_always"]
-                    or not router_is_up(str(envcfg["router_dir"]), settings["app"], env)
-                )
-            ):
-                return dict(out, router_needed=True)
-            record = record_of(out["records"], artifact_id)
-            # the tag's plan first (registry credentials, a tag held by another digest): refused, nothing switched
-            with self._timed(out, "env_tag_plan"):
-                planned = self._env_tag(params, settings, env, record, task_vars, check_mode=True)
-            if planned.get("failed"):
-                return dict(
-                    out,
-                    failed=True,
-                    tag=planned,
-                    msg=f"the environment tag {env} cannot be added to {artifact_id}, so nothing was switched or"
-                    f" recorded: {planned.get('msg', '')}",
-                )
-            state = self._rollback_state(settings, env, artifact_id) if request["action"] == "rollback" else "deployed"
-            out["switch_state"] = state
-            with self._timed(out, "swap"):
-                swap = self._swap(settings, env, artifact_id, state, task_vars, check_mode)
-            out["swap"] = swap
-            if swap.get("failed"):
-                return dict(out, failed=True, msg=swap.get("msg", "bg_swap failed"))
-            out["changed"] = bool(swap.get("changed"))
-            with self._timed(out, "env_tag"):
-                tag = self._env_tag(params, settings, env, record, task_vars, check_mode)
-            out["tag"] = tag
-            if tag.get("failed"):
-                return dict(
-                    out,
-                    failed=True,
-                    msg=f"{settings['app']}/{env} now runs {artifact_id}, but adding the environment tag failed, so"
-                    f" the ledger was not updated (verify.yml reports the drift; run the playbook again once the"
-                    f" registry answers): {tag.get('msg', '')}",
-                )
-            out["changed"] = out["changed"] or bool(tag.get("changed"))
+        out.update(done=False)
+        if settings["backend"] == "docker":
+            failed = self._switch_docker(params, task_vars, out)
+        elif settings["backend"] == "aws":
+            failed = self._switch_aws(aws, task_vars, out)
+        else:
+            failed = None
+        if failed:
+            return dict(out, failed=True, **failed)
         with self._timed(out, "ledger_record"):
-            recorded = self._ledger(settings, request, out["records"], artifact_id, task_vars, check_mode=check_mode)
+            recorded = self._ledger(settings, request, records, out["artifact_id"], task_vars, self._check_mode())
         out["recorded"] = recorded
         if recorded.get("failed"):
             return dict(out, failed=True, msg=recorded.get("msg", "the ledger refused the record"))
-        summary = summary_lines(settings, request, out.get("swap") or {}, out.get("switch_state", "deployed"), recorded)
+        summary = summary_lines(settings, request, out.get("swap") or {}, recorded)
         return dict(out, done=True, summary=summary, changed=out["changed"] or bool(recorded.get("changed")))
+
+    def _check_mode(self):
+        return bool(self._play_context.check_mode)
+
+    def _switch_docker(self, params, task_vars, out):
+        """Router (when needed), the env tag's plan, bg_swap, the env tag. Returns None, or what failed."""
+        # imported here, after _in_process installed the compiled-code cache for the collection's own code
+        from ansible_collections.immutable.infra.plugins.module_utils.deploy.docker._router import router_is_up
+
+        settings, request, artifact_id = out["settings"], out["request"], out["artifact_id"]
+        env, app = request["env"], settings["app"]
+        check_mode = self._check_mode()
+        router_dir = str(settings["environments"][env]["router_dir"])
+        # idempotent, before the switch: the first deploy to an environment sets its router up and starts it
+        if settings["manage_router"] and (settings["manage_router_always"] or not router_is_up(router_dir, app, env)):
+            with self._timed(out, "router"):
+                out["router"] = self._router(settings, env, task_vars, check_mode)
+            if out["router"].get("failed"):
+                return {"msg": f"the router of {app}/{env} could not be set up: {out['router'].get('msg', '')}"}
+            out["changed"] = bool(out["router"].get("changed"))
+        record = record_of(out["records"], artifact_id)
+        # the tag's plan first (registry credentials, a tag held by another digest): refused, nothing switched
+        with self._timed(out, "env_tag_plan"):
+            planned = self._env_tag(params, settings, env, record, task_vars, check_mode=True)
+        if planned.get("failed"):
+            return {
+                "tag": planned,
+                "msg": f"the environment tag {env} cannot be added to {artifact_id}, so nothing was switched or"
+                f" recorded: {planned.get('msg', '')}",
+            }
+        from ansible_collections.immutable.infra.plugins.modules import bg_swap
+
+        args = swap_args(settings, env, artifact_id, swap_state(request["action"]))
+        with self._timed(out, "swap"):
+            out["swap"] = self.run_module_step(
+                "immutable.infra.bg_swap", bg_swap, args, task_vars, check_mode=check_mode, only_when=DOCKER_ONLY
+            )
+        if out["swap"].get("failed"):
+            return {"msg": out["swap"].get("msg", "bg_swap failed")}
+        out["changed"] = out["changed"] or bool(out["swap"].get("changed"))
+        with self._timed(out, "env_tag"):
+            tag = self._env_tag(params, settings, env, record, task_vars, check_mode)
+        out["tag"] = tag
+        if tag.get("failed"):
+            return {
+                "msg": f"{app}/{env} now runs {artifact_id}, but adding the environment tag failed, so the ledger was"
+                " not updated (verify.yml reports the drift; run the playbook again once the registry answers):"
+                f" {tag.get('msg', '')}"
+            }
+        out["changed"] = out["changed"] or bool(tag.get("changed"))
+        return None
+
+    def _switch_aws(self, aws, task_vars, out):
+        """The AMI of the environment's region, then bg_swap backend=aws (as a module: it needs AWS clients)."""
+        from ansible_collections.immutable.infra.plugins.modules import bg_swap
+
+        settings, request = out["settings"], out["request"]
+        env = request["env"]
+        region = env_region(settings, env, os.environ)
+        ami = ami_for_region(out["artifact_id"], region, env)  # refused here: nothing switched or recorded
+        args = aws_swap_args(settings, env, ami, region, swap_state(request["action"]), aws)
+        with self._timed(out, "swap"):
+            # DOCKER_ONLY: bg_swap backend=aws runs as a module, in its own process with AWS clients
+            swap = self.run_module_step(
+                "immutable.infra.bg_swap",
+                bg_swap,
+                args,
+                task_vars,
+                check_mode=self._check_mode(),
+                only_when=DOCKER_ONLY,
+            )
+        swap.pop("invocation", None)  # the module's arguments: the AWS connection is not the result's business
+        out["swap"] = swap
+        if swap.get("failed"):
+            return {"msg": swap.get("msg", "bg_swap failed")}
+        out["changed"] = bool(swap.get("changed"))
+        return None
 
     # -- one module each ---------------------------------------------------------------------------------------
 
-    def _swap(self, settings, env, artifact_id, state, task_vars, check_mode):
-        from ansible_collections.immutable.infra.plugins.modules import bg_swap
+    def _router(self, settings, env, task_vars, check_mode):
+        from ansible_collections.immutable.infra.plugins.modules import router
 
-        args = swap_args(settings, env, artifact_id, state)
-        return self.run_module_step(
-            "immutable.infra.bg_swap", bg_swap, args, task_vars, check_mode=check_mode, only_when=DOCKER_ONLY
-        )
+        args = router_args(settings, env)
+        return self.run_module_step("immutable.infra.router", router, args, task_vars, check_mode=check_mode)
 
     def _ledger(self, settings, request, records, artifact_id, task_vars, check_mode):
         from ansible_collections.immutable.infra.plugins.modules import ledger
@@ -227,33 +277,3 @@ class ActionModule(InProcessModuleAction):
             if params[key]:
                 args[key] = params[key]
         return self.run_module_step("immutable.infra.push_image", push_image, args, task_vars, check_mode=check_mode)
-
-    @staticmethod
-    def _rollback_state(settings, env, artifact_id):
-        """rolled_back when the kept previous colour still runs the rollback target (an instant switch back).
-
-        Reads bg_swap's state file and the colour's artifact label the way bg_swap does (NginxSwitch, DockerCli)."""
-        # imported here: only a docker rollback needs them
-        from ansible_collections.immutable.infra.plugins.module_utils.deploy.docker._backend import LABEL_PREFIX
-        from ansible_collections.immutable.infra.plugins.module_utils.deploy.docker._nginx_switch import NginxSwitch
-        from ansible_collections.immutable.infra.plugins.module_utils.deploy.docker._nginx_switch import SwitchError
-        from ansible_collections.immutable.infra.plugins.module_utils.docker._cli import DockerCli
-        from ansible_collections.immutable.infra.plugins.module_utils.docker._cli import DockerCliError
-        from ansible_collections.immutable.infra.plugins.module_utils.docker._cli import engine_socket
-
-        app = settings["app"]
-        conf_dir = os.path.join(str(settings["environments"][env]["router_dir"]), "conf.d")
-        try:
-            bg_state = NginxSwitch(None, app, env, conf_dir).read_state()
-        except SwitchError:
-            return "deployed"  # bg_swap reports the broken state file itself
-        previous = bg_state.get("previous")
-        if previous not in ("blue", "green"):
-            return "deployed"
-        docker = DockerCli(InProcessModule({}, check_mode=False).run_command, engine=engine_socket("docker"))
-        try:
-            info = docker.inspect(f"{app}-{env}-{previous}", kind="container")
-        except DockerCliError:
-            info = None
-        labels = ((info or {}).get("Config") or {}).get("Labels") or {}
-        return rollback_switch_state(bg_state, labels.get(f"{LABEL_PREFIX}.artifact"), artifact_id)

@@ -18,15 +18,19 @@ description:
     changes.
   - With O(step=gate) or O(step=apply), asks the M(immutable.infra.ledger) module whether the environment accepts
     the artifact (check mode, nothing is written).
-  - With O(step=apply) and the C(docker) backend, when the environment's router runs, it then plans the environment
-    tag (M(immutable.infra.push_image) in check mode, so wrong registry credentials or a tag held by another
-    digest fail before anything changes), switches the environment with M(immutable.infra.bg_swap), adds the
-    environment tag to the same digest and records the run in the ledger, in that order, each only after the one
-    before succeeded. These are the same modules the playbooks would run as separate tasks; one task saves the
-    start-up of three, which is most of a promotion's time beyond the health gate.
-  - When the router must be set up first (RV(router_needed)), or the C(aws) backend switches in the playbook
-    (RV(switch_in_playbook)), nothing is changed; the playbook does that part and calls this step again with
-    O(resume) to finish.
+  - With O(step=apply) and the C(docker) backend, it then sets up the environment's router with
+    M(immutable.infra.router) when it is not set up or not running (every time with C(manage_router_always); never
+    with C(manage_router=false)), plans the environment tag (M(immutable.infra.push_image) in check mode, so wrong
+    registry credentials or a tag held by another digest fail before anything changes), switches the environment
+    with M(immutable.infra.bg_swap), adds the environment tag to the same digest and records the run in the ledger,
+    in that order, each only after the one before succeeded. These are the same modules the playbooks would run as
+    separate tasks; one task saves the start-up of each, which is most of a promotion's time beyond the health gate.
+  - With O(step=apply) and the C(aws) backend, it takes the AMI of the environment's region from the artifact
+    (refusing, before anything changes, an artifact without one), switches the environment with
+    M(immutable.infra.bg_swap) (O(immutable.infra.bg_swap#module:backend=aws), run as a module with the AWS
+    connection of O(aws)) and records the run in the ledger.
+  - A rollback asks bg_swap for O(immutable.infra.bg_swap#module:state=rolled_back) with the rollback target, and
+    bg_swap decides - an instant switch back when the kept colour still runs it, else a blue-green deploy of it.
   - With the C(none) backend, the step records in the ledger only.
 options:
   step:
@@ -76,20 +80,16 @@ options:
         C(environments), C(ledger), C(env_tags), C(health_path), C(health_timeout), C(health_interval),
         C(traffic_steps), C(container_port), C(manage_router), C(manage_router_always), C(aws_region).
         Missing ones take the defaults of C(docs/promotion.md).
-      - Required unless O(resume) is given.
     type: dict
-  resume:
+    required: true
+  aws:
     description:
-      - The result of this step's earlier call in the same run, after the playbook set up the router or switched
-        the environment itself. The step then carries on from there with the same settings, artifact and request.
+      - The C(aws) backend's AWS connection (the inventory's C(promotion_aws)), any amazon.aws connection option such
+        as C(region), C(profile), C(endpoint_url), C(access_key), C(secret_key), C(session_token). Checked as
+        amazon.aws's options and passed to M(immutable.infra.bg_swap) only; the secret ones are never shown in the
+        result or in a message. Not used by the other backends.
     type: dict
-  swap:
-    description: With O(resume), the result of the playbook's own M(immutable.infra.bg_swap) switch (C(aws) backend).
-    type: dict
-  switch_state:
-    description: With O(swap), the state the playbook switched to (V(rolled_back) for an instant switch back).
-    type: str
-    choices: [deployed, rolled_back]
+    default: {}
   registry_username:
     description: User for the registry holding the artifact, for the environment tag.
     type: str
@@ -140,24 +140,18 @@ gate:
   description: The ledger's answer in check mode.
   returned: with step gate or apply
   type: dict
-router_needed:
-  description: The environment's router must be set up before the switch; nothing was changed.
-  returned: with step apply
-  type: bool
-switch_in_playbook:
-  description: The C(aws) backend switches in the playbook; nothing was changed.
-  returned: with step apply
-  type: bool
-switch_state:
-  description: V(deployed), or V(rolled_back) for an instant switch back to the kept colour (O(action=rollback)).
-  returned: with step apply and the docker backend
-  type: str
+router:
+  description: The result of M(immutable.infra.router) setting up the environment's router (docker backend).
+  returned: when the router step ran
+  type: dict
 done:
   description: The environment was switched (if the backend switches) and the run recorded in the ledger.
   returned: with step apply
   type: bool
 swap:
-  description: The result of M(immutable.infra.bg_swap).
+  description:
+    - The result of M(immutable.infra.bg_swap). For a rollback, C(swap.rollback_method) says how bg_swap put the
+      target live (V(switch_back) or V(deploy)).
   returned: when switched
   type: dict
 tag:
@@ -175,12 +169,12 @@ summary:
   elements: str
 timings:
   description:
-    - Seconds per part of the step (C(ledger_check), C(env_tag_plan), C(swap), C(env_tag), C(ledger_record)) and in
-      all (C(step)). bg_swap's own phases (its health gate included) are in C(swap.timings).
+    - Seconds per part of the step (C(ledger_check), C(router), C(env_tag_plan), C(swap), C(env_tag),
+      C(ledger_record)) and in all (C(step)). bg_swap's own phases (its health gate included) are in C(swap.timings).
   returned: with step gate or apply
   type: dict
 request:
-  description: The run's action, environments, force and reason, for O(resume).
+  description: The run's action, environments, force and reason.
   returned: always
   type: dict
 """
@@ -195,17 +189,12 @@ ARGUMENT_SPEC = dict(
     artifact=dict(type="raw"),
     force=dict(type="bool", default=False),
     reason=dict(type="str"),
-    settings=dict(type="dict"),
-    resume=dict(type="dict"),
-    swap=dict(type="dict"),
-    switch_state=dict(type="str", choices=["deployed", "rolled_back"]),
+    settings=dict(type="dict", required=True),
+    aws=dict(type="dict", default={}, no_log=False),
     registry_username=dict(type="str"),
     registry_password=dict(type="str", no_log=True),
 )
-MODULE_OPTIONS = dict(
-    required_one_of=[("settings", "resume")],
-    supports_check_mode=True,
-)
+MODULE_OPTIONS = dict(supports_check_mode=True)
 
 
 def main():

@@ -18,10 +18,32 @@ import re
 
 from ansible.module_utils.parsing.convert_bool import boolean
 
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import fingerprint_tag
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import latest_path
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import records_dir
+
 APP_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 BACKENDS = ("docker", "aws", "none")
 ACTIONS = ("deploy", "promote", "rollback")
 LEDGER_CONNECTION = ("backend", "path", "prefix", "region", "endpoint_url")
+AMI_ID = re.compile(r"^ami-[0-9a-f]{8,17}$")
+# bg_swap (aws backend) options an environment of promotion_environments may set, and the ones with a promotion default
+AWS_SWAP_OPTIONS = (
+    "listener_arn",
+    "load_balancer_name",
+    "listener_port",
+    "target_groups",
+    "asg_names",
+    "launch_templates",
+    "desired_capacity",
+    "instance_type",
+    "step_pause",
+    "health_checks_required",
+    "verify_timeout",
+    "old_colour_action",
+    "lock_ttl",
+)
+AWS_SWAP_DEFAULTS = ("traffic_steps", "health_interval", "health_timeout")
 DEFAULTS = {
     "backend": "docker",
     "environments": {},
@@ -145,7 +167,7 @@ def settings_problem(settings: dict, check_envs: list, usage: str) -> str | None
 def read_records(artifacts_dir: str, app: str) -> list:
     """The app's artifact records (<artifacts_dir>/<app>/records/*.json), oldest first: the IDs the gate knows."""
     records = []
-    for path in sorted(glob.glob(os.path.join(glob.escape(artifacts_dir), glob.escape(app), "records", "*.json"))):
+    for path in sorted(glob.glob(os.path.join(glob.escape(records_dir(artifacts_dir, app)), "*.json"))):
         try:
             with open(path, encoding="utf-8") as handle:
                 record = json.load(handle)
@@ -170,7 +192,7 @@ def read_records(artifacts_dir: str, app: str) -> list:
 
 def latest_artifact_id(artifacts_dir: str, app: str):
     """The ID in <artifacts_dir>/<app>/latest.json (the newest bake), for a deploy without an explicit artifact."""
-    path = os.path.join(artifacts_dir, app, "latest.json")
+    path = latest_path(artifacts_dir, app)
     try:
         with open(path, encoding="utf-8") as handle:
             return json.load(handle)["id"]
@@ -183,23 +205,6 @@ def latest_artifact_id(artifacts_dir: str, app: str):
 
 def record_of(records: list, artifact_id) -> dict:
     return next((record for record in records if record["id"] == artifact_id), {})
-
-
-def router_is_up(router_dir: str, app: str, env: str) -> bool:
-    """Whether the environment's router was set up (its two conf files) and its nginx master runs."""
-    conf_d = os.path.join(router_dir, "conf.d")
-    if not (
-        os.path.isfile(os.path.join(conf_d, f"{app}-{env}.conf"))
-        and os.path.isfile(os.path.join(conf_d, f"{app}-{env}.upstream.conf"))
-    ):
-        return False
-    try:
-        with open(os.path.join(router_dir, "nginx.pid"), encoding="ascii") as handle:
-            pid = int(handle.read().strip())
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return False
-    return True
 
 
 def ledger_args(settings: dict, action: str, env: str, from_env: str, artifact_id, force: bool, reason) -> dict:
@@ -215,6 +220,24 @@ def ledger_args(settings: dict, action: str, env: str, from_env: str, artifact_i
         if action == "promote":
             args["from_env"] = from_env
     return args
+
+
+def router_args(settings: dict, env: str) -> dict:
+    """The router module's arguments for the environment's self-contained nginx (what the role was given)."""
+    envcfg = settings["environments"][env]
+    return {
+        "app": settings["app"],
+        "env": env,
+        "listen": f"127.0.0.1:{envcfg['router_port']}",
+        "blue_port": envcfg["blue_port"],
+        "green_port": envcfg["green_port"],
+        "self_contained_dir": str(envcfg["router_dir"]),
+    }
+
+
+def swap_state(action: str) -> str:
+    """bg_swap's state: a rollback lets bg_swap choose between the switch back and a deploy of the target."""
+    return "rolled_back" if action == "rollback" else "deployed"
 
 
 def swap_args(settings: dict, env: str, artifact_id, state: str = "deployed") -> dict:
@@ -240,6 +263,58 @@ def swap_args(settings: dict, env: str, artifact_id, state: str = "deployed") ->
     }
 
 
+def env_region(settings: dict, env: str, environ) -> str:
+    """The AWS region of an environment: its own, else promotion_aws.region, else AWS_REGION / AWS_DEFAULT_REGION."""
+    envcfg = settings["environments"].get(env) or {}
+    region = (
+        envcfg.get("region") or settings["aws_region"] or environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
+    )
+    if not region:
+        raise PromotionError(
+            f"environment {env} has no AWS region: set region in promotion_environments.{env} or in promotion_aws (or"
+            " AWS_REGION)"
+        )
+    return str(region)
+
+
+def ami_for_region(artifact_id, region: str, env: str) -> str:
+    """The AMI of `region` in the artifact (a region map, its JSON text, or an AMI ID). Promotion never rebakes or
+    copies an AMI: an artifact without one for the environment's region is refused before anything changes."""
+    parsed = artifact_id
+    if isinstance(parsed, str) and parsed.strip().startswith("{"):
+        try:
+            parsed = json.loads(parsed)
+        except ValueError:
+            pass
+    if isinstance(parsed, dict):
+        ami = str(parsed.get(region) or "")
+        if AMI_ID.match(ami):
+            return ami
+        raise PromotionError(
+            f"artifact {json.dumps(parsed)} has no AMI for region {region} of environment {env} (it has:"
+            f" {', '.join(sorted(parsed))}): promotion never rebakes or copies an AMI. Bake it with bake_ami and"
+            f" {region} in copy_regions (its region map then holds that region) and deploy that ID, or set the"
+            " environment's region to one the map holds."
+        )
+    if AMI_ID.match(str(parsed)):
+        return str(parsed)
+    raise PromotionError(
+        f'artifact {json.dumps(parsed)} is not an AMI ID (ami-...) or a region map {{"<region>": "ami-..."}}: give'
+        " the ID bake_ami recorded"
+    )
+
+
+def aws_swap_args(settings: dict, env: str, ami: str, region: str, state: str, connection: dict) -> dict:
+    """bg_swap's arguments (aws backend): the AWS connection (promotion_aws), the environment's listener, names and
+    gate settings, the AMI of its region."""
+    envcfg = settings["environments"][env]
+    args = dict(connection)
+    args.update(backend="aws", app=settings["app"], env=env, state=state, artifact=ami, region=region)
+    args.update({key: envcfg[key] for key in AWS_SWAP_OPTIONS if envcfg.get(key) is not None})
+    args.update({key: envcfg.get(key, settings[key]) for key in AWS_SWAP_DEFAULTS})
+    return args
+
+
 def env_tag_args(settings: dict, env: str, record: dict) -> dict | None:
     """push_image's arguments for the environment tag on the artifact's digest; None when there is none to add."""
     if not (settings["env_tags"] and record.get("kind") == "container" and record.get("fingerprint")):
@@ -248,23 +323,12 @@ def env_tag_args(settings: dict, env: str, record: dict) -> dict | None:
     return {
         "repository": record["repository"],
         "fingerprint": fingerprint,
-        "tags": [f"fp-{fingerprint.removeprefix('sha256:')}", env],
+        "tags": [fingerprint_tag(fingerprint), env],
         "mutable_tags": list(settings["chain"]),
     }
 
 
-def rollback_switch_state(bg_state: dict, previous_colour_artifact, target_id) -> str:
-    """rolled_back (an instant switch back) when the kept previous colour still runs target_id, else deployed."""
-    if (
-        bg_state.get("previous_artifact") == target_id
-        and bg_state.get("artifact") != target_id
-        and previous_colour_artifact == target_id
-    ):
-        return "rolled_back"
-    return "deployed"
-
-
-def summary_lines(settings: dict, request: dict, swap: dict, switch_state: str, recorded: dict) -> list:
+def summary_lines(settings: dict, request: dict, swap: dict, recorded: dict) -> list:
     """What the playbooks show at the end: the ID now live, the colour and how it got there, the gate."""
     app, env, action = settings["app"], request["env"], request["action"]
     head = f"{app}/{env} live: {recorded.get('artifact_id')}"
@@ -277,7 +341,7 @@ def summary_lines(settings: dict, request: dict, swap: dict, switch_state: str, 
     elif action == "rollback":
         how = (
             "instant switch back to the kept colour"
-            if switch_state == "rolled_back"
+            if swap.get("rollback_method") == "switch_back"
             else "blue-green deploy of the previous ID"
         )
         colour = f"colour: {swap.get('live_colour')} ({how})"

@@ -26,6 +26,7 @@ CHAIN = ["dev", "staging", "prod"]
 PORTS = {"dev": 80, "staging": 81, "prod": 82}
 PLAYBOOKS = REPO_ROOT / "playbooks"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+AWS_SECRET = "promotion-aws-secret-9f3d1c"
 
 pytestmark = [pytest.mark.moto]
 
@@ -154,9 +155,15 @@ class AwsChain:
                 "region": REGION,
                 "endpoint_url": self.endpoint,
             },
-            # the AWS connection reaches bg_swap and drift_info only through module_defaults: without it they
-            # would call the real AWS endpoints, which this machine cannot reach
-            "promotion_aws": {"region": REGION, "endpoint_url": self.endpoint},
+            # the AWS connection reaches bg_swap (through the promotion step's aws option) and drift_info (through
+            # verify.yml's module_defaults) only from here: without it they would call the real AWS endpoints, which
+            # this machine cannot reach. The secret key (moto takes any) must never be shown.
+            "promotion_aws": {
+                "region": REGION,
+                "endpoint_url": self.endpoint,
+                "access_key": "testing",
+                "secret_key": AWS_SECRET,
+            },
             "promotion_environments": {
                 "dev": dict(gate, listener_arn=self.listener["dev"]),
                 "staging": dict(gate, load_balancer_name=self.lb_name, listener_port=PORTS["staging"]),
@@ -218,6 +225,7 @@ def test_ami_deploy_promote_gate_force_rollback_and_drift(chain):
     res = chain.run("deploy.yml", env="dev")
     assert res.returncode == 0, show(res)
     assert "colour: green (switched)" in res.stdout, show(res)
+    assert AWS_SECRET not in res.stdout + res.stderr
     res = chain.run("promote.yml", **{"from": "dev", "to": "staging"})
     assert res.returncode == 0, show(res)
     res = chain.run("promote.yml", **{"from": "staging", "to": "prod"})

@@ -1,4 +1,7 @@
-"""The promotion step's rules (plugin_utils/_promotion.py): settings, records, module arguments, the summary."""
+"""The promotion step's rules (plugin_utils/_promotion.py): settings, records, module arguments, the summary.
+
+How a rollback goes (switch back or deploy) is bg_swap's decision: tests/unit/plugins/module_utils/deploy/
+test__bluegreen.py."""
 
 from __future__ import annotations
 
@@ -9,17 +12,21 @@ import sys
 
 import pytest
 
+from ansible_collections.immutable.infra.plugins.module_utils.deploy.docker._router import router_is_up
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import PromotionError
+from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import ami_for_region
+from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import aws_swap_args
+from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import env_region
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import env_tag_args
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import latest_artifact_id
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import ledger_args
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import read_records
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import resolve_settings
-from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import rollback_switch_state
-from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import router_is_up
+from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import router_args
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import settings_problem
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import summary_lines
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import swap_args
+from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import swap_state
 
 CHAIN = ["dev", "staging", "prod"]
 ENVS = {
@@ -165,6 +172,70 @@ def test_swap_arguments_point_bg_swap_at_the_environments_router():
         "/r/staging/",
     )
     assert args["state"] == "deployed" and args["artifact"] == DIGEST_ID
+    assert swap_state("rollback") == "rolled_back" and swap_state("promote") == "deployed"
+
+
+def test_router_arguments_are_what_the_role_was_given():
+    assert router_args(settings(), "staging") == {
+        "app": "web",
+        "env": "staging",
+        "listen": "127.0.0.1:18090",
+        "blue_port": 18091,
+        "green_port": 18092,
+        "self_contained_dir": "/r/staging",
+    }
+
+
+AMI_A, AMI_B = "ami-0123456789abcdef0", "ami-0fedcba9876543210"
+
+
+def test_the_region_of_an_environment_and_its_fix_when_none():
+    envs = {"dev": {"listener_arn": "arn:l", "region": "eu-west-1"}, "prod": {"listener_arn": "arn:l"}}
+    resolved = settings(backend="aws", environments=envs, aws_region="us-east-1")
+    assert env_region(resolved, "dev", {}) == "eu-west-1"
+    assert env_region(resolved, "prod", {"AWS_REGION": "ap-south-1"}) == "us-east-1"
+    no_default = settings(backend="aws", environments=envs)
+    assert env_region(no_default, "prod", {"AWS_DEFAULT_REGION": "ap-south-1"}) == "ap-south-1"
+    with pytest.raises(PromotionError, match="environment prod has no AWS region: set region in promotion_environ"):
+        env_region(no_default, "prod", {})
+
+
+def test_the_ami_of_the_region_is_taken_and_a_missing_one_is_refused_with_the_fix():
+    assert ami_for_region({"us-east-1": AMI_A, "eu-west-1": AMI_B}, "eu-west-1", "dev") == AMI_B
+    assert ami_for_region(json.dumps({"us-east-1": AMI_A}), "us-east-1", "dev") == AMI_A
+    assert ami_for_region(AMI_A, "us-east-1", "dev") == AMI_A
+    with pytest.raises(PromotionError) as err:
+        ami_for_region({"eu-west-1": AMI_B}, "us-east-1", "dev")
+    assert err.value.message.startswith(
+        f'artifact {{"eu-west-1": "{AMI_B}"}} has no AMI for region us-east-1 of environment dev (it has: eu-west-1):'
+        " promotion never rebakes or copies an AMI"
+    )
+    with pytest.raises(PromotionError, match=r"is not an AMI ID \(ami-...\) or a region map"):
+        ami_for_region(DIGEST_ID, "us-east-1", "dev")
+
+
+def test_aws_swap_arguments_carry_the_connection_the_environment_and_the_gate_defaults():
+    envs = {"prod": {"load_balancer_name": "web-prod", "listener_port": 443, "desired_capacity": 4, "step_pause": 5}}
+    resolved = settings(backend="aws", environments=envs, health_timeout=900)
+    connection = {"endpoint_url": "http://127.0.0.1:5061", "region": "us-east-1", "secret_key": "s"}
+    args = aws_swap_args(resolved, "prod", AMI_A, "eu-west-1", "rolled_back", connection)
+    assert args == {
+        "endpoint_url": "http://127.0.0.1:5061",
+        "secret_key": "s",
+        "region": "eu-west-1",
+        "backend": "aws",
+        "app": "web",
+        "env": "prod",
+        "state": "rolled_back",
+        "artifact": AMI_A,
+        "load_balancer_name": "web-prod",
+        "listener_port": 443,
+        "desired_capacity": 4,
+        "step_pause": 5,
+        "traffic_steps": [100],
+        "health_interval": 0.5,
+        "health_timeout": 900.0,
+    }
 
 
 def test_the_environment_tag_goes_on_the_records_fingerprint_tag_only_for_containers():
@@ -177,30 +248,23 @@ def test_the_environment_tag_goes_on_the_records_fingerprint_tag_only_for_contai
     assert env_tag_args(settings(), "prod", {}) is None
 
 
-def test_a_rollback_is_instant_only_when_the_kept_colour_still_runs_the_target():
-    state = {"artifact": "new", "previous_artifact": "old"}
-    assert rollback_switch_state(state, "old", "old") == "rolled_back"
-    assert rollback_switch_state(state, None, "old") == "deployed"  # the kept colour is gone
-    assert rollback_switch_state(state, "other", "old") == "deployed"
-    assert rollback_switch_state(state, "old", "older") == "deployed"  # an explicit older target
-    assert rollback_switch_state({"artifact": "old", "previous_artifact": "old"}, "old", "old") == "deployed"
-
-
 def test_the_summary_shows_the_id_the_colour_and_the_gate():
     request = {"env": "prod", "action": "promote", "from_env": "staging", "reason": "CHG-1"}
     recorded = {"artifact_id": DIGEST_ID, "changed": True, "forced": False}
-    lines = summary_lines(settings(), request, {"live_colour": "green", "changed": True}, "deployed", recorded)
+    lines = summary_lines(settings(), request, {"live_colour": "green", "changed": True}, recorded)
     assert lines == [f"web/prod live: {DIGEST_ID} (promoted from staging)", "colour: green (switched)", "gate: ok"]
     forced = dict(recorded, forced=True, overridden=["skips staging"])
-    lines = summary_lines(settings(backend="none"), request, {}, "deployed", forced)
+    lines = summary_lines(settings(backend="none"), request, {}, forced)
     assert lines[1] == "backend none: recorded in the ledger only, nothing was switched"
     assert lines[2] == "FORCED: skips staging - reason: CHG-1"
     rollback = dict(request, action="rollback")
-    lines = summary_lines(settings(), rollback, {"live_colour": "blue"}, "rolled_back", recorded)
+    switched_back = {"live_colour": "blue", "rollback_method": "switch_back"}
+    lines = summary_lines(settings(), rollback, switched_back, recorded)
     assert lines == [
         f"web/prod live: {DIGEST_ID} (rolled back)",
         "colour: blue (instant switch back to the kept colour)",
     ]
-    again = summary_lines(settings(), rollback, {"live_colour": "blue"}, "deployed", dict(recorded, changed=False))
+    deployed = {"live_colour": "blue", "rollback_method": "deploy"}
+    again = summary_lines(settings(), rollback, deployed, dict(recorded, changed=False))
     assert again[0].endswith("(rolled back before: nothing to do)")
     assert again[1] == "colour: blue (blue-green deploy of the previous ID)"
