@@ -8,7 +8,7 @@ DOCUMENTATION = r"""
 ---
 module: router
 short_description: Set up the nginx router in front of the blue and green colours of one app/environment
-version_added: 0.3.0
+version_added: 0.2.0
 author:
   - immutable.infra contributors (@immutable-infra)
 description:

@@ -10,11 +10,13 @@ import subprocess
 import time
 
 import pytest
+import yaml
 
 from ansible_collections.immutable.infra.plugins.module_utils.deploy.docker._router import Router
 from ansible_collections.immutable.infra.plugins.module_utils.deploy.docker._router import RouterError
 from ansible_collections.immutable.infra.plugins.module_utils.deploy.docker._router import nginx_runs
 from ansible_collections.immutable.infra.plugins.module_utils.deploy.docker._router import router_is_up
+from ansible_collections.immutable.infra.plugins.modules import router as module
 
 pytestmark = pytest.mark.skipif(shutil.which("nginx") is None, reason="needs the nginx binary (nginx-light)")
 
@@ -114,3 +116,21 @@ def test_a_stopped_nginx_is_started_again_without_rewriting(router_dir):
     result = router(router_dir, commands, port).ensure()
     assert result["started"] and result["files_changed"] == []
     assert router_is_up(str(router_dir), "web", "dev")
+
+
+def test_the_router_modules_documentation_matches_its_argument_spec():
+    doc = yaml.safe_load(module.DOCUMENTATION)["options"]
+    assert set(doc) == set(module.ARGUMENT_SPEC)
+    for name, option in module.ARGUMENT_SPEC.items():
+        assert doc[name].get("type", "str") == option.get("type", "str"), name
+        assert doc[name].get("default") == option.get("default"), name
+        assert doc[name].get("required", False) == option.get("required", False), name
+    yaml.safe_load(module.EXAMPLES)
+    assert set(yaml.safe_load(module.RETURN)) == {
+        "files_changed",
+        "conf_dir",
+        "upstream_file",
+        "started",
+        "reloaded",
+        "command",
+    }
