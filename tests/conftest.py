@@ -151,3 +151,9 @@ def read_valid_record(artifacts: Path, name: str) -> dict:
     assert_valid_record(record)
     assert record == latest, f"latest.json of {name} is not the record of its bake {latest['bake_id']}"
     return latest
+
+
+# Fleet test hosts (docs/testing-fleet.md): the session fixture `fleet`, N real Docker hosts on an internal network.
+if str(REPO_ROOT / "tests" / "integration") not in sys.path:
+    sys.path.append(str(REPO_ROOT / "tests" / "integration"))
+from fleet_hosts import fleet  # noqa: E402,F401
