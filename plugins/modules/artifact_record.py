@@ -15,12 +15,12 @@ description:
     (C(docs/artifact-record.md), C(docs/artifact-record.schema.json)) and writes
     C(<path>/<name>/records/<bake_id>.json) and C(<path>/<name>/latest.json) atomically (temporary file, fsync,
     rename), creating the directories.
-  - The module fills in what follows from the inputs, so every record is the same shape. C(schema) is the
-    collection's record schema version; C(roles) is O(inputs.roles) as a list of C({name, fingerprint}) in bake
-    order; a container record's C(digest) is the digest of O(id); an AMI record's C(image_id) is O(id) in
-    O(region); C(created) is O(finished) as a UTC time and C(durations) are the seconds from O(started) to
-    O(fingerprinted) (C(fingerprint)), from O(fingerprinted) to O(finished) (C(provision_and_capture), 0 when
-    O(cached)) and from O(started) to O(finished) (C(total)).
+  - The module fills in what follows from the inputs, so every record is the same shape. C(schema) is the collection's
+    record schema version; C(roles) is the C(roles) of O(inputs) as a list of C({name, fingerprint}) in bake order; a
+    container record's C(digest) is the digest of O(id); an AMI record's C(image_id) is O(id) in O(region); C(created)
+    is O(finished) as a UTC time and C(durations) are the seconds from O(started) to O(fingerprinted)
+    (C(fingerprint)), from O(fingerprinted) to O(finished) (C(provision_and_capture), 0 when O(cached)) and from
+    O(started) to O(finished) (C(total)).
   - A record that breaks a rule of the schema fails the task with a message naming each field and the fix; nothing
     is written then.
   - Used by the C(immutable.infra.bake) playbook; one module call, so a cached re-bake stays fast.
