@@ -27,10 +27,12 @@ module both ways and compares the results.
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import shutil
+import stat
 import subprocess
-
 from collections.abc import Mapping
 
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
@@ -168,8 +170,62 @@ def validate_args(module_name, module_file, args):
         if isinstance(validated.errors[0], UnsupportedError):
             msg = f"Unsupported parameters for ({module_name}) module: {msg}"
         failed = {"failed": True, "msg": msg, "invocation": {"module_args": params}}
-        return None, hidden, remove_values(failed, hidden)
+        return None, hidden, module_result(failed, hidden)
     return params, hidden, None
+
+
+def add_path_info(result):
+    """What AnsibleModule adds to a result that names a file (``path``, else ``dest``): owner, mode, state, size."""
+    path = result.get("path", result.get("dest"))
+    if path is None:
+        return result
+    b_path = to_bytes(path, errors="surrogate_or_strict")
+    if not os.path.exists(b_path):
+        return result
+    info = os.lstat(b_path)
+    try:
+        owner = pwd.getpwuid(info.st_uid)[0]
+    except KeyError:
+        owner = str(info.st_uid)
+    try:
+        group = grp.getgrgid(info.st_gid)[0]
+    except KeyError:
+        group = str(info.st_gid)
+    if os.path.islink(b_path):
+        state = "link"
+    elif os.path.isdir(b_path):
+        state = "directory"
+    elif os.stat(b_path).st_nlink > 1:
+        state = "hard"
+    else:
+        state = "file"
+    result.update(uid=info.st_uid, gid=info.st_gid, owner=owner, group=group, state=state)
+    result["mode"] = f"0{stat.S_IMODE(info.st_mode):03o}"
+    context = _selinux_context(b_path)
+    if context is not None:
+        result["secontext"] = context
+    result["size"] = info.st_size
+    return result
+
+
+def _selinux_context(b_path):
+    """The file's SELinux context where SELinux is enabled (as AnsibleModule reports it), else None."""
+    try:
+        import selinux  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        return None
+    if not selinux.is_selinux_enabled():
+        return None
+    try:
+        return ":".join(selinux.lgetfilecon_raw(b_path)[1].split(":", 3))
+    except OSError:
+        return None
+
+
+def module_result(result, hidden):
+    """The result as AnsibleModule returns it: no_log values hidden, top-level booleans and None kept as they are."""
+    kept = {key: value for key, value in result.items() if value is None or isinstance(value, bool)}
+    return dict(remove_values(result, hidden), **kept)
 
 
 def _has_environment(environment):
@@ -235,18 +291,20 @@ class InProcessModuleAction(ActionBase):
         if failed:
             return failed
         if check_mode and not module_file.MODULE_OPTIONS.get("supports_check_mode", False):
-            done = {"skipped": True, "changed": False, "msg": f"remote module ({module_name}) does not support check mode"}
-            return remove_values(dict(done, invocation={"module_args": params}), hidden)
+            msg = f"remote module ({module_name}) does not support check mode"
+            done = {"skipped": True, "changed": False, "msg": msg}
+            return module_result(dict(done, invocation={"module_args": params}), hidden)
         module = InProcessModule(params, check_mode=check_mode, no_log_values=hidden)
         try:
             module_file.run_module(module)
             done = {"failed": True, "msg": f"{module_name} returned without a result"}
         except ModuleDone as exc:
             done = exc.result
+        add_path_info(done)
         done.setdefault("invocation", {"module_args": params})
         if module.warnings:
             done.setdefault("warnings", []).extend(module.warnings)
-        return remove_values(done, hidden)
+        return module_result(done, hidden)
 
     def _execute_as_module(self, module_name, args, task_vars, check_mode):
         """ActionBase._execute_module with `check_mode` for this run only.
