@@ -8,7 +8,6 @@ the roles and the seal on the stand-in, capture with copies and sharing, cleanup
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time

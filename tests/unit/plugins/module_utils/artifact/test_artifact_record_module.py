@@ -109,7 +109,10 @@ def test_a_broken_input_fails_naming_the_field_and_writes_nothing(tmp_path, args
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ({k: v for k, v in CONTAINER.items() if k != "repository"}, "kind is container but all of the following are missing: repository"),
+        (
+            {k: v for k, v in CONTAINER.items() if k != "repository"},
+            "kind is container but all of the following are missing: repository",
+        ),
         ({k: v for k, v in AMI.items() if k != "sharing"}, "kind is ami but all of the following are missing: sharing"),
         (dict(CONTAINER, record={"schema": 1}), "record"),
     ],
