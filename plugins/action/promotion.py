@@ -22,6 +22,7 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.common.parameters import remove_values
 from ansible.plugins.action import ActionBase
 
+from ansible_collections.immutable.infra.plugins.module_utils.deploy.docker._router import router_is_up
 from ansible_collections.immutable.infra.plugins.plugin_utils._in_process import InProcessModuleAction
 from ansible_collections.immutable.infra.plugins.plugin_utils._in_process import no_log_values
 from ansible_collections.immutable.infra.plugins.plugin_utils._in_process import validate_args
@@ -166,9 +167,6 @@ class ActionModule(InProcessModuleAction):
 
     def _switch_docker(self, params, task_vars, out):
         """Router (when needed), the env tag's plan, bg_swap, the env tag. Returns None, or what failed."""
-        # imported here, after _in_process installed the compiled-code cache for the collection's own code
-        from ansible_collections.immutable.infra.plugins.module_utils.deploy.docker._router import router_is_up
-
         settings, request, artifact_id = out["settings"], out["request"], out["artifact_id"]
         env, app = request["env"], settings["app"]
         check_mode = self._check_mode()
