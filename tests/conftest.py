@@ -156,4 +156,6 @@ def read_valid_record(artifacts: Path, name: str) -> dict:
 # Fleet test hosts (docs/testing-fleet.md): the session fixture `fleet`, N real Docker hosts on an internal network.
 if str(REPO_ROOT / "tests" / "integration") not in sys.path:
     sys.path.append(str(REPO_ROOT / "tests" / "integration"))
-from fleet_hosts import fleet  # noqa: E402,F401
+import fleet_hosts
+
+fleet = fleet_hosts.fleet
