@@ -10,11 +10,14 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
 import uuid
+from pathlib import Path
 
+import fleet_hosts
 import pytest
 from conftest import run_playbook
 from fleet_hosts import Fleet
@@ -252,3 +255,64 @@ def test_inventory_names_groups_and_vars(fleet: Fleet, tmp_path):
     assert hostvars["h1"]["weight"] == 2
     assert hostvars["h5"]["promotion_backend"] == "docker"
     assert shlex.quote(fleet.hosts[0].container) == fleet.hosts[0].container
+
+
+def _leftovers(session: str) -> dict[str, list[str]]:
+    prefix = f"iif-fleet-{session}"
+    label = f"label=immutable-infra.fleet={session}"
+    found = {
+        kind: subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.split()
+        for kind, cmd in {
+            "containers": ["docker", "ps", "-a", "--filter", label, "--format", "{{.Names}}"],
+            "volumes": ["docker", "volume", "ls", "--filter", label, "--format", "{{.Name}}"],
+            "networks": ["docker", "network", "ls", "--filter", label, "--format", "{{.Name}}"],
+        }.items()
+    }
+    found["cgroups"] = sorted(p for p in fleet_hosts._cgroup_names_on_machine() if p.startswith(prefix))
+    return found
+
+
+def test_a_killed_session_is_swept(fleet: Fleet):
+    """A fleet whose pytest was killed (SIGKILL: no teardown) is removed by the next sweep, cgroups included; the
+    live session's fleet is not touched."""
+    script = Path(fleet_hosts.__file__)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), "up", "1"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    session = None
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            match = re.match(r"fleet (\S+): ", line)
+            session = match.group(1) if match else session
+            if line.startswith("inventory:"):
+                break
+        assert session, "".join(lines)
+        host = f"iif-fleet-{session}-h0"
+        # an inner container, so that the host's cgroup parent exists: an image imported from /usr/bin/sleep + libs
+        subprocess.run(
+            ["docker", "exec", host, "sh", "-c",
+             "mkdir -p /tmp/r && for f in /usr/bin/sleep $(ldd /usr/bin/sleep | grep -o '/[^ ]*'); do "
+             "cp --parents -L $f /tmp/r; done && tar -C /tmp/r -c . | docker import - local/sleeper >/dev/null && "
+             "docker run -d --network none local/sleeper /usr/bin/sleep 600"],
+            check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
+        proc.kill()
+        proc.wait(timeout=30)
+        left = _leftovers(session)
+        assert len(left["containers"]) == 3 and len(left["volumes"]) == 1 and left["networks"], left
+        assert left["cgroups"], left
+        assert session in fleet_hosts.sweep()
+        assert _leftovers(session) == {"containers": [], "volumes": [], "networks": [], "cgroups": []}
+        # the session's own fleet is alive and well
+        assert fleet.hosts[0].docker("info", "--format", "{{.ID}}").stdout.strip() == fleet.hosts[0].engine_id
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        proc.stdout.close()
+        if session:
+            fleet_hosts.sweep()
