@@ -2,8 +2,8 @@
 # Entrypoint of a fleet test host (tests/integration/fleet_hosts.py starts it; docs/testing-fleet.md).
 #   - registry relay: 127.0.0.1:$FLEET_REGISTRY_PORT -> $FLEET_REGISTRY_TARGET (the fleet's registry container), so
 #     the reference the controller pushed (127.0.0.1:5000/app@sha256:...) pulls as is, with the same credentials
-#   - front-door relays: 0.0.0.0:(port + $FLEET_FRONT_OFFSET) -> 127.0.0.1:port for every port of $FLEET_FRONT_PORTS,
-#     so a service bound to 127.0.0.1 or 0.0.0.0 inside the host is reachable from the fleet's front door
+#   - front-door relays: 0.0.0.0:(port + $FLEET_FRONT_OFFSET) -> 127.0.0.1:port for every port of $FLEET_FRONT_PORTS
+#     (first-last, or none), so a service bound to 127.0.0.1 or 0.0.0.0 inside the host answers the front door
 #   - the host's own Docker Engine in the foreground, its containers under the cgroup /$FLEET_CGROUP_PARENT
 set -euo pipefail
 
@@ -24,12 +24,14 @@ fi
 socat "TCP-LISTEN:${FLEET_REGISTRY_PORT},bind=127.0.0.1,fork,reuseaddr" "TCP:${FLEET_REGISTRY_TARGET}" \
     >/var/log/fleet/registry-relay.log 2>&1 &
 
-first="${FLEET_FRONT_PORTS%-*}"
-last="${FLEET_FRONT_PORTS#*-}"
-for ((port = first; port <= last; port++)); do
-    socat "TCP-LISTEN:$((port + FLEET_FRONT_OFFSET)),fork,reuseaddr" "TCP:127.0.0.1:${port}" \
-        >>/var/log/fleet/front-relay.log 2>&1 &
-done
+if [ "$FLEET_FRONT_PORTS" != none ]; then
+    first="${FLEET_FRONT_PORTS%-*}"
+    last="${FLEET_FRONT_PORTS#*-}"
+    for ((port = first; port <= last; port++)); do
+        socat "TCP-LISTEN:$((port + FLEET_FRONT_OFFSET)),fork,reuseaddr" "TCP:127.0.0.1:${port}" \
+            >>/var/log/fleet/front-relay.log 2>&1 &
+    done
+fi
 
 exec dockerd \
     --cgroup-parent="/${FLEET_CGROUP_PARENT}" \

@@ -336,7 +336,7 @@ class FleetHost:
         self.ip = ""
         self.engine_id = ""
         self.published: dict[int, int] = {}  # host port (18000...) -> 127.0.0.1 port on the controller
-        self.start_seconds = 0.0
+        self.start_seconds = 0.0  # from the fleet's start until this host's engine answered
 
     def __repr__(self) -> str:
         return f"FleetHost({self.name}, {self.container}, {self.ip})"
@@ -466,12 +466,11 @@ class Fleet:
         env = {
             "FLEET_REGISTRY_PORT": registry_port,
             "FLEET_REGISTRY_TARGET": f"{REGISTRY_ALIAS}:5000",
-            "FLEET_FRONT_PORTS": f"{self.front_ports[0]}-{self.front_ports[-1]}",
+            "FLEET_FRONT_PORTS": f"{self.front_ports[0]}-{self.front_ports[-1]}" if self.front_ports else "none",
             "FLEET_FRONT_OFFSET": str(FRONT_OFFSET),
         }
 
         def run_host(host: FleetHost) -> None:
-            host_start = time.monotonic()
             docker("volume", "create", *self._labels, host.volume)
             envs = [f"--env={k}={v}" for k, v in {**env, "FLEET_CGROUP_PARENT": host.cgroup_parent}.items()]
             host.id = docker(
@@ -482,7 +481,6 @@ class Fleet:
             host.ip = docker(
                 "inspect", "--format", f'{{{{(index .NetworkSettings.Networks "{self.network}").IPAddress}}}}', host.id
             ).stdout.strip()
-            host.start_seconds = time.monotonic() - host_start
 
         def wait_host(host: FleetHost) -> None:
             deadline = time.monotonic() + timeout
