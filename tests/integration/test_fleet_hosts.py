@@ -95,24 +95,31 @@ def test_two_hosts_pull_the_pushed_digest_through_their_relay(fleet: Fleet, regi
             host.docker("logout", registry["address"], check=False)
 
 
-def test_a_container_on_one_host_is_not_on_another(fleet: Fleet, probe):
-    reference, _token = probe
+# An image of the host's own, made on the spot without a registry: /usr/bin/sleep and the libraries it loads.
+IMPORT_SLEEPER = (
+    "rm -rf /tmp/sleeper && mkdir -p /tmp/sleeper && for f in /usr/bin/sleep $(ldd /usr/bin/sleep | grep -o '/[^ ]*'); "
+    "do cp --parents -L $f /tmp/sleeper; done && tar -C /tmp/sleeper -c . | docker import - {image} >/dev/null"
+)
+
+
+def test_a_container_on_one_host_is_not_on_another(fleet: Fleet):
     one, two = fleet.hosts[1], fleet.hosts[2]
-    name = f"fleet-only-on-{one.name}-{uuid.uuid4().hex[:6]}"
-    one.login()
+    token = uuid.uuid4().hex[:6]
+    name, image = f"fleet-only-on-{one.name}-{token}", f"local/sleeper-{token}"
+    one.sh(IMPORT_SLEEPER.format(image=image))
     try:
-        one.docker("run", "-d", "--name", name, reference, "sleep", "300", timeout=300)
+        one.docker("run", "-d", "--name", name, "--network", "none", image, "/usr/bin/sleep", "300")
         assert name in one.docker("ps", "--format", "{{.Names}}").stdout.split()
         assert name not in two.docker("ps", "-a", "--format", "{{.Names}}").stdout.split()
         assert one.docker("ps", "-q").stdout != two.docker("ps", "-q").stdout
         # nor is its image: every host has its own image store
-        assert two.docker("image", "inspect", reference, check=False).returncode != 0
+        assert two.docker("image", "inspect", image, check=False).returncode != 0
         # and its processes live under the host's own cgroup parent
-        cgroup = one.docker("inspect", "--format", "{{.State.Pid}}", name).stdout.strip()
-        assert f"/{one.cgroup_parent}/" in one.exec("cat", f"/proc/{cgroup}/cgroup").stdout
+        pid = one.docker("inspect", "--format", "{{.State.Pid}}", name).stdout.strip()
+        assert f"/{one.cgroup_parent}/" in one.exec("cat", f"/proc/{pid}/cgroup").stdout
     finally:
         one.docker("rm", "-f", name, check=False)
-        one.docker("logout", fleet.registry["address"], check=False)
+        one.docker("image", "rm", image, check=False)
 
 
 ENGINE_IDS_PLAYBOOK = """
@@ -301,13 +308,8 @@ def test_a_killed_session_is_swept(fleet: Fleet):
         assert session, "".join(lines)
         host = f"iif-fleet-{session}-h0"
         # an inner container, so that the host's cgroup parent exists: an image imported from /usr/bin/sleep + libs
-        subprocess.run(
-            ["docker", "exec", host, "sh", "-c",
-             "mkdir -p /tmp/r && for f in /usr/bin/sleep $(ldd /usr/bin/sleep | grep -o '/[^ ]*'); do "
-             "cp --parents -L $f /tmp/r; done && tar -C /tmp/r -c . | docker import - local/sleeper >/dev/null && "
-             "docker run -d --network none local/sleeper /usr/bin/sleep 600"],
-            check=True, capture_output=True, timeout=120,
-        )  # fmt: skip
+        script = IMPORT_SLEEPER.format(image="local/sleeper") + " && docker run -d local/sleeper /usr/bin/sleep 600"
+        subprocess.run(["docker", "exec", host, "sh", "-c", script], check=True, capture_output=True, timeout=120)
         proc.kill()
         proc.wait(timeout=30)
         left = _leftovers(session)
