@@ -161,7 +161,7 @@ EXAMPLES = r"""
   immutable.infra.push_image:
     container: web-builder
     repository: 127.0.0.1:5000/web
-    tags: ["1.4.0", "fp-{{ fingerprint[7:19] }}", latest]
+    tags: ["{{ fingerprint | immutable.infra.fingerprint_tag }}", "1.4.0", latest]
     fingerprint: "{{ fingerprint }}"
     oci_revision: "{{ git_sha }}"
     oci_version: 1.4.0

@@ -51,7 +51,7 @@ EXAMPLES = r"""
 - name: Is there already an image for this fingerprint?
   immutable.infra.registry_image_info:
     repository: 127.0.0.1:5000/web
-    tags: ["fp-{{ fingerprint[7:19] }}"]
+    tags: ["{{ fingerprint | immutable.infra.fingerprint_tag }}"]
     registry_username: "{{ registry_user }}"
     registry_password: "{{ registry_password }}"
   register: cache
