@@ -279,3 +279,64 @@ def test_bg_swap_docker_gives_the_same_results_both_ways(tmp_path, unique):
     assert ours["failed"] is True
     assert_same(ours, theirs)
     assert f"token-{unique}-never-shown" not in output
+
+
+STEP_ACTION = '''
+from ansible_collections.immutable.infra.plugins.plugin_utils._in_process import InProcessModuleAction
+
+
+class ActionModule(InProcessModuleAction):
+    """Runs immutable.infra.ledger as one step in check mode, whatever the task's check mode (as promotion does)."""
+
+    def run(self, tmp=None, task_vars=None):
+        from ansible_collections.immutable.infra.plugins.modules import ledger
+
+        result = super(InProcessModuleAction, self).run(tmp, task_vars)
+        step = self.run_module_step("immutable.infra.ledger", ledger, dict(self._task.args), task_vars, check_mode=True)
+        result.update(step=step, task_check_mode=self._task.check_mode)
+        return result
+'''
+
+
+def test_a_step_in_check_mode_changes_nothing_both_ways_and_leaves_the_task_alone(tmp_path, unique):
+    # the module path takes the check mode from the task: the step runs through a copy of the task
+    (tmp_path / "action_plugins").mkdir()
+    (tmp_path / "action_plugins" / "parity_step.py").write_text(STEP_ACTION)
+    ledger = tmp_path / "ledger.json"
+    args = {
+        "path": str(ledger),
+        "app": f"parity-{unique}",
+        "env": "dev",
+        "chain": ["dev"],
+        "artifact_id": f"127.0.0.1:5000/parity@sha256:{'f' * 64}",
+    }
+    out = tmp_path / "steps.json"
+    play = tmp_path / "step.yml"
+    play.write_text(
+        PLAY.format(
+            module="parity_step",
+            in_process=json.dumps(args),
+            as_module=json.dumps(args),
+            check_mode="false",
+            out=json.dumps(str(out)),
+        )
+    )
+
+    run = run_playbook(play, None, "-vvv")
+    assert run.returncode == 0, run.stdout[-4000:]
+    results = json.loads(out.read_text())
+    ours, theirs = results["in_process"], results["as_module"]
+    assert ours["task_check_mode"] is False and theirs["task_check_mode"] is False
+    assert ours["step"]["changed"] is True and ours["step"].get("failed") is not True, ours
+    # a result nested in another (not registered, so not stripped of it) keeps its invocation: the same arguments,
+    # but for the common AWS options' defaults, which the module path adds and the run in process (importing boto3
+    # only for a task that gives one of them) does not
+    aws_defaults = set(theirs["step"]["invocation"]["module_args"]) - set(ours["step"]["invocation"]["module_args"])
+    assert aws_defaults <= {
+        "access_key", "aws_ca_bundle", "aws_config", "debug_botocore_endpoint_logs", "endpoint_url", "profile",
+        "region", "secret_key", "session_token", "validate_certs",
+    }  # fmt: skip
+    for name in aws_defaults:
+        del theirs["step"]["invocation"]["module_args"][name]
+    assert_same(ours["step"], theirs["step"])
+    assert not ledger.exists()
