@@ -19,7 +19,7 @@ description:
   - Validates the config with C(nginx -t) when a file changed or nginx must start; a config nginx refuses is put back
     as it was and nginx is not touched.
   - With O(self_contained_dir) and O(start), starts that nginx when it does not run and reloads it after a change.
-    Without O(self_contained_dir) (the system nginx) it only writes and validates; RV(changed) tells the caller to
+    Without O(self_contained_dir) (the system nginx) it only writes and validates; a change tells the caller to
     reload the system nginx (the role M(immutable.infra.router) does).
   - Reports no change, and runs no process, when every file is in place and nginx runs.
   - Used by the role M(immutable.infra.router) (which also installs nginx) and by the promotion step
