@@ -19,6 +19,7 @@ Two strategies with the same methods, picked by change_listing():
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import as_completed
 
 from ansible_collections.immutable.infra.plugins.module_utils.bake.builder._cache import BuilderError
 from ansible_collections.immutable.infra.plugins.module_utils.bake.builder._overlay2 import container_upper_changes
@@ -63,6 +64,20 @@ class EngineChanges:
             answers = list(pool.map(lambda path: (path, self.docker.path_exists(copy, path)), paths))
         return [path for path, found in answers if found is not False]
 
+    def any_in_base(self, paths, base, copy=None):
+        """Whether any of the paths may exist in the base image: True at the first that may, False, or None without
+        a copy (as may_be_in_base)."""
+        if copy is None:
+            return None
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            asked = [pool.submit(self.docker.path_exists, copy, path) for path in paths]
+            for answer in as_completed(asked):
+                if answer.result() is not False:
+                    for other in asked:
+                        other.cancel()
+                    return True
+        return False
+
 
 class Overlay2Changes(EngineChanges):
     """Change listing from the local daemon's overlay2 directories, the Engine API wherever they cannot tell."""
@@ -79,6 +94,11 @@ class Overlay2Changes(EngineChanges):
         if layers is None:
             return super().may_be_in_base(paths, base, copy)
         return [path for path in paths if path_in_layers(layers, path) is not False]
+
+    def any_in_base(self, paths, base, copy=None):
+        if image_layer_dirs(base) is None:
+            return super().any_in_base(paths, base, copy)
+        return bool(self.may_be_in_base(paths, base, copy))
 
 
 def overlay2_refusal(docker):

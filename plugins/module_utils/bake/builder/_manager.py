@@ -72,15 +72,16 @@ class BuilderManager:
         """Labelled builder containers: [{"name", "labels"}]."""
         return self.docker.list_containers(label=f"{LABEL_KIND}=builder")
 
-    def changed_paths(self, container, from_cache_layer=False, own=None):
+    def changed_paths(self, container, from_cache_layer=False, own=None, files=None):
         """Every path the builder changed since the base image (its cache layers' list plus its own changes), and
         the image configs its roles declared.
 
         from_cache_layer: the builder started from a cache layer, whose list must then exist (without it the
-        layer's own changes would be lost). own: the builder's own changes when already listed.
+        layer's own changes would be lost). own: the builder's own changes, files: its files (read_builder_files()),
+        when already read.
         """
         paths = set(self.listing.container_changes(container)[0] if own is None else own)
-        recorded, configs = read_builder_files(self.docker, container)
+        recorded, configs = read_builder_files(self.docker, container) if files is None else files
         if recorded:
             paths.update(recorded)
         elif from_cache_layer:

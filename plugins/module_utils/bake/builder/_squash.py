@@ -12,8 +12,10 @@ container from the base image (the copy) gets every changed path the builder sti
 modes and extended attributes kept) and loses every path the builder removed that the base has.
 
 The copy runs only when a removal must happen in it (that takes a `docker exec`); copying in and committing need no
-running container, so otherwise it is only created. Creating (or starting) the copy overlaps with reading the
-changes, and the removals overlap with the copy stream.
+running container, so otherwise it is only created. It is created while the builder's changes and files are read,
+started as soon as one of the builder's own removals is known to be in the base (asked of the change listing:
+the copy itself, or the base's overlay2 layers), else once a removal from the cache layers' lists is; the removals
+then overlap with the copy stream.
 """
 
 from __future__ import annotations
@@ -54,14 +56,16 @@ class Squash:
         result = {"changed": True, "container": self.copy, "squashed": True, "declared_config": []}
         if self.manager.check_mode:
             return result
-        own, own_removed = self.manager.listing.container_changes(self.container, builder)
-        # the copy starts at once when the builder itself removed a path known to be in the base; otherwise it is
-        # only created, and started once a removal found in the base needs it
-        start_now = bool(self.manager.listing.may_be_in_base(own_removed, base))
-        paths, gone, result["declared_config"] = self.make_copy_while_listing(builder, own, start_now)
-        present = [path.lstrip("/") for path in paths if path not in gone]
-        in_base = self.manager.listing.may_be_in_base(removal_roots(gone), base, self.copy)
-        self.fill_copy(present, in_base, started=start_now)
+        try:
+            paths, gone, result["declared_config"], started = self.list_while_making_copy(builder, base)
+            present = [path.lstrip("/") for path in paths if path not in gone]
+            roots = removal_roots(gone)
+            # a started copy takes every removal (rm -rf of a path it does not have does nothing): no more questions
+            in_base = roots if started else self.manager.listing.may_be_in_base(roots, base, self.copy)
+        except BaseException:
+            self.docker.remove_container(self.copy)
+            raise
+        self.fill_copy(present, in_base, started)
         result["paths"] = len(present)
         result["removed_paths"] = len(gone)
         return result
@@ -79,12 +83,14 @@ class Squash:
         configs = [] if self.manager.check_mode else read_builder_files(self.docker, self.container, True)[1]
         return {"changed": False, "container": self.container, "squashed": False, "declared_config": configs}
 
-    def make_copy_while_listing(self, builder, own, start_now):
-        """Create the copy (started when start_now) while the builder's changes are read: (every changed path with
-        its parents, those of them the builder no longer has, the declared image configs)."""
+    def list_while_making_copy(self, builder, base):
+        """Create the copy while the builder's changes and files are read; start it as soon as one of the builder's
+        own removals is known to be in the base. Returns (every changed path with its parents, those of them the
+        builder no longer has, the declared image configs, whether the copy was started)."""
         labels = (builder.get("Config") or {}).get("Labels") or {}
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            making = pool.submit(
+        listing = self.manager.listing
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            creating = pool.submit(
                 self.manager.start,
                 labels.get(LABEL_APP, "squash"),
                 labels.get(LABEL_BAKE_ID, "squash"),
@@ -92,19 +98,38 @@ class Squash:
                 [],
                 name=self.copy,
                 use_cache=False,
-                create_only=not start_now,
+                create_only=True,
             )
+            reading = pool.submit(read_builder_files, self.docker, self.container)
+            starting = None
             try:
-                changed, configs = self.manager.changed_paths(self.container, from_cache_layer=True, own=own)
+                own, own_removed = listing.container_changes(self.container, builder)
+                roots = removal_roots(set(own_removed))
+                in_base = listing.any_in_base(roots, base)  # None: only the copy can tell
+                if in_base is None and roots:
+                    creating.result()
+                    in_base = listing.any_in_base(roots, base, self.copy)
+                if in_base:
+                    starting = pool.submit(self.start_copy, creating)
+                changed, configs = self.manager.changed_paths(
+                    self.container, from_cache_layer=True, own=own, files=reading.result()
+                )
                 paths = with_parents(changed)
                 gone = missing_paths(self.docker, self.container, paths)
+                creating.result()  # a failed creation raises here
+                if starting is not None:
+                    starting.result()
             except BaseException:
-                with contextlib.suppress(Exception):
-                    making.result()
-                self.docker.remove_container(self.copy)
+                for pending in (creating, reading, starting):
+                    if pending is not None:
+                        with contextlib.suppress(Exception):
+                            pending.result()
                 raise
-            making.result()  # a failed start raises here
-        return paths, gone, configs
+        return paths, gone, configs, starting is not None
+
+    def start_copy(self, creating):
+        creating.result()
+        self.docker.start(self.copy)
 
     def fill_copy(self, present, in_base, started):
         """Stream the present paths into the copy while the removed ones still in the base are removed from it: a

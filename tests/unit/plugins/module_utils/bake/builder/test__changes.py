@@ -107,3 +107,12 @@ def test_with_parents_lists_parents_first():
         "/opt/app/conf",
         "/opt/app/conf/app.conf",
     ]
+
+
+def test_any_in_base_answers_at_the_first_path_the_copy_has():
+    docker = engine({"/containers/cp/archive?path=%2Fetc%2Fmotd": (200, None)})
+    listing = EngineChanges(docker)
+    assert listing.any_in_base(["/opt/a", "/etc/motd"], {}) is None
+    assert listing.any_in_base(["/opt/a", "/etc/motd"], {}, "cp") is True
+    assert listing.any_in_base(["/opt/a", "/opt/b"], {}, "cp") is False
+    assert listing.any_in_base([], {}, "cp") is False
