@@ -353,6 +353,40 @@ def test_a_rollback_whose_kept_colour_is_gone_redeploys_the_previous_id(chain, a
     assert c.served("dev")[0] == 200
 
 
+def test_the_step_sets_the_router_up_before_the_switch_and_then_leaves_it_alone(chain, artifacts):
+    """No router in dev yet: the deploy's own router step writes its config and starts its nginx before the switch.
+    With promotion_manage_router_always it runs again and changes nothing (same nginx master, same files); a router
+    whose nginx stopped is started again by the next deploy."""
+    one, two = artifacts
+    c = chain()
+    res = c.run("deploy.yml", env="dev")
+    assert res.returncode == 0, show(res)
+    router_dir = Path(c.envs["dev"]["router_dir"])
+    files = [router_dir / "nginx.conf", router_dir / "conf.d" / f"{c.app}-dev.conf"]
+    before = [(path.read_text(), path.stat().st_mtime_ns) for path in files]
+    pid = int((router_dir / "nginx.pid").read_text())
+    assert c.served("dev")[0] == 200
+
+    res = c.run("deploy.yml", env="dev", promotion_manage_router_always=True)
+    assert res.returncode == 0, show(res)
+    assert "already live" in res.stdout, show(res)
+    assert [(path.read_text(), path.stat().st_mtime_ns) for path in files] == before
+    assert int((router_dir / "nginx.pid").read_text()) == pid
+
+    os.kill(pid, signal.SIGQUIT)
+    for _attempt in range(100):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    res = c.run("deploy.yml", env="dev", artifact=two["id"])
+    assert res.returncode == 0, show(res)
+    assert int((router_dir / "nginx.pid").read_text()) != pid
+    assert two["digest"] in c.running_digests("dev")
+    assert c.served("dev")[0] == 200
+
+
 def test_bad_input_changes_nothing(chain):
     c = chain(backend="none")
     res = c.run("deploy.yml", env="dev")
