@@ -27,8 +27,18 @@ from collections import Counter
 from contextlib import contextmanager
 
 from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto3_error_code
-from botocore.exceptions import BotoCoreError
-from botocore.exceptions import ClientError
+
+try:
+    from botocore.exceptions import BotoCoreError
+    from botocore.exceptions import ClientError
+except ImportError:  # bg_swap imports this module only after check_sdk_version_supported() found botocore
+
+    class BotoCoreError(Exception):
+        pass
+
+    class ClientError(Exception):
+        pass
+
 
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import COLOURS
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import colour_name
@@ -56,7 +66,6 @@ LAUNCH_TEMPLATE_MISSING = (
 )
 AMI_MISSING = ("InvalidAMIID.NotFound", "InvalidAMIID.Malformed", "InvalidAMIID.Unavailable")
 PARAMETER_MISSING = ("ParameterNotFound",)
-AWS_ERRORS = (ClientError, BotoCoreError)
 
 
 class AwsError(BlueGreenError):
@@ -233,7 +242,7 @@ class AwsBackend:
             return getattr(client, operation)(**params)
         except is_boto3_error_code(missing):
             raise
-        except AWS_ERRORS as exc:
+        except (ClientError, BotoCoreError) as exc:
             raise failure(what, exc) from None
 
     def api_calls(self) -> int:
@@ -670,7 +679,7 @@ class AwsBackend:
             lock.acquire()
         except LockedError as exc:
             raise BlueGreenError(str(exc), failed_check="lock") from None
-        except AWS_ERRORS as exc:
+        except (ClientError, BotoCoreError) as exc:
             raise BlueGreenError(
                 f"could not take the deploy lock {self.lock_name}: {error_text(exc)}", failed_check="lock"
             ) from None
@@ -679,7 +688,7 @@ class AwsBackend:
         finally:
             try:
                 lock.release()
-            except AWS_ERRORS:
+            except (ClientError, BotoCoreError):
                 pass  # releasing failed (the run itself is done): the lock expires after lock_ttl
 
     def details(self) -> dict:
