@@ -263,6 +263,7 @@ def test_bake_builder_gives_the_same_results_both_ways(base_image, tmp_path, uni
                 docker("rm", "-f", *names, check=False)
 
 
+@pytest.mark.docker  # the docker backend inspects the colours' containers through the Docker Engine
 def test_bg_swap_docker_gives_the_same_results_both_ways(tmp_path, unique):
     # a deploy whose router does not answer: refused before anything starts, the same way both ways
     swap = {
