@@ -109,6 +109,15 @@ options:
     type: str
     choices: [keep, stop]
     default: keep
+  recreate:
+    description:
+      - Deploy fresh even when the live colour already runs O(artifact) (normally no change). The idle colour gets a
+        new container from O(artifact) (an existing one is removed first, even when it runs the same artifact), the
+        health gate runs, then traffic switches to it. C(playbooks/repair.yml) uses it to replace a drifted live
+        container with a fresh one from the same digest. Always C(changed=true) with O(state=deployed).
+      - O(backend=docker) only.
+    type: bool
+    default: false
   blue_port:
     description: Host port on 127.0.0.1 for the blue container. Required with O(backend=docker).
     type: int
@@ -393,6 +402,7 @@ def argument_spec():
         step_pause=dict(type="float", default=0.0),
         verify_timeout=dict(type="float", default=15.0),
         old_colour_action=dict(type="str", choices=["keep", "stop"], default="keep"),
+        recreate=dict(type="bool", default=False),
         blue_port=dict(type="int"),
         green_port=dict(type="int"),
         container_port=dict(type="int", default=8080),
@@ -439,6 +449,7 @@ def docker_backend(module):
         container_env=p["container_env"],
         docker_binary=p["docker_binary"],
         engine=engine_socket(p["docker_binary"]),
+        recreate=p["recreate"],
     )
 
 
@@ -513,7 +524,10 @@ def run_module(module):
             step_pause=p["step_pause"],
             verify_timeout=p["verify_timeout"],
             old_colour_action=p["old_colour_action"],
+            recreate=p["recreate"],
         )
+        if p["recreate"] and p["backend"] != "docker":
+            raise BlueGreenError("recreate is for backend=docker only: leave it out (or false) for backend=aws")
         if options.health_checks_required < 1:
             raise BlueGreenError("health_checks_required must be at least 1")
         backend = aws_backend(module) if p["backend"] == "aws" else docker_backend(module)

@@ -64,8 +64,11 @@ options:
       - V(promote) puts the artifact live in O(from_env) into O(env), the next environment.
       - V(rollback) returns O(env) to the previous artifact (or O(artifact_id), which must have been live there);
         the live and previous IDs swap. Without O(artifact_id), a rollback right after a rollback changes nothing.
+      - V(repair) records that the containers of O(env) were replaced with fresh ones from the ID already live there
+        (C(playbooks/repair.yml) after drift). O(artifact_id) defaults to the live ID and must be it; live and
+        previous stay. Each repair is an event: it is recorded every time (never C(changed=false)).
     type: str
-    choices: [deploy, promote, rollback]
+    choices: [deploy, promote, rollback, repair]
     default: deploy
   artifact_id:
     description:
@@ -297,7 +300,7 @@ ARGUMENT_SPEC = dict(
     app=dict(type="str", required=True),
     env=dict(type="str", required=True),
     chain=dict(type="list", elements="str", required=True),
-    action=dict(type="str", choices=["deploy", "promote", "rollback"], default="deploy"),
+    action=dict(type="str", choices=["deploy", "promote", "rollback", "repair"], default="deploy"),
     artifact_id=dict(type="raw"),
     from_env=dict(type="str"),
     record=dict(type="str"),

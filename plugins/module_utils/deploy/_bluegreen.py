@@ -122,6 +122,8 @@ class Options:
     step_pause: float = 0.0
     verify_timeout: float = 15.0
     old_colour_action: str = "keep"
+    # deploy a fresh container even when the live colour already runs the artifact (a repair after drift)
+    recreate: bool = False
 
 
 class Clock:
@@ -215,7 +217,8 @@ class BlueGreen:
         live = self.backend.describe()
         live_status = self.backend.colour_status(live.colour) if live.colour else ColourStatus(False)
         if (
-            live.colour
+            not self.opts.recreate
+            and live.colour
             and not live.mixed
             and live_status.running
             and live_status.consistent

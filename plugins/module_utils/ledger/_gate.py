@@ -135,6 +135,26 @@ def check_rollback(chain, ledger_state, app, env, artifact_id=None):
     return {"app": app, "env": env, "from_env": None, "id": normalize_id(target), "action": "rollback"}
 
 
+def check_repair(chain, ledger_state, app, env, artifact_id=None):
+    """Plan the record of a repair: fresh containers from the ID already live in env (default: that live ID).
+
+    A repair changes no ID: it replaces drifted containers with fresh ones from the live ID, so the ID must be the
+    one live there (no promotion gate: it is already live)."""
+    if chain is not None:
+        check_env(check_chain(chain), env)
+    check_name("app", app)
+    entry = get_entry(ledger_state, app, env)
+    if not entry or entry.get("live") is None:
+        raise LedgerError(f"app {app!r} has nothing live in {env!r}: there is nothing to repair (deploy first)")
+    target = entry["live"] if artifact_id is None else normalize_id(artifact_id)
+    if not same_id(entry["live"], target):
+        raise LedgerError(
+            f"a repair re-creates the ID live in {env!r} ({show_id(entry['live'])}), not {show_id(target)}: "
+            "use action=deploy, promote or rollback to change the live ID"
+        )
+    return {"app": app, "env": env, "from_env": None, "id": normalize_id(target), "action": "repair"}
+
+
 def plan_record(
     entry,
     artifact_id,
@@ -164,7 +184,8 @@ def plan_record(
     history = current.setdefault("history", [])
     last = history[-1] if history else None
     if (
-        same_id(current.get("live"), artifact_id)
+        action != "repair"  # a repair is an event (fresh containers): recorded each time
+        and same_id(current.get("live"), artifact_id)
         and last is not None
         and last.get("action") == action
         and bool(last.get("verified")) == bool(verified)

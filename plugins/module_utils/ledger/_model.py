@@ -14,7 +14,7 @@ import re
 import time
 
 SCHEMA = 1
-ACTIONS = ("deploy", "promote", "rollback")
+ACTIONS = ("deploy", "promote", "rollback", "repair")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 AMI_RE = re.compile(r"^ami-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
 REGION_RE = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d+$")

@@ -12,6 +12,7 @@ import copy
 import os
 
 from ansible_collections.immutable.infra.plugins.module_utils.ledger._gate import check_promotion
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._gate import check_repair
 from ansible_collections.immutable.infra.plugins.module_utils.ledger._gate import check_rollback
 from ansible_collections.immutable.infra.plugins.module_utils.ledger._gate import plan_record
 from ansible_collections.immutable.infra.plugins.module_utils.ledger._model import LedgerError
@@ -124,6 +125,10 @@ def run_record(ledger: Ledger, params: dict, check_mode: bool) -> dict:
     def gate(state):
         if action == "rollback":
             plan = check_rollback(chain, state, app, env, params.get("artifact_id"))
+            plan.update(forced=False, overridden=[])
+            return plan
+        if action == "repair":
+            plan = check_repair(chain, state, app, env, params.get("artifact_id"))
             plan.update(forced=False, overridden=[])
             return plan
         return check_promotion(chain, state, app, from_env, env, params.get("artifact_id"), force, reason, known_ids)

@@ -80,8 +80,11 @@ class DockerBackend:
         port_check=port_in_use,
         probe_timeout: float = 3.0,
         engine=None,
+        recreate: bool = False,
     ):
         self.run_command = run_command
+        # a fresh container for the idle colour even when it already runs the artifact (bg_swap recreate)
+        self.recreate = recreate
         self.switch = switch
         self.app = app
         self.env = env
@@ -155,7 +158,7 @@ class DockerBackend:
                 )
         name = self.name(colour)
         current = self.colour_status(colour)
-        if current.running and current.artifact == artifact:
+        if current.running and current.artifact == artifact and not self.recreate:
             return  # the idle colour already runs this artifact (e.g. after a rollback): the gate still checks it
         port = self.ports[colour]
         if current.exists:

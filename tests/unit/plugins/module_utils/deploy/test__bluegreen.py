@@ -115,6 +115,14 @@ def test_noop_when_live_runs_the_artifact():
     assert result["changed"] is False and backend.calls == []
 
 
+def test_recreate_deploys_the_live_artifact_fresh_to_the_idle_colour():
+    backend = FakeBackend(live="green", artifacts={"green": DIGEST, "blue": DIGEST2})
+    result = flow(backend, recreate=True, traffic_steps=[50, 100]).deploy(DIGEST)
+    assert result["changed"] and result["live_colour"] == "blue" and result["artifact"] == DIGEST
+    assert ("prepare", "blue", DIGEST) in backend.calls
+    assert [c[1] for c in backend.calls if c[0] == "traffic"] == [{"blue": 50, "green": 50}, {"blue": 100}]
+
+
 def test_check_mode_changes_nothing_and_returns_the_plan():
     backend = FakeBackend(live="blue", artifacts={"blue": DIGEST})
     result = flow(backend, check_mode=True, traffic_steps=[50, 100]).deploy(DIGEST2)

@@ -13,6 +13,7 @@ import pytest
 from ansible_collections.immutable.infra.plugins.module_utils.ledger import _file
 from ansible_collections.immutable.infra.plugins.module_utils.ledger._file import FileLedger
 from ansible_collections.immutable.infra.plugins.module_utils.ledger._gate import check_promotion
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._gate import check_repair
 from ansible_collections.immutable.infra.plugins.module_utils.ledger._gate import check_rollback
 from ansible_collections.immutable.infra.plugins.module_utils.ledger._gate import plan_record
 from ansible_collections.immutable.infra.plugins.module_utils.ledger._model import LedgerError
@@ -312,6 +313,25 @@ def test_file_ledger_round_trip_backup_and_idempotence(tmp_path):
     assert ledger.read("web") == {"schema": 1, "apps": {"web": {"dev": entry}}}
     assert ledger.read("other") == {"schema": 1, "apps": {}}
     assert sorted(os.listdir(tmp_path / "sub")) == ["ledger.json", "ledger.json.bak", "ledger.json.lock"]
+
+
+def test_repair_records_the_live_id_each_time_and_refuses_another_id(tmp_path):
+    ledger = FileLedger(tmp_path / "ledger.json")
+    run_record(ledger, deploy_params(tmp_path), check_mode=False)
+    run_record(ledger, deploy_params(tmp_path, artifact_id=B), check_mode=False)
+    for _ in range(2):
+        result = run_record(
+            ledger, deploy_params(tmp_path, action="repair", artifact_id=None, reason="drift on h1"), check_mode=False
+        )
+        assert result["changed"] and result["artifact_id"] == B
+    entry = ledger.entry("web", "dev")
+    assert entry["live"] == B and entry["previous"] == A
+    assert [item["action"] for item in entry["history"]] == ["deploy", "deploy", "repair", "repair"]
+    assert entry["history"][-1]["reason"] == "drift on h1"
+    with pytest.raises(LedgerError, match="a repair re-creates the ID live"):
+        run_record(ledger, deploy_params(tmp_path, action="repair", artifact_id=A), check_mode=False)
+    with pytest.raises(LedgerError, match="nothing to repair"):
+        check_repair(CHAIN, {"schema": 1, "apps": {}}, "web", "prod")
 
 
 def test_file_ledger_check_mode_writes_nothing(tmp_path):

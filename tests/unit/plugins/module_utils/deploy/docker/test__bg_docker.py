@@ -92,6 +92,17 @@ def test_idle_colour_already_running_the_artifact_is_reused():
     assert not [c for c in docker.calls if c[0] in ("run", "rm")]
 
 
+def test_recreate_replaces_the_idle_colour_even_when_it_runs_the_artifact():
+    info = {"State": {"Running": True}, "Config": {"Labels": {"immutable.infra.artifact": DIGEST}}}
+    docker = FakeDocker({"web-prod-green": info})
+    fresh = DockerBackend(
+        docker, None, "web", "prod", {"blue": 8101, "green": 8102}, port_check=lambda port: False, recreate=True
+    )
+    fresh.prepare("green", DIGEST)
+    verbs = [c[0] for c in docker.calls if c[0] in ("run", "rm")]
+    assert verbs == ["rm", "run"], docker.calls
+
+
 def test_port_in_use_sees_a_listener_but_not_the_time_wait_a_removed_container_leaves():
     listener = socket.socket()
     # as docker-proxy's listener (Go sets SO_REUSEADDR); its TIME_WAIT sockets carry the flag
