@@ -158,6 +158,16 @@ options:
     description: The docker CLI command.
     type: str
     default: docker
+  registry_username:
+    description:
+      - User for the registry of O(artifact) (docker backend), when the image must be pulled. The pull then uses a
+        temporary C(DOCKER_CONFIG) directory holding only this login, removed right after (as
+        M(immutable.infra.push_image) pushes), so no credentials stay on the host. Without it, C(docker pull) uses
+        the host's own docker login, if any.
+    type: str
+  registry_password:
+    description: Password for O(registry_username). Never logged or returned.
+    type: str
   listener_arn:
     description:
       - ARN of the ALB listener whose default action switches traffic (aws). Give it, or O(load_balancer_name) and
@@ -413,6 +423,8 @@ def argument_spec():
         nginx_conf=dict(type="path"),
         nginx_prefix=dict(type="path"),
         docker_binary=dict(type="str", default="docker"),
+        registry_username=dict(type="str"),
+        registry_password=dict(type="str", no_log=True),
         listener_arn=dict(type="str"),
         load_balancer_name=dict(type="str"),
         listener_port=dict(type="int"),
@@ -450,6 +462,7 @@ def docker_backend(module):
         docker_binary=p["docker_binary"],
         engine=engine_socket(p["docker_binary"]),
         recreate=p["recreate"],
+        registry_auth=(p["registry_username"], p["registry_password"] or "") if p["registry_username"] else None,
     )
 
 
@@ -502,7 +515,7 @@ ARGUMENT_SPEC = argument_spec()
 MODULE_OPTIONS = dict(
     required_if=[("state", "deployed", ["artifact"])],
     mutually_exclusive=[("listener_arn", "load_balancer_name")],
-    required_together=[("load_balancer_name", "listener_port")],
+    required_together=[("load_balancer_name", "listener_port"), ("registry_username", "registry_password")],
     supports_check_mode=True,
     check_boto3=False,
 )

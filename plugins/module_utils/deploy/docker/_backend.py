@@ -29,6 +29,7 @@ from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen 
 from ansible_collections.immutable.infra.plugins.module_utils.deploy.docker._nginx_switch import SwitchError
 from ansible_collections.immutable.infra.plugins.module_utils.docker._cli import DockerCli
 from ansible_collections.immutable.infra.plugins.module_utils.docker._cli import DockerCliError
+from ansible_collections.immutable.infra.plugins.module_utils.registry._push import TemporaryDockerConfig
 
 
 def http_get(url: str, timeout: float = 5.0):
@@ -81,6 +82,7 @@ class DockerBackend:
         probe_timeout: float = 3.0,
         engine=None,
         recreate: bool = False,
+        registry_auth: tuple | None = None,
     ):
         self.run_command = run_command
         # a fresh container for the idle colour even when it already runs the artifact (bg_swap recreate)
@@ -101,6 +103,10 @@ class DockerBackend:
         self.http = http
         self.port_check = port_check
         self.probe_timeout = probe_timeout
+        # (username, password) for pulling the artifact: a temporary DOCKER_CONFIG per pull, nothing left on the host
+        self.registry_auth = registry_auth
+        if registry_auth:
+            self.cli.add_secret(registry_auth[1])
         if self.ports["blue"] == self.ports["green"]:
             raise BlueGreenError(
                 f"blue_port and green_port are both {self.ports['blue']}: give each colour its own port"
@@ -112,6 +118,22 @@ class DockerBackend:
             return self.cli.run(args, check=check)
         except DockerCliError as exc:
             raise BlueGreenError(exc.message) from None
+
+    def _pull(self, artifact: str) -> tuple[int, str, str]:
+        """docker pull; with registry_auth, through a temporary DOCKER_CONFIG holding only that registry's login
+        (removed right after, as push_image does): no credentials stay on the host."""
+        if not self.registry_auth:
+            return self._run(["pull", "--quiet", artifact], check=False)
+        registry = artifact.split("/", 1)[0] if "/" in artifact else "docker.io"
+        username, password = self.registry_auth
+        with TemporaryDockerConfig(registry, username, password) as config_dir:
+            try:
+                rc, out, err = self.cli.run(
+                    ["pull", "--quiet", artifact], env={"DOCKER_CONFIG": config_dir}, check=False
+                )
+            except DockerCliError as exc:
+                raise BlueGreenError(exc.message) from None
+        return rc, self.cli.mask(out), self.cli.mask(err)
 
     def name(self, colour: str) -> str:
         return colour_name(self.app, self.env, colour)
@@ -149,7 +171,7 @@ class DockerBackend:
         except DockerCliError:
             present = False  # the pull below reports what is wrong
         if not present:
-            rc, out, err = self._run(["pull", "--quiet", artifact], check=False)
+            rc, out, err = self._pull(artifact)
             if rc != 0:
                 raise BlueGreenError(
                     f"image {artifact} is not present locally and could not be pulled: {(err or out).strip()}; "
