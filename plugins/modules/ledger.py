@@ -104,6 +104,12 @@ options:
       - The artifact IDs that artifact records know. When given, an O(artifact_id) outside this list is refused.
     type: list
     elements: raw
+  hosts:
+    description:
+      - The hosts that run O(artifact_id) (an environment that is a fleet of hosts, C(docs/fleet.md)). Stored in the
+        history record as C(hosts); recording the same live ID again with another host list appends a record.
+    type: list
+    elements: str
   by:
     description: Who did it. Defaults to C(user@host) of the process running the module.
     type: str
@@ -308,6 +314,7 @@ ARGUMENT_SPEC = dict(
     force=dict(type="bool", default=False),
     verified=dict(type="bool", default=True),
     known_ids=dict(type="list", elements="raw"),
+    hosts=dict(type="list", elements="str"),
     by=dict(type="str"),
     lock_timeout=dict(type="int", default=60),
     max_history=dict(type="int", default=20),

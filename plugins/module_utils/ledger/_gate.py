@@ -166,8 +166,11 @@ def plan_record(
     reason=None,
     forced=False,
     verified=True,
+    hosts=None,
 ):
     """current entry + what happened -> (changed, new entry). Pure; never mutates `entry`.
+
+    hosts: the hosts that run the ID (a fleet environment), stored in the history record when given.
 
     Idempotent: the id already live, recorded last with the same action and verified flag, is changed=false.
     deploy/promote: live <- id, previous <- the old live (when it differs). rollback: live and previous swap
@@ -189,23 +192,25 @@ def plan_record(
         and last is not None
         and last.get("action") == action
         and bool(last.get("verified")) == bool(verified)
+        and (hosts is None or sorted(last.get("hosts") or []) == sorted(hosts))
     ):
         return False, current
     old_live = current.get("live")
     if old_live is not None and not same_id(old_live, artifact_id):
         current["previous"] = old_live
     current["live"] = artifact_id
-    history.append(
-        {
-            "id": artifact_id,
-            "at": at,
-            "by": by,
-            "action": action,
-            "from_env": from_env,
-            "record": record,
-            "reason": reason,
-            "forced": bool(forced),
-            "verified": bool(verified),
-        }
-    )
+    added = {
+        "id": artifact_id,
+        "at": at,
+        "by": by,
+        "action": action,
+        "from_env": from_env,
+        "record": record,
+        "reason": reason,
+        "forced": bool(forced),
+        "verified": bool(verified),
+    }
+    if hosts is not None:
+        added["hosts"] = [str(host) for host in hosts]
+    history.append(added)
     return True, current

@@ -63,6 +63,7 @@ class Ledger:
         at=None,
         gate=None,
         dry_run=False,
+        hosts=None,
     ) -> RecordResult:
         """Record a deploy/promotion/rollback; `gate(state_of_app)` (re-)checks the plan on fresh data under the
         lock and returns it (a dict that may override id/forced). dry_run computes without locking or writing."""
@@ -85,6 +86,7 @@ class Ledger:
                 reason=reason,
                 forced=is_forced,
                 verified=verified,
+                hosts=hosts,
             )
             return RecordResult(changed, copy.deepcopy(before), after, plan)
 
@@ -145,6 +147,7 @@ def run_record(ledger: Ledger, params: dict, check_mode: bool) -> dict:
         verified=params.get("verified", True),
         gate=gate,
         dry_run=check_mode,
+        hosts=params.get("hosts"),
     )
     plan = result.plan or {}
     return {
