@@ -72,6 +72,14 @@ options:
     description: V(docker) only. Run C(docker diff) on the live container.
     type: bool
     default: true
+  only_colours:
+    description:
+      - V(docker) only. The Docker Engine belongs to the checked environments (a fleet host of an environment group):
+        every container other than their blue and green colours (running or not) is drift, reported with its name,
+        image and status (RV(environments) C(foreign_containers)).
+      - Off by default, for an engine shared with other applications (the single-controller environments).
+    type: bool
+    default: false
   docker_binary:
     description: The docker CLI.
     type: str
@@ -147,7 +155,9 @@ environments:
   description:
     - Per environment, what was found. Keys depend on the backend; C(mismatches) is always there.
     - "V(docker): C(live_colour), C(container), C(running), C(started_with), C(image_digests),
-      C(filesystem_changes). V(aws): C(region), C(instances) (group, instance_id, image_id)."
+      C(filesystem_changes), C(extra_containers) (named C(<app>-<env>-*) but not a colour), and with
+      O(only_colours) C(foreign_containers) (the names of the other containers).
+      V(aws): C(region), C(instances) (group, instance_id, image_id)."
   returned: always
   type: dict
   sample: {prod: {backend: docker, live_colour: green, container: web-prod-green, mismatches: []}}
@@ -184,6 +194,7 @@ def main():
             default=["/var/log/nginx", "/run", "/tmp", "/var/lib/nginx", "/var/cache/nginx"],
         ),
         check_filesystem=dict(type="bool", default=True),
+        only_colours=dict(type="bool", default=False),
         docker_binary=dict(type="str", default="docker"),
     )
     module = AnsibleAWSModule(argument_spec=argument_spec, supports_check_mode=True, check_boto3=False)
@@ -209,6 +220,7 @@ def main():
                     docker_envs,
                     writable=module.params["writable_paths"],
                     check_diff=module.params["check_filesystem"],
+                    only_colours=module.params["only_colours"],
                 )
             )
     except DriftError as exc:

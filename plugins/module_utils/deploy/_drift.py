@@ -95,6 +95,17 @@ class DockerInspector:
                 keep.append(info)
         return keep
 
+    def all_containers(self) -> list:
+        """Every container of the engine (running or not): [(name, image, status)]."""
+        out = []
+        for item in self._ask("the containers", self.docker.list_containers):
+            info = self._ask(f"container {item['name']}", self.docker.inspect, item["name"], kind="container")
+            if info is None:
+                continue  # removed since it was listed
+            state = info.get("State") or {}
+            out.append((item["name"], (info.get("Config") or {}).get("Image"), state.get("Status") or "unknown"))
+        return sorted(out)
+
     def repo_digests(self, image_id: str) -> list:
         try:
             info = self.docker.inspect(image_id, kind="image")
@@ -135,6 +146,8 @@ def docker_findings(
         "running": None,
         "image_digests": [],
         "filesystem_changes": [],
+        # containers named <app>-<env>-* other than the two colours (repair.yml removes them)
+        "extra_containers": sorted(name for name in by_name if name not in colour_names),
         "mismatches": mismatches,
     }
 
@@ -223,8 +236,10 @@ def docker_findings(
     return result
 
 
-def check_docker(docker, environments: list, writable=DEFAULT_WRITABLE, check_diff=True) -> dict:
-    """docker: the Docker engine interface (docker/_engine.docker_engine())."""
+def check_docker(docker, environments: list, writable=DEFAULT_WRITABLE, check_diff=True, only_colours=False) -> dict:
+    """docker: the Docker engine interface (docker/_engine.docker_engine()).
+
+    only_colours: the engine belongs to the checked environments (a fleet host): any other container is drift."""
     inspector = DockerInspector(docker)
     out = {}
     for env in environments:
@@ -239,6 +254,22 @@ def check_docker(docker, environments: list, writable=DEFAULT_WRITABLE, check_di
             writable=writable,
             check_diff=check_diff,
         )
+    if only_colours:
+        allowed = {colour_name(env["app"], env["name"], c) for env in environments for c in COLOURS}
+        # containers named <app>-<env>-* are reported by docker_findings already
+        prefixes = tuple(colour_prefix(env["app"], env["name"]) for env in environments)
+        foreign = [
+            item for item in inspector.all_containers() if item[0] not in allowed and not item[0].startswith(prefixes)
+        ]
+        for env in environments:
+            found = out[env["name"]]
+            found["foreign_containers"] = [name for name, _image, _status in foreign]
+            for name, image, status in foreign:
+                found["mismatches"].append(
+                    f"container {name} (image {image}, {status}) runs on this host, which belongs to "
+                    f"{env['app']}/{env['name']}: only its blue and green colours may run here (started by hand?); "
+                    "remove it (playbooks/repair.yml does)"
+                )
     return out
 
 

@@ -9,6 +9,7 @@ import pytest
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._drift import DockerInspector
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._drift import DriftError
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._drift import aws_findings
+from ansible_collections.immutable.infra.plugins.module_utils.deploy._drift import check_docker
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._drift import docker_findings
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._drift import live_colour_from_upstream
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._drift import path_allowed
@@ -160,6 +161,35 @@ def test_docker_inspector_reads_through_the_engine_interface():
     assert ["ps", "--all", "--no-trunc", "--format", "{{json .}}", "--filter", "label=immutable.infra.app=web"] in calls
     assert insp.diff("web-prod-blue") == [("C", "/run"), ("A", "/run/nginx.pid")]
     assert insp.repo_digests("sha256:x") == [A]
+
+
+def test_only_colours_reports_every_other_container_of_the_engine(tmp_path):
+    found = {
+        "web-prod-blue": container("web-prod-blue", A, "blue"),
+        "web-prod-green": container("web-prod-green", A, "green"),
+        "sneaky": container("sneaky", "nginx:latest", labelled=False),
+    }
+
+    def run(cmd, **_kwargs):
+        args = cmd[1:]
+        if args[0] == "ps":
+            names = [n for n in found if "name=^web-prod-" not in args or n.startswith("web-prod-")]
+            if "label=immutable.infra.app=web" in args:
+                names = []
+            return 0, "\n".join(json.dumps({"Names": n, "Labels": ""}) for n in names), ""
+        if args[:2] == ["container", "inspect"]:
+            return 0, json.dumps([found[args[2]]]), ""
+        if args[0] == "diff":
+            return 0, "", ""
+        return 0, json.dumps([{"Id": "sha256:x", "RepoDigests": [A]}]), ""
+
+    (tmp_path / "web-prod.upstream.conf").write_text(upstream())
+    envs = [{"app": "web", "name": "prod", "expected": A, "known_ids": [A], "nginx_conf_dir": str(tmp_path)}]
+    shared = check_docker(DockerCli(run), envs)["prod"]
+    assert shared["mismatches"] == [] and "foreign_containers" not in shared
+    owned = check_docker(DockerCli(run), envs, only_colours=True)["prod"]
+    assert owned["foreign_containers"] == ["sneaky"]
+    assert len(owned["mismatches"]) == 1 and "container sneaky (image nginx:latest, running)" in owned["mismatches"][0]
 
 
 def test_aws_findings():
