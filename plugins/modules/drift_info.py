@@ -74,7 +74,7 @@ options:
     default: true
   only_colours:
     description:
-      - V(docker) only. The Docker Engine belongs to the checked environments (a fleet host of an environment group):
+      - V(docker) only. The Docker Engine belongs to the checked environments (a fleet host of an environment group) -
         every container other than their blue and green colours (running or not) is drift, reported with its name,
         image and status (RV(environments) C(foreign_containers)).
       - Off by default, for an engine shared with other applications (the single-controller environments).

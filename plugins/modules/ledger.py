@@ -66,7 +66,7 @@ options:
         the live and previous IDs swap. Without O(artifact_id), a rollback right after a rollback changes nothing.
       - V(repair) records that the containers of O(env) were replaced with fresh ones from the ID already live there
         (C(playbooks/repair.yml) after drift). O(artifact_id) defaults to the live ID and must be it; live and
-        previous stay. Each repair is an event: it is recorded every time (never C(changed=false)).
+        previous stay. Each repair is an event - it is recorded every time (never C(changed=false)).
     type: str
     choices: [deploy, promote, rollback, repair]
     default: deploy
