@@ -286,8 +286,7 @@ actions:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.immutable.infra.plugins.module_utils.common._http import open_url
-from ansible_collections.immutable.infra.plugins.module_utils.docker._cli import DockerCli
-from ansible_collections.immutable.infra.plugins.module_utils.docker._cli import engine_socket
+from ansible_collections.immutable.infra.plugins.module_utils.docker._engine import docker_engine
 from ansible_collections.immutable.infra.plugins.module_utils.registry._client import REGISTRY_MUTUALLY_EXCLUSIVE
 from ansible_collections.immutable.infra.plugins.module_utils.registry._client import REGISTRY_REQUIRED_TOGETHER
 from ansible_collections.immutable.infra.plugins.module_utils.registry._client import ImageReferenceError
@@ -348,12 +347,7 @@ def run_module(module):
     try:
         registry_host, _repo = parse_repository(params["repository"])
         docker_bin = module.get_bin_path("docker", required=True)
-        docker = DockerCli(
-            module.run_command,
-            docker_bin=docker_bin,
-            secrets=[params["registry_password"]],
-            engine=engine_socket(docker_bin),
-        )
+        docker = docker_engine(module.run_command, docker_bin=docker_bin, secrets=[params["registry_password"]])
         registry = registry_client(registry_host, params, open_url, module.run_command)
         result = run_push(docker, registry, params, check_mode=module.check_mode)
     except PushImageError as exc:
