@@ -33,7 +33,7 @@ fi
 
 mkdir -p "$tree"
 rsync -a --delete \
-    --exclude .git --exclude .venv --exclude .local --exclude tests/output --exclude artifacts --exclude ledger \
+    --exclude /.git --exclude /.venv --exclude /.local --exclude /tests/output --exclude /artifacts --exclude /ledger \
     --exclude .pytest_cache --exclude .ruff_cache --exclude __pycache__ --exclude .ansible --exclude '*.tar.gz' \
     "$root/" "$tree/"
 # the dependencies must sit in the same collection root for the import and validate-modules tests
