@@ -402,7 +402,7 @@ def test_both_change_listings_give_the_same_changes(base_image, unique):
     accelerator = change_listing(engine, "overlay2", warn=warnings.append)
     if warnings:
         pytest.fail(f"the overlay2 accelerator is refused on this machine: {warnings[0]}")
-    assert type(accelerator) is Overlay2Changes
+    assert accelerator.__class__ is Overlay2Changes
     listings = {"engine": EngineChanges(engine), "cli": EngineChanges(DockerCli(run_locally)), "overlay2": accelerator}
 
     def diff(name):

@@ -95,9 +95,9 @@ def test_an_ami_record_has_every_field_of_the_ami_record_with_its_value():
 
 
 def test_a_cache_hit_has_no_provisioning_time_and_an_ami_hit_no_image_name():
-    record = build_record(**dict(CONTAINER, cached=True, reused_roles=[]))
+    record = build_record(**{**CONTAINER, "cached": True, "reused_roles": []})
     assert record["durations"]["provision_and_capture"] == 0 and record["cached"] is True
-    ami = build_record(**dict(AMI, cached=True, image_name=None))
+    ami = build_record(**{**AMI, "cached": True, "image_name": None})
     assert ami["image_name"] is None
     for valid in (record, ami):
         assert record_problems(valid) == []
@@ -126,9 +126,9 @@ def test_the_same_record_again_changes_nothing(tmp_path):
 
 
 def test_a_newer_bake_moves_latest_and_keeps_the_older_record(tmp_path):
-    write_record(str(tmp_path), build_record(**dict(CONTAINER, bake_id="b1")), "b1")
+    write_record(str(tmp_path), build_record(**{**CONTAINER, "bake_id": "b1"}), "b1")
     newer_id = "127.0.0.1:5000/web@sha256:" + "8" * 64
-    write_record(str(tmp_path), build_record(**dict(CONTAINER, bake_id="b2", id=newer_id)), "b2")
+    write_record(str(tmp_path), build_record(**{**CONTAINER, "bake_id": "b2", "id": newer_id}), "b2")
     assert json.loads((tmp_path / "web" / "latest.json").read_text())["id"] == newer_id
     assert json.loads((tmp_path / "web" / "records" / "b1.json").read_text())["id"] == CONTAINER["id"]
 

@@ -84,9 +84,9 @@ def test_the_rule_takes_the_socket_where_the_cli_would_use_it(engine, tmp_path):
     config = tmp_path / "config"
     config.mkdir()
     environ = {"DOCKER_HOST": f"unix://{path}", "DOCKER_CONFIG": str(config)}
-    assert type(docker_engine(FakeRunner(), environ=environ)) is EngineApi
-    assert type(docker_engine(FakeRunner(), "/opt/bin/podman", environ=environ)) is DockerCli
-    assert type(docker_engine(FakeRunner(), environ=dict(environ, DOCKER_HOST="tcp://10.0.0.5:2376"))) is DockerCli
+    assert docker_engine(FakeRunner(), environ=environ).__class__ is EngineApi
+    assert docker_engine(FakeRunner(), "/opt/bin/podman", environ=environ).__class__ is DockerCli
+    assert docker_engine(FakeRunner(), environ=dict(environ, DOCKER_HOST="tcp://10.0.0.5:2376")).__class__ is DockerCli
 
 
 def test_changes_come_from_the_api_with_the_letters_of_docker_diff(engine):

@@ -44,7 +44,7 @@ def engine(answers):
 
 
 def test_the_default_is_the_engine_api_and_an_unknown_listing_is_refused():
-    assert type(change_listing(engine({}))) is EngineChanges
+    assert change_listing(engine({})).__class__ is EngineChanges
     with pytest.raises(BuilderError, match="change listing 'walk' is unknown"):
         change_listing(engine({}), "walk")
 
@@ -52,7 +52,7 @@ def test_the_default_is_the_engine_api_and_an_unknown_listing_is_refused():
 def test_overlay2_is_used_on_the_local_daemon_with_the_overlay2_driver():
     warnings = []
     listing = change_listing(engine({"/info": (200, OVERLAY2_INFO)}), "overlay2", warn=warnings.append)
-    assert type(listing) is Overlay2Changes and warnings == []
+    assert listing.__class__ is Overlay2Changes and warnings == []
 
 
 @pytest.mark.parametrize(
@@ -66,13 +66,13 @@ def test_overlay2_is_used_on_the_local_daemon_with_the_overlay2_driver():
 def test_overlay2_is_refused_with_a_warning_where_it_is_not_safe(info, reason):
     warnings = []
     listing = change_listing(engine({"/info": (200, info)}), "overlay2", warn=warnings.append)
-    assert type(listing) is EngineChanges
+    assert listing.__class__ is EngineChanges
     assert len(warnings) == 1 and reason in warnings[0] and "Engine API lists the changes instead" in warnings[0]
 
 
 def test_overlay2_is_refused_without_the_local_daemons_socket():
     warnings = []
-    assert type(change_listing(DockerCli(no_cli), "overlay2", warn=warnings.append)) is EngineChanges
+    assert change_listing(DockerCli(no_cli), "overlay2", warn=warnings.append).__class__ is EngineChanges
     assert "not reached through the local daemon's unix socket" in warnings[0]
 
 

@@ -109,7 +109,7 @@ def test_a_stopped_nginx_is_started_again_without_rewriting(router_dir):
     commands, port = Commands(), free_port()
     router(router_dir, commands, port).ensure()
     os.kill(int((router_dir / "nginx.pid").read_text()), signal.SIGQUIT)
-    for _ in range(100):
+    for _attempt in range(100):
         if not nginx_runs(str(router_dir)):
             break
         time.sleep(0.05)
