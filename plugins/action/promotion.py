@@ -15,6 +15,7 @@ time beyond the health gate (docs/promotion.md).
 from __future__ import annotations
 
 import os
+import socket
 import time
 from contextlib import contextmanager
 
@@ -27,10 +28,18 @@ from ansible_collections.immutable.infra.plugins.plugin_utils._in_process import
 from ansible_collections.immutable.infra.plugins.plugin_utils._in_process import no_log_values
 from ansible_collections.immutable.infra.plugins.plugin_utils._in_process import validate_args
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import PromotionError
+from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import RolloutLock
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import ami_for_region
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import aws_swap_args
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import env_region
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import env_tag_args
+from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import fleet_batch
+from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import fleet_group
+from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import fleet_hosts
+from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import fleet_lock_path
+from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import fleet_max_fail_percentage
+from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import fleet_router_args
+from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import fleet_summary
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import latest_artifact_id
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import ledger_args
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import read_records
@@ -132,6 +141,9 @@ class ActionModule(InProcessModuleAction):
         out = {"changed": False, "settings": settings, "records": records, "request": request}
         if params["step"] == "settings":
             return out
+        if params["step"] == "release":
+            released = self._rollout_lock(settings, env, params).release()
+            return dict(out, released=released)
         if action is None:
             raise PromotionError(f"{self.module_name}: action is required with step={params['step']}")
         artifact = params["artifact"]
@@ -145,6 +157,18 @@ class ActionModule(InProcessModuleAction):
         out["artifact_id"] = gate["artifact_id"]
         if params["step"] == "gate":
             return out
+        hosts = fleet_hosts(settings, env, (task_vars or {}).get("groups"))
+        if params["step"] in ("plan", "record"):
+            out["fleet"] = {"hosts": hosts}
+            if hosts and params["step"] == "plan":
+                return self._fleet_plan(params, task_vars, out, hosts)
+            if params["step"] == "record":
+                if not hosts:
+                    raise PromotionError(
+                        f"{self.module_name}: step=record is for an environment that is a fleet, but the inventory"
+                        f" group {fleet_group(settings, env)} of {env} has no hosts"
+                    )
+                return self._fleet_record(params, task_vars, out, hosts)
         out.update(done=False)
         if settings["backend"] == "docker":
             failed = self._switch_docker(params, task_vars, out)
@@ -164,6 +188,112 @@ class ActionModule(InProcessModuleAction):
 
     def _check_mode(self):
         return bool(self._play_context.check_mode)
+
+    # -- fleets: plan (play 1), the hosts (play 2, in the playbook), record (play 3); docs/fleet.md --------------
+
+    def _rollout_lock(self, settings, env, params):
+        """The environment's lock for a whole fleet rollout, held on behalf of the ansible-playbook process."""
+        what = f"{settings['app']}/{env}"
+        if settings["ledger"].get("backend", "file") == "ssm":
+            return _SsmRolloutLock(settings, env, what, params.get("lock_token"))
+        return RolloutLock(fleet_lock_path(settings, env), what, os.getppid())
+
+    def _fleet_plan(self, params, task_vars, out, hosts):
+        """The settings and the gate passed: take the environment's lock, plan the environment tag, and return what
+        the hosts' play needs. Nothing on any host has changed."""
+        from ansible_collections.immutable.infra.plugins.module_utils.common._locks import LockedError
+
+        settings, request, artifact_id = out["settings"], out["request"], out["artifact_id"]
+        env = request["env"]
+        batch = fleet_batch(settings, env)
+        max_fail = fleet_max_fail_percentage(settings)
+        lock = self._rollout_lock(settings, env, params)
+        try:
+            lock.acquire()
+        except LockedError as exc:
+            return dict(out, failed=True, locked=True, msg=str(exc))
+        try:
+            record = record_of(out["records"], artifact_id)
+            with self._timed(out, "env_tag_plan"):
+                planned = self._env_tag(params, settings, env, record, task_vars, check_mode=True)
+            if planned.get("failed"):
+                raise PromotionError(
+                    f"the environment tag {env} cannot be added to {artifact_id}, so no host was touched:"
+                    f" {planned.get('msg', '')}"
+                )
+        except BaseException:
+            lock.release()
+            raise
+        before = (out["gate"].get("before") or {}) if isinstance(out["gate"].get("before"), dict) else {}
+        swap = swap_args(settings, env, artifact_id, swap_state(request["action"]))
+        out["fleet"] = {
+            "group": fleet_group(settings, env),
+            "hosts": hosts,
+            "batch": batch,
+            "max_fail_percentage": max_fail,
+            "previous_id": before.get("live"),
+            "manage_router": settings["manage_router"],
+            "router": fleet_router_args(settings, env),
+            "swap": swap,
+            "lock": {"path": getattr(lock, "path", None) or getattr(lock, "name", None), "token": lock.token_out()},
+        }
+        return dict(out, done=False)
+
+    def _fleet_record(self, params, task_vars, out, hosts):
+        """After the hosts' play: every host must run the ID (else nothing is recorded), then the environment tag,
+        the ledger record with the hosts, the lock released, the summary."""
+        settings, request, artifact_id = out["settings"], out["request"], out["artifact_id"]
+        env, app = request["env"], settings["app"]
+        lock = self._rollout_lock(settings, env, params)
+        try:
+            swaps, missing = {}, []
+            hostvars = (task_vars or {}).get("hostvars") or {}
+            for host in hosts:
+                try:
+                    swap = hostvars[host].get("fleet_swap")
+                except (KeyError, TypeError):
+                    swap = None
+                ok = isinstance(swap, dict) and not (
+                    swap.get("failed") or swap.get("unreachable") or swap.get("skipped")
+                )
+                if ok:
+                    swaps[host] = swap
+                else:
+                    missing.append(host)
+            out["fleet"] = {"hosts": hosts, "swaps": swaps}
+            if missing:
+                return dict(
+                    out,
+                    failed=True,
+                    msg=f"{app}/{env}: {', '.join(missing)} of {len(hosts)} hosts did not switch to {artifact_id}"
+                    f" in this run, so the ledger was not updated (a partial rollout is never recorded as live);"
+                    f" switched: {', '.join(swaps) or 'none'}. Run the playbook again once the hosts answer.",
+                )
+            check_mode = self._check_mode()
+            record = record_of(out["records"], artifact_id)
+            with self._timed(out, "env_tag"):
+                tag = self._env_tag(params, settings, env, record, task_vars, check_mode)
+            out["tag"] = tag
+            if tag.get("failed"):
+                return dict(
+                    out,
+                    failed=True,
+                    msg=f"{app}/{env} now runs {artifact_id} on {', '.join(hosts)}, but adding the environment tag"
+                    " failed, so the ledger was not updated (run the playbook again once the registry answers):"
+                    f" {tag.get('msg', '')}",
+                )
+            with self._timed(out, "ledger_record"):
+                recorded = self._ledger(
+                    settings, request, out["records"], artifact_id, task_vars, check_mode, hosts=list(hosts)
+                )
+            out["recorded"] = recorded
+            if recorded.get("failed"):
+                return dict(out, failed=True, msg=recorded.get("msg", "the ledger refused the record"))
+            changed = any(swap.get("changed") for swap in swaps.values()) or bool(tag.get("changed"))
+            summary = fleet_summary(settings, request, recorded, hosts, swaps)
+            return dict(out, done=True, summary=summary, changed=changed or bool(recorded.get("changed")))
+        finally:
+            lock.release()
 
     def _switch_docker(self, params, task_vars, out):
         """Router (when needed), the env tag's plan, bg_swap, the env tag. Returns None, or what failed."""
@@ -244,7 +374,7 @@ class ActionModule(InProcessModuleAction):
         args = router_args(settings, env)
         return self.run_module_step("immutable.infra.router", router, args, task_vars, check_mode=check_mode)
 
-    def _ledger(self, settings, request, records, artifact_id, task_vars, check_mode):
+    def _ledger(self, settings, request, records, artifact_id, task_vars, check_mode, hosts=None):
         from ansible_collections.immutable.infra.plugins.modules import ledger
 
         args = ledger_args(
@@ -261,6 +391,8 @@ class ActionModule(InProcessModuleAction):
             record = record_of(records, artifact_id)
             if not check_mode and record:
                 args["record"] = record["path"]
+        if hosts is not None:
+            args["hosts"] = hosts
         return self.run_module_step(
             "immutable.infra.ledger", ledger, args, task_vars, check_mode=check_mode, only_when=FILE_LEDGER_ONLY
         )
@@ -275,3 +407,39 @@ class ActionModule(InProcessModuleAction):
             if params[key]:
                 args[key] = params[key]
         return self.run_module_step("immutable.infra.push_image", push_image, args, task_vars, check_mode=check_mode)
+
+
+class _SsmRolloutLock:
+    """The SSM ledger's environment lock for a fleet rollout: common SsmLock on `<prefix>/<app>/<env>.promotion.lock`
+    with a ttl (promotion_ledger.lock_ttl, default 1800 s), so a run that died frees it by itself. The plan step
+    returns its token, which the record and release steps are given back (lock_token)."""
+
+    def __init__(self, settings, env, what, token=None):
+        import boto3
+
+        from ansible_collections.immutable.infra.plugins.module_utils.aws._ssm_lock import SsmLock
+
+        ledger = settings["ledger"]
+        kwargs = {key: ledger[key] for key in ("endpoint_url",) if ledger.get(key)}
+        if ledger.get("region"):
+            kwargs["region_name"] = ledger["region"]
+        client = boto3.client("ssm", **kwargs)
+        owner = f"ansible-playbook pid {os.getppid()} on {socket.gethostname()}"
+        self.name = f"{str(ledger['prefix']).rstrip('/')}/{settings['app']}/{env}.promotion.lock"
+        self.lock = SsmLock(
+            client, self.name, what, owner, ttl=float(ledger.get("lock_ttl") or 1800), activity="promotion"
+        )
+        if token:
+            self.lock.token = token
+            self.lock.held = True
+
+    def acquire(self):
+        self.lock.acquire()
+
+    def release(self):
+        held = self.lock.held
+        self.lock.release()
+        return held
+
+    def token_out(self):
+        return self.lock.token

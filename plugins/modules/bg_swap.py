@@ -443,8 +443,9 @@ def docker_backend(module):
     if missing:
         raise BlueGreenError(f"backend=docker needs {' and '.join(missing)}: one free 127.0.0.1 port per colour")
 
-    def run(args):
-        return module.run_command(args, environ_update={"LC_ALL": "C"})
+    def run(args, environ_update=None, **kwargs):
+        # environ_update: e.g. the temporary DOCKER_CONFIG of a pull with registry_username
+        return module.run_command(args, environ_update=dict(environ_update or {}, LC_ALL="C"), **kwargs)
 
     switch = NginxSwitch(
         run, p["app"], p["env"], p["nginx_conf_dir"], p["nginx_binary"], p["nginx_conf"], p["nginx_prefix"]

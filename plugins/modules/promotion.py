@@ -37,9 +37,26 @@ options:
     description:
       - V(settings) checks the settings only; V(gate) also asks the ledger's gate; V(apply) also switches, tags and
         records when it can (see the description).
+      - "Fleets (C(docs/fleet.md)): with the C(docker) backend, an environment whose inventory group
+        (C(promotion_environments.<env>.hosts_group), default C(env_<env>)) has hosts is a fleet. V(plan) is
+        V(apply) for an environment without hosts (the controller does everything, as before); for a fleet, it checks
+        the settings and the gate, takes the environment's lock for the whole rollout (a lock file beside the file
+        ledger, owned by the C(ansible-playbook) process; an SSM parameter with a ttl for the C(ssm) ledger; a second
+        run stops with C(locked) before touching any host), plans the environment tag and returns C(fleet): the
+        hosts, the batch, and the router and M(immutable.infra.bg_swap) arguments for each host. Nothing is switched."
+      - "V(record) (fleets, after the hosts' play): every host of the group must have switched in this run (its
+        registered C(fleet_swap) succeeded), else nothing is recorded; then adds the environment tag, records the run
+        in the ledger with the hosts (C(hosts) of the history record) and releases the lock."
+      - V(release) releases the rollout lock of this run (the fleet rescue path), nothing else.
     type: str
-    choices: [settings, gate, apply]
+    choices: [settings, gate, apply, plan, record, release]
     default: apply
+  lock_token:
+    description:
+      - The rollout lock's token returned by O(step=plan) in C(fleet.lock.token) (the C(ssm) ledger's lock), for
+        O(step=record) and O(step=release). The file ledger's lock needs none (its owner is the C(ansible-playbook)
+        process).
+    type: str
   action:
     description: What the run does to O(env); the ledger records it under this name. Required unless O(step=settings).
     type: str
@@ -173,6 +190,18 @@ timings:
       C(ledger_record)) and in all (C(step)). bg_swap's own phases (its health gate included) are in C(swap.timings).
   returned: with step gate or apply
   type: dict
+fleet:
+  description:
+    - With O(step=plan) or O(step=record), the environment's hosts (C(hosts)). For a fleet, O(step=plan) adds
+      C(group), C(batch), C(max_fail_percentage), C(previous_id), C(manage_router), C(router) (the router module's
+      arguments on a host), C(swap) (bg_swap's arguments on a host) and C(lock); O(step=record) adds C(swaps), each
+      host's bg_swap result.
+  returned: with step plan or record
+  type: dict
+released:
+  description: With O(step=release), whether this run's rollout lock was released.
+  returned: with step release
+  type: bool
 request:
   description: The run's action, environments, force and reason.
   returned: always
@@ -180,7 +209,8 @@ request:
 """
 
 ARGUMENT_SPEC = dict(
-    step=dict(type="str", choices=["settings", "gate", "apply"], default="apply"),
+    step=dict(type="str", choices=["settings", "gate", "apply", "plan", "record", "release"], default="apply"),
+    lock_token=dict(type="str", no_log=False),
     action=dict(type="str", choices=["deploy", "promote", "rollback"]),
     env=dict(type="str", default=""),
     from_env=dict(type="str", default=""),

@@ -15,12 +15,17 @@ import glob
 import json
 import os
 import re
+import socket
+import time
 
 from ansible.module_utils.parsing.convert_bool import boolean
 
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import fingerprint_tag
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import latest_path
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import records_dir
+from ansible_collections.immutable.infra.plugins.module_utils.common._locks import FileLock
+from ansible_collections.immutable.infra.plugins.module_utils.common._locks import LockedError
+from ansible_collections.immutable.infra.plugins.module_utils.common._locks import iso_time
 
 APP_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 BACKENDS = ("docker", "aws", "none")
@@ -56,7 +61,11 @@ DEFAULTS = {
     "manage_router": True,
     "manage_router_always": False,
     "aws_region": "",
+    # fleets (docs/fleet.md): hosts switched at a time, and the failed hosts tolerated (percent) before a stop
+    "batch": 1,
+    "max_fail_percentage": 0,
 }
+BATCH = re.compile(r"^(?:[1-9][0-9]*|(?:[1-9][0-9]?|100)%)$")
 
 
 class PromotionError(Exception):
@@ -348,6 +357,157 @@ def summary_lines(settings: dict, request: dict, swap: dict, recorded: dict) -> 
     else:
         colour = f"colour: {swap.get('live_colour')} ({'switched' if swap.get('changed') else 'already live'})"
     lines = [head, colour]
+    if action != "rollback":
+        if recorded.get("forced"):
+            lines.append(
+                f"FORCED: {'; '.join(recorded.get('overridden') or [])} - reason: {request.get('reason') or ''}"
+            )
+        else:
+            lines.append("gate: ok")
+    return lines
+
+
+# -- fleets: an environment that is an inventory group of Docker hosts (docs/fleet.md) ------------------------------
+
+
+def fleet_group(settings: dict, env: str) -> str:
+    """The inventory group of the environment's hosts: promotion_environments.<env>.hosts_group, else env_<env>."""
+    envcfg = settings["environments"].get(env) or {}
+    return str(envcfg.get("hosts_group") or f"env_{env}")
+
+
+def fleet_hosts(settings: dict, env: str, groups: dict) -> list:
+    """The environment's hosts (inventory names, inventory order); empty: the environment runs on the controller."""
+    if settings["backend"] != "docker":
+        return []
+    return [str(host) for host in (groups or {}).get(fleet_group(settings, env)) or []]
+
+
+def fleet_batch(settings: dict, env: str) -> str:
+    """The hosts switched at a time (serial): promotion_environments.<env>.batch, else promotion_batch (default 1).
+
+    A number of hosts (2) or a percentage of the environment ("25%")."""
+    envcfg = settings["environments"].get(env) or {}
+    batch = envcfg.get("batch", settings["batch"])
+    text = str(batch).strip()
+    if isinstance(batch, bool) or not BATCH.match(text):
+        raise PromotionError(
+            f"invalid settings: the batch of environment {env} {json.dumps(str(batch))} must be a number of hosts"
+            ' (1, 2, ...) or a percentage ("25%"): set promotion_batch or promotion_environments.'
+            f"{env}.batch"
+        )
+    return text
+
+
+def fleet_max_fail_percentage(settings: dict) -> int:
+    value = settings["max_fail_percentage"]
+    try:
+        number = int(str(value).strip().rstrip("%"))
+    except ValueError:
+        number = -1
+    if isinstance(value, bool) or not 0 <= number <= 100:
+        raise PromotionError(
+            f"invalid settings: promotion_max_fail_percentage {json.dumps(str(value))} must be a number from 0 to"
+            " 100 (0: the first host that fails stops the rollout and every host switched goes back)"
+        )
+    return number
+
+
+def fleet_router_args(settings: dict, env: str) -> dict:
+    """The router module's arguments on a fleet host: nginx listens on every address of the host (a front load
+    balancer reaches it), the environment's router_dir on the host."""
+    args = router_args(settings, env)
+    envcfg = settings["environments"][env]
+    args["listen"] = f"{envcfg.get('router_address', '0.0.0.0')}:{envcfg['router_port']}"
+    return args
+
+
+def fleet_lock_path(settings: dict, env: str) -> str:
+    """The file ledger's environment lock for a fleet rollout: a file beside the ledger."""
+    directory = os.path.dirname(os.path.abspath(str(settings["ledger"]["path"])))
+    return os.path.join(directory, f".{settings['app']}-{env}.promotion.lock")
+
+
+class RolloutLock(FileLock):
+    """The file ledger's environment lock for a whole fleet rollout (plan -> hosts -> record), held on behalf of
+    the ansible-playbook process (`pid`, the worker's parent): a run that died leaves a stale lock, taken over by
+    the next one. Each step of the rollout runs in its own worker, so it checks the owner pid, not its own."""
+
+    def __init__(self, path: str, what: str, pid: int):
+        super().__init__(path, what, owner=f"ansible-playbook pid {pid} on {socket.gethostname()}")
+        self.pid = pid
+
+    def acquire(self) -> None:
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)  # the ledger's directory, before its first write
+        except OSError as exc:
+            raise PromotionError(
+                f"cannot create the directory of the environment lock {self.path} ({exc.strerror}): make the ledger's"
+                " directory writable (promotion_ledger.path)"
+            ) from None
+        for _attempt in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                info = self.read_owner()
+                if info is None:
+                    continue
+                if self.owns(info):
+                    self.held = True  # this run took it already (a step run again)
+                    return
+                if self._is_stale(info):
+                    self._remove_stale(info)
+                    continue
+                raise LockedError(
+                    f"locked: a promotion of {self.what} is in progress by {info.get('owner') or 'an unknown owner'}"
+                    f" since {info.get('since') or 'an unknown time'}; nothing was touched. Retry once it is done, or"
+                    f" remove {self.path} if that run is dead"
+                ) from None
+            payload = {
+                "owner": self.owner,
+                "pid": self.pid,
+                "host": socket.gethostname(),
+                "since": iso_time(time.time()),
+            }
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(payload, handle)
+            self.held = True
+            return
+        raise LockedError(f"locked: could not take {self.path} for {self.what} after 3 attempts; retry later")
+
+    def token_out(self):
+        return None  # the owner pid identifies the run
+
+    def owns(self, info: dict) -> bool:
+        return bool(info) and info.get("pid") == self.pid and info.get("host") == socket.gethostname()
+
+    def release(self) -> bool:
+        """Remove the lock when this run holds it; whether it did."""
+        if self.owns(self.read_owner() or {}):
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                return False
+            return True
+        return False
+
+
+def fleet_summary(settings: dict, request: dict, recorded: dict, hosts: list, swaps: dict) -> list:
+    """What the playbooks show at the end of a fleet rollout: the ID live, on which hosts, how each got there."""
+    app, env, action = settings["app"], request["env"], request["action"]
+    head = f"{app}/{env} live: {recorded.get('artifact_id')}"
+    if action == "promote":
+        head += f" (promoted from {request['from_env']})"
+    elif action == "rollback":
+        head += " (rolled back)" if recorded.get("changed") else " (rolled back before: nothing to do)"
+    lines = [head, f"hosts ({len(hosts)}): {', '.join(hosts)}"]
+    for host in hosts:
+        swap = swaps.get(host) or {}
+        if action == "rollback":
+            how = "instant switch back" if swap.get("rollback_method") == "switch_back" else "blue-green deploy"
+        else:
+            how = "switched" if swap.get("changed") else "already live"
+        lines.append(f"  {host}: colour {swap.get('live_colour')} ({how})")
     if action != "rollback":
         if recorded.get("forced"):
             lines.append(
