@@ -100,3 +100,26 @@ def test_a_dead_runs_lock_is_taken_over(tmp_path):
     mine.acquire()
     assert json.loads(open(path).read())["pid"] == os.getpid()
     assert mine.release()
+
+
+def test_the_ssm_ledgers_rollout_lock_is_an_ssm_parameter_with_a_token(monkeypatch):
+    moto = pytest.importorskip("moto")
+    from ansible_collections.immutable.infra.plugins.action.promotion import _SsmRolloutLock
+
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(key, "testing")
+    s = settings(ledger={"backend": "ssm", "prefix": "/immutable/ledger", "region": "eu-west-1"})
+    with moto.mock_aws():
+        first = _SsmRolloutLock(s, "prod", "web/prod")
+        first.acquire()
+        assert first.name == "/immutable/ledger/web/prod.promotion.lock"
+        with pytest.raises(LockedError, match="locked"):
+            _SsmRolloutLock(s, "prod", "web/prod").acquire()
+        # the record step of the same run: a new object given the plan's token releases it
+        _SsmRolloutLock(s, "prod", "web/prod", token="not-ours").release()  # another run's token: kept
+        with pytest.raises(LockedError, match="locked"):
+            _SsmRolloutLock(s, "prod", "web/prod").acquire()
+        assert _SsmRolloutLock(s, "prod", "web/prod", token=first.token_out()).release()
+        again = _SsmRolloutLock(s, "prod", "web/prod")
+        again.acquire()
+        again.release()
