@@ -319,7 +319,7 @@ def test_repair_records_the_live_id_each_time_and_refuses_another_id(tmp_path):
     ledger = FileLedger(tmp_path / "ledger.json")
     run_record(ledger, deploy_params(tmp_path), check_mode=False)
     run_record(ledger, deploy_params(tmp_path, artifact_id=B), check_mode=False)
-    for _ in range(2):
+    for _attempt in range(2):
         result = run_record(
             ledger, deploy_params(tmp_path, action="repair", artifact_id=None, reason="drift on h1"), check_mode=False
         )
