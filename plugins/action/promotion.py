@@ -434,11 +434,29 @@ class _SsmRolloutLock:
             self.lock.held = True
 
     def acquire(self):
-        self.lock.acquire()
+        from botocore.exceptions import BotoCoreError
+        from botocore.exceptions import ClientError
+
+        try:
+            self.lock.acquire()
+        except (BotoCoreError, ClientError) as exc:
+            raise PromotionError(
+                f"cannot take the environment lock {self.name} in SSM ({exc}): check the ledger's AWS connection"
+                " (promotion_ledger region, endpoint_url, credentials)"
+            ) from None
 
     def release(self):
+        from botocore.exceptions import BotoCoreError
+        from botocore.exceptions import ClientError
+
         held = self.lock.held
-        self.lock.release()
+        try:
+            self.lock.release()
+        except (BotoCoreError, ClientError) as exc:
+            raise PromotionError(
+                f"cannot release the environment lock {self.name} in SSM ({exc}): it expires after its ttl, or delete"
+                " the parameter once no promotion runs"
+            ) from None
         return held
 
     def token_out(self):
