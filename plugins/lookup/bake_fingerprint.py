@@ -155,6 +155,7 @@ _raw:
       sample: ["role web file templates/index.html.j2 changed", "var web_port changed"]
 """
 
+import importlib
 import os
 
 from ansible import constants as C
@@ -171,23 +172,27 @@ from ansible_collections.immutable.infra.plugins.module_utils.docker._interface 
 
 try:
     from ansible.utils.collection_loader import AnsibleCollectionConfig
-    from ansible.utils.collection_loader._collection_finder import _get_collection_role_path
 except ImportError:  # pragma: no cover - present in every supported ansible-core
-    _get_collection_role_path = None
     AnsibleCollectionConfig = None
 
 COLLECTION_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _loader_role_path(fqcn):
-    """Ask Ansible's collection loader where ns.coll.role lives (None when it does not exist)."""
-    if _get_collection_role_path is None:
+    """Where ns.coll.role lives: roles/<role> of the collection package Ansible's collection loader imports as
+    ansible_collections.<ns>.<coll> (None when the collection or the role does not exist)."""
+    parts = fqcn.split(".")
+    if len(parts) != 3:
         return None
     try:
-        found = _get_collection_role_path(fqcn)
-    except Exception:  # the loader raises assorted errors for names it cannot parse
+        package = importlib.import_module(f"ansible_collections.{parts[0]}.{parts[1]}")
+    except ImportError:
         return None
-    return found[1] if found else None
+    for root in getattr(package, "__path__", None) or []:
+        path = os.path.join(root, "roles", parts[2])
+        if os.path.isdir(path):
+            return path
+    return None
 
 
 class LookupModule(LookupBase):
