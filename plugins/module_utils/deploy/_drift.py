@@ -157,13 +157,13 @@ def docker_findings(
         if name not in colour_names:
             mismatches.append(
                 f"extra container {name} (image {(info.get('Config') or {}).get('Image')}) runs for {app}/{env}: "
-                "bg_swap only runs the blue and green colours; remove it or deploy through the playbooks"
+                "bg_swap only runs the blue and green colours; playbooks/repair.yml removes it"
             )
             continue
         if labels.get(DEPLOY_LABEL_ARTIFACT) is None or labels.get(DEPLOY_LABEL_COLOUR) != colour_names[name]:
             mismatches.append(
                 f"container {name} has no bg_swap labels (started by hand?): it runs "
-                f"{(info.get('Config') or {}).get('Image')}; redeploy the colour with playbooks/deploy.yml"
+                f"{(info.get('Config') or {}).get('Image')}; playbooks/repair.yml replaces it"
             )
 
     if expected is None:
@@ -231,7 +231,8 @@ def docker_findings(
             more = f" and {len(changes) - 10} more" if len(changes) > 10 else ""
             mismatches.append(
                 f"live container {name} was changed after it started outside the writable paths "
-                f"({', '.join(writable)}): {shown}{more}; an immutable host is replaced, never patched: redeploy"
+                f"({', '.join(writable)}): {shown}{more}; an immutable host is replaced, never patched: "
+                "playbooks/repair.yml"
             )
     return result
 
