@@ -452,7 +452,7 @@ def test_host_stopped_mid_rollout_is_named_and_the_next_run_converges(fleet_chai
                 stopped = True
                 break
             time.sleep(0.3)
-        out, _ = proc.communicate(timeout=600)
+        out, _err = proc.communicate(timeout=600)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -501,7 +501,7 @@ def test_concurrent_promotions_one_environment_locked_two_environments_independe
         second = c.run("promote.yml", **{"from": "dev", "to": "staging"})
         # another environment at the same time is independent: dev takes v1 while staging is being promoted
         other = c.run("deploy.yml", env="dev", artifact=v1)
-        out, _ = first.communicate(timeout=600)
+        out, _err = first.communicate(timeout=600)
     finally:
         if first.poll() is None:
             first.kill()

@@ -220,7 +220,7 @@ def test_repair_replaces_the_drifted_container_from_the_same_digest(prod: Prod):
 
 def served_by(url: str, count: int) -> dict[str, int]:
     seen: dict[str, int] = {}
-    for _ in range(count):
+    for _attempt in range(count):
         with urllib.request.urlopen(url, timeout=10) as answer:  # the fixture's loopback URL
             assert answer.status == 200
             key = answer.headers.get("X-Served-By", "")
@@ -274,7 +274,7 @@ def test_front_lb_spreads_over_the_hosts_and_serves_through_repairs(prod: Prod):
 
 
 def free_ports(count: int) -> list[int]:
-    socks = [socket.socket() for _ in range(count)]
+    socks = [socket.socket() for _index in range(count)]
     try:
         for sock in socks:
             sock.bind(("127.0.0.1", 0))
@@ -333,7 +333,7 @@ def test_repair_on_the_controller_without_a_group(app_ref: str, tmp_path: Path):
         fresh = live()
         assert fresh["Id"] != drifted["Id"] and fresh["Config"]["Image"] == app_ref
         names = subprocess.run(
-            ["docker", "ps", "--all", "--format", "{{.Names}}"], capture_output=True, text=True
+            ["docker", "ps", "--all", "--format", "{{.Names}}"], capture_output=True, text=True, check=True
         ).stdout
         assert f"{app}-dev-byhand" not in names.split() and drifted["Name"].lstrip("/") not in names.split()
         history = json.loads(ledger_path.read_text())["apps"][app]["dev"]["history"]
