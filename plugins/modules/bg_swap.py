@@ -394,7 +394,7 @@ from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen 
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen import validate_steps
 from ansible_collections.immutable.infra.plugins.module_utils.deploy.docker._backend import DockerBackend
 from ansible_collections.immutable.infra.plugins.module_utils.deploy.docker._nginx_switch import NginxSwitch
-from ansible_collections.immutable.infra.plugins.module_utils.docker._cli import engine_socket
+from ansible_collections.immutable.infra.plugins.module_utils.docker._engine import docker_engine
 
 
 def argument_spec():
@@ -461,7 +461,7 @@ def docker_backend(module):
         router_url=p["router_url"],
         container_env=p["container_env"],
         docker_binary=p["docker_binary"],
-        engine=engine_socket(p["docker_binary"]),
+        engine=docker_engine(module.run_command, p["docker_binary"]),
         recreate=p["recreate"],
         registry_auth=(p["registry_username"], p["registry_password"] or "") if p["registry_username"] else None,
     )

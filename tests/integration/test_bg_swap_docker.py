@@ -281,8 +281,9 @@ def test_first_deploy_swap_noop_and_rollback(router, images):
 
 def test_engine_socket_inspect_matches_the_cli(router, images):
     """bg_swap (and the bake) inspect through the Engine API's socket: the answers must be the CLI's."""
+    from ansible_collections.immutable.infra.plugins.module_utils.docker._api import EngineApi
     from ansible_collections.immutable.infra.plugins.module_utils.docker._cli import DockerCli
-    from ansible_collections.immutable.infra.plugins.module_utils.docker._cli import engine_socket
+    from ansible_collections.immutable.infra.plugins.module_utils.docker._socket import engine_socket
 
     def run_command(args, **_kwargs):
         proc = subprocess.run(args, capture_output=True, text=True, check=False)
@@ -291,7 +292,8 @@ def test_engine_socket_inspect_matches_the_cli(router, images):
     assert not failed(router.swap(artifact=images["v1"]))
     engine = engine_socket()
     assert engine is not None, "the local daemon's socket was not found: the fast path is not exercised"
-    fast, cli = DockerCli(run_command, engine=engine), DockerCli(run_command)
+    cli = DockerCli(run_command)
+    fast = EngineApi(engine, cli)
     name = f"{router.app}-{router.env}-blue"
     via_socket, via_cli = fast.inspect(name, kind="container"), cli.inspect(name, kind="container")
     assert via_socket["Id"] == via_cli["Id"] and via_socket["State"]["Running"] is True

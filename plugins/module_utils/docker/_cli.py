@@ -17,17 +17,12 @@ import json
 import os
 import subprocess
 
-from ansible_collections.immutable.infra.plugins.module_utils.docker._api import inspect_through_socket
 from ansible_collections.immutable.infra.plugins.module_utils.docker._interface import DockerEngine
 from ansible_collections.immutable.infra.plugins.module_utils.docker._interface import DockerError
 from ansible_collections.immutable.infra.plugins.module_utils.docker._interface import is_missing
 from ansible_collections.immutable.infra.plugins.module_utils.docker._interface import summarise
-from ansible_collections.immutable.infra.plugins.module_utils.docker._socket import EngineSocket
-from ansible_collections.immutable.infra.plugins.module_utils.docker._socket import engine_socket
 
-# the names callers imported from here before the interface existed
-DockerCliError = DockerError
-__all__ = ["DockerCli", "DockerCliError", "DockerError", "EngineSocket", "engine_socket", "is_missing", "summarise"]
+__all__ = ["DockerCli", "DockerError", "is_missing", "summarise"]
 
 TAR_CREATE = [
     "tar", "-C", "/", "--create", "--file", "-", "--no-recursion", "--numeric-owner", "--xattrs", "--xattrs-include=*",
@@ -54,17 +49,12 @@ def _created_epoch(text):
 
 
 class DockerCli(DockerEngine):
-    """The docker CLI: run(args) -> (rc, out, err) and the interface's methods as CLI commands.
+    """The docker CLI: run(args) -> (rc, out, err) and the interface's methods as CLI commands."""
 
-    engine: an EngineSocket for inspect() only, kept for callers that build a DockerCli themselves; new code calls
-    docker_engine(), whose EngineApi asks the socket for everything it can.
-    """
-
-    def __init__(self, run_command, docker_bin="docker", secrets=None, engine=None):
+    def __init__(self, run_command, docker_bin="docker", secrets=None):
         self._run_command = run_command
         self.docker_bin = docker_bin
         self._secrets = [s for s in (secrets or []) if s]
-        self.engine = engine
 
     def add_secret(self, value):
         if value:
@@ -124,10 +114,6 @@ class DockerCli(DockerEngine):
     # -- reading -------------------------------------------------------------------------------------------------
 
     def inspect(self, obj, kind=None):
-        if self.engine is not None:
-            answered, data = inspect_through_socket(self.engine, obj, kind)
-            if answered:
-                return data
         args = [kind, "inspect", obj] if kind else ["inspect", obj]
         rc, out, err = self.run(args, check=False)
         if rc != 0:

@@ -4,8 +4,8 @@
 
 PRIVATE to the collection: no compatibility promise outside immutable.infra.
 
-Docker is driven through the docker CLI (run_command injected, wrapped in the shared DockerCli of _docker_cli.py),
-never the Docker SDK; inspecting goes to the Engine API's unix socket when bg_swap passes one (engine_socket()).
+Docker is reached through the collection's Docker engine interface (module_utils/docker): bg_swap passes the one
+docker_engine() picks (the Engine API's unix socket for reads, the docker CLI otherwise); never the Docker SDK.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen 
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen import Live
 from ansible_collections.immutable.infra.plugins.module_utils.deploy.docker._nginx_switch import SwitchError
 from ansible_collections.immutable.infra.plugins.module_utils.docker._cli import DockerCli
-from ansible_collections.immutable.infra.plugins.module_utils.docker._cli import DockerCliError
+from ansible_collections.immutable.infra.plugins.module_utils.docker._interface import DockerError
 from ansible_collections.immutable.infra.plugins.module_utils.registry._push import TemporaryDockerConfig
 
 
@@ -96,10 +96,11 @@ class DockerBackend:
         self.router_url = router_url
         self.container_env = container_env or {}
         self.docker_binary = docker_binary
+        # engine: the Docker engine interface bg_swap picked (docker_engine()); the plain CLI when none is given.
         # container_env values are no_log: masked in any docker error message
-        self.cli = DockerCli(
-            run_command, docker_binary, secrets=[str(v) for v in self.container_env.values()], engine=engine
-        )
+        self.cli = engine or DockerCli(run_command, docker_binary)
+        for value in self.container_env.values():
+            self.cli.add_secret(str(value))
         self.http = http
         self.port_check = port_check
         self.probe_timeout = probe_timeout
@@ -116,7 +117,7 @@ class DockerBackend:
     def _run(self, args: list, check: bool = True) -> tuple[int, str, str]:
         try:
             return self.cli.run(args, check=check)
-        except DockerCliError as exc:
+        except DockerError as exc:
             raise BlueGreenError(exc.message) from None
 
     def _pull(self, artifact: str) -> tuple[int, str, str]:
@@ -131,7 +132,7 @@ class DockerBackend:
                 rc, out, err = self.cli.run(
                     ["pull", "--quiet", artifact], env={"DOCKER_CONFIG": config_dir}, check=False
                 )
-            except DockerCliError as exc:
+            except DockerError as exc:
                 raise BlueGreenError(exc.message) from None
         return rc, self.cli.mask(out), self.cli.mask(err)
 
@@ -141,7 +142,7 @@ class DockerBackend:
     def _inspect(self, colour: str) -> dict | None:
         try:
             return self.cli.inspect(self.name(colour), kind="container")
-        except DockerCliError as exc:
+        except DockerError as exc:
             raise BlueGreenError(exc.message) from None
 
     # -- backend interface ---------------------------------------------------------------------------------------
@@ -168,7 +169,7 @@ class DockerBackend:
     def prepare(self, colour: str, artifact: str) -> None:
         try:
             present = self.cli.inspect(artifact, kind="image") is not None
-        except DockerCliError:
+        except DockerError:
             present = False  # the pull below reports what is wrong
         if not present:
             rc, out, err = self._pull(artifact)

@@ -9,11 +9,12 @@ from http.server import BaseHTTPRequestHandler
 
 import pytest
 
+from ansible_collections.immutable.infra.plugins.module_utils.docker._api import EngineApi
 from ansible_collections.immutable.infra.plugins.module_utils.docker._cli import DockerCli
-from ansible_collections.immutable.infra.plugins.module_utils.docker._cli import DockerCliError
-from ansible_collections.immutable.infra.plugins.module_utils.docker._cli import EngineSocket
-from ansible_collections.immutable.infra.plugins.module_utils.docker._cli import engine_socket
 from ansible_collections.immutable.infra.plugins.module_utils.docker._cli import summarise
+from ansible_collections.immutable.infra.plugins.module_utils.docker._interface import DockerError
+from ansible_collections.immutable.infra.plugins.module_utils.docker._socket import EngineSocket
+from ansible_collections.immutable.infra.plugins.module_utils.docker._socket import engine_socket
 
 
 class FakeRunner:
@@ -52,7 +53,7 @@ def test_run_builds_the_command_and_passes_env_and_data():
 )  # fmt: skip
 def test_errors_are_summarised_with_a_fix(stderr, hint):
     docker = DockerCli(FakeRunner((1, "", "Error response from daemon: " + stderr + "\n")))
-    with pytest.raises(DockerCliError) as err:
+    with pytest.raises(DockerError) as err:
         docker.run(["push", "x"])
     message = err.value.message
     assert message.startswith("docker push x failed (rc=1): ")
@@ -63,7 +64,7 @@ def test_errors_are_summarised_with_a_fix(stderr, hint):
 
 def test_secrets_are_masked_in_errors():
     docker = DockerCli(FakeRunner((1, "", "login failed for hunter2-secret\n")), secrets=["hunter2-secret", None])
-    with pytest.raises(DockerCliError) as err:
+    with pytest.raises(DockerError) as err:
         docker.run(["login"])
     assert "hunter2-secret" not in err.value.message
     assert "hunter2-secret" not in err.value.stderr
@@ -79,7 +80,7 @@ def test_missing_binary_is_named():
     def runner(cmd, **kwargs):
         raise FileNotFoundError(2, "No such file or directory")
 
-    with pytest.raises(DockerCliError, match="install the docker CLI"):
+    with pytest.raises(DockerError, match="install the docker CLI"):
         DockerCli(runner).run(["version"])
 
 
@@ -107,7 +108,7 @@ def test_inspect_parses_json_and_missing_is_none():
 
 def test_inspect_other_failures_raise():
     docker = DockerCli(FakeRunner((1, "", "Cannot connect to the Docker daemon at unix:///var/run/docker.sock")))
-    with pytest.raises(DockerCliError, match="start the Docker Engine"):
+    with pytest.raises(DockerError, match="start the Docker Engine"):
         docker.image_id("web:1")
 
 
@@ -177,7 +178,7 @@ def test_inspect_asks_the_engine_socket_and_skips_the_cli(engine):
     server.answers["/containers/web-dev-blue/json"] = (200, {"Id": "c1", "State": {"Running": True}})
     server.answers["/images/127.0.0.1:5000/web@sha256:" + "a" * 64 + "/json"] = (200, {"Id": "sha256:img"})
     runner = FakeRunner()  # any CLI call would fail: it has no answers
-    docker = DockerCli(runner, engine=EngineSocket(path))
+    docker = EngineApi(EngineSocket(path), DockerCli(runner))
     assert docker.inspect("web-dev-blue", kind="container") == {"Id": "c1", "State": {"Running": True}}
     assert docker.image_id("127.0.0.1:5000/web@sha256:" + "a" * 64) == "sha256:img"
     assert docker.container_exists("ghost") is False  # 404: missing, no CLI call
@@ -194,17 +195,17 @@ def test_inspect_falls_back_to_the_cli_unless_the_engine_answers_clearly(engine,
         (0, json.dumps([{"Id": "sha256:cli-again"}]), ""),
         (0, json.dumps([{"Id": "sha256:no-socket"}]), ""),
     )
-    assert DockerCli(runner, engine=EngineSocket(path)).image_id("broken") == "sha256:from-cli"
-    assert DockerCli(runner, engine=EngineSocket(path)).image_id("garbled") == "sha256:cli-again"
+    assert EngineApi(EngineSocket(path), DockerCli(runner)).image_id("broken") == "sha256:from-cli"
+    assert EngineApi(EngineSocket(path), DockerCli(runner)).image_id("garbled") == "sha256:cli-again"
     # nothing listens on that path: the CLI answers (and reports the daemon's errors as before)
-    assert DockerCli(runner, engine=EngineSocket(str(tmp_path / "none.sock"))).image_id("x") == "sha256:no-socket"
+    assert EngineApi(EngineSocket(str(tmp_path / "none.sock")), DockerCli(runner)).image_id("x") == "sha256:no-socket"
     assert [call[0][1:3] for call in runner.calls] == [["image", "inspect"]] * 3
 
 
 def test_plain_inspect_without_a_kind_stays_on_the_cli(engine):
     _server, path = engine
     runner = FakeRunner((0, json.dumps([{"Id": "n1"}]), ""))
-    assert DockerCli(runner, engine=EngineSocket(path)).inspect("n1") == {"Id": "n1"}
+    assert EngineApi(EngineSocket(path), DockerCli(runner)).inspect("n1") == {"Id": "n1"}
     assert runner.calls[0][0] == ["docker", "inspect", "n1"]
 
 
