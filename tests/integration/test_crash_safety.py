@@ -174,6 +174,7 @@ class Bake:
 
 @pytest.fixture(scope="module")
 def bake_env(registry, roles_path, tmp_path_factory) -> dict:
+    # bake.yml's registry comes from bake_registry (the extra vars below), its credentials from these
     return {
         "ANSIBLE_ROLES_PATH": str(roles_path),
         "IMMUTABLE_REGISTRY_USER": registry["username"],
@@ -185,8 +186,13 @@ def bake_env(registry, roles_path, tmp_path_factory) -> dict:
 @pytest.fixture(scope="module")
 def first_bake(app, bake_env, registry) -> dict:
     """A completed bake: the previous artifact every fault must leave untouched."""
-    result = run_playbook(BAKE, {"bake_name": app, "bake_roles": ["cs_marker"], "bake_version": "1.0.0"},
-                          env=bake_env)  # fmt: skip
+    extra = {
+        "bake_name": app,
+        "bake_registry": registry["address"],
+        "bake_roles": ["cs_marker"],
+        "bake_version": "1.0.0",
+    }
+    result = run_playbook(BAKE, extra, env=bake_env)
     assert result.returncode == 0, result.stdout[-3000:]
     state = tag_state(registry, app)
     assert set(state) == {"1.0.0", next(t for t in state if t.startswith("fp-"))}
@@ -207,7 +213,13 @@ def test_a_killed_bake_leaves_zero_builders_and_no_partial_tag(
 ):
     seed = os.urandom(4).hex()
     bake_vars = {"cs_marker": seed, "cs_big_mb": 150}
-    extra = {"bake_name": app, "bake_roles": roles, "bake_vars": bake_vars, "bake_cache": False}
+    extra = {
+        "bake_name": app,
+        "bake_registry": registry["address"],
+        "bake_roles": roles,
+        "bake_vars": bake_vars,
+        "bake_cache": False,
+    }
     bake = Bake(extra, bake_env, tmp_path / "bake.log")
     bake.wait_for(kill_at)
     if phase == "provisioning":
@@ -236,7 +248,12 @@ def test_a_killed_bake_leaves_zero_builders_and_no_partial_tag(
 
 def test_the_next_bake_sweeps_a_killed_bakes_builder_at_once(app, bake_env, registry, first_bake, tmp_path):
     """No cleanup.yml in between: the next bake of the app removes the young orphan itself (its owner is gone)."""
-    fresh = {"bake_name": app, "bake_cache": False, "bake_vars": {"cs_marker": os.urandom(4).hex()}}
+    fresh = {
+        "bake_name": app,
+        "bake_registry": registry["address"],
+        "bake_cache": False,
+        "bake_vars": {"cs_marker": os.urandom(4).hex()},
+    }
     bake = Bake(dict(fresh, bake_roles=["cs_marker", "cs_pause"]), bake_env, tmp_path / "killed.log")
     bake.wait_for("TASK [cs_pause : Kill point]")
     bake.kill(signal.SIGKILL)
@@ -251,8 +268,13 @@ def test_the_next_bake_sweeps_a_killed_bakes_builder_at_once(app, bake_env, regi
     assert all(after[tag] == digest for tag, digest in first_bake.items())  # nothing moved
 
 
-def test_a_live_bake_is_never_swept(app, bake_env, tmp_path):
-    extra = {"bake_name": app, "bake_roles": ["cs_marker", "cs_pause"], "bake_cache": False}
+def test_a_live_bake_is_never_swept(app, bake_env, registry, tmp_path):
+    extra = {
+        "bake_name": app,
+        "bake_registry": registry["address"],
+        "bake_roles": ["cs_marker", "cs_pause"],
+        "bake_cache": False,
+    }
     bake = Bake(dict(extra, bake_vars={"cs_marker": os.urandom(4).hex()}), bake_env, tmp_path / "live.log")
     try:
         bake.wait_for("TASK [cs_pause : Kill point]")
