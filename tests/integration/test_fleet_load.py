@@ -20,13 +20,15 @@ import pytest
 import yaml
 from test_fleet import FleetChain
 from test_fleet import flat
-from test_fleet import fleet_chain  # noqa: F401  (the fixture)
-from test_fleet import images  # noqa: F401  (the fixture)
+from test_fleet import fleet_chain  # noqa: F401  # pylint: disable=unused-import
+from test_fleet import images  # noqa: F401  # pylint: disable=unused-import
 from test_fleet import show
 from test_fleet_verify import LB_DIR
 from test_fleet_verify import LB_PORT
 from test_fleet_verify import TEST_PLAYBOOKS
 from test_fleet_verify import served_by
+
+# fleet_chain and images are pytest fixtures of test_fleet.py: the test below takes them by name
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.nginx, pytest.mark.slow]
 
