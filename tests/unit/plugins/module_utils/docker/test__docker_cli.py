@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import json
-import socketserver
-import threading
-from http.server import BaseHTTPRequestHandler
 
 import pytest
 
-from ansible_collections.immutable.infra.plugins.module_utils.docker._api import EngineApi
 from ansible_collections.immutable.infra.plugins.module_utils.docker._cli import DockerCli
 from ansible_collections.immutable.infra.plugins.module_utils.docker._cli import summarise
 from ansible_collections.immutable.infra.plugins.module_utils.docker._interface import DockerError
-from ansible_collections.immutable.infra.plugins.module_utils.docker._socket import EngineSocket
 from ansible_collections.immutable.infra.plugins.module_utils.docker._socket import engine_socket
 
 
@@ -131,82 +126,6 @@ def test_remove_tolerates_missing_objects():
     docker = DockerCli(FakeRunner((1, "", "Error: No such container: x"), (1, "", "Error: No such image: y")))
     docker.remove_container("x")
     docker.remove_image("y")
-
-
-# -- the Engine API fast path for inspect ----------------------------------------------------------------------------
-
-
-class _EngineHandler(BaseHTTPRequestHandler):
-    """A stand-in Docker Engine on a unix socket: answers from the server's `answers` {path: (status, body)}."""
-
-    def do_GET(self):  # noqa: N802 (http.server's name)
-        self.server.paths.append(self.path)
-        status, body = self.server.answers.get(self.path, (404, {"message": "No such object"}))
-        data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *_args):
-        pass
-
-
-class _UnixEngine(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-
-    def get_request(self):
-        request, _addr = super().get_request()
-        return request, ("local", 0)  # BaseHTTPRequestHandler expects an (address, port) client
-
-
-@pytest.fixture
-def engine(tmp_path):
-    path = str(tmp_path / "docker.sock")
-    server = _UnixEngine(path, _EngineHandler)
-    server.answers, server.paths = {}, []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server, path
-    server.shutdown()
-    server.server_close()
-
-
-def test_inspect_asks_the_engine_socket_and_skips_the_cli(engine):
-    server, path = engine
-    server.answers["/containers/web-dev-blue/json"] = (200, {"Id": "c1", "State": {"Running": True}})
-    server.answers["/images/127.0.0.1:5000/web@sha256:" + "a" * 64 + "/json"] = (200, {"Id": "sha256:img"})
-    runner = FakeRunner()  # any CLI call would fail: it has no answers
-    docker = EngineApi(EngineSocket(path), DockerCli(runner))
-    assert docker.inspect("web-dev-blue", kind="container") == {"Id": "c1", "State": {"Running": True}}
-    assert docker.image_id("127.0.0.1:5000/web@sha256:" + "a" * 64) == "sha256:img"
-    assert docker.container_exists("ghost") is False  # 404: missing, no CLI call
-    assert runner.calls == []
-    assert server.paths[-1] == "/containers/ghost/json"
-
-
-def test_inspect_falls_back_to_the_cli_unless_the_engine_answers_clearly(engine, tmp_path):
-    server, path = engine
-    server.answers["/images/broken/json"] = (500, {"message": "boom"})
-    server.answers["/images/garbled/json"] = (200, b"not json")
-    runner = FakeRunner(
-        (0, json.dumps([{"Id": "sha256:from-cli"}]), ""),
-        (0, json.dumps([{"Id": "sha256:cli-again"}]), ""),
-        (0, json.dumps([{"Id": "sha256:no-socket"}]), ""),
-    )
-    assert EngineApi(EngineSocket(path), DockerCli(runner)).image_id("broken") == "sha256:from-cli"
-    assert EngineApi(EngineSocket(path), DockerCli(runner)).image_id("garbled") == "sha256:cli-again"
-    # nothing listens on that path: the CLI answers (and reports the daemon's errors as before)
-    assert EngineApi(EngineSocket(str(tmp_path / "none.sock")), DockerCli(runner)).image_id("x") == "sha256:no-socket"
-    assert [call[0][1:3] for call in runner.calls] == [["image", "inspect"]] * 3
-
-
-def test_plain_inspect_without_a_kind_stays_on_the_cli(engine):
-    _server, path = engine
-    runner = FakeRunner((0, json.dumps([{"Id": "n1"}]), ""))
-    assert EngineApi(EngineSocket(path), DockerCli(runner)).inspect("n1") == {"Id": "n1"}
-    assert runner.calls[0][0] == ["docker", "inspect", "n1"]
 
 
 def test_engine_socket_only_where_the_cli_would_use_that_socket(tmp_path):

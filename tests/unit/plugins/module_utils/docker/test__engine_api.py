@@ -142,6 +142,42 @@ def test_path_exists_asks_the_archive_endpoint(engine):
     assert parse_qs(urlparse(server.paths[-1][1]).query) == {"path": ["/broken"]}
 
 
+def test_inspect_asks_the_engine_socket_and_skips_the_cli(engine):
+    server, path = engine
+    server.answers["/containers/web-dev-blue/json"] = (200, {"Id": "c1", "State": {"Running": True}})
+    server.answers["/images/127.0.0.1:5000/web@sha256:" + "a" * 64 + "/json"] = (200, {"Id": "sha256:img"})
+    runner = FakeRunner()  # any CLI call would fail: it has no answers
+    docker = EngineApi(EngineSocket(path), DockerCli(runner))
+    assert docker.inspect("web-dev-blue", kind="container") == {"Id": "c1", "State": {"Running": True}}
+    assert docker.image_id("127.0.0.1:5000/web@sha256:" + "a" * 64) == "sha256:img"
+    assert docker.container_exists("ghost") is False  # 404: missing, no CLI call
+    assert runner.calls == []
+    assert server.paths[-1] == ("GET", "/containers/ghost/json")
+
+
+def test_inspect_falls_back_to_the_cli_unless_the_engine_answers_clearly(engine, tmp_path):
+    server, path = engine
+    server.answers["/images/broken/json"] = (500, {"message": "boom"})
+    server.answers["/images/garbled/json"] = (200, b"not json")
+    runner = FakeRunner(
+        (0, json.dumps([{"Id": "sha256:from-cli"}]), ""),
+        (0, json.dumps([{"Id": "sha256:cli-again"}]), ""),
+        (0, json.dumps([{"Id": "sha256:no-socket"}]), ""),
+    )
+    assert EngineApi(EngineSocket(path), DockerCli(runner)).image_id("broken") == "sha256:from-cli"
+    assert EngineApi(EngineSocket(path), DockerCli(runner)).image_id("garbled") == "sha256:cli-again"
+    # nothing listens on that path: the CLI answers (and reports the daemon's errors as before)
+    assert EngineApi(EngineSocket(str(tmp_path / "none.sock")), DockerCli(runner)).image_id("x") == "sha256:no-socket"
+    assert [call[0][1:3] for call in runner.calls] == [["image", "inspect"]] * 3
+
+
+def test_plain_inspect_without_a_kind_stays_on_the_cli(engine):
+    _server, path = engine
+    runner = FakeRunner((0, json.dumps([{"Id": "n1"}]), ""))
+    assert EngineApi(EngineSocket(path), DockerCli(runner)).inspect("n1") == {"Id": "n1"}
+    assert runner.calls[0][0] == ["docker", "inspect", "n1"]
+
+
 def test_the_cli_lists_and_runs_with_the_commands_it_documents():
     rows = json.dumps({"Names": "b1", "Labels": "a=1,b=2"})
     image = json.dumps({"ID": "sha256:1", "Repository": "r", "Tag": "t", "CreatedAt": "2026-12-01 10:00:00 +0000 UTC"})
