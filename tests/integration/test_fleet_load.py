@@ -10,10 +10,6 @@ response, no socket error, more than 100 requests, and afterwards every answer i
 
 from __future__ import annotations
 
-import re
-import signal
-import subprocess
-import time
 import urllib.request
 
 import pytest
@@ -27,12 +23,12 @@ from test_fleet_verify import LB_DIR
 from test_fleet_verify import LB_PORT
 from test_fleet_verify import TEST_PLAYBOOKS
 from test_fleet_verify import served_by
+from test_fleet_verify import under_load
 
 # fleet_chain and images are pytest fixtures of test_fleet.py: the test below takes them by name
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.nginx, pytest.mark.slow]
 
-WRK_MAX_SECONDS = 240
 MIN_REQUESTS = 100
 
 
@@ -57,35 +53,6 @@ def releases(url: str, count: int) -> set[str]:
             assert answer.status == 200
             seen.add(answer.read().decode().strip())
     return seen
-
-
-def under_load(url: str, action) -> tuple[subprocess.CompletedProcess, float, str, int]:
-    """Run action() while wrk loads url; wrk stops 2 s after it (SIGINT: wrk prints its summary), at most
-    WRK_MAX_SECONDS. The playbook's result, its time, wrk's output and its request count."""
-    wrk = subprocess.Popen(
-        ["wrk", "-t2", "-c8", f"-d{WRK_MAX_SECONDS}s", "--timeout", "5s", url],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        time.sleep(2)
-        started = time.monotonic()
-        res = action()
-        took = time.monotonic() - started
-        time.sleep(2)
-        still_running = wrk.poll() is None
-        if still_running:
-            wrk.send_signal(signal.SIGINT)
-        out, err = wrk.communicate(timeout=60)
-    finally:
-        if wrk.poll() is None:
-            wrk.kill()
-            wrk.communicate()
-    assert res.returncode == 0, show(res)
-    assert still_running, f"the playbook took {took:.0f} s, longer than the load ({out})"
-    assert wrk.returncode == 0, err
-    found = re.search(r"(\d+) requests in", out)
-    assert found, out
-    return res, took, out, int(found.group(1))
 
 
 def test_no_error_through_the_front_lb_during_a_promotion_and_a_rollback(fleet_chain, fleet, images):  # noqa: F811

@@ -228,6 +228,39 @@ def served_by(url: str, count: int) -> dict[str, int]:
     return seen
 
 
+# bounded load: at most WRK_MAX_SECONDS, stopped with SIGINT (wrk then prints its summary) 2 s after the action
+WRK_MAX_SECONDS = 240
+
+
+def under_load(url: str, action) -> tuple[subprocess.CompletedProcess, float, str, int]:
+    """Run action() while wrk loads url; wrk stops 2 s after it (SIGINT: wrk prints its summary), at most
+    WRK_MAX_SECONDS. The playbook's result, its time, wrk's output and its request count."""
+    wrk = subprocess.Popen(
+        ["wrk", "-t2", "-c8", f"-d{WRK_MAX_SECONDS}s", "--timeout", "5s", url],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(2)
+        started = time.monotonic()
+        res = action()
+        took = time.monotonic() - started
+        time.sleep(2)
+        still_running = wrk.poll() is None
+        if still_running:
+            wrk.send_signal(signal.SIGINT)
+        out, err = wrk.communicate(timeout=60)
+    finally:
+        if wrk.poll() is None:
+            wrk.kill()
+            wrk.communicate()
+    assert res.returncode == 0, show(res)
+    assert still_running, f"the playbook took {took:.0f} s, longer than the load ({out})"
+    assert wrk.returncode == 0, err
+    found = re.search(r"(\d+) requests in", out)
+    assert found, out
+    return res, took, out, int(found.group(1))
+
+
 @pytest.mark.slow  # the LB, then load during a repair of the three hosts in turn: 70-140 s measured
 def test_front_lb_spreads_over_the_hosts_and_serves_through_repairs(prod: Prod):
     res = prod.run(TEST_PLAYBOOKS / "fleet_front_lb.yml")
@@ -244,30 +277,9 @@ def test_front_lb_spreads_over_the_hosts_and_serves_through_repairs(prod: Prod):
     for host in prod.hosts:
         live = prod.live(host)
         host.docker("exec", live["Name"].lstrip("/"), "sh", "-c", "echo tampered >/usr/local/bin/tampered")
-    # bounded load: at most 240 s, stopped with SIGINT (wrk then prints its summary) 2 s after the repair
-    wrk = subprocess.Popen(
-        ["wrk", "-t2", "-c8", "-d240s", "--timeout", "5s", url],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        time.sleep(2)
-        started = time.monotonic()
-        res = prod.run(REPO_ROOT / "playbooks" / "repair.yml")
-        took = time.monotonic() - started
-        time.sleep(2)
-        still_running = wrk.poll() is None
-        if still_running:
-            wrk.send_signal(signal.SIGINT)
-        out, err = wrk.communicate(timeout=60)
-    finally:
-        if wrk.poll() is None:
-            wrk.kill()
-    assert res.returncode == 0, show(res)
-    assert still_running, f"the repair took {took:.0f} s, longer than the load ({out})"
+    _result, took, out, requests = under_load(url, lambda: prod.run(REPO_ROOT / "playbooks" / "repair.yml"))
     assert prod.ledger()["history"][-1]["reason"] == "drift repaired on h0, h1, h2"
-    assert wrk.returncode == 0, err
-    requests = re.search(r"(\d+) requests in", out)
-    assert requests and int(requests.group(1)) > 100, out
+    assert requests > 100, out
     assert "Non-2xx" not in out, out
     assert "Socket errors" not in out, out
     print(f"\n[fleet-verify] repair of 3 hosts in {took:.0f} s under load: {out.strip().splitlines()[-2]}")
