@@ -44,6 +44,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import 
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import ledger_args
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import read_records
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import record_of
+from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import resolve_record
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import resolve_settings
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import router_args
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import settings_problem
@@ -155,6 +156,12 @@ class ActionModule(InProcessModuleAction):
         if gate.get("failed"):
             return dict(out, failed=True, msg=gate.get("msg", "the promotion gate refused the artifact"))
         out["artifact_id"] = gate["artifact_id"]
+        if action != "rollback":
+            # the ID must have a record: the local one, else the one kept in the registry beside the image
+            with self._timed(out, "record"):
+                out["record"] = resolve_record(
+                    records, gate["artifact_id"], settings["artifacts_dir"], settings["app"], _client_for(params)
+                )
         if params["step"] == "gate":
             return out
         hosts = fleet_hosts(settings, env, (task_vars or {}).get("groups"))
@@ -386,7 +393,8 @@ class ActionModule(InProcessModuleAction):
             request["force"],
             request["reason"],
         )
-        if request["action"] != "rollback":
+        if request["action"] != "rollback" and not check_mode:
+            # the gate (check mode) gives the ID; _promote then finds its record (resolve_record) before this run
             args["known_ids"] = [record["id"] for record in records]
             record = record_of(records, artifact_id)
             if not check_mode and record:
@@ -407,6 +415,17 @@ class ActionModule(InProcessModuleAction):
             if params[key]:
                 args[key] = params[key]
         return self.run_module_step("immutable.infra.push_image", push_image, args, task_vars, check_mode=check_mode)
+
+
+def _client_for(params):
+    """RegistryClient per registry host, with the step's registry credentials (else the docker config's)."""
+    from ansible_collections.immutable.infra.plugins.module_utils.registry._client import RegistryClient
+
+    def client_for(host):
+        username, password = params.get("registry_username") or None, params.get("registry_password") or None
+        return RegistryClient(host, username=username, password=password)
+
+    return client_for
 
 
 class _SsmRolloutLock:

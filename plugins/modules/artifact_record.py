@@ -158,10 +158,24 @@ options:
   finished:
     description: When the bake finished, in seconds since the epoch; default the time this task runs.
     type: float
+  publish:
+    description:
+      - O(kind=container) only. Also keep the record in the registry, beside the image it describes, so that a
+        promotion from another machine (with no local record) can read it (C(docs/artifact-record.md), "In the
+        registry"): an OCI manifest whose config blob is the record, tagged C(sha256-<hex>.record) after the image's
+        digest. The image must be pushed already.
+      - A valid record of the same image and fingerprint in the registry is left alone (a cached re-bake rewrites
+        nothing there). One that is invalid or altered is replaced.
+      - Uses the registry options below; the password is never logged or returned.
+    type: bool
+    default: false
+extends_documentation_fragment:
+  - immutable.infra.registry
 attributes:
   check_mode:
     support: full
-    description: Builds and validates the record, reports whether the files would change and writes nothing.
+    description: Builds and validates the record, reports whether the files (and the registry's record) would change
+      and writes nothing.
   diff_mode:
     support: none
     description: No diff.
@@ -183,6 +197,10 @@ EXAMPLES = r"""
     id: "{{ bake_push.image }}"
     repository: 127.0.0.1:5000/web
     tags: "{{ bake_push.tags }}"
+    # also keep it in the registry, beside the image (read by promotions from other machines)
+    publish: true
+    registry_username: "{{ registry_user }}"
+    registry_password: "{{ registry_password }}"
     version: 1.4.0
     revision: "{{ lookup('ansible.builtin.pipe', 'git rev-parse HEAD') }}"
     base:
@@ -231,6 +249,21 @@ latest:
   returned: success
   type: str
   sample: /srv/bakes/artifacts/web/latest.json
+remote:
+  description: With O(publish=true), the record in the registry.
+  returned: when O(publish=true)
+  type: dict
+  contains:
+    reference:
+      description: Where the record is, C(<repository>:sha256-<hex>.record).
+      type: str
+      sample: 127.0.0.1:5000/web:sha256-9c1e0d5b2f0e3a4c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c.record
+    digest:
+      description: The digest of the record's manifest (null in check mode when it would be written).
+      type: str
+    changed:
+      description: Whether the record was written to the registry in this run.
+      type: bool
 record:
   description: The record written (or that would be written in check mode); its schema is C(docs/artifact-record.md).
   returned: success
@@ -247,7 +280,16 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._records import RecordError
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._records import build_record
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._records import validate
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._records import write_record
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._remote import publish_record
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._remote import split_id
+from ansible_collections.immutable.infra.plugins.module_utils.common._http import open_url
+from ansible_collections.immutable.infra.plugins.module_utils.registry._client import REGISTRY_MUTUALLY_EXCLUSIVE
+from ansible_collections.immutable.infra.plugins.module_utils.registry._client import REGISTRY_REQUIRED_TOGETHER
+from ansible_collections.immutable.infra.plugins.module_utils.registry._client import RegistryError
+from ansible_collections.immutable.infra.plugins.module_utils.registry._client import registry_argument_spec
+from ansible_collections.immutable.infra.plugins.module_utils.registry._client import registry_client
 
 ARGUMENT_SPEC = dict(
     path=dict(type="path", required=True),
@@ -286,27 +328,46 @@ ARGUMENT_SPEC = dict(
     started=dict(type="float", required=True),
     fingerprinted=dict(type="float", required=True),
     finished=dict(type="float"),
+    publish=dict(type="bool", default=False),
+    **registry_argument_spec(),
 )
 MODULE_OPTIONS = dict(
     supports_check_mode=True,
+    mutually_exclusive=REGISTRY_MUTUALLY_EXCLUSIVE,
+    required_together=REGISTRY_REQUIRED_TOGETHER,
     required_if=[
         ("kind", "container", ("repository", "tags")),
         ("kind", "ami", ("artifact", "region", "resumed", "sharing")),
     ],
 )
-RECORD_OPTIONS = tuple(key for key in ARGUMENT_SPEC if key != "path")
+RECORD_OPTIONS = tuple(key for key in ARGUMENT_SPEC if key not in ("path", "publish") + tuple(registry_argument_spec()))
 
 
 def run_module(module):
-    """The module's work; also called in process by its action plugin (plugin_utils/_in_process.py)."""
+    """The module's work; also called in process by its action plugin (plugin_utils/_in_process.py).
+
+    With publish, the registry's record is written first: a registry that refuses it fails the task before the
+    local record (what a later bake or deploy on this machine reads) says the bake is done."""
     params = module.params
+    remote = None
     try:
         record = build_record(**{key: params[key] for key in RECORD_OPTIONS})
+        validate(record, params["bake_id"])
+        if params["publish"]:
+            if params["kind"] != "container":
+                raise RecordError("publish is for kind=container only: an AMI's record is kept with the AMI")
+            try:
+                client = registry_client(split_id(record["id"])[1], params, open_url, module.run_command)
+                remote = publish_record(client, record, check_mode=module.check_mode)
+            except RegistryError as exc:
+                raise RecordError(f"the registry did not take the record: {exc.message}") from None
         result = write_record(params["path"], record, params["bake_id"], check_mode=module.check_mode)
     except RecordError as exc:
         module.fail_json(msg=f"{exc}. Nothing was written under {params['path']}")
     except OSError as exc:
         module.fail_json(msg=f"cannot write the artifact record under {params['path']}: {exc}")
+    if remote is not None:
+        result.update(remote=remote, changed=result["changed"] or remote["changed"])
     module.exit_json(record=record, **result)
 
 

@@ -11,7 +11,6 @@ The messages are the playbooks' own: each names what is wrong and how to fix it.
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import re
@@ -23,6 +22,12 @@ from ansible.module_utils.parsing.convert_bool import boolean
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import fingerprint_tag
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import latest_path
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import records_dir
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._records import RecordError
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._remote import find_record
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._remote import local_records
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._remote import record_tag
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._remote import same_artifact_id
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._remote import split_id
 from ansible_collections.immutable.infra.plugins.module_utils.common._locks import FileLock
 from ansible_collections.immutable.infra.plugins.module_utils.common._locks import LockedError
 from ansible_collections.immutable.infra.plugins.module_utils.common._locks import iso_time
@@ -173,30 +178,52 @@ def settings_problem(settings: dict, check_envs: list, usage: str) -> str | None
     return None
 
 
+def record_summary(where: str, record: dict) -> dict:
+    """What the promotion uses of an artifact record; where: its file, or its reference in the registry."""
+    return {
+        "path": where,
+        "id": record["id"],
+        "kind": record.get("kind") or "container",
+        "fingerprint": record.get("fingerprint") or "",
+        "repository": record.get("repository") or "",
+        "version": record.get("version") or "",
+    }
+
+
 def read_records(artifacts_dir: str, app: str) -> list:
-    """The app's artifact records (<artifacts_dir>/<app>/records/*.json), oldest first: the IDs the gate knows."""
-    records = []
-    for path in sorted(glob.glob(os.path.join(glob.escape(records_dir(artifacts_dir, app)), "*.json"))):
-        try:
-            with open(path, encoding="utf-8") as handle:
-                record = json.load(handle)
-            artifact_id = record["id"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise PromotionError(
-                f"artifact record {path} is unreadable ({type(exc).__name__}: {exc}): restore it from the bake's"
-                " output or remove it"
-            ) from None
-        records.append(
-            {
-                "path": path,
-                "id": artifact_id,
-                "kind": record.get("kind") or "container",
-                "fingerprint": record.get("fingerprint") or "",
-                "repository": record.get("repository") or "",
-                "version": record.get("version") or "",
-            }
+    """The app's local artifact records (<artifacts_dir>/<app>/records/*.json), oldest first: the IDs the gate knows
+    without asking the registry (module_utils/artifact/_remote.py)."""
+    try:
+        return [record_summary(path, record) for path, record in local_records(artifacts_dir, app)]
+    except RecordError as exc:
+        raise PromotionError(str(exc)) from None
+
+
+def resolve_record(records: list, artifact_id, artifacts_dir: str, app: str, client_for) -> dict:
+    """The record of artifact_id: a local one (in records), else the one kept in the registry beside the image
+    (added to records, so the ledger's check and the environment tag see it). PromotionError when neither exists or
+    the registry's is refused (altered, unreadable)."""
+    known = record_of(records, artifact_id)
+    if known:
+        return known
+    try:
+        where, record = find_record(artifact_id, artifacts_dir, app, client_for)
+    except RecordError as exc:
+        raise PromotionError(f"artifact {artifact_id}: {exc}") from None
+    if record is None:
+        remote = (
+            f" nor in the registry ({split_id(artifact_id)[0]}:{record_tag(split_id(artifact_id)[3])})"
+            if isinstance(artifact_id, str) and "@" in artifact_id
+            else ""
         )
-    return records
+        raise PromotionError(
+            f"artifact id {artifact_id} is unknown to every artifact record: none in"
+            f" {records_dir(artifacts_dir, app)}{remote}. Bake it first (playbooks/bake.yml writes the record to"
+            " both), or pass the id of an existing record"
+        )
+    summary = record_summary(where, record)
+    records.append(summary)
+    return summary
 
 
 def latest_artifact_id(artifacts_dir: str, app: str):
@@ -213,7 +240,7 @@ def latest_artifact_id(artifacts_dir: str, app: str):
 
 
 def record_of(records: list, artifact_id) -> dict:
-    return next((record for record in records if record["id"] == artifact_id), {})
+    return next((record for record in records if same_artifact_id(record["id"], artifact_id)), {})
 
 
 def ledger_args(settings: dict, action: str, env: str, from_env: str, artifact_id, force: bool, reason) -> dict:

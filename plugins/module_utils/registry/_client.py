@@ -485,6 +485,23 @@ class RegistryClient:
             return {}
         return json.loads(self.blob(repo, digest).decode("utf-8"))
 
+    def put_blob(self, repo, data):
+        """Upload bytes as a blob (monolithic: POST an upload, PUT it with its digest); skipped when the registry
+        holds it already. Returns the digest."""
+        digest = manifest_digest(data)
+        scope = self._scope(repo, "pull,push")
+        if self.request("HEAD", f"/v2/{repo}/blobs/{digest}", scope=scope, allow=(404,)).status == 200:
+            return digest
+        started = self.request("POST", f"/v2/{repo}/blobs/uploads/", scope=scope, ok=(202,))
+        location = started.header("Location")
+        if not location:
+            raise RegistryError(f"registry {self.address} started a blob upload to {repo} without a Location")
+        location += ("&" if "?" in location else "?") + urlencode({"digest": digest})
+        self.request(
+            "PUT", location, headers={"Content-Type": "application/octet-stream"}, data=data, scope=scope, ok=(201,)
+        )
+        return digest
+
     def put_manifest(self, repo, tag, body, media_type):
         """PUT a manifest under a tag (retag by manifest: no layer moves). Returns the digest."""
         if isinstance(body, str):
