@@ -31,6 +31,8 @@ PLAYBOOKS = Path(__file__).resolve().parent / "playbooks"
 ACCOUNT = "111122223333"
 ORG = "arn:aws:organizations::123456789012:organization/o-abc123def4"
 TAG = "immutable-infra:"
+# A shared image must be encrypted with customer-managed keys (moto keeps no KMS keys: the references are not checked)
+KMS_KEYS = {r: f"arn:aws:kms:{r}:111122223333:alias/web-ami" for r in [REGION, *COPY_REGIONS]}
 # No credentials from the host, no metadata-service probing: only what the tests pass.
 AWS_ENV = {
     "AWS_EC2_METADATA_DISABLED": "true",
@@ -136,9 +138,11 @@ def baked(aws, tmp_path_factory):
         "ami_connection": aws["connection"],
         "ami_fingerprint": fingerprint,
         "ami_copy_regions": COPY_REGIONS,
-        "ami_builder_args": builder_args(aws, tmp_path),
+        "ami_builder_args": builder_args(aws, tmp_path, region_kms_keys=KMS_KEYS),
         "ami_capture_args": {
             "name": f"web-1.0.0-{time.time_ns()}",
+            "encrypted": True,
+            "region_kms_keys": KMS_KEYS,
             "family": "web-flow",
             "revision": "abc1234",
             "share_accounts": [ACCOUNT],
@@ -447,6 +451,20 @@ BAD_CASES = [
             "region_kms_keys": {"eu-west-1": "alias/ami"},
         },
         "no KMS key for region(s) us-west-2",
+    ),
+    (
+        "share-default-key",
+        {
+            "state": "cached",
+            "fingerprint": "sha256:x",
+            "copy_regions": ["eu-west-1"],
+            "encrypted": True,
+            "region_kms_keys": {"eu-west-1": "alias/aws/ebs"},
+            "share_accounts": [ACCOUNT],
+        },
+        "no key in region_kms_keys for us-east-1 (so the default aws/ebs key) and an AWS managed key for"
+        " eu-west-1=alias/aws/ebs: an image encrypted with the aws/ebs key cannot be launched in another account."
+        " Create a customer-managed key per region",
     ),
     ("region", {"state": "cached", "fingerprint": "sha256:x", "region": "mars-1"}, "unknown region 'mars-1'"),
     ("copy-region", {"state": "cached", "fingerprint": "sha256:x", "copy_regions": ["eu-nowhere-9"]}, "eu-nowhere-9"),

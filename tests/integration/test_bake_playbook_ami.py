@@ -129,6 +129,9 @@ def bake(aws, work, app: str, stand_in: str, *args: str, extra: dict | None = No
         "bake_ami_ssh_cidr": "192.0.2.10/32",
         "bake_ami_copy_regions": COPY_REGIONS,
         "bake_ami_share_accounts": [ACCOUNT],
+        # sharing needs customer-managed keys in every region (moto keeps no KMS keys: the references are not checked)
+        "bake_ami_encrypted": True,
+        "bake_ami_region_kms_keys": {r: f"alias/{app}-ami" for r in [REGION, *COPY_REGIONS]},
         "bake_ami_tags": {"app": app},
         "bake_ami_poll_interval": 1,
         "bake_ami_key_dir": str(work["keys"]),

@@ -17,6 +17,7 @@ from ansible_collections.immutable.infra.plugins.module_utils.bake.ami._common i
 from ansible_collections.immutable.infra.plugins.module_utils.bake.ami._common import new_bake_id
 from ansible_collections.immutable.infra.plugins.module_utils.bake.ami._retention import Retention
 from ansible_collections.immutable.infra.plugins.module_utils.bake.ami._validation import check_kms_coverage
+from ansible_collections.immutable.infra.plugins.module_utils.bake.ami._validation import check_shareable
 from ansible_collections.immutable.infra.plugins.module_utils.bake.ami._validation import validate_accounts
 from ansible_collections.immutable.infra.plugins.module_utils.bake.ami._validation import validate_ami_name
 from ansible_collections.immutable.infra.plugins.module_utils.bake.ami._validation import validate_bake_id
@@ -49,6 +50,15 @@ def validate(state: str, params: dict, region: str | None, known_regions: set[st
         validate_regions(list((params.get("region_kms_keys") or {}).keys()), known_regions, "region_kms_keys")
         copy_regions = [r for r in params.get("copy_regions") or [] if r != region]
         check_kms_coverage(copy_regions, params.get("region_kms_keys") or {}, params.get("encrypted"))
+    if state in ("cached", "captured"):
+        # also at state=cached: bake.yml's cache lookup passes the sharing settings, so this fails before a builder
+        check_shareable(
+            region,
+            [r for r in params.get("copy_regions") or [] if r != region],
+            params.get("region_kms_keys") or {},
+            bool(params.get("encrypted")),
+            bool(params.get("share_accounts") or params.get("share_organizations") or params.get("share_ous")),
+        )
     if state == "retained":
         if not (params.get("family") or params.get("name_prefix")):
             raise AmiError("state=retained needs family (tag) or name_prefix to select the image family")

@@ -67,6 +67,45 @@ def check_kms_coverage(copy_regions: list[str], region_kms_keys: dict[str, str],
         )
 
 
+def is_aws_managed_key(key: str) -> bool:
+    """Whether a key reference names an AWS managed key (alias/aws/..., also as an alias ARN)."""
+    return str(key).split(":alias/", 1)[-1].startswith(("alias/aws/", "aws/"))
+
+
+def check_shareable(
+    region: str, copy_regions: list[str], region_kms_keys: dict[str, str], encrypted: bool, sharing: bool
+) -> None:
+    """An AMI shared with another account must be encrypted with a customer-managed key in every region.
+
+    The builder's volumes are always encrypted, with region_kms_keys[region] or else the account's default aws/ebs
+    key; AWS managed keys cannot be shared, so another account could not launch (or copy) such an image.
+    """
+    if not sharing:
+        return
+    keys = region_kms_keys or {}
+    missing = [r for r in [region, *copy_regions] if not keys.get(r)]
+    managed = [r for r in [region, *copy_regions] if keys.get(r) and is_aws_managed_key(keys[r])]
+    if missing or managed:
+        problems = []
+        if missing:
+            problems.append(f"no key in region_kms_keys for {', '.join(missing)} (so the default aws/ebs key)")
+        if managed:
+            problems.append(f"an AWS managed key for {', '.join(f'{r}={keys[r]}' for r in managed)}")
+        raise AmiError(
+            "sharing (share_accounts/share_organizations/share_ous) needs an image encrypted with a customer-managed"
+            f" KMS key in every region, but there is {' and '.join(problems)}: an image encrypted with the aws/ebs"
+            " key cannot be launched in another account. Create a customer-managed key per region, allow the shared"
+            " accounts to use it (kms:Decrypt, kms:CreateGrant, kms:DescribeKey, kms:ReEncrypt*,"
+            " kms:GenerateDataKey*) and set region_kms_keys: {region: key} for"
+            f" {', '.join([region, *copy_regions])}"
+        )
+    if copy_regions and not encrypted:
+        raise AmiError(
+            "sharing with copy_regions needs encrypted: true, so that each copy is re-encrypted with the"
+            " customer-managed key of its region from region_kms_keys (a copy without it gets the aws/ebs key)"
+        )
+
+
 def validate_bake_id(bake_id: str | None) -> None:
     if bake_id is not None and not BAKE_ID_RE.match(bake_id):
         raise AmiError(f"invalid bake_id {bake_id!r}: use 1-63 letters, digits and dashes")

@@ -231,6 +231,84 @@ def test_copy_failing_in_one_region_keeps_the_others_and_names_the_region():
     assert err.value.result["amis"] == {REGION: "ami-src", "us-east-1": "ami-use1"}
 
 
+# ------------------------------------------------------------------------------------------------ copies: KMS, parallel
+
+KEYS = {
+    "us-east-1": "arn:aws:kms:us-east-1:111122223333:key/1111aaaa-0000-4000-8000-000000000001",
+    "us-west-2": "alias/web-ami",
+    "ap-south-1": "arn:aws:kms:ap-south-1:111122223333:alias/web-ami",
+    "sa-east-1": "2222bbbb-0000-4000-8000-000000000002",
+}
+COPY_TAGS = {**own_tags(), _common.TAG_SOURCE_AMI: "ami-src", _common.TAG_SOURCE_REGION: REGION}
+
+
+def expect_copy(stub, region: str, request: dict) -> None:
+    """One region's copy as moto cannot check it: the exact CopyImage request, then tag, wait, describe."""
+    stub.add_response("describe_images", {"Images": []})  # no copy with the fingerprint there yet
+    stub.add_response("copy_image", {"ImageId": f"ami-{region}"}, request)
+    stub.add_response("create_tags", {}, {"Resources": [f"ami-{region}"], "Tags": ANY})
+    stub.add_response("describe_images", {"Images": [image(f"ami-{region}", "available")]})  # waiter
+    stub.add_response("describe_images", {"Images": [image(f"ami-{region}", tags=COPY_TAGS)]})
+
+
+def copy_request(region: str, encrypted: bool) -> dict:
+    request = {"SourceImageId": "ami-src", "SourceRegion": REGION, "Name": "web-1", "Description": ANY}
+    request["ClientToken"] = ANY
+    if encrypted:
+        request.update({"Encrypted": True, "KmsKeyId": KEYS[region]})
+    return request
+
+
+def run_copies(regions: list[str], encrypted: bool, delay: float = 0.0) -> tuple[dict, list]:
+    """Capture.run with a source found by fingerprint and one stubbed client per copy region; each CopyImage call
+    takes `delay` seconds (a botocore before-call hook, as a slow AWS answer would). Returns (result, the
+    (start, end) of every CopyImage call)."""
+    ec2, stub = stubbed()
+    stub.add_response("describe_images", {"Images": [image("ami-src", tags=own_tags())]})
+    stub.add_response("create_tags", {}, {"Resources": ["ami-src"], "Tags": ANY})  # records the copies
+    clients, stubs, calls = {}, [stub], []
+    for region in regions:
+        client, region_stub = stubbed(region)
+        expect_copy(region_stub, region, copy_request(region, encrypted))
+
+        def slow(**_kwargs):
+            start = time.monotonic()
+            time.sleep(delay)
+            calls.append((start, time.monotonic()))
+
+        client.meta.events.register("before-parameter-build.ec2.CopyImage", slow)
+        clients[region], stubs = client, [*stubs, region_stub]
+    params = {**PARAMS, "copy_regions": regions, "encrypted": encrypted, "region_kms_keys": dict(KEYS)}
+    result = _capture.Capture(ec2, REGION, clients.__getitem__, check_mode=False, poll_interval=0).run(params)
+    for each in stubs:
+        each.assert_no_pending_responses()  # every expected CopyImage request (Encrypted, KmsKeyId) was made
+    return result, calls
+
+
+def test_encrypted_copies_send_each_regions_own_kms_key():
+    regions = list(KEYS)
+    result, _calls = run_copies(regions, encrypted=True)
+    assert result["amis"] == {REGION: "ami-src", **{r: f"ami-{r}" for r in regions}}
+    planned = {a["region"]: a["kms_key_id"] for a in result["actions"] if a["action"] == "copy_image"}
+    assert planned == KEYS
+
+
+def test_unencrypted_copies_send_no_kms_key():
+    result, _calls = run_copies(["us-west-2"], encrypted=False)  # the Stubber refuses Encrypted/KmsKeyId here
+    assert result["amis"]["us-west-2"] == "ami-us-west-2"
+
+
+def test_copies_to_four_regions_run_in_parallel():
+    delay = 1.0
+    started = time.monotonic()
+    _result, calls = run_copies(list(KEYS), encrypted=True, delay=delay)
+    elapsed = time.monotonic() - started
+    assert len(calls) == 4
+    # every copy started before any finished: all four were in flight at once, not one after the other
+    assert max(start for start, _end in calls) < min(end for _start, end in calls)
+    assert elapsed < 2 * delay, f"4 copies of {delay} s each took {elapsed:.2f} s: they did not run in parallel"
+
+
 # ------------------------------------------------------------------------------------------------ planners
 
 
@@ -306,6 +384,50 @@ def test_accounts_kms_and_org_validation():
         _validation.validate_org_arns(["o-123"], [])
     with pytest.raises(AmiError, match="unknown region 'eu-west-9'"):
         _validation.validate_regions(["eu-west-9"], {"eu-west-1"}, "copy_regions")
+
+
+SHARE_CASES = [
+    ({"share_accounts": ["111122223333"]}, r"no key in region_kms_keys for eu-west-1, us-east-1 \(so the default"),
+    (
+        {
+            "share_ous": ["arn:aws:organizations::123456789012:ou/o-abc123def4/ou-ab12-cdef3456"],
+            "encrypted": True,
+            "region_kms_keys": {REGION: "alias/aws/ebs", "us-east-1": "alias/web"},
+        },
+        r"an AWS managed key for eu-west-1=alias/aws/ebs",
+    ),
+    (
+        {
+            "share_accounts": ["111122223333"],
+            "encrypted": True,
+            "region_kms_keys": {REGION: "alias/web", "us-east-1": "arn:aws:kms:us-east-1:111122223333:alias/aws/ebs"},
+        },
+        r"an AWS managed key for us-east-1=arn:aws:kms:us-east-1:111122223333:alias/aws/ebs",
+    ),
+    (
+        {
+            "share_organizations": ["arn:aws:organizations::123456789012:organization/o-abc123def4"],
+            "region_kms_keys": {REGION: "alias/web", "us-east-1": "alias/web"},
+        },
+        "sharing with copy_regions needs encrypted: true",
+    ),
+]
+
+
+@pytest.mark.parametrize("state", ["cached", "captured"])
+@pytest.mark.parametrize(("extra", "message"), SHARE_CASES)
+def test_sharing_an_image_under_the_default_ebs_key_is_refused_before_anything(state, extra, message):
+    params = {**PARAMS, "copy_regions": ["us-east-1"], **extra}
+    with pytest.raises(AmiError, match=message) as err:
+        _run.validate(state, params, REGION, {REGION, "us-east-1"})
+    assert "customer-managed" in err.value.message
+
+
+def test_sharing_with_a_customer_managed_key_in_every_region_is_accepted():
+    keys = {REGION: "alias/web-ami", "us-east-1": KEYS["us-east-1"]}
+    params = {**PARAMS, "copy_regions": ["us-east-1"], "share_accounts": ["111122223333"], "encrypted": True}
+    _run.validate("captured", {**params, "region_kms_keys": keys}, REGION, {REGION, "us-east-1"})
+    _run.validate("captured", {**PARAMS, "share_accounts": ["111122223333"], "region_kms_keys": keys}, REGION, None)
 
 
 def test_validate_checks_kms_before_anything(tmp_path):
