@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: image_hygiene
-short_description: Refuse to capture a builder that still holds keys, histories or host identity
+short_description: Refuse to capture a builder that still holds keys, credentials, histories or host identity
 version_added: 0.1.0
 author:
   - immutable.infra contributors (@immutable-infra)
@@ -15,10 +15,21 @@ description:
   - Runs on the builder right before it is captured (after the C(immutable.infra.seal) role), over whatever
     connection reaches it (C(community.docker.docker) for a container builder, SSH for an EC2 builder), so the same
     checks guard container images and AMIs.
-  - Fails, listing every offending file and why, when it finds SSH host keys (C(/etc/ssh/ssh_host_*)), PEM private
-    keys (any C(-----BEGIN ... PRIVATE KEY-----) file under O(scan_paths)), users' SSH keys (C(~/.ssh/id_*)),
-    non-empty shell or tool histories in C(/root) and C(/home/*), a non-empty C(/etc/machine-id) or
-    C(/var/lib/dbus/machine-id), or any file matching O(forbidden).
+  - Fails, listing every offending file and why, when it finds SSH host keys (C(/etc/ssh/ssh_host_*)), users' SSH
+    keys (C(~/.ssh/id_*)), non-empty shell or tool histories in C(/root) and C(/home/*), a non-empty
+    C(/etc/machine-id) or C(/var/lib/dbus/machine-id), or any file matching O(forbidden).
+  - "Credential files of command-line clients in C(/root) and C(/home/*): C(.aws/credentials), a C(.config/gcloud)
+    or C(.azure) directory holding any file, C(.docker/config.json) whose C(auths) hold a credential (C(auth),
+    C(identitytoken), C(registrytoken), C(password); entries served by a credential helper are empty and pass),
+    C(.netrc), C(.git-credentials) and C(.kube/config)."
+  - "Secrets in the content of the files under O(scan_paths): PEM and OpenSSH private keys
+    (C(-----BEGIN ... PRIVATE KEY-----)), kubeconfigs (C(kind: Config)) with a client key, token or password, and
+    token-shaped strings: AWS access key IDs (C(AKIA)/C(ASIA) and 16 characters; AWS's documentation example
+    C(AKIAIOSFODNN7EXAMPLE) is ignored), C(aws_secret_access_key) assignments, C(Bearer) tokens of 20 or more
+    characters and GitHub tokens (C(ghp_) and the like)."
+  - The search is bounded; only regular files of at most 1 MiB are read, symbolic links are not followed, at most
+    200000 files are read, and token shapes are searched only in text files (no NUL byte in the first 8 KiB).
+  - A finding names the path and the kind of secret, never the secret itself.
   - Read only; never changes a file. The C(immutable.infra.bake) playbook runs it as the last step of provisioning.
 options:
   forbidden:
@@ -36,7 +47,9 @@ options:
     elements: str
     default: []
   scan_paths:
-    description: Directories searched for PEM private keys (files up to 1 MiB, symbolic links not followed).
+    description:
+      - Directories whose files are searched for private keys, credential-bearing kubeconfigs and token-shaped
+        strings (files up to 1 MiB, symbolic links not followed).
     type: list
     elements: str
     default: [/etc, /root, /home, /opt, /srv, /tmp, /var/tmp, /usr/local/etc]
@@ -80,7 +93,7 @@ findings:
       type: str
       sample: shell or tool history
 scanned:
-  description: Number of files whose content was searched for private keys.
+  description: Number of files whose content was searched for private keys and tokens.
   returned: always
   type: int
   sample: 1250

@@ -6,8 +6,11 @@
 PRIVATE to the collection: do not import it from other collections, it may change without notice.
 
 Runs on the builder itself (docker exec for a container, SSH for an EC2 builder), right after the seal, so the same
-checks serve container images and AMIs. Read only: it lists findings and never changes a file. The file system is
-reached through `root` (a directory standing for '/'), so tests can point it at a tree of their own.
+checks serve container images and AMIs. Read only: it lists findings and never changes a file. A finding names the
+path and the kind of secret, never the secret itself. Content is read only from regular files of at most max_bytes
+under the scan paths (at most MAX_SCAN_FILES files, symbolic links not followed); token shapes are searched in text
+files only. The file system is reached through `root` (a directory standing for '/'), so tests can point it at a
+tree of their own.
 """
 
 from __future__ import annotations
@@ -19,7 +22,31 @@ import re
 import stat
 
 # PEM private keys of every kind (RSA, EC, DSA, OPENSSH, PKCS#8, ENCRYPTED): only the marker line is read.
-PRIVATE_KEY = re.compile(rb"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----")
+PRIVATE_KEY = re.compile(rb"-----BEGIN ((?:[A-Z0-9]+ )*)PRIVATE KEY-----")
+# Token-shaped strings in text files: (kind of secret, pattern). A finding names the kind, never the match.
+TOKENS = (
+    # AWS documents AKIAIOSFODNN7EXAMPLE; SDK data files and docs carry it, it is no credential
+    ("AWS access key ID", re.compile(rb"(?<![A-Z0-9])(?:AKIA|ASIA)(?!IOSFODNN7EXAMPLE)[A-Z0-9]{16}(?![A-Z0-9])")),
+    ("AWS secret access key", re.compile(rb"(?i)aws_secret_access_key[\"']?\s*[:=]\s*[\"']?[A-Za-z0-9/+]{40}")),
+    ("bearer token", re.compile(rb"(?i)\bbearer[ \t]+[A-Za-z0-9._~+/-]{20,}=*")),
+    ("GitHub token", re.compile(rb"\bgh[pousr]_[A-Za-z0-9]{36,}")),
+)
+# Docker client config: an auths entry holding a credential (an entry a credential helper serves is empty)
+DOCKER_AUTH = re.compile(rb'"(?:auth|identitytoken|registrytoken|password)"\s*:\s*"[^"]+"')
+# kubeconfig with a credential in it (a client key, a token or a password of a user entry)
+KUBE_CONFIG = re.compile(rb"(?m)^kind:\s*Config\s*$")
+KUBE_SECRET = re.compile(rb"(?m)^\s*(?:client-key-data|token|password):\s*\S")
+# Credential files of command-line clients, relative to a home directory: (path, kind). A directory is reported once
+# when it holds any file.
+CREDENTIAL_FILES = (
+    (".aws/credentials", "AWS credentials file"),
+    (".config/gcloud", "Google Cloud SDK credentials directory"),
+    (".azure", "Azure CLI credentials directory"),
+    (".netrc", "netrc credentials"),
+    (".git-credentials", "git credential store"),
+    (".kube/config", "Kubernetes config"),
+)
+BINARY_PROBE = 8192
 HISTORY_NAMES = (
     ".bash_history",
     ".sh_history",
@@ -113,7 +140,24 @@ class HygieneChecker:
                 if not path.endswith(".pub") and os.path.isfile(path):
                     self._add(self._image(path), "SSH private key of a user")
 
-    def private_keys(self):
+    def credential_files(self):
+        for home in self._homes():
+            for relative, kind in CREDENTIAL_FILES:
+                path = os.path.join(home, relative)
+                if os.path.islink(path):
+                    continue
+                if os.path.isdir(path):
+                    if any(files for _dirpath, _dirnames, files in os.walk(path)):
+                        self._add(self._image(path), kind)
+                elif os.path.isfile(path) and os.path.getsize(path) > 0:
+                    self._add(self._image(path), kind)
+            docker_config = os.path.join(home, ".docker", "config.json")
+            data = self._read(docker_config)
+            if data and DOCKER_AUTH.search(data):
+                self._add(self._image(docker_config), "Docker registry credentials (auths)")
+
+    def secrets_in_files(self):
+        """Private keys, credential-bearing kubeconfigs and token-shaped strings in the files under scan_paths."""
         for top in self.scan_paths:
             for dirpath, dirnames, filenames in os.walk(self._host(top)):
                 dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
@@ -122,21 +166,39 @@ class HygieneChecker:
                         return
                     self._scan_file(os.path.join(dirpath, name))
 
-    def _scan_file(self, path):
+    def _read(self, path):
+        """The content of a regular file of at most max_bytes (symbolic links not followed), or None."""
         try:
             info = os.lstat(path)
         except OSError:
-            return
+            return None
         if not stat.S_ISREG(info.st_mode) or info.st_size == 0 or info.st_size > self.max_bytes:
-            return
-        self.scanned += 1
+            return None
         try:
             with open(path, "rb") as handle:
-                data = handle.read(self.max_bytes)
+                return handle.read(self.max_bytes)
         except OSError:
+            return None
+
+    def _scan_file(self, path):
+        data = self._read(path)
+        if data is None:
             return
-        if PRIVATE_KEY.search(data):
-            self._add(self._image(path), "private key")
+        self.scanned += 1
+        key = PRIVATE_KEY.search(data)
+        if key:
+            kind = key.group(1).decode("ascii").strip()
+            self._add(self._image(path), f"{kind} private key" if kind else "private key")
+            return
+        if b"\0" in data[:BINARY_PROBE]:
+            return  # a binary: token shapes in it are noise
+        if KUBE_CONFIG.search(data) and KUBE_SECRET.search(data):
+            self._add(self._image(path), "Kubernetes config with credentials")
+            return
+        for kind, pattern in TOKENS:
+            if pattern.search(data):
+                self._add(self._image(path), f"{kind} in the file")
+                return
 
     def forbidden_files(self):
         for pattern in self.forbidden:
@@ -149,7 +211,8 @@ class HygieneChecker:
         self.histories()
         self.ssh_user_keys()
         self.forbidden_files()
-        self.private_keys()
+        self.credential_files()
+        self.secrets_in_files()
         return [{"path": path, "reason": reason} for path, reason in sorted(self.findings.items())]
 
 

@@ -41,6 +41,68 @@ def test_a_sealed_tree_is_clean(tmp_path):
     assert findings(root) == {}
 
 
+# token-shaped test values, built so that this file itself holds no token shape
+AWS_KEY_ID = "AKIA" + "Q3EXAMPLEKEY7ZZZ"
+AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCY" + "SECRETKEY0"
+BEARER = "eyJhbGciOiJIUzI1NiJ9." + "eyJzdWIiOiJkZXBsb3kifQ.c2lnbmF0dXJl"
+GITHUB = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
+SECRETS = (AWS_KEY_ID, AWS_SECRET, BEARER, GITHUB)
+
+
+@pytest.mark.parametrize(
+    ("path", "content", "reason"),
+    [
+        ("/root/.aws/credentials", b"[default]\naws_access_key_id = x\n", "AWS credentials file"),
+        ("/root/.config/gcloud/credentials.db", b"sqlite", "Google Cloud SDK credentials directory"),
+        ("/home/deploy/.azure/msal_token_cache.json", b"{}", "Azure CLI credentials directory"),
+        ("/home/deploy/.netrc", b"machine example.org login u password p\n", "netrc credentials"),
+        ("/root/.git-credentials", b"https://u:p@example.org\n", "git credential store"),
+        ("/root/.kube/config", b"apiVersion: v1\nkind: Config\n", "Kubernetes config"),
+        ("/root/.docker/config.json", b'{"auths": {"r.test": {"auth": "dTpw"}}}', "Docker registry credentials"),
+        ("/etc/app/kubeconfig", b"kind: Config\nusers:\n- user:\n    token: abc\n", "Kubernetes config"),
+        ("/etc/app/env", f"AWS_ACCESS_KEY_ID={AWS_KEY_ID}\n".encode(), "AWS access key ID"),
+        ("/root/.bashrc", f"export aws_secret_access_key={AWS_SECRET}\n".encode(), "AWS secret access key"),
+        ("/srv/app/client.conf", f"header = Authorization: Bearer {BEARER}\n".encode(), "bearer token"),
+        ("/opt/app/.env", f"GITHUB_TOKEN={GITHUB}\n".encode(), "GitHub token"),
+    ],
+)
+def test_each_kind_of_credential_is_found_by_path_and_kind_never_by_value(tmp_path, path, content, reason):
+    found = findings(tree(tmp_path, {path: content}))
+    reported = path.rsplit("/", 1)[0] if "/.config/gcloud/" in path or "/.azure/" in path else path
+    assert list(found) == [reported]
+    assert reason in found[reported]
+    message = failure_message([{"path": p, "reason": r} for p, r in found.items()])
+    assert not any(secret in message for secret in SECRETS)
+
+
+def test_credential_lookalikes_are_not_findings(tmp_path):
+    root = tree(
+        tmp_path,
+        {
+            # a credential helper serves these registries: no credential in the file
+            "/root/.docker/config.json": b'{"auths": {"r.example:5000": {}}, "credsStore": "pass"}',
+            "/root/.netrc": b"",
+            "/etc/app/doc.txt": b"the AWS example key AKIAIOSFODNN7EXAMPLE; send 'Authorization: Bearer <token>'\n",
+            "/etc/app/client.py": b'headers = {"Authorization": "Bearer " + token}\n',
+            "/etc/app/kube.yaml": b"apiVersion: v1\nkind: Config\nusers:\n- user:\n    exec: {command: aws}\n",
+        },
+    )
+    (tmp_path / "root" / ".config" / "gcloud" / "logs").mkdir(parents=True)  # no file in it: no credential
+    assert findings(root) == {}
+
+
+def test_binaries_are_not_searched_for_tokens_and_big_files_are_skipped(tmp_path):
+    root = tree(
+        tmp_path,
+        {
+            "/opt/app/bin/tool": b"\x7fELF\0\0" + AWS_KEY_ID.encode(),
+            "/opt/app/big.txt": b"x" * 2048 + AWS_KEY_ID.encode(),
+        },
+    )
+    assert findings(root, max_bytes=1024) == {}
+    assert list(findings(root)) == ["/opt/app/big.txt"]
+
+
 @pytest.mark.parametrize(
     ("path", "content", "reason"),
     [
@@ -53,7 +115,7 @@ def test_a_sealed_tree_is_clean(tmp_path):
         ("/home/deploy/.python_history", b"import os\n", "history"),
         ("/root/.ssh/id_rsa", b"anything", "SSH private key"),
         ("/opt/app/tls.key", RSA, "private key"),
-        ("/etc/app/deploy_key", OPENSSH, "private key"),
+        ("/etc/app/deploy_key", OPENSSH, "OPENSSH private key"),
         ("/srv/pkcs8.pem", PKCS8, "private key"),
         ("/tmp/left.pem", ENCRYPTED, "private key"),
     ],
