@@ -10,6 +10,8 @@
 #   IMMUTABLE_BASE_IMAGE      base image name                      (default: immutable-infra/base:bookworm)
 #   IMMUTABLE_DEBIAN_MIRROR   Debian mirror for debootstrap        (default: read from this machine's apt sources)
 #   IMMUTABLE_SETUP_SKIP      space-separated parts to skip: venv docker registry base_image
+#   IMMUTABLE_SETUP_EXTRA     space-separated optional parts: base_image_trixie (Debian 13 image for Molecule)
+#   IMMUTABLE_BASE_IMAGE_TRIXIE  Debian 13 base image name            (default: immutable-infra/base:trixie)
 
 set -euo pipefail
 
@@ -18,8 +20,10 @@ IMMUTABLE_VENV="${IMMUTABLE_VENV:-$IMMUTABLE_ROOT/.venv}"
 IMMUTABLE_STATE_DIR="${IMMUTABLE_STATE_DIR:-$IMMUTABLE_ROOT/.local}"
 IMMUTABLE_REGISTRY_PORT="${IMMUTABLE_REGISTRY_PORT:-5000}"
 IMMUTABLE_BASE_IMAGE="${IMMUTABLE_BASE_IMAGE:-immutable-infra/base:bookworm}"
+IMMUTABLE_BASE_IMAGE_TRIXIE="${IMMUTABLE_BASE_IMAGE_TRIXIE:-immutable-infra/base:trixie}"
+IMMUTABLE_SETUP_EXTRA="${IMMUTABLE_SETUP_EXTRA:-}"
 IMMUTABLE_SETUP_SKIP="${IMMUTABLE_SETUP_SKIP:-}"
-export IMMUTABLE_ROOT IMMUTABLE_VENV IMMUTABLE_STATE_DIR IMMUTABLE_REGISTRY_PORT IMMUTABLE_BASE_IMAGE
+export IMMUTABLE_ROOT IMMUTABLE_VENV IMMUTABLE_STATE_DIR IMMUTABLE_REGISTRY_PORT IMMUTABLE_BASE_IMAGE IMMUTABLE_BASE_IMAGE_TRIXIE
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 die() { printf 'ERROR: %s\n' "$*" >&2; exit 1; }
@@ -169,20 +173,29 @@ debian_security_mirror() {
     echo "${IMMUTABLE_DEBIAN_SECURITY_MIRROR:-$uri}"
 }
 
-setup_base_image() {
-    if docker image inspect "$IMMUTABLE_BASE_IMAGE" >/dev/null 2>&1; then
-        log "base image present: $IMMUTABLE_BASE_IMAGE"
+setup_base_image() { build_base_image "$IMMUTABLE_BASE_IMAGE" bookworm; }
+
+# Debian 13, the second platform of the Molecule scenarios: built only where it is needed (test-all's molecule step,
+# or IMMUTABLE_SETUP_EXTRA=base_image_trixie), about a minute the first time.
+setup_base_image_trixie() { build_base_image "$IMMUTABLE_BASE_IMAGE_TRIXIE" trixie; }
+
+build_base_image() {
+    # build_base_image IMAGE SUITE: a minimal Debian SUITE image debootstrapped from the machine's mirror, updated once
+    local image="$1" suite="$2"
+    if docker image inspect "$image" >/dev/null 2>&1; then
+        log "base image present: $image"
         return 0
     fi
     # two set-ups at once must not debootstrap twice: the second waits, then finds the image
     exec 9>"$IMMUTABLE_STATE_DIR/base-image.lock"
     flock 9
-    if docker image inspect "$IMMUTABLE_BASE_IMAGE" >/dev/null 2>&1; then
-        log "base image present: $IMMUTABLE_BASE_IMAGE"
+    if docker image inspect "$image" >/dev/null 2>&1; then
+        log "base image present: $image"
         return 0
     fi
     apt_install debootstrap
-    is_root || die "building the base image with debootstrap needs root: run as root, or docker load/tag an image as $IMMUTABLE_BASE_IMAGE"
+    is_root || die "building the base image with debootstrap needs root: run as root, or docker load/tag an image as $image"
+    [ -e "/usr/share/debootstrap/scripts/$suite" ] || die "debootstrap does not know Debian $suite: upgrade debootstrap (apt-get install debootstrap)"
     local mirror security
     mirror="$(debian_mirror)"
     security="$(debian_security_mirror)"
@@ -191,40 +204,40 @@ setup_base_image() {
     IMMUTABLE_ROOTFS="$(mktemp -d "$IMMUTABLE_STATE_DIR/rootfs.XXXXXX")"
     trap 'rm -rf "$IMMUTABLE_ROOTFS"' EXIT
     local rootfs="$IMMUTABLE_ROOTFS"
-    log "building $IMMUTABLE_BASE_IMAGE with debootstrap from $mirror (about 3 minutes)"
-    if ! debootstrap --variant=minbase --include=python3,python3-apt,ca-certificates bookworm "$rootfs" "$mirror" \
-        >"$IMMUTABLE_STATE_DIR/debootstrap.log" 2>&1; then
-        die "debootstrap failed (see $IMMUTABLE_STATE_DIR/debootstrap.log): check IMMUTABLE_DEBIAN_MIRROR ($mirror) and the network"
+    log "building $image with debootstrap ($suite) from $mirror (about a minute)"
+    if ! debootstrap --variant=minbase --include=python3,python3-apt,ca-certificates "$suite" "$rootfs" "$mirror" \
+        >"$IMMUTABLE_STATE_DIR/debootstrap-$suite.log" 2>&1; then
+        die "debootstrap failed (see $IMMUTABLE_STATE_DIR/debootstrap-$suite.log): check IMMUTABLE_DEBIAN_MIRROR ($mirror) and the network"
     fi
     {
-        echo "deb $mirror bookworm main"
-        echo "deb $mirror bookworm-updates main"
-        [ -n "$security" ] && echo "deb $security bookworm-security main"
+        echo "deb $mirror $suite main"
+        echo "deb $mirror $suite-updates main"
+        [ -n "$security" ] && echo "deb $security $suite-security main"
     } >"$rootfs/etc/apt/sources.list"
     # no stale package lists or caches: the first apt task of a bake refreshes them (its cache_valid_time sees none)
     rm -rf "${rootfs:?}"/var/cache/apt/archives/*.deb "${rootfs:?}"/var/cache/apt/*.bin "${rootfs:?}"/var/lib/apt/lists/* "${rootfs:?}"/dev/*
-    local staging="$IMMUTABLE_BASE_IMAGE-staging"
+    local staging="$image-staging" updater="immutable-infra-base-update-$suite"
     tar -C "$rootfs" -c . | docker import - "$staging" >/dev/null || die "docker import of the base image failed"
     # Security updates go in once here rather than in every cold bake's unattended-upgrade run.
     log "applying Debian updates to the base image"
-    docker rm -f immutable-infra-base-update >/dev/null 2>&1 || true
-    if ! docker run --name immutable-infra-base-update "$staging" sh -c \
+    docker rm -f "$updater" >/dev/null 2>&1 || true
+    if ! docker run --name "$updater" "$staging" sh -c \
         'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get -y -qq -o Dpkg::Options::=--force-confold upgrade \
-         && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin' >"$IMMUTABLE_STATE_DIR/base-update.log" 2>&1; then
-        docker rm -f immutable-infra-base-update >/dev/null 2>&1
+         && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin' >"$IMMUTABLE_STATE_DIR/base-update-$suite.log" 2>&1; then
+        docker rm -f "$updater" >/dev/null 2>&1
         docker image rm "$staging" >/dev/null 2>&1
-        die "updating the base image failed (see $IMMUTABLE_STATE_DIR/base-update.log): check the Debian mirror"
+        die "updating the base image failed (see $IMMUTABLE_STATE_DIR/base-update-$suite.log): check the Debian mirror"
     fi
     docker commit \
         --change 'CMD ["/bin/bash"]' \
         --change 'ENV LANG=C.UTF-8' \
-        --change 'LABEL org.opencontainers.image.title=immutable-infra-base org.opencontainers.image.version=bookworm' \
-        immutable-infra-base-update "$IMMUTABLE_BASE_IMAGE" >/dev/null || die "docker commit of the base image failed"
-    docker rm -f immutable-infra-base-update >/dev/null
+        --change "LABEL org.opencontainers.image.title=immutable-infra-base org.opencontainers.image.version=$suite" \
+        "$updater" "$image" >/dev/null || die "docker commit of the base image failed"
+    docker rm -f "$updater" >/dev/null
     docker image rm "$staging" >/dev/null
     rm -rf "$IMMUTABLE_ROOTFS"
     trap - EXIT
-    log "base image built: $IMMUTABLE_BASE_IMAGE"
+    log "base image built: $image"
 }
 
 link_collection() {
@@ -242,6 +255,7 @@ immutable_setup() {
     skipped docker || setup_docker
     skipped registry || setup_registry
     skipped base_image || setup_base_image
+    [[ " $IMMUTABLE_SETUP_EXTRA " != *" base_image_trixie "* ]] || setup_base_image_trixie
 }
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
