@@ -119,8 +119,9 @@ options:
     default: 60
   max_history:
     description:
-      - V(ssm) only. The newest history records kept in the parameter; fewer when needed to fit the Standard tier
-        (4 KB). The V(file) backend keeps the whole history.
+      - V(ssm) only. The newest history records kept in the entry parameter; fewer when needed to fit the Standard
+        tier (4 KB). Older records are kept too, in numbered parameters C(<prefix>/<app>/<env>/history/0001), ...,
+        so the whole history is kept, as the V(file) backend keeps it.
     type: int
     default: 20
 extends_documentation_fragment:

@@ -181,3 +181,115 @@ def test_ssm_concurrent_writers_to_one_parameter_lose_nothing(moto_server, ssm, 
         assert newer[:-1] == older, "a concurrent write was lost"
     ids = [item["id"] for item in histories[-1]]
     assert sorted(ids) == sorted(f"ami-{tag}{index:016x}" for tag in "ab" for index in range(6))
+
+
+# --- both backends decide the same for the same history -------------------------------------------------------
+
+CHAIN = ["dev", "staging", "prod"]
+A, B, C = digest(0xA), digest(0xB), digest(0xC)
+# More records than the SSM entry parameter holds: a small max_history keeps the table fast (the default, 20 and
+# 4 KB, is in test_ssm_archives_old_history_in_4kb_parameters_and_reads_it_back); older records are archived.
+FILLER = 5
+MAX_HISTORY = 2
+
+
+def fillers(env: str) -> list:
+    return [(env, digest(0x100 + n), "deploy", True) for n in range(FILLER)]
+
+
+# (case, history as (env, id, action, verified) records written in order, the question, what both must answer:
+#  the target ID, or the refusal's words)
+DECISIONS = [
+    (
+        "promote an ID verified long ago",
+        [("dev", A, "deploy", True), *fillers("dev")],
+        {"action": "promote", "from_env": "dev", "env": "staging", "artifact_id": A},
+        A,
+    ),
+    (
+        "promote an ID rolled back long ago",
+        [("dev", A, "deploy", True), ("dev", B, "deploy", True), ("dev", A, "rollback", True), *fillers("dev")],
+        {"action": "promote", "from_env": "dev", "env": "staging", "artifact_id": B},
+        f"artifact {B} was rolled back in 'dev'",
+    ),
+    (
+        "promote an ID recorded unverified long ago",
+        [("dev", A, "deploy", False), *fillers("dev")],
+        {"action": "promote", "from_env": "dev", "env": "staging", "artifact_id": A},
+        "its last record there says verified=false",
+    ),
+    (
+        "promote an ID never live",
+        fillers("dev"),
+        {"action": "promote", "from_env": "dev", "env": "staging", "artifact_id": C},
+        f"artifact {C} was never live in 'dev'",
+    ),
+    (
+        "roll back to an ID live long ago",
+        [("prod", A, "promote", True), *fillers("prod")],
+        {"action": "rollback", "env": "prod", "artifact_id": A},
+        A,
+    ),
+    (
+        "roll back to an ID never live",
+        [("prod", B, "promote", True), *fillers("prod")],
+        {"action": "rollback", "env": "prod", "artifact_id": A},
+        f"artifact {A} was never live for app 'web' in 'prod'",
+    ),
+    (
+        "roll back again after a rollback",
+        [("prod", A, "promote", True), ("prod", B, "promote", True), ("prod", A, "rollback", True)],
+        {"action": "rollback", "env": "prod"},
+        A,
+    ),
+]
+
+
+def decide(ledger, history: list, question: dict) -> str:
+    from ansible_collections.immutable.infra.plugins.module_utils.ledger._store import run_record
+
+    for env, artifact_id, action, verified in history:
+        ledger.record("web", env, artifact_id, action, "ci@runner", verified=verified, at="2026-12-01T00:00:00Z")
+    params = {"app": "web", "chain": CHAIN, "by": "ci@runner", **question}
+    try:
+        return run_record(ledger, params, check_mode=True)["artifact_id"]
+    except LedgerError as exc:
+        return str(exc)
+
+
+@pytest.mark.parametrize(("case", "history", "question", "expected"), DECISIONS, ids=[d[0] for d in DECISIONS])
+def test_file_and_ssm_backends_decide_the_same_for_the_same_history(
+    ssm, unique, tmp_path, case, history, question, expected
+):
+    from ansible_collections.immutable.infra.plugins.module_utils.ledger._file import FileLedger
+
+    file_ledger = FileLedger(tmp_path / "ledger.json")
+    ssm_ledger = SsmLedger(ssm, f"/immutable-infra-test/{unique}/ledger", max_history=MAX_HISTORY)
+    on_file, on_ssm = decide(file_ledger, history, question), decide(ssm_ledger, history, question)
+    assert on_file == on_ssm, case
+    assert expected in on_file if expected.startswith(("artifact", "its")) else on_file == expected, on_file
+    # both hold the whole history, in order
+    for env in {env for env, *_rest in history}:
+        assert ssm_ledger.entry("web", env) == file_ledger.entry("web", env)
+        assert ssm_ledger.read("web")["apps"]["web"][env] == file_ledger.read("web")["apps"]["web"][env]
+
+
+def test_ssm_archives_old_history_in_4kb_parameters_and_reads_it_back(ssm, unique):
+    prefix = f"/immutable-infra-test/{unique}/ledger"
+    ledger = SsmLedger(ssm, prefix)
+    history = [("dev", A, "deploy", True)] + [("dev", digest(0x100 + n), "deploy", True) for n in range(24)]
+    for env, artifact_id, action, verified in history:
+        ledger.record("web", env, artifact_id, action, "ci@runner", verified=verified, reason="x" * 100)
+    name = f"{prefix}/web/dev"
+    entry = json.loads(ssm.get_parameter(Name=name)["Parameter"]["Value"])
+    parts = ssm.get_parameters_by_path(Path=f"{name}/history", Recursive=True)["Parameters"]
+    assert entry["archived"] == len(history) - len(entry["history"]) and len(entry["history"]) <= 20
+    assert len(ssm.get_parameter(Name=name)["Parameter"]["Value"].encode()) <= 4096 and len(parts) >= 2
+    assert [p["Name"] for p in parts] == [f"{name}/history/{n:04d}" for n in range(1, len(parts) + 1)]
+    assert all(len(p["Value"].encode()) <= 4096 and p["Type"] == "String" for p in parts)
+    archived = [record["id"] for p in parts for record in json.loads(p["Value"])][: entry["archived"]]
+    assert archived + [r["id"] for r in entry["history"]] == [artifact_id for _env, artifact_id, *_rest in history]
+    # a history part that goes missing is reported, never silently read as a shorter history
+    ssm.delete_parameter(Name=parts[0]["Name"])
+    with pytest.raises(LedgerError, match=r"counts \d+ archived history records but .* a history parameter was"):
+        ledger.entry("web", "dev")

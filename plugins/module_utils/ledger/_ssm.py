@@ -35,8 +35,13 @@ class SsmLedger(Ledger):
     a second create with ParameterAlreadyExists), waited for up to lock_timeout, deleted after the write; a lock
     left by a run that died expires after LOCK_TTL. Parameter versions are no compare-and-swap (put_parameter has
     no "if version" condition), so they cannot prevent a lost update; the lock can.
-    History is bounded: the newest `max_history` records, fewer when needed to fit the Standard tier (4 KB); the
-    Advanced tier (8 KB) is used only when a single record does not fit in 4 KB.
+    The whole history is kept, as the file backend keeps it (the gate and rollback walk it): the entry parameter
+    holds live, previous and the newest `max_history` history records (fewer when needed to fit the Standard tier,
+    4 KB) plus `archived`, the count of older records; those are in numbered parameters
+    `<prefix>/<app>/<env>/history/0001`, ... (JSON lists, oldest first, each filled up to 4 KB). Parts are written
+    before the entry that counts them, and a reader takes exactly `archived` records from them, so a run that dies
+    between the two writes leaves a consistent ledger. The Advanced tier (8 KB) is used only for a value that
+    cannot fit in 4 KB (a single record that large).
     """
 
     STANDARD_LIMIT = 4096
@@ -61,6 +66,10 @@ class SsmLedger(Ledger):
     def name(self, app, env) -> str:
         return f"{self.prefix}/{check_name('app', app)}/{check_name('environment', env)}"
 
+    @staticmethod
+    def part_name(name, number) -> str:
+        return f"{name}/history/{number:04d}"
+
     def _call(self, what, method, **kwargs):
         try:
             return getattr(self.client, method)(**kwargs)
@@ -82,11 +91,55 @@ class SsmLedger(Ledger):
                 f"(aws ssm get-parameter-history --name {name}, then put-parameter --overwrite with that value) "
                 "or fix the JSON by hand"
             )
+        archived = data.pop("archived", 0)
+        if not isinstance(archived, int) or isinstance(archived, bool) or archived < 0:
+            raise LedgerError(
+                f"ledger parameter {name} is corrupt (archived is {archived!r}, not a count): nothing was written; "
+                f"restore a good version (aws ssm get-parameter-history --name {name})"
+            )
         data.pop("schema", None)
         data.setdefault("live", None)
         data.setdefault("previous", None)
         data.setdefault("history", [])
-        return data
+        return data, archived
+
+    def _join(self, name, entry, archived, parts) -> dict:
+        """The whole history: the first `archived` records of the parts (oldest first), then the entry's own."""
+        older = []
+        for number in sorted(parts):
+            try:
+                records = json.loads(parts[number])
+            except ValueError:
+                records = None
+            if not isinstance(records, list) or not all(isinstance(r, dict) and "id" in r for r in records):
+                raise LedgerError(
+                    f"ledger history parameter {self.part_name(name, number)} is corrupt (not a JSON list of "
+                    "records): nothing was written; restore a good version with aws ssm get-parameter-history"
+                )
+            older.extend(records)
+        if len(older) < archived:
+            raise LedgerError(
+                f"ledger parameter {name} counts {archived} archived history records but {name}/history/ holds "
+                f"{len(older)}: a history parameter was deleted; restore it (aws ssm get-parameter-history) - "
+                "nothing was written"
+            )
+        entry["history"] = older[:archived] + entry["history"]
+        return entry
+
+    def _parts(self, path) -> dict:
+        """{name: value} of every parameter under path (paged)."""
+        found: dict = {}
+        token = None
+        while True:
+            kwargs = {"Path": path, "Recursive": True}
+            if token:
+                kwargs["NextToken"] = token
+            response = self._call(f"get_parameters_by_path {path}", "get_parameters_by_path", **kwargs)
+            for param in response.get("Parameters", []):
+                found[param["Name"]] = param["Value"]
+            token = response.get("NextToken")
+            if not token:
+                return found
 
     def _get(self, app, env):
         name = self.name(app, env)
@@ -98,7 +151,13 @@ class SsmLedger(Ledger):
             raise LedgerError(
                 f"SSM get_parameter {name} failed: {exc}", original=exc, context=f"SSM get_parameter {name} failed"
             ) from exc
-        return self._parse(name, response["Parameter"]["Value"])
+        entry, archived = self._parse(name, response["Parameter"]["Value"])
+        if not archived:
+            return entry
+        prefix = f"{name}/history/"
+        found = self._parts(prefix.rstrip("/"))
+        parts = {int(k[len(prefix) :]): v for k, v in found.items() if k[len(prefix) :].isdigit()}
+        return self._join(name, entry, archived, parts)
 
     def entry(self, app, env):
         return self._get(app, env)
@@ -106,34 +165,81 @@ class SsmLedger(Ledger):
     def read(self, app=None) -> dict:
         path = self.prefix if app is None else f"{self.prefix}/{check_name('app', app)}"
         state = empty_state()
-        token = None
-        while True:
-            kwargs = {"Path": path, "Recursive": True}
-            if token:
-                kwargs["NextToken"] = token
-            response = self._call(f"get_parameters_by_path {path}", "get_parameters_by_path", **kwargs)
-            for param in response.get("Parameters", []):
-                parts = param["Name"][len(self.prefix) + 1 :].split("/")
-                if len(parts) != 2 or parts[1].endswith(".lock"):
-                    continue
-                state["apps"].setdefault(parts[0], {})[parts[1]] = self._parse(param["Name"], param["Value"])
-            token = response.get("NextToken")
-            if not token:
-                return state
+        entries, parts = {}, {}
+        for name, value in self._parts(path).items():
+            segments = name[len(self.prefix) + 1 :].split("/")
+            if len(segments) == 2 and not segments[1].endswith(".lock"):
+                entries[(segments[0], segments[1])] = (name, *self._parse(name, value))
+            elif len(segments) == 4 and segments[2] == "history" and segments[3].isdigit():
+                parts.setdefault((segments[0], segments[1]), {})[int(segments[3])] = value
+        for (app_name, env), (name, entry, archived) in sorted(entries.items()):
+            joined = self._join(name, entry, archived, parts.get((app_name, env), {})) if archived else entry
+            state["apps"].setdefault(app_name, {})[env] = joined
+        return state
 
-    def encode(self, entry) -> tuple:
-        """(JSON value, tier or None): the newest history records that fit, Advanced only when one cannot."""
+    def _fit(self, text) -> str | None:
+        """The tier a value needs: "" (Standard), "Advanced", or None when it does not fit at all."""
+        size = len(text.encode("utf-8"))
+        return "" if size <= self.STANDARD_LIMIT else "Advanced" if size <= self.ADVANCED_LIMIT else None
+
+    def pack(self, records) -> list:
+        """Oldest first, greedily: each part a JSON list of as many records as fit in 4 KB (8 KB for a record that
+        alone does not fit in 4 KB). The same records always give the same parts, and more records only extend
+        the last part and add new ones: the earlier parts never change."""
+        parts: list = []
+        current: list = []
+        for record in records:
+            if current and self._fit(self._dump(current + [record])) != "":
+                parts.append(current)
+                current = []
+            current.append(record)
+            if self._fit(self._dump(current)) is None:
+                raise LedgerError(
+                    "a ledger history record does not fit in an SSM parameter (8 KB): shorten the reason or the "
+                    "record reference"
+                )
+        if current:
+            parts.append(current)
+        return [self._dump(part) for part in parts]
+
+    @staticmethod
+    def _dump(value) -> str:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+    def encode(self, entry, archived=0) -> tuple:
+        """(entry value, tier or None, archived count): the newest records that fit stay in the entry (at most
+        max_history); the records before them (never fewer than `archived`, already written) go to the parts."""
         history = entry.get("history", [])
-        for limit, tier in ((self.STANDARD_LIMIT, None), (self.ADVANCED_LIMIT, "Advanced")):
-            for keep in range(min(self.max_history, len(history)), 0, -1):
-                value = dict(entry, schema=SCHEMA, history=history[-keep:])
-                text = json.dumps(value, sort_keys=True, separators=(",", ":"))
-                if len(text.encode("utf-8")) <= limit:
-                    return text, tier
+        start = max(archived, len(history) - self.max_history, 0)
+        for wanted in ("", "Advanced"):
+            for count in range(start, len(history) + 1):
+                value = dict(entry, schema=SCHEMA, history=history[count:], archived=count)
+                if not count:
+                    value.pop("archived")
+                text = self._dump(value)
+                if self._fit(text) == wanted:
+                    return text, wanted or None, count
         raise LedgerError(
-            "the ledger record does not fit in an SSM parameter (8 KB even with one history entry): shorten the "
-            "reason or the record reference"
+            "the ledger record does not fit in an SSM parameter (8 KB even without history): shorten the "
+            "record reference"
         )
+
+    def _put(self, name, value, tier) -> None:
+        kwargs = {"Name": name, "Value": value, "Type": "String", "Overwrite": True}
+        if tier:
+            kwargs["Tier"] = tier
+        self._call(f"put_parameter {name}", "put_parameter", **kwargs)
+
+    def _archived(self, name) -> int:
+        try:
+            response = self.client.get_parameter(Name=name)
+        except is_boto3_error_code("ParameterNotFound"):
+            return 0
+        except (BotoCoreError, ClientError) as exc:  # pylint: disable=duplicate-except
+            raise LedgerError(
+                f"SSM get_parameter {name} failed: {exc}", original=exc, context=f"SSM get_parameter {name} failed"
+            ) from exc
+        return self._parse(name, response["Parameter"]["Value"])[1]
 
     def _update(self, app, env, mutate):
         name = self.name(app, env)
@@ -154,12 +260,15 @@ class SsmLedger(Ledger):
         try:
             result = mutate(self.read(app))
             if result.changed:
-                value, tier = self.encode(result.after)
-                kwargs = {"Name": name, "Value": value, "Type": "String", "Overwrite": True}
-                if tier:
-                    kwargs["Tier"] = tier
-                self._call(f"put_parameter {name}", "put_parameter", **kwargs)
-                result.after = self._parse(name, value)
+                archived = self._archived(name)
+                value, tier, count = self.encode(result.after, archived)
+                history = result.after.get("history", [])
+                if count > archived:  # parts first: until the entry counts them, readers ignore the new records
+                    kept = len(self.pack(history[:archived]))
+                    for number, part in enumerate(self.pack(history[:count]), start=1):
+                        if number >= kept:  # the last old part may grow; the ones before it never change
+                            self._put(self.part_name(name, number), part, self._fit(part) or None)
+                self._put(name, value, tier)
             return result
         finally:
             try:

@@ -472,23 +472,33 @@ def test_run_record_refuses_inconsistent_parameters_and_writes_nothing(tmp_path,
 # --- SsmLedger encoding (pure part; the backend itself runs against moto_server in tests/integration) ---------
 
 
-def test_ssm_history_is_trimmed_to_fit_the_standard_tier_and_uses_advanced_only_when_needed():
+def test_ssm_entry_keeps_the_newest_records_and_archives_the_rest_in_4kb_parts():
     ledger = SsmLedger(client=None, prefix="/immutable-infra/ledger", max_history=20)
     entry = None
-    for index in range(40):
+    for index in range(60):
         entry = plan_record(entry, {"eu-west-1": f"ami-{index:017x}"}, "deploy", "u@h", "2026-01-01T00:00:00Z")[1]
-    value, tier = ledger.encode(entry)
+    value, tier, archived = ledger.encode(entry)
     stored = json.loads(value)
     assert tier is None and len(value.encode()) <= 4096
-    assert 1 <= len(stored["history"]) <= 20 and stored["history"][-1] == entry["history"][-1]
-    assert stored["live"] == entry["live"] and stored["schema"] == 1
+    assert 1 <= len(stored["history"]) <= 20 and stored["archived"] == archived == 60 - len(stored["history"])
+    assert stored["history"] == entry["history"][archived:] and stored["live"] == entry["live"]
+    parts = ledger.pack(entry["history"][:archived])
+    assert all(len(part.encode()) <= 4096 for part in parts) and len(parts) > 1
+    assert [record for part in parts for record in json.loads(part)] == entry["history"][:archived]
+    # more records only extend the last part and add new ones: the earlier parts never change
+    more = ledger.pack(entry["history"][: archived + 5])
+    assert more[: len(parts) - 1] == parts[:-1] and more[len(parts) - 1].startswith(parts[-1][:-1])
+    # what is archived stays archived, even if the entry could hold it again
+    assert ledger.encode(entry, archived=archived + 2)[2] == archived + 2
 
     big = plan_record(None, AMI1, "deploy", "u@h", "t", reason="x" * 5000)[1]
-    value, tier = ledger.encode(big)
-    assert tier == "Advanced" and 4096 < len(value.encode()) <= 8192
+    value, tier, archived = ledger.encode(big)  # the 5 KB record goes to a part of its own, in the Advanced tier
+    assert (tier, archived) == (None, 1) and len(value.encode()) <= 4096
+    (part,) = ledger.pack(big["history"])
+    assert 4096 < len(part.encode()) <= 8192 and ledger._fit(part) == "Advanced"
     huge = plan_record(None, AMI1, "deploy", "u@h", "t", reason="x" * 9000)[1]
     with pytest.raises(LedgerError, match="does not fit in an SSM parameter"):
-        ledger.encode(huge)
+        ledger.pack(huge["history"])
 
 
 @pytest.mark.parametrize("prefix", ["/aws/ledger", "ssm/x", "/bad prefix", "/"])
