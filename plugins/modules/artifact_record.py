@@ -162,8 +162,8 @@ options:
     description:
       - O(kind=container) only. Also keep the record in the registry, beside the image it describes, so that a
         promotion from another machine (with no local record) can read it (C(docs/artifact-record.md), "In the
-        registry"): an OCI manifest whose config blob is the record, tagged C(sha256-<hex>.record) after the image's
-        digest. The image must be pushed already.
+        registry"). It is an OCI manifest whose config blob is the record, tagged C(sha256-<hex>.record) after the
+        image's digest. The image must be pushed already.
       - A valid record of the same image and fingerprint in the registry is left alone (a cached re-bake rewrites
         nothing there). One that is invalid or altered is replaced.
       - Uses the registry options below; the password is never logged or returned.
