@@ -38,7 +38,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import 
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import fleet_hosts
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import fleet_lock_path
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import fleet_max_fail_percentage
-from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import fleet_router_args
+from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import fleet_router
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import fleet_summary
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import latest_artifact_id
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import ledger_args
@@ -233,14 +233,14 @@ class ActionModule(InProcessModuleAction):
             raise
         before = (out["gate"].get("before") or {}) if isinstance(out["gate"].get("before"), dict) else {}
         swap = swap_args(settings, env, artifact_id, swap_state(request["action"]))
+        if settings["manage_router"]:
+            swap["router"] = fleet_router(settings, env)
         out["fleet"] = {
             "group": fleet_group(settings, env),
             "hosts": hosts,
             "batch": batch,
             "max_fail_percentage": max_fail,
             "previous_id": before.get("live"),
-            "manage_router": settings["manage_router"],
-            "router": fleet_router_args(settings, env),
             "swap": swap,
             "lock": {"path": getattr(lock, "path", None) or getattr(lock, "name", None), "token": lock.token_out()},
         }

@@ -154,6 +154,23 @@ options:
   nginx_prefix:
     description: nginx prefix passed as C(-p); omitted when unset.
     type: path
+  router:
+    description:
+      - Set up the environment's self-contained nginx router first, as M(immutable.infra.router) does with the same
+        O(app), O(env), O(blue_port) and O(green_port) - write what differs, C(nginx -t), start it when it is not
+        running - then swap. Idempotent; the upstream file stays this module's once it exists.
+      - One module run per host instead of two - the fleet playbooks (C(tasks/fleet_switch.yml)) use it.
+      - O(backend=docker) only. Without it the router must already run (the role M(immutable.infra.router)).
+    type: dict
+    suboptions:
+      listen:
+        description: The router's C(listen) address and port, for example V(0.0.0.0:8080).
+        type: str
+        required: true
+      self_contained_dir:
+        description: The router's directory (its own C(nginx.conf), C(conf.d), logs and pid file).
+        type: path
+        required: true
   docker_binary:
     description: The docker CLI command.
     type: str
@@ -304,8 +321,20 @@ rollback_method:
   returned: with state rolled_back, on success
   type: str
   sample: switch_back
+switched:
+  description:
+    - Whether this run changed what serves traffic (a colour put live, traffic moved back). C(changed) is also true
+      when only the router's files changed; the fleet playbooks put back exactly the hosts with RV(switched).
+  returned: success
+  type: bool
+  sample: true
+router:
+  description: What setting up the router did (as M(immutable.infra.router) returns it).
+  returned: when O(router) is given
+  type: dict
+  sample: {changed: false, files_changed: [], started: false, reloaded: false}
 timings:
-  description: Seconds spent per phase (deploy, gate, switch, verify).
+  description: Seconds spent per phase (router, deploy, gate, switch, verify).
   returned: always
   type: dict
   sample: {deploy: 0.8, gate: 2.1, switch: 0.05, verify: 0.02}
@@ -387,6 +416,8 @@ api_calls_by_operation:
 """
 
 
+import time
+
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen import BlueGreen
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen import BlueGreenError
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen import Options
@@ -394,6 +425,8 @@ from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen 
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen import validate_steps
 from ansible_collections.immutable.infra.plugins.module_utils.deploy.docker._backend import DockerBackend
 from ansible_collections.immutable.infra.plugins.module_utils.deploy.docker._nginx_switch import NginxSwitch
+from ansible_collections.immutable.infra.plugins.module_utils.deploy.docker._router import Router
+from ansible_collections.immutable.infra.plugins.module_utils.deploy.docker._router import RouterError
 from ansible_collections.immutable.infra.plugins.module_utils.docker._engine import docker_engine
 
 
@@ -422,6 +455,10 @@ def argument_spec():
         nginx_binary=dict(type="str", default="nginx"),
         nginx_conf=dict(type="path"),
         nginx_prefix=dict(type="path"),
+        router=dict(
+            type="dict",
+            options=dict(listen=dict(type="str", required=True), self_contained_dir=dict(type="path", required=True)),
+        ),
         docker_binary=dict(type="str", default="docker"),
         registry_username=dict(type="str"),
         registry_password=dict(type="str", no_log=True),
@@ -465,6 +502,29 @@ def docker_backend(module):
         recreate=p["recreate"],
         registry_auth=(p["registry_username"], p["registry_password"] or "") if p["registry_username"] else None,
     )
+
+
+def ensure_router(module) -> dict:
+    """The environment's self-contained router, set up as the router module does (O(router))."""
+    p = module.params
+    router = Router(
+        module.run_command,
+        p["app"],
+        p["env"],
+        p["router"]["listen"],
+        {"blue": p["blue_port"], "green": p["green_port"]},
+        router_dir=p["router"]["self_contained_dir"],
+        nginx_binary=p["nginx_binary"],
+    )
+    if module.get_bin_path(p["nginx_binary"]) is None:
+        raise BlueGreenError(
+            f"cannot find the nginx command {p['nginx_binary']!r} for the router: install nginx (apt-get install"
+            " nginx-light) on this host or set nginx_binary"
+        )
+    try:
+        return router.ensure(start=True, check_mode=module.check_mode)
+    except (RouterError, OSError) as exc:
+        raise BlueGreenError(f"router {p['app']}/{p['env']}: {exc}; nothing was switched") from None
 
 
 def aws_backend(module):
@@ -544,12 +604,24 @@ def run_module(module):
             raise BlueGreenError("recreate is for backend=docker only: leave it out (or false) for backend=aws")
         if options.health_checks_required < 1:
             raise BlueGreenError("health_checks_required must be at least 1")
+        if p["router"] and p["backend"] != "docker":
+            raise BlueGreenError("router is for backend=docker only: leave it out for backend=aws")
         backend = aws_backend(module) if p["backend"] == "aws" else docker_backend(module)
+        router = None
+        if p["router"]:
+            started = time.monotonic()
+            router = ensure_router(module)
+            router_seconds = round(time.monotonic() - started, 3)
         flow = BlueGreen(backend, options, check_mode=module.check_mode)
         if p["state"] == "deployed":
             result = flow.deploy(p["artifact"])
         else:
             result = flow.rollback(p["artifact"])
+        result["switched"] = bool(result.get("changed"))
+        if router is not None:
+            result["router"] = {key: router[key] for key in ("changed", "files_changed", "started", "reloaded")}
+            result["timings"] = dict(result.get("timings") or {}, router=router_seconds)
+            result["changed"] = bool(result.get("changed")) or router["changed"]
         if p["backend"] == "aws":
             # counted again after the lock was released, so its calls are included
             result.update(

@@ -440,13 +440,15 @@ def fleet_max_fail_percentage(settings: dict) -> int:
     return number
 
 
-def fleet_router_args(settings: dict, env: str) -> dict:
-    """The router module's arguments on a fleet host: nginx listens on every address of the host (a front load
-    balancer reaches it), the environment's router_dir on the host."""
-    args = router_args(settings, env)
+def fleet_router(settings: dict, env: str) -> dict:
+    """bg_swap's `router` option on a fleet host: nginx listens on every address of the host (a front load balancer
+    reaches it), in the environment's router_dir on the host. bg_swap sets it up in the same module run as the swap
+    (one module run per host, not two)."""
     envcfg = settings["environments"][env]
-    args["listen"] = f"{envcfg.get('router_address', '0.0.0.0')}:{envcfg['router_port']}"
-    return args
+    return {
+        "listen": f"{envcfg.get('router_address', '0.0.0.0')}:{envcfg['router_port']}",
+        "self_contained_dir": str(envcfg["router_dir"]),
+    }
 
 
 def fleet_lock_path(settings: dict, env: str) -> str:

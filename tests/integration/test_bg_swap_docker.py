@@ -245,6 +245,26 @@ def test_router_role_is_idempotent_and_keeps_the_upstream_file(router):
     assert router.upstream() == upstream
 
 
+def test_the_router_option_sets_up_the_router_in_the_same_run(unique, tmp_path, docker_config, images):
+    """What a fleet host runs (one module run per host): no role beforehand, bg_swap's `router` sets up the
+    self-contained nginx, then swaps; run again, nothing changes; a new ID switches without touching the router."""
+    fresh = Router(unique, tmp_path, docker_config)
+    option = {"listen": f"127.0.0.1:{fresh.router_port}", "self_contained_dir": str(fresh.dir)}
+    try:
+        first = fresh.swap(artifact=images["v1"], router=option)
+        assert not failed(first), first
+        assert first["router"]["started"] and first["switched"] and "router" in first["timings"]
+        assert_serving(fresh, "blue", "v1")
+        again = fresh.swap(artifact=images["v1"], router=option)
+        assert not failed(again), again
+        assert not again["changed"] and not again["switched"] and not again["router"]["changed"]
+        second = fresh.swap(artifact=images["v2"], router=option)
+        assert second["switched"] and not second["router"]["changed"], second
+        assert_serving(fresh, "green", "v2")
+    finally:
+        fresh.teardown()
+
+
 # -- deploys ---------------------------------------------------------------------------------------------------------
 def test_first_deploy_swap_noop_and_rollback(router, images):
     first = router.swap(artifact=images["v1"])

@@ -17,7 +17,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import 
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import fleet_hosts
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import fleet_lock_path
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import fleet_max_fail_percentage
-from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import fleet_router_args
+from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import fleet_router
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import resolve_settings
 
 ENV = {"router_port": 8080, "blue_port": 18081, "green_port": 18082, "router_dir": "/srv/r/prod"}
@@ -66,8 +66,7 @@ def test_max_fail_percentage_defaults_to_0_and_is_checked():
 
 
 def test_the_router_listens_on_every_address_of_a_host():
-    args = fleet_router_args(settings(), "prod")
-    assert args["listen"] == "0.0.0.0:8080" and args["self_contained_dir"] == "/srv/r/prod"
+    assert fleet_router(settings(), "prod") == {"listen": "0.0.0.0:8080", "self_contained_dir": "/srv/r/prod"}
 
 
 def test_the_rollout_lock_is_beside_the_ledger_and_owned_by_the_playbook_process(tmp_path):
