@@ -7,11 +7,13 @@ and the fix, and nothing is written.
 from __future__ import annotations
 
 import json
+import socket
 
 import pytest
 import yaml
 from conftest import assert_valid_record
 
+from ansible_collections.immutable.infra.plugins.doc_fragments.registry import ModuleDocFragment as RegistryFragment
 from ansible_collections.immutable.infra.plugins.modules import artifact_record
 from ansible_collections.immutable.infra.plugins.plugin_utils._in_process import InProcessModule
 from ansible_collections.immutable.infra.plugins.plugin_utils._in_process import ModuleDone
@@ -153,5 +155,33 @@ def specified(spec):
 
 def test_the_documentation_matches_the_argument_spec():
     doc = yaml.safe_load(artifact_record.DOCUMENTATION)
-    assert documented(doc["options"]) == specified(artifact_record.ARGUMENT_SPEC)
+    assert doc["extends_documentation_fragment"] == ["immutable.infra.registry"]
+    options = dict(doc["options"], **yaml.safe_load(RegistryFragment.DOCUMENTATION)["options"])
+    assert documented(options) == specified(artifact_record.ARGUMENT_SPEC)
     assert yaml.safe_load(artifact_record.EXAMPLES) and yaml.safe_load(artifact_record.RETURN)
+
+
+def closed_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_publish_to_a_registry_that_does_not_answer_fails_before_the_local_record(tmp_path):
+    """The registry's record is written first: when the registry does not take it, no local record says the bake is
+    done, and the password is not in the message (the happy path: tests/integration/test_shared_records.py)."""
+    repository = f"127.0.0.1:{closed_port()}/web"
+    password = "unit-test-Pa55word"
+    args = dict(CONTAINER, repository=repository, id=f"{repository}@sha256:" + "9" * 64, path=str(tmp_path))
+    result = run(dict(args, publish=True, registry_username="ci", registry_password=password))
+    assert result["failed"] is True
+    assert "the registry did not take the record: registry unreachable at 127.0.0.1:" in result["msg"], result["msg"]
+    assert password not in json.dumps(result)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_publish_is_for_container_records_only(tmp_path):
+    result = run(dict(AMI, path=str(tmp_path), publish=True))
+    assert result["failed"] is True
+    assert "publish is for kind=container only" in result["msg"]
+    assert list(tmp_path.iterdir()) == []
