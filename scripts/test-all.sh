@@ -9,8 +9,9 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$root/scripts/setup.sh"
 immutable_setup
 # what only the tests need: nginx for the router/blue-green tests, wrk for the zero-failure load test,
-# ShellCheck for ansible-test sanity's shell checks, rsync for the sanity tree
-apt_install nginx-light wrk shellcheck rsync
+# ShellCheck for ansible-test sanity's shell checks, rsync for the sanity tree, skopeo to read pushed labels
+# with a client independent of ours (test_bake_labels.py)
+apt_install nginx-light wrk shellcheck rsync skopeo
 cd "$root"
 steps="${IMMUTABLE_TEST_STEPS:-lint sanity galaxy molecule pytest}"
 declare -A took

@@ -131,6 +131,12 @@ options:
   oci_source:
     description: Source repository URL, stored as the label C(org.opencontainers.image.source).
     type: str
+  oci_title:
+    description:
+      - Title (the artifact's name), stored as the label C(org.opencontainers.image.title). Give it when the image
+        is built on a base image that sets its own title, or the base's title is what the pushed image says.
+    type: str
+    version_added: 0.2.0
   oci_version:
     description: Version, stored as the label C(org.opencontainers.image.version).
     type: str
@@ -327,6 +333,7 @@ def argument_spec():
         fingerprint=dict(type="str"),
         oci_revision=dict(type="str"),
         oci_source=dict(type="str"),
+        oci_title=dict(type="str"),
         oci_version=dict(type="str"),
         **registry_argument_spec(),
     )

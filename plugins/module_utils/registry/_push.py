@@ -39,7 +39,15 @@ from ansible_collections.immutable.infra.plugins.module_utils.registry._client i
 OCI_CREATED = "org.opencontainers.image.created"
 OCI_REVISION = "org.opencontainers.image.revision"
 OCI_SOURCE = "org.opencontainers.image.source"
+OCI_TITLE = "org.opencontainers.image.title"
 OCI_VERSION = "org.opencontainers.image.version"
+# the push_image options that set an OCI label (they win over config.labels and over what the image inherits)
+OCI_OPTIONS = (
+    ("oci_revision", OCI_REVISION),
+    ("oci_source", OCI_SOURCE),
+    ("oci_title", OCI_TITLE),
+    ("oci_version", OCI_VERSION),
+)
 
 _PORT = re.compile(r"^\d{1,5}(?:-\d{1,5})?(?:/(?:tcp|udp|sctp))?$")
 _DURATION = re.compile(r"^(?:\d+(?:\.\d+)?(?:ns|us|ms|s|m|h))+$")
@@ -204,7 +212,7 @@ class Identity:
 def user_labels(params):
     labels = {}
     labels.update(((params.get("config") or {}).get("labels")) or {})
-    for option, label in (("oci_revision", OCI_REVISION), ("oci_source", OCI_SOURCE), ("oci_version", OCI_VERSION)):
+    for option, label in OCI_OPTIONS:
         if params.get(option) is not None:
             labels[label] = str(params[option])
     if params.get("fingerprint"):
@@ -217,9 +225,7 @@ def needs_commit(params):
     if params.get("container"):
         return True
     config = {k: v for k, v in (params.get("config") or {}).items() if v not in (None, {}, [])}
-    return bool(
-        config or params.get("fingerprint") or any(params.get(o) for o in ("oci_revision", "oci_source", "oci_version"))
-    )
+    return bool(config or params.get("fingerprint") or any(params.get(option) for option, _label in OCI_OPTIONS))
 
 
 def identity_for(params, source_id):
