@@ -160,7 +160,12 @@ class ActionModule(InProcessModuleAction):
             # the ID must have a record: the local one, else the one kept in the registry beside the image
             with self._timed(out, "record"):
                 out["record"] = resolve_record(
-                    records, gate["artifact_id"], settings["artifacts_dir"], settings["app"], _client_for(params)
+                    records,
+                    gate["artifact_id"],
+                    settings["artifacts_dir"],
+                    settings["app"],
+                    _client_for(params),
+                    _ami_reader(aws, settings),
                 )
         if params["step"] == "gate":
             return out
@@ -426,6 +431,31 @@ def _client_for(params):
         return RegistryClient(host, username=username, password=password)
 
     return client_for
+
+
+def _ami_reader(aws, settings):
+    """read_ami for find_record: EC2 clients of promotion_aws (amazon.aws's options, aliases resolved), one per
+    region of the artifact (an AMI ID alone: promotion_aws.region, else AWS_REGION)."""
+
+    def ec2_for(region):
+        import boto3
+        from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+        from ansible_collections.amazon.aws.plugins.module_utils.modules import aws_argument_spec
+
+        given = ArgumentSpecValidator(aws_argument_spec()).validate(aws or {}).validated_parameters
+        kwargs = {
+            "region_name": region or given.get("region") or settings["aws_region"] or None,
+            "endpoint_url": given.get("endpoint_url") or None,
+            "aws_access_key_id": given.get("access_key") or None,
+            "aws_secret_access_key": given.get("secret_key") or None,
+            "aws_session_token": given.get("session_token") or None,
+        }
+        session = boto3.session.Session(profile_name=given.get("profile") or None)
+        return session.client("ec2", **{key: value for key, value in kwargs.items() if value is not None})
+
+    from ansible_collections.immutable.infra.plugins.module_utils.artifact._ami_record import ami_reader
+
+    return ami_reader(ec2_for)
 
 
 class _SsmRolloutLock:

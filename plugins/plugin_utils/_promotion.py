@@ -199,23 +199,22 @@ def read_records(artifacts_dir: str, app: str) -> list:
         raise PromotionError(str(exc)) from None
 
 
-def resolve_record(records: list, artifact_id, artifacts_dir: str, app: str, client_for) -> dict:
+def resolve_record(records: list, artifact_id, artifacts_dir: str, app: str, client_for, read_ami=None) -> dict:
     """The record of artifact_id: a local one (in records), else the one kept in the registry beside the image
-    (added to records, so the ledger's check and the environment tag see it). PromotionError when neither exists or
-    the registry's is refused (altered, unreadable)."""
+    (added to records, so the ledger's check and the environment tag see it), or an AMI's tags (read_ami, see
+    find_record). PromotionError when none exists or the registry's (the AMIs') is refused (altered, unreadable)."""
     known = record_of(records, artifact_id)
     if known:
         return known
     try:
-        where, record = find_record(artifact_id, artifacts_dir, app, client_for)
+        where, record = find_record(artifact_id, artifacts_dir, app, client_for, read_ami)
     except RecordError as exc:
         raise PromotionError(f"artifact {artifact_id}: {exc}") from None
     if record is None:
-        remote = (
-            f" nor in the registry ({split_id(artifact_id)[0]}:{record_tag(split_id(artifact_id)[3])})"
-            if isinstance(artifact_id, str) and "@" in artifact_id
-            else ""
-        )
+        if isinstance(artifact_id, str) and "@" in artifact_id:
+            remote = f" nor in the registry ({split_id(artifact_id)[0]}:{record_tag(split_id(artifact_id)[3])})"
+        else:
+            remote = " nor in its AMIs' tags" if read_ami is not None else ""
         raise PromotionError(
             f"artifact id {artifact_id} is unknown to every artifact record: none in"
             f" {records_dir(artifacts_dir, app)}{remote}. Bake it first (playbooks/bake.yml writes the record to"

@@ -13,6 +13,11 @@ import pytest
 from conftest import COLLECTIONS_DIR
 from conftest import REPO_ROOT
 from conftest import run_playbook
+from moto_fixtures import FAKE_ENV
+from moto_fixtures import ec2_client
+from moto_fixtures import register_base_ami
+from moto_fixtures import start_moto
+from moto_fixtures import stop_moto
 from test_promotion import Chain
 from test_promotion import last_line
 from test_promotion import registry_tag_digest
@@ -21,6 +26,7 @@ from test_promotion import show
 if str(COLLECTIONS_DIR) not in sys.path:
     sys.path.insert(0, str(COLLECTIONS_DIR))
 
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._ami_record import ami_reader
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._records import RecordError
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._records import serialise
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._remote import MEDIA_OCI_MANIFEST
@@ -28,6 +34,11 @@ from ansible_collections.immutable.infra.plugins.module_utils.artifact._remote i
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._remote import read_registry_record
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._remote import record_manifest
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._remote import record_tag
+from ansible_collections.immutable.infra.plugins.module_utils.bake.ami._common import ROLE_IMAGE
+from ansible_collections.immutable.infra.plugins.module_utils.bake.ami._common import TAG_BAKE_ID
+from ansible_collections.immutable.infra.plugins.module_utils.bake.ami._common import TAG_FINGERPRINT
+from ansible_collections.immutable.infra.plugins.module_utils.bake.ami._common import TAG_REVISION
+from ansible_collections.immutable.infra.plugins.module_utils.bake.ami._common import TAG_ROLE
 from ansible_collections.immutable.infra.plugins.module_utils.registry._client import RegistryClient
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import PromotionError
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import resolve_record
@@ -71,17 +82,23 @@ def baked(registry, base_image, tmp_path_factory):
     return {"record": record, "env": registry_env, "dir": here}
 
 
-@pytest.fixture
-def other_dir(tmp_path, baked, unique):
-    """Working directory B: an inventory of three docker environments, an EMPTY artifacts/, a shared ledger file."""
-    made = Chain(tmp_path / "b", APP, [baked["record"]], env=baked["env"], ledger=None)
+def directory_b(root, record, env, **settings):
+    """Working directory B: an inventory of three environments, an EMPTY artifacts/, a ledger file outside it (the
+    shared one); settings: promotion_* values replacing the docker ones."""
+    made = Chain(root, APP, [record], env=env)
     shutil.rmtree(made.root / "artifacts")
     (made.root / "artifacts").mkdir()
-    made.ledger_path = tmp_path / "shared" / "ledger.json"
+    made.ledger_path = root.parent / "shared" / "ledger.json"
     settings_file = made.inventory / "group_vars" / "all" / "promotion.yml"
-    settings = json.loads(settings_file.read_text())
-    settings["promotion_ledger"] = {"backend": "file", "path": str(made.ledger_path)}
-    settings_file.write_text(json.dumps(settings))
+    values = json.loads(settings_file.read_text())
+    values.update(promotion_ledger={"backend": "file", "path": str(made.ledger_path)}, **settings)
+    settings_file.write_text(json.dumps(values))
+    return made
+
+
+@pytest.fixture
+def other_dir(tmp_path, baked):
+    made = directory_b(tmp_path / "b", baked["record"], baked["env"])
     try:
         yield made
     finally:
@@ -173,3 +190,61 @@ def test_an_artifact_without_any_record_is_refused_naming_both_places(baked, reg
     found = resolve_record(records, baked["record"]["id"], str(tmp_path / "artifacts"), APP, client_for)
     assert records == [found]
     assert (found["id"], found["fingerprint"]) == (baked["record"]["id"], baked["record"]["fingerprint"])
+
+
+# --- AMIs: the bake's tags on every copy are the record the promotion reads (moto_server) -------------------------
+
+MOTO_PORT = 5074
+
+
+@pytest.fixture(scope="module")
+def moto_server():
+    try:
+        process, endpoint = start_moto(MOTO_PORT)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    try:
+        yield endpoint
+    finally:
+        stop_moto(process)
+
+
+def baked_ami(ec2, fingerprint: str, bake_id: str) -> str:
+    """An AMI with the tags immutable.infra.bake_ami gives the image and each copy."""
+    ami = register_base_ami(ec2)
+    tags = {TAG_FINGERPRINT: fingerprint, TAG_ROLE: ROLE_IMAGE, TAG_BAKE_ID: bake_id, TAG_REVISION: "abc1234"}
+    ec2.create_tags(Resources=[ami], Tags=[{"Key": key, "Value": value} for key, value in tags.items()])
+    return ami
+
+
+def test_an_ami_promotion_from_a_directory_without_records_reads_the_amis_tags(moto_server, tmp_path, unique):
+    fingerprint = "sha256:" + unique * 8
+    east, west = ec2_client(moto_server, "us-east-1"), ec2_client(moto_server, "eu-west-1")
+    artifact = {"us-east-1": baked_ami(east, fingerprint, "b1"), "eu-west-1": baked_ami(west, fingerprint, "b1")}
+    aws = {"endpoint_url": moto_server, "region": "us-east-1"}
+    record = {"id": "127.0.0.1:1/unused@sha256:" + "0" * 64}
+    b = directory_b(tmp_path / "b", record, FAKE_ENV, promotion_backend="none", promotion_aws=aws)
+
+    res = b.run("deploy.yml", env="dev", artifact=artifact)
+    assert res.returncode == 0, show(res)
+    res = b.run("promote.yml", **{"from": "dev", "to": "staging"})
+    assert res.returncode == 0, show(res)
+    entry = b.entry("staging")
+    assert entry["live"] == artifact
+    assert entry["history"][-1]["record"] == f"ec2:eu-west-1/{artifact['eu-west-1']},us-east-1/{artifact['us-east-1']}"
+
+    # a copy whose tags name another bake: the region map is refused, nothing recorded
+    before = b.ledger_path.read_bytes()
+    west.create_tags(Resources=[artifact["eu-west-1"]], Tags=[{"Key": TAG_FINGERPRINT, "Value": "sha256:" + "f" * 64}])
+    res = b.run("promote.yml", **{"from": "staging", "to": "prod"})
+    assert res.returncode != 0
+    assert "do not describe one bake" in res.stdout and "Refused" in res.stdout, show(res)
+    assert b.ledger_path.read_bytes() == before
+
+    # an AMI no bake tagged has no record anywhere (the step's reader, as above, without a playbook run)
+    untagged = {"us-east-1": register_base_ami(east)}
+    read_ami = ami_reader(lambda region: ec2_client(moto_server, region))
+    with pytest.raises(PromotionError) as refused:
+        resolve_record([], untagged, str(b.root / "artifacts"), APP, None, read_ami)
+    assert "unknown to every artifact record" in refused.value.message
+    assert "nor in its AMIs' tags" in refused.value.message

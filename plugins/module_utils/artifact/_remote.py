@@ -154,23 +154,29 @@ def same_artifact_id(left, right):
         return left == right
 
 
-def find_record(artifact_id, artifacts_dir, app, client_for):
-    """(where, record) of an artifact: the local record when one has this ID, else the registry's (where is then
-    <repository>:sha256-<hex>.record). client_for(registry_host) gives a RegistryClient. (None, None) when neither
-    holds one; RecordError when the registry's is refused or cannot be read."""
+def find_record(artifact_id, artifacts_dir, app, client_for, read_ami=None):
+    """(where, record) of an artifact, from the one reader of every promotion step:
+
+    - the local record when one has this ID (where: its file);
+    - else, for a container, the record kept in the registry beside the image (where: <repository>:sha256-<hex>.record;
+      client_for(registry_host) gives a RegistryClient);
+    - else, for an AMI, what read_ami(artifact_id) returns as (where, record) or None: the bake's tags on its AMIs
+      (module_utils/artifact/_ami_record.py, kept apart so that this module needs no AWS library).
+
+    (None, None) when none holds one; RecordError when the registry's record or the AMIs' tags are refused or cannot
+    be read."""
     for path, record in local_records(artifacts_dir, app):
         if same_artifact_id(record["id"], artifact_id):
             return path, record
-    if not (isinstance(artifact_id, str) and "@" in artifact_id):
-        return None, None
-    repository, host, _path, digest = split_id(artifact_id)
-    try:
-        record = read_registry_record(client_for(host), artifact_id)
-    except RegistryError as exc:
-        raise RecordError(f"cannot read the record of {artifact_id} from the registry: {exc.message}") from None
-    if record is None:
-        return None, None
-    return f"{repository}:{record_tag(digest)}", record
+    if isinstance(artifact_id, str) and "@" in artifact_id:
+        repository, host, _path, digest = split_id(artifact_id)
+        try:
+            record = read_registry_record(client_for(host), artifact_id)
+        except RegistryError as exc:
+            raise RecordError(f"cannot read the record of {artifact_id} from the registry: {exc.message}") from None
+        return (None, None) if record is None else (f"{repository}:{record_tag(digest)}", record)
+    found = read_ami(artifact_id) if read_ami is not None else None
+    return found or (None, None)
 
 
 # -- writing ---------------------------------------------------------------------------------------------------

@@ -1,0 +1,89 @@
+# Copyright: Contributors to the immutable.infra collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""The record an AMI keeps with itself: the tags bake_ami writes on the image and on every copy.
+
+PRIVATE to the collection: do not import it from other collections, it may change without notice.
+
+An AMI record is read from there when no local record has the ID (docs/artifact-record.md, "Kept with the
+artifact"): the promotion step on another machine learns that the artifact was baked, its fingerprint and its bake.
+The tags are the essentials (a tag value holds at most 256 characters); the full record stays where the bake wrote it.
+"""
+
+from __future__ import annotations
+
+import json
+
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._records import RecordError
+from ansible_collections.immutable.infra.plugins.module_utils.bake.ami._common import ROLE_IMAGE
+from ansible_collections.immutable.infra.plugins.module_utils.bake.ami._common import TAG_BAKE_ID
+from ansible_collections.immutable.infra.plugins.module_utils.bake.ami._common import TAG_CREATED
+from ansible_collections.immutable.infra.plugins.module_utils.bake.ami._common import TAG_FINGERPRINT
+from ansible_collections.immutable.infra.plugins.module_utils.bake.ami._common import TAG_REVISION
+from ansible_collections.immutable.infra.plugins.module_utils.bake.ami._common import TAG_ROLE
+
+
+def ami_map(artifact_id):
+    """{region or None: ami-...} of an AMI artifact (a region map, its JSON text, or one AMI ID); None otherwise."""
+    parsed = artifact_id
+    if isinstance(parsed, str) and parsed.strip().startswith("{"):
+        try:
+            parsed = json.loads(parsed)
+        except ValueError:
+            return None
+    if isinstance(parsed, dict) and parsed and all(str(ami).startswith("ami-") for ami in parsed.values()):
+        return {str(region): str(ami) for region, ami in parsed.items()}
+    if isinstance(parsed, str) and parsed.strip().startswith("ami-"):
+        return {None: parsed.strip()}
+    return None
+
+
+def read_ami_record(ec2_for, artifact_id):
+    """What the AMIs of an artifact say about themselves: the bake's tags (bake_ami writes them on the image and every
+    copy: fingerprint, role, bake id, revision, created). None when no AMI of it carries a fingerprint tag (not baked
+    by the collection); else (where, an abridged record: kind, id, fingerprint, bake_id, revision, created, version).
+    RecordError when one is missing, is not a baked image, or the AMIs disagree on the fingerprint (altered tags, or
+    a map mixing two bakes). ec2_for(region) gives an EC2 client (region None: the default one)."""
+    amis = ami_map(artifact_id)
+    if not amis:
+        return None
+    found = {}
+    for region, ami in sorted(amis.items(), key=lambda item: str(item[0])):
+        where = f"{ami} ({region or 'default region'})"
+        try:
+            images = ec2_for(region).describe_images(ImageIds=[ami]).get("Images") or []
+        except Exception as exc:  # noqa: BLE001 - botocore's errors; the message names the AMI and the cause
+            raise RecordError(f"cannot describe {where} to read its record ({type(exc).__name__}: {exc})") from None
+        if not images:
+            raise RecordError(f"{where} does not exist (deregistered?): it cannot be deployed")
+        found[where] = {tag["Key"]: tag["Value"] for tag in images[0].get("Tags") or []}
+    fingerprints = {where: tags.get(TAG_FINGERPRINT) for where, tags in found.items()}
+    if not any(fingerprints.values()):
+        return None
+    if len(set(fingerprints.values())) != 1 or any(tags.get(TAG_ROLE) != ROLE_IMAGE for tags in found.values()):
+        raise RecordError(
+            "the AMIs of artifact "
+            f"{json.dumps(artifact_id, sort_keys=True) if isinstance(artifact_id, dict) else artifact_id} do not"
+            " describe one bake: "
+            + "; ".join(
+                f"{where} {TAG_FINGERPRINT}={tags.get(TAG_FINGERPRINT)!r} {TAG_ROLE}={tags.get(TAG_ROLE)!r}"
+                for where, tags in found.items()
+            )
+            + ". Refused: deploy the region map bake_ami recorded, or re-run that bake to restore its tags"
+        )
+    tags = next(iter(found.values()))
+    where = "ec2:" + ",".join(f"{region}/{ami}" if region else ami for region, ami in sorted(amis.items(), key=str))
+    return where, {
+        "kind": "ami",
+        "id": artifact_id,
+        "fingerprint": tags[TAG_FINGERPRINT],
+        "bake_id": tags.get(TAG_BAKE_ID, ""),
+        "revision": tags.get(TAG_REVISION, ""),
+        "created": tags.get(TAG_CREATED, ""),
+        "version": "",
+    }
+
+
+def ami_reader(ec2_for):
+    """read_ami for find_record: the AMIs' tags through ec2_for(region)."""
+    return lambda artifact_id: read_ami_record(ec2_for, artifact_id)
