@@ -1,9 +1,12 @@
 """playbooks/bake.yml, AMI path, end to end against a real moto_server on 127.0.0.1:5059.
 
-moto's instances cannot be reached over SSH, so the provisioning play runs against a container standing in for the
-builder instance, selected with the documented test-only override `bake_ami_builder_connection`. Everything else
-is the real flow: base AMI resolution, fingerprint, cache lookup, builder launch (key pair, security group),
-the roles and the seal on the stand-in, capture with copies and sharing, cleanup and the artifact record.
+moto's instances cannot be reached over SSH, so an SSH server stands in for each builder instance
+(tests/integration/ami_standin.py): a container from the base image with openssh-server, published on a loopback
+port that the bake reaches through `bake_ami_ssh_host`/`bake_ami_ssh_port`, with the temporary key pair moto returned
+authorized for `admin` the way cloud-init would. The provisioning play runs over `ansible.builtin.ssh` with the key
+file `bake_ami` wrote, as against AWS. Everything else is the real flow too: base AMI resolution, fingerprint, cache
+lookup, builder launch (key pair, security group, SSH banner probe), the roles and the seal, capture with copies
+and sharing, cleanup of the instance, key pair, security group, key file and known_hosts file, the artifact record.
 """
 
 from __future__ import annotations
@@ -19,6 +22,11 @@ from conftest import read_valid_record
 from conftest import run_playbook
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ami_standin import SSH_USER  # noqa: E402
+from ami_standin import StandIn  # noqa: E402
+from ami_standin import ensure_image  # noqa: E402
+from ami_standin import stand_in  # noqa: E402
+from moto_fixtures import FAKE_KEYS  # noqa: E402
 from moto_fixtures import base_ami_and_subnet  # noqa: E402
 from moto_fixtures import ec2_client  # noqa: E402
 from moto_fixtures import register_base_ami  # noqa: E402
@@ -33,7 +41,6 @@ REGION = "us-east-1"
 COPY_REGIONS = ["eu-west-1", "us-west-2"]
 ACCOUNT = "111122223333"
 TAG = "immutable-infra:"
-STAND_IN_IMAGE = "immutable-infra/base:bookworm"
 # No credentials from the host, no metadata-service probing: only what the tests pass.
 AWS_ENV = {
     "AWS_EC2_METADATA_DISABLED": "true",
@@ -99,17 +106,15 @@ def work(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def stand_in(base_image):
-    """A container standing in for the EC2 builder instance (moto instances cannot be reached over SSH)."""
-    name = f"ami-standin-{time.time_ns() % 10**9}"
-    docker("run", "-d", "--name", name, base_image, "sleep", "infinity")
-    # something the seal must remove, to prove the seal ran on the stand-in
-    docker("exec", name, "sh", "-c", "echo 'secret-cmd' > /root/.bash_history")
-    yield name
-    docker("rm", "-f", name, check=False)
+def standin_image(base_image):
+    """The SSH stand-in's image (tests/ami-standin/Dockerfile): built once, reused while its inputs are unchanged."""
+    return ensure_image(base_image)
 
 
-def bake(aws, work, app: str, stand_in: str, *args: str, extra: dict | None = None, env: dict | None = None):
+def bake(
+    aws, work, app: str, *args: str, box: StandIn | None = None, extra: dict | None = None, env: dict | None = None
+):
+    """Run bake.yml's AMI path; `box` answers for the builder a run launches (None: the run must launch none)."""
     extra_vars = {
         "bake_name": app,
         "bake_kinds": ["ami"],
@@ -120,8 +125,7 @@ def bake(aws, work, app: str, stand_in: str, *args: str, extra: dict | None = No
         "bake_source": "https://example.invalid/repo.git",
         "bake_ami_aws": {
             "endpoint_url": aws["endpoint"],
-            "aws_access_key_id": "testing",
-            "aws_secret_access_key": "testing",
+            **FAKE_KEYS,
         },
         "bake_ami_region": REGION,
         "bake_ami_base": aws["base_ami"],
@@ -135,11 +139,16 @@ def bake(aws, work, app: str, stand_in: str, *args: str, extra: dict | None = No
         "bake_ami_tags": {"app": app},
         "bake_ami_poll_interval": 1,
         "bake_ami_key_dir": str(work["keys"]),
-        "bake_ami_builder_connection": {"ansible_connection": "community.docker.docker", "ansible_host": stand_in},
+        # a stand-in answers within seconds; without one, a builder launched by mistake fails in a minute
+        "bake_ami_ssh_timeout": 60,
+        **(box.bake_vars if box else {}),
     }
     extra_vars.update(extra or {})
     run_env = {**AWS_ENV, "ANSIBLE_ROLES_PATH": str(work["roles"]), **(env or {})}
-    return run_playbook(BAKE, extra_vars, *args, env=run_env)
+    if box is None:
+        return run_playbook(BAKE, extra_vars, *args, env=run_env)
+    with box.boot(work["keys"]):
+        return run_playbook(BAKE, extra_vars, *args, env=run_env)
 
 
 def said(proc, text: str) -> bool:
@@ -171,13 +180,16 @@ NOTHING = {"instances": [], "key_pairs": [], "security_groups": []}
 
 
 @pytest.fixture(scope="module")
-def baked(aws, work, stand_in):
+def baked(aws, work, standin_image):
     app = f"amiweb{time.time_ns() % 10**6}"
     before = len(all_instances(aws["ec2"]))
-    proc = bake(aws, work, app, stand_in)
-    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
-    record = latest(work, f"{app}-ami")
-    return {"app": app, "proc": proc, "record": record, "instances_before": before}
+    with stand_in(standin_image) as box:
+        # something the seal must remove, to prove the seal ran on the builder
+        box.sh("echo 'secret-cmd' > /root/.bash_history")
+        proc = bake(aws, work, app, box=box)
+        assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
+        record = latest(work, f"{app}-ami")
+        yield {"app": app, "proc": proc, "record": record, "instances_before": before, "box": box}
 
 
 def test_ami_bake_copies_tags_shares_and_records_every_region(aws, baked):
@@ -204,11 +216,48 @@ def test_ami_bake_copies_tags_shares_and_records_every_region(aws, baked):
     assert "PRIVATE KEY" not in baked["proc"].stdout + baked["proc"].stderr
 
 
-def test_the_roles_and_the_seal_ran_on_the_builder(baked, stand_in):
-    assert docker("exec", stand_in, "cat", "/etc/probe-marker").stdout == "ami-one\n"
-    # the seal removed the planted shell history and emptied the machine identity; hygiene passed after it
-    assert docker("exec", stand_in, "test", "-e", "/root/.bash_history", check=False).returncode != 0
-    assert docker("exec", stand_in, "cat", "/etc/machine-id", check=False).stdout == ""
+def test_the_roles_and_the_seal_ran_on_the_builder(baked):
+    box = baked["box"]
+    # /etc is root's: the role ran with become (sudo) as on a real builder
+    assert box.sh("stat -c '%U %a' /etc/probe-marker && cat /etc/probe-marker").stdout == "root 644\nami-one\n"
+    # the seal removed the planted shell history, the authorized key and the host keys, and emptied the machine
+    # identity; hygiene passed after it (over the SSH master connection opened before the seal)
+    assert box.sh("test -e /root/.bash_history", check=False).returncode != 0
+    assert box.sh(f"test -e /home/{SSH_USER}/.ssh/authorized_keys", check=False).returncode != 0
+    assert box.host_keys() == set()
+    assert box.sh("cat /etc/machine-id").stdout == ""
+
+
+def fingerprint(public_key: str) -> str:
+    return subprocess.run(
+        ["ssh-keygen", "-l", "-f", "-"], input=public_key, capture_output=True, text=True, check=True
+    ).stdout.split()[1]
+
+
+def test_the_roles_ran_over_ssh_with_the_temporary_key_and_a_per_bake_known_hosts(baked, tmp_path):
+    box = baked["box"]
+    # the key moto returned for the bake (bake_ami's key file) was authorized, and sshd let admin in with it
+    (public_key,) = box.authorized
+    assert f"Accepted publickey for {SSH_USER} from" in box.sshd_log()
+    logins = [line for line in box.sshd_log().splitlines() if line.startswith("Accepted publickey")]
+    assert logins and all(line.endswith(fingerprint(public_key)) for line in logins), logins
+    # the builder's host key was accepted on first contact into the bake's own known_hosts file, for the
+    # address:port the play used ...
+    assert box.host_keys_at_boot and box.known_hosts
+    assert {" ".join(line.split()[1:3]) for line in box.known_hosts} <= box.host_keys_at_boot
+    bake_known_hosts = tmp_path / "known_hosts"
+    bake_known_hosts.write_text("\n".join(box.known_hosts) + "\n")
+    entry = f"[127.0.0.1]:{box.port}"
+    found = subprocess.run(["ssh-keygen", "-F", entry, "-f", str(bake_known_hosts)], capture_output=True, check=False)
+    assert found.returncode == 0
+    # ... and nothing went into the user's known_hosts (it was not consulted either: no global setting)
+    users = Path.home() / ".ssh" / "known_hosts"
+    assert (
+        not users.exists()
+        or subprocess.run(["ssh-keygen", "-F", entry, "-f", str(users)], capture_output=True, check=False).returncode
+        != 0
+    )
+    assert "PRIVATE KEY" not in baked["proc"].stdout + baked["proc"].stderr
 
 
 def test_cleanup_leaves_no_instance_key_pair_security_group_or_key_file(aws, work, baked):
@@ -216,10 +265,10 @@ def test_cleanup_leaves_no_instance_key_pair_security_group_or_key_file(aws, wor
     assert list(work["keys"].iterdir()) == []
 
 
-def test_cache_hit_launches_nothing(aws, work, baked, stand_in):
+def test_cache_hit_launches_nothing(aws, work, baked):
     before = all_instances(aws["ec2"])
     keys_before = aws["ec2"].describe_key_pairs()["KeyPairs"]
-    proc = bake(aws, work, baked["app"], stand_in)
+    proc = bake(aws, work, baked["app"])
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
     record = latest(work, f"{baked['app']}-ami")
     assert record["cached"] is True
@@ -230,10 +279,12 @@ def test_cache_hit_launches_nothing(aws, work, baked, stand_in):
     assert said(proc, "cached (nothing launched)")
 
 
-def test_a_failing_role_removes_the_builder_and_records_nothing(aws, work, baked, stand_in):
+def test_a_failing_role_removes_the_builder_and_records_nothing(aws, work, baked, standin_image):
     record_before = latest(work, f"{baked['app']}-ami")
     before = len(all_instances(aws["ec2"]))
-    proc = bake(aws, work, baked["app"], stand_in, extra={"bake_roles": ["probe", "broken"]})
+    with stand_in(standin_image) as box:
+        proc = bake(aws, work, baked["app"], box=box, extra={"bake_roles": ["probe", "broken"]})
+        assert box.sh("cat /etc/probe-marker").stdout == "ami-one\n"  # the first role ran, over SSH
     assert proc.returncode != 0
     assert said(proc, "failed in task 'Fail on purpose'")
     # a builder was launched (a new fingerprint), and everything of it is gone again
@@ -243,7 +294,7 @@ def test_a_failing_role_removes_the_builder_and_records_nothing(aws, work, baked
     assert latest(work, f"{baked['app']}-ami") == record_before
 
 
-def test_check_mode_launches_and_writes_nothing(aws, work, baked, stand_in):
+def test_check_mode_launches_and_writes_nothing(aws, work, baked):
     ec2 = aws["ec2"]
     before = {
         "instances": all_instances(ec2),
@@ -252,7 +303,7 @@ def test_check_mode_launches_and_writes_nothing(aws, work, baked, stand_in):
         "security_groups": ec2.describe_security_groups()["SecurityGroups"],
     }
     records_before = sorted((work["artifacts"] / f"{baked['app']}-ami" / "records").iterdir())
-    proc = bake(aws, work, baked["app"], stand_in, "--check", extra={"bake_vars": {"probe_marker": "check"}})
+    proc = bake(aws, work, baked["app"], "--check", extra={"bake_vars": {"probe_marker": "check"}})
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
     assert said(proc, "would launch a t3.micro builder from " + aws["base_ami"])
     after = {
@@ -275,16 +326,17 @@ def two_kind_app(registry):
         docker("rmi", "-f", *images, check=False)
 
 
-def test_one_bake_produces_both_records_with_the_same_roles(aws, work, stand_in, registry, two_kind_app):
+def test_one_bake_produces_both_records_with_the_same_roles(aws, work, standin_image, registry, two_kind_app):
     app = two_kind_app
-    proc = bake(
-        aws,
-        work,
-        app,
-        stand_in,
-        extra={"bake_kinds": ["container", "ami"], "bake_registry": registry["address"]},
-        env={"IMMUTABLE_REGISTRY_USER": registry["username"], "IMMUTABLE_REGISTRY_PASSWORD": registry["password"]},
-    )
+    with stand_in(standin_image) as box:
+        proc = bake(
+            aws,
+            work,
+            app,
+            box=box,
+            extra={"bake_kinds": ["container", "ami"], "bake_registry": registry["address"]},
+            env={"IMMUTABLE_REGISTRY_USER": registry["username"], "IMMUTABLE_REGISTRY_PASSWORD": registry["password"]},
+        )
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
     container = latest(work, app)
     ami = latest(work, f"{app}-ami")
@@ -300,7 +352,7 @@ def test_one_bake_produces_both_records_with_the_same_roles(aws, work, stand_in,
     assert builders == []
 
 
-def test_base_filter_resolves_to_the_newest_match_before_anything_launches(aws, work, baked, stand_in):
+def test_base_filter_resolves_to_the_newest_match_before_anything_launches(aws, work, baked):
     ec2 = aws["ec2"]
     time.sleep(1.1)  # moto's creation dates have one-second resolution
     newer = register_base_ami(ec2)
@@ -308,17 +360,16 @@ def test_base_filter_resolves_to_the_newest_match_before_anything_launches(aws, 
         before = all_instances(ec2)
         # (no architecture in the filter: moto does not match registered images by architecture)
         extra = {"bake_ami_base_filter": {"name": "debian-12-base-*"}}
-        proc = bake(aws, work, baked["app"], stand_in, "--check", extra={**extra, "bake_ami_base": ""})
+        proc = bake(aws, work, baked["app"], "--check", extra={**extra, "bake_ami_base": ""})
         assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
         assert said(proc, f"would launch a t3.micro builder from {newer}")
         assert all_instances(ec2) == before
-        proc = bake(aws, work, baked["app"], stand_in, "--check", extra={**extra, "bake_ami_base": aws["base_ami"]})
+        proc = bake(aws, work, baked["app"], "--check", extra={**extra, "bake_ami_base": aws["base_ami"]})
         assert proc.returncode != 0 and said(proc, "set exactly one of bake_ami_base")
         proc = bake(
             aws,
             work,
             baked["app"],
-            stand_in,
             "--check",
             extra={"bake_ami_base_filter": {"name": "no-such-image-*"}, "bake_ami_base": ""},
         )
@@ -327,21 +378,24 @@ def test_base_filter_resolves_to_the_newest_match_before_anything_launches(aws, 
         ec2.deregister_image(ImageId=newer)
 
 
-def test_one_failing_builder_of_two_kinds_removes_both_and_records_nothing(aws, work, stand_in, registry, two_kind_app):
+def test_one_failing_builder_of_two_kinds_removes_both_and_records_nothing(
+    aws, work, standin_image, registry, two_kind_app
+):
     app = two_kind_app
     before = len(all_instances(aws["ec2"]))
-    proc = bake(
-        aws,
-        work,
-        app,
-        stand_in,
-        extra={
-            "bake_kinds": ["container", "ami"],
-            "bake_registry": registry["address"],
-            "bake_roles": ["probe", "broken_on_ec2"],
-        },
-        env={"IMMUTABLE_REGISTRY_USER": registry["username"], "IMMUTABLE_REGISTRY_PASSWORD": registry["password"]},
-    )
+    with stand_in(standin_image) as box:
+        proc = bake(
+            aws,
+            work,
+            app,
+            box=box,
+            extra={
+                "bake_kinds": ["container", "ami"],
+                "bake_registry": registry["address"],
+                "bake_roles": ["probe", "broken_on_ec2"],
+            },
+            env={"IMMUTABLE_REGISTRY_USER": registry["username"], "IMMUTABLE_REGISTRY_PASSWORD": registry["password"]},
+        )
     assert proc.returncode != 0
     assert said(proc, "only the AMI builder fails")
     assert said(proc, "every builder of the bake is removed and nothing is captured")
@@ -349,3 +403,14 @@ def test_one_failing_builder_of_two_kinds_removes_both_and_records_nothing(aws, 
     assert live_bake_resources(aws["ec2"]) == NOTHING
     assert docker("ps", "-a", "-q", "--filter", f"label=io.immutable-infra.app={app}").stdout.split() == []
     assert not (work["artifacts"] / app).exists() and not (work["artifacts"] / f"{app}-ami").exists()
+
+
+def test_a_bad_ssh_port_or_host_fails_before_anything_launches(aws, work, baked):
+    before = all_instances(aws["ec2"])
+    # (an option smuggled in through the host name would reach the ssh command line)
+    for bad in ({"bake_ami_ssh_port": 70000}, {"bake_ami_ssh_host": "127.0.0.1 -oProxyCommand=x"}):
+        proc = bake(aws, work, baked["app"], extra={**bad, "bake_vars": {"probe_marker": "bad-ssh"}})
+        assert proc.returncode != 0, bad
+        assert said(proc, "bake_ami_ssh_host must be a host name or address and bake_ami_ssh_port a port number"), bad
+    assert all_instances(aws["ec2"]) == before
+    assert list(work["keys"].iterdir()) == []

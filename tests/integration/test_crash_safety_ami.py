@@ -7,9 +7,10 @@ it go. The bake's `bake_ami_aws.endpoint_url` points at the proxy. Nothing in th
 while the `bake_ami state=captured` module waits for CreateImage, i.e. the builder is stopped, the image exists in
 moto, and the module has not seen its ID yet (what a kill during a real multi-minute capture looks like).
 
-Like tests/integration/test_bake_playbook_ami.py, a container stands in for the EC2 builder for the provisioning
-play (`bake_ami_builder_connection`, test-only); it is created and removed by this module. The clean-up runs
-straight against moto (no proxy).
+Like tests/integration/test_bake_playbook_ami.py, an SSH server in a container stands in for the EC2 builder
+(tests/integration/ami_standin.py): the provisioning play reaches it over ansible.builtin.ssh with the bake's temporary
+key, through bake_ami_ssh_host/bake_ami_ssh_port; one per bake, created and removed by this module. The clean-up
+runs straight against moto (no proxy).
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ from conftest import ansible_env
 from conftest import run_playbook
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ami_standin import StandIn  # noqa: E402
+from ami_standin import ensure_image  # noqa: E402
+from ami_standin import stand_in as ssh_stand_in  # noqa: E402
 from moto_fixtures import base_ami_and_subnet  # noqa: E402
 from moto_fixtures import ec2_client  # noqa: E402
 from moto_fixtures import start_moto  # noqa: E402
@@ -218,14 +222,17 @@ def app():
         docker("rm", "-f", cid, check=False)
 
 
+@pytest.fixture(scope="module")
+def standin_image(base_image):
+    return ensure_image(base_image)
+
+
 @pytest.fixture
-def stand_in(base_image):
-    """The container standing in for the EC2 builder (moto instances cannot be reached over SSH)."""
-    name = f"ami-crash-standin-{os.urandom(4).hex()}"
-    docker("run", "-d", "--name", name, base_image, "sleep", "infinity")
-    yield name
-    docker("rm", "-f", name, check=False)
-    assert docker("ps", "-aq", "--filter", f"name=^{name}$", check=False).stdout.strip() == ""
+def stand_in(standin_image):
+    """The SSH server standing in for the EC2 builder (moto instances cannot be reached over SSH)."""
+    with ssh_stand_in(standin_image, "ami-crash-standin") as box:
+        yield box
+    assert docker("ps", "-aq", "--filter", f"name=^{box.name}$", check=False).stdout.strip() == ""
 
 
 @pytest.fixture
@@ -235,7 +242,7 @@ def proxy(aws):
     slow.close()
 
 
-def bake_vars(aws, work, app: str, endpoint: str, stand_in: str, marker: str) -> dict:
+def bake_vars(aws, work, app: str, endpoint: str, stand_in: StandIn, marker: str) -> dict:
     return {
         "bake_name": app,
         "bake_kinds": ["ami"],
@@ -251,7 +258,8 @@ def bake_vars(aws, work, app: str, endpoint: str, stand_in: str, marker: str) ->
         "bake_ami_ssh_cidr": "192.0.2.10/32",
         "bake_ami_poll_interval": 1,
         "bake_ami_key_dir": str(work["keys"]),
-        "bake_ami_builder_connection": {"ansible_connection": "community.docker.docker", "ansible_host": stand_in},
+        "bake_ami_ssh_timeout": 60,
+        **stand_in.bake_vars,
     }
 
 
@@ -276,6 +284,11 @@ def flat(text: str) -> str:
 
 def kill_during_capture(aws, work, app, proxy, stand_in, sig, tmp_path) -> tuple[int, dict, str]:
     """Start a bake through the proxy, wait until its CreateImage is held, kill it; return rc, leftovers, log."""
+    with stand_in.boot(work["keys"]):
+        return _kill_during_capture(aws, work, app, proxy, stand_in, sig, tmp_path)
+
+
+def _kill_during_capture(aws, work, app, proxy, stand_in, sig, tmp_path) -> tuple[int, dict, str]:
     bake = Bake(
         bake_vars(aws, work, app, proxy.endpoint, stand_in, os.urandom(4).hex()),
         {**AWS_ENV, "ANSIBLE_ROLES_PATH": str(work["roles"])},
@@ -319,34 +332,43 @@ def test_an_ami_bake_killed_during_capture_leaves_nothing_after_cleanup(aws, wor
         p for p in work["keys"].iterdir() if p.name.endswith(left["key_pairs"][0][len("immutable-infra-") :] + ".key")
     ]
     assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+    # and the bake's known_hosts file (the builder's host key, accepted when the provisioning connected)
+    known_hosts = key_file.with_suffix(".known_hosts")
+    assert known_hosts.exists()
 
     # the default sweep (2 h) keeps a young orphan: it cannot tell it from a bake that is still running
     default = run_playbook(CLEANUP, cleanup_vars(aws, work, app, min_age=7200), env=AWS_ENV)
     assert default.returncode == 0, default.stdout[-3000:]
-    assert live_bake_resources(aws["ec2"]) == left and key_file.exists()
+    assert live_bake_resources(aws["ec2"]) == left and key_file.exists() and known_hosts.exists()
 
     # check mode lists it and removes nothing; a real run with cleanup_min_age=0 removes all of it
     check = run_playbook(CLEANUP, cleanup_vars(aws, work, app, min_age=0), "--check", env=AWS_ENV)
     assert check.returncode == 0, check.stdout[-3000:]
     assert all(i in flat(check.stdout) for i in left["instances"] + left["security_groups"]), check.stdout[-3000:]
-    assert f"would remove 1 private key file(s) of swept AMI bakes: {key_file}" in flat(check.stdout)
-    assert live_bake_resources(aws["ec2"]) == left and key_file.exists()
+    assert "would remove 2 private key and known_hosts file(s) of swept AMI bakes: " in flat(check.stdout)
+    assert str(key_file) in flat(check.stdout) and str(known_hosts) in flat(check.stdout)
+    assert live_bake_resources(aws["ec2"]) == left and key_file.exists() and known_hosts.exists()
     cleanup = run_playbook(CLEANUP, cleanup_vars(aws, work, app, min_age=0), env=AWS_ENV)
     assert cleanup.returncode == 0, cleanup.stdout[-3000:]
     assert live_bake_resources(aws["ec2"]) == NOTHING
-    assert not key_file.exists()
+    assert not key_file.exists() and not known_hosts.exists()
     # the AMI path starts no builder container; none of this app exists
     assert docker("ps", "-aq", "--filter", f"label=io.immutable-infra.app={app}").stdout.split() == []
 
 
-def test_the_next_bake_with_a_zero_sweep_age_removes_a_killed_capture(aws, work, app, proxy, stand_in, tmp_path):
+def test_the_next_bake_with_a_zero_sweep_age_removes_a_killed_capture(
+    aws, work, app, proxy, stand_in, standin_image, tmp_path
+):
     """No cleanup.yml in between: the next (non-cached) bake sweeps the orphan when bake_sweep_min_age allows it."""
     rc, left, _output = kill_during_capture(aws, work, app, proxy, stand_in, signal.SIGKILL, tmp_path)
     assert rc != 0 and len(left["instances"]) == 1, left
-    extra = bake_vars(aws, work, app, aws["endpoint"], stand_in, os.urandom(4).hex())
-    extra["bake_sweep_min_age"] = 0
-    result = run_playbook(BAKE, extra, env={**AWS_ENV, "ANSIBLE_ROLES_PATH": str(work["roles"])})
+    # the next bake's builder is another instance: another stand-in (the seal left the first without host keys)
+    with ssh_stand_in(standin_image, "ami-crash-standin") as box, box.boot(work["keys"]):
+        extra = bake_vars(aws, work, app, aws["endpoint"], box, os.urandom(4).hex())
+        extra["bake_sweep_min_age"] = 0
+        result = run_playbook(BAKE, extra, env={**AWS_ENV, "ANSIBLE_ROLES_PATH": str(work["roles"])})
     assert result.returncode == 0, result.stdout[-4000:]
     assert live_bake_resources(aws["ec2"]) == NOTHING
-    # the next bake's sweep also removed the killed bake's private key file; its own was removed by its cleanup
+    # the next bake's sweep also removed the killed bake's private key and known_hosts files; its own were removed
+    # by its cleanup
     assert list(work["keys"].iterdir()) == []
