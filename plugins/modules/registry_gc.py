@@ -94,7 +94,11 @@ kept:
   sample: [{"digest": "sha256:4f0c...", "tags": ["1.4.0", "fp-3f2a..."], "created": "2026-03-02T10:01:02Z",
             "fingerprint": "sha256:3f2a...", "reason": "one of the 5 newest"}]
 would_delete:
-  description: Bake artifacts that are (or, in a dry run, would be) deleted, newest first.
+  description:
+    - Bake artifacts that are (or, in a dry run, would be) deleted, newest first.
+    - An artifact whose record is kept in the registry (tag C(sha256-<hex>.record), C(docs/artifact-record.md)) has
+      that record manifest's digest as C(record); it is deleted with the artifact. Record tags are never listed as
+      manifests of their own.
   returned: always
   type: list
   elements: dict

@@ -21,11 +21,11 @@ from ansible.module_utils.parsing.convert_bool import boolean
 
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import fingerprint_tag
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import latest_path
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import record_tag
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import records_dir
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._records import RecordError
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._remote import find_record
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._remote import local_records
-from ansible_collections.immutable.infra.plugins.module_utils.artifact._remote import record_tag
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._remote import same_artifact_id
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._remote import split_id
 from ansible_collections.immutable.infra.plugins.module_utils.common._locks import FileLock

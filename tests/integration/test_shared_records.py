@@ -27,19 +27,20 @@ if str(COLLECTIONS_DIR) not in sys.path:
     sys.path.insert(0, str(COLLECTIONS_DIR))
 
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._ami_record import ami_reader
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import record_tag
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._records import RecordError
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._records import serialise
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._remote import MEDIA_OCI_MANIFEST
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._remote import publish_record
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._remote import read_registry_record
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._remote import record_manifest
-from ansible_collections.immutable.infra.plugins.module_utils.artifact._remote import record_tag
 from ansible_collections.immutable.infra.plugins.module_utils.bake.ami._common import ROLE_IMAGE
 from ansible_collections.immutable.infra.plugins.module_utils.bake.ami._common import TAG_BAKE_ID
 from ansible_collections.immutable.infra.plugins.module_utils.bake.ami._common import TAG_FINGERPRINT
 from ansible_collections.immutable.infra.plugins.module_utils.bake.ami._common import TAG_REVISION
 from ansible_collections.immutable.infra.plugins.module_utils.bake.ami._common import TAG_ROLE
 from ansible_collections.immutable.infra.plugins.module_utils.registry._client import RegistryClient
+from ansible_collections.immutable.infra.plugins.module_utils.registry._gc import list_artifacts
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import PromotionError
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import resolve_record
 
@@ -138,6 +139,10 @@ def test_promote_from_another_directory_reads_the_record_kept_in_the_registry(ba
         "reference": reference,
         "digest": before,
     }
+    # registry_gc sees the record as part of its image (deleted with it), never as a manifest of its own
+    listed = list_artifacts(regclient, APP)
+    assert [item["record"] for item in listed if item["digest"] == record["digest"]] == [before]
+    assert not [tag for item in listed for tag in item["tags"] if tag.endswith(".record")]
 
 
 def test_an_altered_record_in_the_registry_is_refused_and_a_bake_writes_it_again(baked, other_dir, registry):

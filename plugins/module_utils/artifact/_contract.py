@@ -5,7 +5,8 @@
 
 PRIVATE to the collection: do not import it from other collections, it may change without notice.
 
-- the content-addressed tag of an artifact (``fp-<hex>``) and the tags a bake gives it;
+- the content-addressed tag of an artifact (``fp-<hex>``) and the tags a bake gives it; the tag of its record in
+  the registry (``sha256-<hex>.record``);
 - the labels a bake writes on images and builders, and the labels bg_swap writes on the containers it runs;
 - the names of the two colours of an app in an environment (``<app>-<env>-blue|green``);
 - where artifact records live (``<artifacts_dir>/<app>/records/<bake_id>.json`` and ``latest.json``).
@@ -30,6 +31,26 @@ def fingerprint_tag(fingerprint: str) -> str:
 
 def is_fingerprint_tag(tag: str) -> bool:
     return str(tag).startswith(FINGERPRINT_TAG_PREFIX)
+
+
+RECORD_TAG_SUFFIX = ".record"
+
+
+def record_tag(digest: str) -> str:
+    """The registry tag of the artifact record of the image with this digest: sha256:<hex> -> sha256-<hex>.record
+    (the OCI referrers tag schema's form, docs/artifact-record.md "In the registry")."""
+    algorithm, _sep, hexdigest = str(digest).partition(":")
+    return f"{algorithm}-{hexdigest}{RECORD_TAG_SUFFIX}"
+
+
+def is_record_tag(tag: str) -> bool:
+    return str(tag).endswith(RECORD_TAG_SUFFIX)
+
+
+def record_subject(tag: str) -> str:
+    """The digest of the image a record tag belongs to (the inverse of record_tag)."""
+    algorithm, _sep, hexdigest = str(tag).removesuffix(RECORD_TAG_SUFFIX).partition("-")
+    return f"{algorithm}:{hexdigest}"
 
 
 def artifact_tags(fingerprint: str, version: str = "", extra_tags=()) -> list:

@@ -24,6 +24,7 @@ import json
 import os
 
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import LABEL_FINGERPRINT
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import record_tag
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import records_dir
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._records import RecordError
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._records import record_problems
@@ -36,17 +37,6 @@ from ansible_collections.immutable.infra.plugins.module_utils.registry._client i
 from ansible_collections.immutable.infra.plugins.module_utils.registry._client import parse_repository
 
 RECORD_MEDIA_TYPE = "application/vnd.immutable-infra.artifact-record.v1+json"
-RECORD_TAG_SUFFIX = ".record"
-
-
-def record_tag(digest: str) -> str:
-    """The tag of the record of the image with this digest: sha256:<hex> -> sha256-<hex>.record."""
-    algorithm, _sep, hexdigest = str(digest).partition(":")
-    return f"{algorithm}-{hexdigest}{RECORD_TAG_SUFFIX}"
-
-
-def is_record_tag(tag: str) -> bool:
-    return str(tag).endswith(RECORD_TAG_SUFFIX)
 
 
 def split_id(artifact_id):

@@ -9,7 +9,8 @@ An artifact is a manifest digest carrying at least one C(fp-*) tag (the bake's f
 the newest `keep` artifacts (by the org.opencontainers.image.created label, else the image config's created time),
 every protected digest (live or previous in an environment of the ledger) and every manifest that is not a bake
 artifact, and deletes the rest. The applier deletes through the registry HTTP API (DELETE
-/v2/<repo>/manifests/<digest>, which removes every tag of that digest) and skips that in dry-run and check mode.
+/v2/<repo>/manifests/<digest>, which removes every tag of that digest), each with its artifact record kept beside it
+(the manifest tagged sha256-<hex>.record), and skips that in dry-run and check mode.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import re
 
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import LABEL_FINGERPRINT
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import is_fingerprint_tag
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import is_record_tag
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import record_subject
 from ansible_collections.immutable.infra.plugins.module_utils.registry._client import ImageReferenceError
 from ansible_collections.immutable.infra.plugins.module_utils.registry._client import RegistryError
 from ansible_collections.immutable.infra.plugins.module_utils.registry._client import parse_repository
@@ -53,13 +56,19 @@ def protected_digests(protected):
 
 
 def list_artifacts(registry, repo):
-    """[{digest, tags, created, fingerprint, managed}] for every manifest reachable through a tag of repo."""
-    by_digest = {}
+    """[{digest, tags, created, fingerprint, managed, record}] for every manifest reachable through a tag of repo.
+
+    An artifact record kept beside an image (tag sha256-<hex>.record) is not an artifact: it is the ``record`` (its
+    manifest digest) of the image it names, and goes with it."""
+    by_digest, records = {}, {}
     for tag in sorted(registry.tags(repo)):
         found = registry.manifest(repo, tag)
         if found is None:  # deleted while we looked
             continue
         digest, _media_type, body = found
+        if is_record_tag(tag):
+            records[record_subject(tag)] = digest
+            continue
         entry = by_digest.setdefault(digest, {"digest": digest, "tags": [], "body": body})
         entry["tags"].append(tag)
     artifacts = []
@@ -73,6 +82,7 @@ def list_artifacts(registry, repo):
                 "created": labels.get(OCI_CREATED) or config.get("created") or "",
                 "fingerprint": labels.get(LABEL_FINGERPRINT),
                 "managed": any(is_fingerprint_tag(tag) for tag in entry["tags"]),
+                "record": records.get(entry["digest"]),
             }
         )
     return artifacts
@@ -94,7 +104,7 @@ def plan_gc(artifacts, keep, protected):
         elif artifact["digest"] in protected:
             kept.append(dict(item, reason="live or previous in the ledger"))
         else:
-            deleted.append(item)
+            deleted.append(dict(item, record=artifact["record"]) if artifact.get("record") else item)
     for artifact in artifacts:
         if not artifact["managed"]:
             item = {k: artifact[k] for k in ("digest", "tags", "created", "fingerprint")}
@@ -115,6 +125,8 @@ def run_gc(registry, repository, keep, protected, dry_run=True, check_mode=False
         if not (dry_run or check_mode):
             for item in plan["delete"]:
                 registry.delete_manifest(repo, item["digest"])
+                if item.get("record"):  # its artifact record goes with it
+                    registry.delete_manifest(repo, item["record"])
                 deleted.append(item)
     except RegistryError as exc:
         message = exc.message

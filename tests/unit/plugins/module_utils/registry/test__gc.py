@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import record_tag
 from ansible_collections.immutable.infra.plugins.module_utils.registry._client import RegistryError
 from ansible_collections.immutable.infra.plugins.module_utils.registry._gc import GcError
 from ansible_collections.immutable.infra.plugins.module_utils.registry._gc import plan_gc
@@ -117,3 +118,13 @@ def test_deletion_disabled_names_the_setting():
 def test_an_invalid_repository_is_refused_before_any_request():
     with pytest.raises(GcError, match="does not start with a registry host"):
         run_gc(FakeRegistry(IMAGES), "web", 1, [])
+
+
+def test_an_artifact_record_kept_beside_an_image_is_not_an_artifact_and_goes_with_its_image():
+    records = [(dg(102), "", [record_tag(dg(2))]), (dg(105), "", [record_tag(dg(5))])]
+    registry = FakeRegistry(IMAGES + records)
+    result = run_gc(registry, "127.0.0.1:5000/web", 2, [dg(1)], dry_run=False)
+    assert [(d["digest"], d.get("record")) for d in result["deleted"]] == [(dg(3), None), (dg(2), dg(102))]
+    assert registry.deleted == [dg(3), dg(2), dg(102)]
+    assert dg(102) not in {k["digest"] for k in result["kept"]} and dg(105) not in {k["digest"] for k in result["kept"]}
+    assert record_tag(dg(5)) in registry.tagmap and record_tag(dg(2)) not in registry.tagmap
