@@ -145,12 +145,10 @@ def _incoming(chain, state, app, index, records, newest) -> dict | None:
         check_promotion(chain, state, app, source_env, env, None)
     except LedgerError as exc:
         return {"from_env": source_env, "artifact": shown, "state": "refused", "why": exc.message}
-    return {
-        "from_env": source_env,
-        "artifact": shown,
-        "state": "waiting",
-        "why": f"ansible-playbook playbooks/promote.yml -e from_env={source_env} -e env={env}",
-    }
+    why = f"ansible-playbook playbooks/promote.yml -e from={source_env} -e to={env}"
+    if accepted_ids(here).get(_key(source["live"])) == "rolled back":
+        why = f"the gate accepts it, but it was rolled back in {env} before: {why}"
+    return {"from_env": source_env, "artifact": shown, "state": "waiting", "why": why}
 
 
 def _drift(verify: dict | None, env: str) -> dict | None:

@@ -112,6 +112,7 @@ def test_the_story_shows_the_live_artifact_per_environment_and_the_rollback_in_p
     assert envs["prod"]["age"] == "1d" and envs["prod"]["since"] == "2026-11-29T18:00:00Z"
     # prod rolled B back; staging still vouches for it, so the gate would let it through again
     assert envs["prod"]["incoming"]["artifact"]["id"] == B and envs["prod"]["incoming"]["from_env"] == "staging"
+    assert envs["prod"]["incoming"]["state"] == "waiting" and "rolled back in prod" in envs["prod"]["incoming"]["why"]
     assert envs["staging"]["incoming"]["state"] == "current"
 
     page = parse(render_html(board))

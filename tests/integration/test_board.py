@@ -1,0 +1,142 @@
+"""The promotion board through playbooks/board.yml after the quickstart's story, rendered by a real browser.
+
+The story runs through the real playbooks on test_promotion.py's chain (real Docker Engine, registry with auth,
+nginx routers): two bakes, deploy dev, promote twice, the second version the same way, roll back prod, then a
+drift in prod that verify.yml finds. The page is checked on its HTML, then Debian's chromium renders it headless:
+a screenshot (kept in tests/output/board/, the README's picture comes from it) and the DOM it built.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import shutil
+import subprocess
+
+import pytest
+from conftest import REPO_ROOT
+from test_promotion import CHAIN
+from test_promotion import artifacts  # noqa: F401  # pylint: disable=unused-import
+from test_promotion import chain  # noqa: F401  # pylint: disable=unused-import
+from test_promotion import registry_env  # noqa: F401  # pylint: disable=unused-import
+from test_promotion import sh
+from test_promotion import show
+
+pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.nginx]
+
+OUTPUT = REPO_ROOT / "tests" / "output" / "board"
+CHROMIUM = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+]
+ARTICLE = re.compile(r"<article\b([^>]*)>(.*?)</article>", re.S)
+ATTRIBUTE = re.compile(r'([a-z-]+)="([^"]*)"')
+
+
+def columns(page: str) -> dict:
+    """data-env -> (the column's attributes, its visible text, its history items' attributes)."""
+    out = {}
+    for attrs, inner in ARTICLE.findall(page):
+        found = {key: html.unescape(value) for key, value in ATTRIBUTE.findall(attrs)}
+        text = html.unescape(re.sub(r"<[^>]+>", " ", inner))
+        items = [
+            {key: html.unescape(value) for key, value in ATTRIBUTE.findall(item)}
+            for item in re.findall(r"<li\b([^>]*data-action[^>]*)>", inner)
+        ]
+        out[found["data-env"]] = (found, " ".join(text.split()), items)
+    return out
+
+
+def browser(tmp_path, *args) -> subprocess.CompletedProcess:
+    binary = shutil.which("chromium")
+    assert binary, "Debian's chromium is missing: apt-get install chromium (scripts/test-all.sh installs it)"
+    return subprocess.run(
+        [binary, *CHROMIUM, f"--user-data-dir={tmp_path / 'chromium'}", *args],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+
+
+def test_the_board_after_the_quickstart_story_in_a_real_browser(chain, artifacts, tmp_path):  # noqa: F811
+    one, two = artifacts
+    c = chain()
+
+    # nothing deployed yet: the page says what to run first
+    res = c.run("board.yml")
+    assert res.returncode == 0, show(res)
+    page_path = c.root / "artifacts" / "board.html"
+    assert f"board written: {page_path}" in res.stdout, show(res)
+    page = page_path.read_text()
+    assert 'data-empty="true"' in page and "<article" not in page
+    assert "ansible-playbook playbooks/bake.yml" in page and "ansible-playbook playbooks/deploy.yml -e env=dev" in page
+
+    story = [
+        ("deploy.yml", {"env": "dev"}),
+        ("promote.yml", {"from": "dev", "to": "staging"}),
+        ("promote.yml", {"from": "staging", "to": "prod"}),
+        ("deploy.yml", {"env": "dev", "artifact": two["id"]}),
+        ("promote.yml", {"from": "dev", "to": "staging"}),
+        ("promote.yml", {"from": "staging", "to": "prod"}),
+        ("rollback.yml", {"env": "prod", "reason": "5xx after <b>2</b>"}),
+    ]
+    for playbook, extra in story:
+        res = c.run(playbook, **extra)
+        assert res.returncode == 0, f"{playbook} {extra}\n{show(res)}"
+    # drift in prod: a file changed inside its live container, found by verify.yml (which keeps its result)
+    sh("docker", "exec", c.live_container("prod")["Name"].lstrip("/"), "touch", "/usr/bin/x")
+    res = c.run("verify.yml")
+    assert res.returncode != 0 and "/usr/bin/x" in res.stdout, show(res)
+
+    res = c.run("board.yml")
+    assert res.returncode == 0, show(res)
+    page = page_path.read_text()
+    found = columns(page)
+    assert list(found) == CHAIN
+    live = {env: attrs["data-live"] for env, (attrs, _text, _items) in found.items()}
+    assert live == {"dev": two["id"], "staging": two["id"], "prod": one["id"]}
+    prod_attrs, prod_text, prod_items = found["prod"]
+    assert [item["data-action"] for item in prod_items] == ["rollback", "promote", "promote"]
+    assert [item["data-id"] for item in prod_items] == [one["id"], two["id"], one["id"]]
+    assert "5xx after <b>2</b>" in prod_text and "<b>2</b>" not in page  # the reason shows as text
+    assert prod_attrs["data-drift"] == "true" and "/usr/bin/x" in prod_text
+    assert found["dev"][0]["data-drift"] == "false" and found["staging"][0]["data-verified"] == "true"
+    assert "rolled back" in prod_text  # two, live in prod before the rollback, is withdrawn there
+
+    # the same board as text, for a terminal or a CI log
+    res = c.run("board.yml", format="text")
+    assert res.returncode == 0, show(res)
+    text = res.stdout.split("msg: |-", 1)[1].split("PLAY RECAP", 1)[0].rstrip().splitlines()
+    assert all(len(line) <= 100 for line in text), [line for line in text if len(line) > 100]
+    rows = {}
+    for line in text:  # the table's row of each environment (the history lines come after the table)
+        if line.split() and line.split()[0] in CHAIN:
+            rows.setdefault(line.split()[0], line)
+    assert one["digest"][:19] in rows["prod"] and two["digest"][:19] in rows["dev"], text
+    assert any("rollback" in line and one["digest"][:19] in line for line in text), text
+
+    # a real browser renders the page: a screenshot at 1280x800, and the DOM it built has every column filled
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    screenshot = OUTPUT / "board.png"
+    screenshot.unlink(missing_ok=True)
+    url = page_path.as_uri()
+    shot = browser(tmp_path, "--window-size=1280,800", f"--screenshot={screenshot}", url)
+    assert shot.returncode == 0, shot.stderr[-3000:]
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 10_000
+    dom = browser(tmp_path, "--window-size=390,844", "--dump-dom", url)
+    assert dom.returncode == 0, dom.stderr[-3000:]
+    for output in (shot.stderr, dom.stderr):
+        assert "Uncaught" not in output and "net::ERR" not in output, output[-3000:]
+    rendered = columns(dom.stdout)
+    assert list(rendered) == CHAIN, dom.stdout[:3000]
+    for env, (attrs, text_of_column, items) in rendered.items():
+        assert attrs["data-live"] == live[env] and items, env
+        assert env in text_of_column and "sha256:" in text_of_column, (env, text_of_column)
