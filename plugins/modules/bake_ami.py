@@ -21,7 +21,9 @@ description:
   - O(state=absent) terminates the builder and deletes the key pair and security group of O(bake_id); without
     O(bake_id) it sweeps orphans of killed runs (tagged resources older than O(orphan_min_age)).
   - O(state=retained) keeps the newest O(keep) images of a family and deregisters older ones with their
-    snapshots, except images in O(protected_ids) and images used by any launch template version in the region.
+    snapshots, except images in O(protected_ids) (the ledger's live and previous IDs, which
+    C(playbooks/gc_ami.yml) passes) and images in use in the region by an instance that is not terminated, a
+    launch configuration or any launch template version.
   - "Tags written: C(immutable-infra:fingerprint), C(immutable-infra:bake-id), C(immutable-infra:created),
     C(immutable-infra:role), C(immutable-infra:family), C(immutable-infra:revision), C(immutable-infra:base-ami),
     C(immutable-infra:source-ami), C(immutable-infra:source-region) and C(immutable-infra:copies)."
@@ -355,7 +357,8 @@ deregister:
   sample: [{"image_id": "ami-0old", "name": "web-1.0.0", "created": "2026-01-01T00:00:00.000Z",
             "snapshot_ids": ["snap-0abc"]}]
 skipped:
-  description: Older images not deregistered, with the reason (protected or referenced by a launch template).
+  description: Older images not deregistered, with the reason (protected, or referenced by an instance, a launch
+    configuration or a launch template version).
   returned: state=retained
   type: list
   elements: dict
@@ -466,7 +469,10 @@ def main():
                 clients[name] = module.client("ec2", region=name, retry_decorator=retry)
             return clients[name]
 
-        result = run(state, module.params, client_for(region), region, client_for, module.check_mode, fetch_text)
+        autoscaling = module.client("autoscaling", retry_decorator=retry) if state == "retained" else None
+        result = run(
+            state, module.params, client_for(region), region, client_for, module.check_mode, fetch_text, autoscaling
+        )
     except AmiError as e:
         if e.original is not None:
             module.fail_json_aws(e.original, msg=e.message, **e.result)

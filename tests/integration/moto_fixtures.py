@@ -6,6 +6,7 @@ Other test modules may import `start_moto` / `stop_moto`; the server only ever l
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,14 @@ import urllib.request
 from pathlib import Path
 
 MOTO_HOST = "127.0.0.1"
+
+# Fake AWS credentials for moto_server (it accepts any): distinctive and new in every test process, so a leak check
+# (tests/integration/test_secrets.py) can search output, logs and files for them; "testing" would be found nowhere
+# and everywhere. The access key has AWS's shape (AKIA + 16), the secret is 40 characters like AWS's.
+FAKE_ACCESS_KEY_ID = "AKIA" + secrets.token_hex(8).upper()
+FAKE_SECRET_ACCESS_KEY = "Fk" + secrets.token_urlsafe(29)[:38]
+FAKE_KEYS = {"aws_access_key_id": FAKE_ACCESS_KEY_ID, "aws_secret_access_key": FAKE_SECRET_ACCESS_KEY}
+FAKE_ENV = {"AWS_ACCESS_KEY_ID": FAKE_ACCESS_KEY_ID, "AWS_SECRET_ACCESS_KEY": FAKE_SECRET_ACCESS_KEY}
 
 
 def _moto_command() -> list[str]:
@@ -84,16 +93,10 @@ def reset_moto(endpoint: str) -> None:
 
 
 def ec2_client(endpoint: str, region: str = "us-east-1"):
-    """A boto3 EC2 client of moto_server with moto's test credentials."""
+    """A boto3 EC2 client of moto_server with the fake test credentials."""
     import boto3
 
-    return boto3.client(
-        "ec2",
-        region_name=region,
-        endpoint_url=endpoint,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    return boto3.client("ec2", region_name=region, endpoint_url=endpoint, **FAKE_KEYS)
 
 
 def register_base_ami(ec2) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from moto_fixtures import FAKE_KEYS  # noqa: E402
 from moto_fixtures import base_ami_and_subnet  # noqa: E402
 from moto_fixtures import ec2_client  # noqa: E402
 from moto_fixtures import start_moto  # noqa: E402
@@ -55,8 +56,7 @@ def aws(moto):
     base, vpc, subnet = base_ami_and_subnet(ec2, 42)
     connection = {
         "endpoint_url": moto,
-        "aws_access_key_id": "testing",
-        "aws_secret_access_key": "testing",
+        **FAKE_KEYS,
         "region": REGION,
     }
     return {"endpoint": moto, "ec2": ec2, "base_ami": base, "vpc": vpc, "subnet": subnet, "connection": connection}
@@ -396,6 +396,73 @@ def test_retention_keeps_newest_and_skips_protected_and_launch_template_images(a
 
     again = step(playbook, aws, tmp_path, args)
     assert again["changed"] is False and again["deregister"] == []
+
+
+def test_gc_ami_keeps_ledger_instance_launch_configuration_and_every_template_version_images(
+    aws, playbook, tmp_path, unique
+):
+    """playbooks/gc_ami.yml with the SSM ledger (on the same moto_server): of six old images of the family only the
+    one nothing uses goes; the newest stays (keep 1)."""
+    import boto3
+
+    from ansible_collections.immutable.infra.plugins.module_utils.ledger._ssm import SsmLedger
+
+    ec2, family = aws["ec2"], f"gc-{unique}"
+    names = ["live", "previous", "instance", "launch-config", "old-template-version", "doomed", "newest"]
+    ids = {}
+    for name in names:
+        if name == "newest":
+            time.sleep(1.1)  # a later CreationDate (1-second granularity in moto)
+        ids[name] = ec2.register_image(Name=f"{family}-{name}", RootDeviceName="/dev/xvda")["ImageId"]
+        ec2.create_tags(Resources=[ids[name]], Tags=[{"Key": f"{TAG}family", "Value": family}])
+    clients = {"endpoint_url": aws["endpoint"], "region_name": REGION, **FAKE_KEYS}
+    ssm = boto3.client("ssm", **clients)
+    prefix = f"/immutable-infra-test/{unique}/ledger"
+    ledger = SsmLedger(ssm, prefix)
+    ledger.record("web", "prod", {REGION: ids["previous"], "eu-west-1": "ami-0aaaaaaaaaaaaaaaa"}, "deploy", "ci@t")
+    ledger.record("web", "prod", {REGION: ids["live"], "eu-west-1": "ami-0bbbbbbbbbbbbbbbb"}, "deploy", "ci@t")
+    reservation = ec2.run_instances(ImageId=ids["instance"], MinCount=1, MaxCount=1, SubnetId=aws["subnet"])
+    instance_id = reservation["Instances"][0]["InstanceId"]
+    ec2.stop_instances(InstanceIds=[instance_id])  # a stopped instance still needs its image
+    autoscaling = boto3.client("autoscaling", **clients)
+    autoscaling.create_launch_configuration(
+        LaunchConfigurationName=f"lc-{unique}", ImageId=ids["launch-config"], InstanceType="t3.micro"
+    )
+    template = f"lt-gc-{unique}"
+    ec2.create_launch_template(LaunchTemplateName=template, LaunchTemplateData={"ImageId": ids["old-template-version"]})
+    ec2.create_launch_template_version(LaunchTemplateName=template, LaunchTemplateData={"ImageId": aws["base_ami"]})
+    ec2.modify_launch_template(LaunchTemplateName=template, DefaultVersion="2")  # version 1 is an old version now
+    extra = {
+        "gc_app": "web",
+        "gc_ami_family": family,
+        "gc_keep": 1,
+        "gc_ami_regions": [REGION],
+        "gc_aws": aws["connection"],
+        "gc_ledger": {"backend": "ssm", "prefix": prefix, "region": REGION, "endpoint_url": aws["endpoint"]},
+    }
+    gc_ami = Path(__file__).resolve().parents[2] / "playbooks" / "gc_ami.yml"
+    dry = playbook(gc_ami, extra, env=AWS_ENV)
+    assert dry.returncode == 0, dry.stdout[-4000:] + dry.stderr[-2000:]
+    said = " ".join(dry.stdout.split())
+    assert (
+        f"DRY RUN (set gc_delete=true to delete): would deregister 1 AMI(s) of family {family}: {ids['doomed']};"
+        in said
+    )
+    assert len(ec2.describe_images(ImageIds=list(ids.values()))["Images"]) == len(ids)
+    for reason in (
+        f"{ids['live']} (protected (listed in protected_ids))",
+        f"{ids['previous']} (protected (listed in protected_ids))",
+        f"{ids['instance']} (referenced by instance {instance_id} (stopped))",
+        f"{ids['launch-config']} (referenced by launch configuration lc-{unique})",
+        f"{ids['old-template-version']} (referenced by launch template {template} version 1)",
+    ):
+        assert reason in said, reason
+
+    real = playbook(gc_ami, {**extra, "gc_delete": True}, env=AWS_ENV)
+    assert real.returncode == 0, real.stdout[-4000:] + real.stderr[-2000:]
+    assert f"deregistered 1 AMI(s) of family {family}: {ids['doomed']};" in " ".join(real.stdout.split())
+    left = {i["ImageId"] for i in ec2.describe_images(Owners=["self"])["Images"]}
+    assert ids["doomed"] not in left and {v for k, v in ids.items() if k != "doomed"} <= left
 
 
 # ------------------------------------------------------------------------------------------------ check mode, errors

@@ -17,6 +17,8 @@ import pytest
 from conftest import REPO_ROOT
 from conftest import ansible_env
 from conftest import run_playbook
+from moto_fixtures import FAKE_ENV
+from moto_fixtures import FAKE_KEYS
 from moto_fixtures import start_moto
 from moto_fixtures import stop_moto
 
@@ -25,8 +27,7 @@ BAD_PLAYBOOK = Path(__file__).parent / "playbooks" / "bg_aws_bad_inputs.yml"
 MOTO_PORT = 5060
 REGION = "eu-west-1"
 CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
+    **FAKE_ENV,
     "AWS_DEFAULT_REGION": REGION,
 }
 
@@ -50,8 +51,7 @@ def client(endpoint, service):
         service,
         endpoint_url=endpoint,
         region_name=REGION,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
+        **FAKE_KEYS,
     )
 
 

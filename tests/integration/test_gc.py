@@ -96,6 +96,44 @@ def ledger(tmp_path: Path, registry: dict, repo: str, live: str, previous: str) 
     return path
 
 
+MOTO_PORT = 5063
+
+
+def test_gc_reads_the_ssm_ledger(populated, registry):
+    """gc.yml with gc_ledger as promotion_ledger gives it ({backend: ssm, ...}): what the SSM ledger has live or
+    previous stays. Dry run only (the next test deletes)."""
+    import boto3
+    from moto_fixtures import FAKE_ENV
+    from moto_fixtures import FAKE_KEYS
+    from moto_fixtures import start_moto
+    from moto_fixtures import stop_moto
+
+    from ansible_collections.immutable.infra.plugins.module_utils.ledger._ssm import SsmLedger
+
+    repo, digests = populated
+    process, endpoint = start_moto(MOTO_PORT)
+    try:
+        ssm = boto3.client("ssm", endpoint_url=endpoint, region_name="eu-west-1", **FAKE_KEYS)
+        ledger = SsmLedger(ssm, "/gc-test/ledger")
+        ref = f"{registry['address']}/{repo}@"
+        ledger.record(repo, "prod", ref + digests["A3"], "deploy", "ci@t")  # old ones: only the ledger keeps them
+        ledger.record(repo, "prod", ref + digests["A4"], "deploy", "ci@t")
+        ledger.record("other", "prod", {"eu-west-1": "ami-0123456789abcdef0"}, "deploy", "ci@t")  # an AMI app
+        gc_ledger = {"backend": "ssm", "prefix": "/gc-test/ledger", "region": "eu-west-1", "endpoint_url": endpoint}
+        env = {"IMMUTABLE_REGISTRY_USER": registry["username"], "IMMUTABLE_REGISTRY_PASSWORD": registry["password"]}
+        dry = run_playbook(GC, {"gc_app": repo, "gc_keep": 2, "gc_ledger": gc_ledger}, env={**env, **FAKE_ENV})
+    finally:
+        stop_moto(process)
+    assert dry.returncode == 0, dry.stdout[-3000:]
+    said = " ".join(dry.stdout.split())
+    assert "DRY RUN (set gc_delete=true to delete): would delete 2 artifact(s)" in said
+    would, kept = said[said.index("would delete 2") : said.index("kept 5:")], said[said.index("kept 5:") :]
+    assert digests["A1"] in would and digests["A2"] in would  # A3, A4 in the ledger, A5, A6 newest
+    assert not any(digests[n] in would for n in ("A3", "A4", "A5", "A6"))
+    for name in ("A3", "A4"):
+        assert f"{digests[name]} (live or previous in the ledger)" in kept
+
+
 def test_gc_keeps_newest_and_ledger_referenced_artifacts_dry_run_first(populated, registry, tmp_path):
     repo, digests = populated
     env = {"IMMUTABLE_REGISTRY_USER": registry["username"], "IMMUTABLE_REGISTRY_PASSWORD": registry["password"]}

@@ -11,6 +11,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from moto_fixtures import FAKE_ENV
+from moto_fixtures import FAKE_KEYS
 from moto_fixtures import start_moto
 from moto_fixtures import stop_moto
 
@@ -21,8 +23,7 @@ HERE = Path(__file__).resolve().parent
 PLAYBOOKS = HERE / "playbooks"
 MOTO_PORT = 5057
 FAKE_AWS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
+    **FAKE_ENV,
     "AWS_DEFAULT_REGION": "eu-west-1",
 }
 AMI_1 = {"eu-west-1": "ami-0123456789abcdef0", "us-east-1": "ami-0fedcba9876543210"}
@@ -94,8 +95,7 @@ def ssm(moto_server):
         "ssm",
         endpoint_url=moto_server,
         region_name="eu-west-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
+        **FAKE_KEYS,
     )
 
 

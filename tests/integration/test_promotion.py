@@ -21,6 +21,7 @@ import pytest
 from conftest import REPO_ROOT
 from conftest import ansible_env
 from conftest import run_playbook
+from moto_fixtures import FAKE_ENV
 from moto_fixtures import start_moto
 from moto_fixtures import stop_moto
 
@@ -460,7 +461,7 @@ def test_ami_ids_on_the_ssm_ledger_gate_history_rollback(chain, moto_server, uni
         {"schema": 1, "name": "api", "kind": "ami", "id": ami, "fingerprint": f"sha256:{n:064x}"}
         for n, ami in ((1, ami_1), (2, ami_2))
     ]
-    aws = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "eu-west-1"}
+    aws = {**FAKE_ENV, "AWS_DEFAULT_REGION": "eu-west-1"}
     prefix = f"/promotion-test/{unique}"
     ledger = {"backend": "ssm", "prefix": prefix, "region": "eu-west-1", "endpoint_url": moto_server}
     c = chain(backend="none", ledger=ledger, env=aws)

@@ -17,6 +17,9 @@ import boto3
 import pytest
 from conftest import REPO_ROOT
 from conftest import run_playbook
+from moto_fixtures import FAKE_ACCESS_KEY_ID
+from moto_fixtures import FAKE_ENV
+from moto_fixtures import FAKE_KEYS
 from moto_fixtures import start_moto
 from moto_fixtures import stop_moto
 
@@ -25,7 +28,7 @@ REGION = "us-east-1"
 CHAIN = ["dev", "staging", "prod"]
 PORTS = {"dev": 80, "staging": 81, "prod": 82}
 PLAYBOOKS = REPO_ROOT / "playbooks"
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+CREDENTIALS = dict(FAKE_ENV)
 AWS_SECRET = "promotion-aws-secret-9f3d1c"
 
 pytestmark = [pytest.mark.moto]
@@ -48,8 +51,7 @@ def client(endpoint, service):
         service,
         endpoint_url=endpoint,
         region_name=REGION,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
+        **FAKE_KEYS,
     )
 
 
@@ -161,7 +163,7 @@ class AwsChain:
             "promotion_aws": {
                 "region": REGION,
                 "endpoint_url": self.endpoint,
-                "access_key": "testing",
+                "access_key": FAKE_ACCESS_KEY_ID,
                 "secret_key": AWS_SECRET,
             },
             "promotion_environments": {

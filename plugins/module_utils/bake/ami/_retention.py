@@ -2,6 +2,9 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Retention: deregister old images and their snapshots, never one that an environment still uses.
 
+In use: listed in protected_ids (the ledger's live and previous IDs, playbooks/gc_ami.yml), the image of an instance
+that is not terminated, of a launch configuration, or of any version of a launch template.
+
 PRIVATE to the collection: no API promise outside it.
 """
 
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 from ansible_collections.immutable.infra.plugins.module_utils.bake.ami._common import TAG_FAMILY
 from ansible_collections.immutable.infra.plugins.module_utils.bake.ami._common import api
+from ansible_collections.immutable.infra.plugins.module_utils.bake.ami._common import instances_of
 from ansible_collections.immutable.infra.plugins.module_utils.bake.ami._common import paged
 from ansible_collections.immutable.infra.plugins.module_utils.bake.ami._common import snapshot_ids
 
@@ -38,9 +42,13 @@ def plan_retention(images: list[dict], keep: int, protected: set[str], reference
 class Retention:
     """state=retained: keep the newest N of a family, deregister older ones with their snapshots."""
 
-    def __init__(self, ec2, check_mode: bool):
+    # every state but terminated: a stopped instance starts again from its image's snapshots
+    INSTANCE_STATES = ["pending", "running", "shutting-down", "stopping", "stopped"]
+
+    def __init__(self, ec2, check_mode: bool, autoscaling=None):
         self.ec2 = ec2
         self.check_mode = check_mode
+        self.autoscaling = autoscaling
 
     def family_images(self, family: str | None, name_prefix: str | None) -> list[dict]:
         filters = []
@@ -53,8 +61,23 @@ class Retention:
         )
 
     def referenced_images(self) -> dict[str, str]:
-        """{ami id: "launch template NAME version N"} for every version of every launch template in the region."""
+        """{ami id: what uses it}: instances that are not terminated, launch configurations, and every version of
+        every launch template in the region."""
         refs: dict[str, str] = {}
+        filters = [{"Name": "instance-state-name", "Values": self.INSTANCE_STATES}]
+        for instance in instances_of(self.ec2, filters, "list the instances"):
+            if instance.get("ImageId") and instance["ImageId"] not in refs:
+                refs[instance["ImageId"]] = f"instance {instance['InstanceId']} ({instance['State']['Name']})"
+        if self.autoscaling is not None:
+            configurations = paged(
+                self.autoscaling,
+                "describe_launch_configurations",
+                "LaunchConfigurations",
+                "list launch configurations",
+            )
+            for configuration in configurations:
+                if configuration.get("ImageId") and configuration["ImageId"] not in refs:
+                    refs[configuration["ImageId"]] = f"launch configuration {configuration['LaunchConfigurationName']}"
         templates = paged(self.ec2, "describe_launch_templates", "LaunchTemplates", "list launch templates")
         for template in templates:
             versions = paged(

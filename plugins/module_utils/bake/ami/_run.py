@@ -66,8 +66,9 @@ def validate(state: str, params: dict, region: str | None, known_regions: set[st
             raise AmiError("keep must be at least 1: retention never deregisters a family's newest image")
 
 
-def run(state: str, params: dict, ec2, region: str, client_for, check_mode: bool, fetch=None) -> dict:
-    """Dispatch one state; returns the module result (raises AmiError)."""
+def run(state: str, params: dict, ec2, region: str, client_for, check_mode: bool, fetch=None, autoscaling=None) -> dict:
+    """Dispatch one state; returns the module result (raises AmiError). autoscaling: the region's Auto Scaling client
+    (state=retained keeps the images of its launch configurations)."""
     poll = params.get("poll_interval", 15)
     if state == "cached":
         return CacheLookup(ec2, region).run(params["fingerprint"], params.get("copy_regions") or [])
@@ -81,7 +82,7 @@ def run(state: str, params: dict, ec2, region: str, client_for, check_mode: bool
             params.get("bake_id"), params["orphan_min_age"], params.get("private_key_path"), params["wait_timeout"]
         )
     if state == "retained":
-        return Retention(ec2, check_mode).run(
+        return Retention(ec2, check_mode, autoscaling).run(
             params.get("family"), params.get("name_prefix"), params["keep"], params.get("protected_ids") or []
         )
     raise AmiError(f"unknown state {state!r}")
