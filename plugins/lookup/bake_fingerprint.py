@@ -155,44 +155,20 @@ _raw:
       sample: ["role web file templates/index.html.j2 changed", "var web_port changed"]
 """
 
-import importlib
 import os
 
-from ansible import constants as C
 from ansible.errors import AnsibleLookupError
 from ansible.plugins.lookup import LookupBase
 
 from ansible_collections.immutable.infra.plugins.module_utils.bake._fingerprint import FingerprintError
-from ansible_collections.immutable.infra.plugins.module_utils.bake._fingerprint import RoleResolver
 from ansible_collections.immutable.infra.plugins.module_utils.bake._fingerprint import compute_fingerprint
 from ansible_collections.immutable.infra.plugins.module_utils.bake._fingerprint import diff_inputs
 from ansible_collections.immutable.infra.plugins.module_utils.bake._fingerprint import read_collection_version
 from ansible_collections.immutable.infra.plugins.module_utils.docker._engine import docker_engine
 from ansible_collections.immutable.infra.plugins.module_utils.docker._interface import DockerError
-
-try:
-    from ansible.utils.collection_loader import AnsibleCollectionConfig
-except ImportError:  # pragma: no cover - present in every supported ansible-core
-    AnsibleCollectionConfig = None
+from ansible_collections.immutable.infra.plugins.plugin_utils._roles import role_resolver
 
 COLLECTION_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _loader_role_path(fqcn):
-    """Where ns.coll.role lives: roles/<role> of the collection package Ansible's collection loader imports as
-    ansible_collections.<ns>.<coll> (None when the collection or the role does not exist)."""
-    parts = fqcn.split(".")
-    if len(parts) != 3:
-        return None
-    try:
-        package = importlib.import_module(f"ansible_collections.{parts[0]}.{parts[1]}")
-    except ImportError:
-        return None
-    for root in getattr(package, "__path__", None) or []:
-        path = os.path.join(root, "roles", parts[2])
-        if os.path.isdir(path):
-            return path
-    return None
 
 
 class LookupModule(LookupBase):
@@ -201,18 +177,7 @@ class LookupModule(LookupBase):
         variables = variables or {}
 
         playbook_dir = variables.get("playbook_dir") or (self._loader.get_basedir() if self._loader else os.getcwd())
-        playbook_dir = str(playbook_dir)
-        search_paths = [os.path.join(playbook_dir, "roles")]
-        search_paths += [str(p) for p in self.get_option("roles_path") or []]
-        search_paths += list(C.DEFAULT_ROLES_PATH or [])
-        search_paths.append(playbook_dir)
-        collection_paths = list(AnsibleCollectionConfig.collection_paths or []) if AnsibleCollectionConfig else []
-        resolver = RoleResolver(
-            search_paths=search_paths,
-            collection_paths=collection_paths,
-            collection_role_finder=_loader_role_path,
-            base_dir=playbook_dir,
-        )
+        resolver = role_resolver(playbook_dir, self.get_option("roles_path"))
         base_id = self._base_id(self.get_option("base_id"), self.get_option("base_image"))
         try:
             result = compute_fingerprint(

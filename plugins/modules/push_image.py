@@ -74,6 +74,9 @@ options:
   config:
     description:
       - Image config applied at commit with C(docker commit --change). Unset keys keep the source's value.
+      - The keys are ours (lower case). C(playbooks/bake.yml) also takes Docker's spelling in C(bake_image_config)
+        (C(Cmd), C(Entrypoint), C(Env), C(ExposedPorts), C(User), C(WorkingDir), C(Volumes), C(Healthcheck),
+        C(Labels)) and maps it to these before the builder starts.
     type: dict
     suboptions:
       cmd:
@@ -95,6 +98,11 @@ options:
       workdir:
         description: Absolute working directory.
         type: str
+      volumes:
+        description: Absolute paths declared as volumes (C(VOLUME)).
+        type: list
+        elements: str
+        version_added: 0.2.0
       healthcheck:
         description: Health check of the image.
         type: dict
@@ -319,6 +327,7 @@ def argument_spec():
         ports=dict(type="list", elements="str"),
         user=dict(type="str"),
         workdir=dict(type="str"),
+        volumes=dict(type="list", elements="str"),
         healthcheck=dict(type="dict", options=healthcheck),
         labels=dict(type="dict"),
     )

@@ -31,13 +31,13 @@ ROLE = """---
 REVISION = "4c1d6a0e9b7f2d3c5a8e1f0b6d9c2a7e4f3b1d5c"
 
 
-def skopeo_inspect(registry: dict, reference: str) -> dict:
+def skopeo_inspect(registry: dict, reference: str, *options: str) -> dict:
     """skopeo's view of docker://<reference> in the test registry (--tls-verify=false: plain-HTTP 127.0.0.1)."""
     if shutil.which("skopeo") is None:
         pytest.fail("skopeo is missing: apt-get install skopeo (scripts/test-all.sh installs it)")
     creds = f"{registry['username']}:{registry['password']}"
     out = subprocess.run(
-        ["skopeo", "inspect", "--tls-verify=false", "--creds", creds, f"docker://{reference}"],
+        ["skopeo", "inspect", *options, "--tls-verify=false", "--creds", creds, f"docker://{reference}"],
         capture_output=True, text=True, check=True, timeout=60,
     ).stdout  # fmt: skip
     return json.loads(out)
@@ -76,7 +76,7 @@ def baker(registry, tmp_path):
     return app, bake
 
 
-def test_the_pushed_labels_name_the_bake_and_a_version_tag_gets_its_own_image(registry, base_image, baker):
+def test_the_pushed_labels_name_the_bake_and_dockers_config_spelling_is_taken(registry, base_image, baker):
     app, bake = baker
     base_labels = json.loads(
         subprocess.run(
@@ -88,7 +88,21 @@ def test_the_pushed_labels_name_the_bake_and_a_version_tag_gets_its_own_image(re
     )
     assert base_labels.get("org.opencontainers.image.title")  # the base has a title of its own to leak
 
-    record, started, ended = bake()
+    # bake_image_config in Docker's own spelling (docker image inspect's Config) is taken as push_image's
+    docker_config = {
+        "Cmd": ["/bin/sh", "-c", "sleep 1"],
+        "Env": ["GREETING=hello"],
+        "ExposedPorts": {"8081/tcp": {}},
+        "WorkingDir": "/srv",
+        "Labels": {"com.example.team": "web"},
+    }
+    record, started, ended = bake(bake_image_config=docker_config)
+    config = skopeo_inspect(registry, record["id"], "--config")["config"]
+    assert config["Cmd"] == ["/bin/sh", "-c", "sleep 1"]
+    assert "GREETING=hello" in config["Env"]
+    assert "8081/tcp" in config["ExposedPorts"]
+    assert config["WorkingDir"] == "/srv"
+    assert config["Labels"]["com.example.team"] == "web"
     labels = skopeo_inspect(registry, record["id"])["Labels"]
     assert labels["org.opencontainers.image.title"] == app
     assert labels["org.opencontainers.image.version"] == record["fingerprint"].split(":", 1)[1][:12]
@@ -99,7 +113,7 @@ def test_the_pushed_labels_name_the_bake_and_a_version_tag_gets_its_own_image(re
 
     # the same inputs with a version: the version label is part of the image, so it is a new image (no tag added
     # to the unversioned one, whose label names the fingerprint); the version tag points at it
-    versioned, started, ended = bake(bake_version="2.0.0")
+    versioned, started, ended = bake(bake_image_config=docker_config, bake_version="2.0.0")
     assert versioned["cached"] is False
     assert versioned["id"] != record["id"]
     inspected = skopeo_inspect(registry, f"{registry['address']}/{app}:2.0.0")

@@ -70,7 +70,7 @@ class HygieneError(Exception):
     """The check cannot run (bad option); the message names the option and the fix."""
 
 
-def _check_globs(patterns, option):
+def check_globs(patterns, option):
     for pattern in patterns:
         if not isinstance(pattern, str) or not pattern.startswith("/"):
             raise HygieneError(
@@ -83,9 +83,9 @@ class HygieneChecker:
     """Collects findings [{path, reason}] for one builder file system."""
 
     def __init__(self, root="/", forbidden=(), allow=(), scan_paths=DEFAULT_SCAN_PATHS, max_bytes=MAX_SCAN_BYTES):
-        _check_globs(forbidden, "forbidden")
-        _check_globs(allow, "allow")
-        _check_globs(scan_paths, "scan_paths")
+        check_globs(forbidden, "forbidden")
+        check_globs(allow, "allow")
+        check_globs(scan_paths, "scan_paths")
         self.root = root
         self.forbidden = list(forbidden)
         self.allow = list(allow)

@@ -98,14 +98,98 @@ def _duration(value, what):
     return text
 
 
+# The image config keys, ours and Docker's spelling of the same (docker image inspect's Config), in one table.
+# StopSignal has no key of ours: docker commit cannot set it (STOPSIGNAL is not a valid --change command).
+CONFIG_KEYS = ("cmd", "entrypoint", "env", "ports", "user", "workdir", "volumes", "healthcheck", "labels")
+DOCKER_CONFIG_KEYS = {
+    "Cmd": "cmd",
+    "Entrypoint": "entrypoint",
+    "Env": "env",
+    "ExposedPorts": "ports",
+    "User": "user",
+    "WorkingDir": "workdir",
+    "Volumes": "volumes",
+    "Healthcheck": "healthcheck",
+    "Labels": "labels",
+    "StopSignal": None,
+}
+DOCKER_HEALTHCHECK_KEYS = {
+    "Test": "test",
+    "Interval": "interval",
+    "Timeout": "timeout",
+    "Retries": "retries",
+    "StartPeriod": "start_period",
+}
+
+
+def _docker_duration(value):
+    """Docker's healthcheck durations are nanoseconds; ours are durations or seconds."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value % 1_000_000_000 == 0:
+            return f"{value // 1_000_000_000}s"
+        return f"{value // 1_000_000}ms" if value % 1_000_000 == 0 else f"{value}ns"
+    return value
+
+
+def _from_docker(key, value, what):
+    """The value of Docker's key in our form: Env ['K=V'] -> {K: V}; ExposedPorts, Volumes {k: {}} -> [k]."""
+    if key == "Env" and isinstance(value, (list, tuple)):
+        env = {}
+        for item in value:
+            name, sep, text = str(item).partition("=")
+            if not sep or not name:
+                raise PushImageError(f"{what}.Env entry {item!r} is not NAME=value")
+            env[name] = text
+        return env
+    if key in ("ExposedPorts", "Volumes") and isinstance(value, dict):
+        return list(value)
+    if key == "Healthcheck" and isinstance(value, dict):
+        health = {}
+        for name, item in value.items():
+            ours = DOCKER_HEALTHCHECK_KEYS.get(name, name)
+            health[ours] = item if ours in ("test", "retries") else _docker_duration(item)
+        return health
+    return value
+
+
+def normalize_config(config, what="config"):
+    """The image config with Docker's key spelling (Cmd, Env, ExposedPorts, ...) mapped to ours; keys of ours pass
+    unchanged. Raises PushImageError naming an unknown key, a key given in both spellings, or StopSignal."""
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise PushImageError(f"{what} must be a dictionary of image config keys ({', '.join(CONFIG_KEYS)})")
+    result, unknown = {}, []
+    for key, value in config.items():
+        if key in CONFIG_KEYS:
+            ours = key
+        elif key in DOCKER_CONFIG_KEYS:
+            ours = DOCKER_CONFIG_KEYS[key]
+            if ours is None:
+                raise PushImageError(
+                    f"{what}.{key} cannot be set: docker commit does not support STOPSIGNAL; give the stop signal "
+                    "when the container is run (docker run --stop-signal) or in a Dockerfile, and remove it here"
+                )
+            value = _from_docker(key, value, what)
+        else:
+            unknown.append(str(key))
+            continue
+        if ours in result:
+            raise PushImageError(f"{what} gives {ours} twice (as {ours} and as Docker's spelling): keep one")
+        result[ours] = value
+    if unknown:
+        docker = ", ".join(k for k, v in DOCKER_CONFIG_KEYS.items() if v)
+        raise PushImageError(
+            f"{what} has unknown key(s) {', '.join(sorted(unknown))}: use {', '.join(CONFIG_KEYS)} "
+            f"(or Docker's spelling: {docker})"
+        )
+    return result
+
+
 def config_changes(config, labels):
     """docker commit --change instructions for the image config dict and the labels (dict) to set."""
-    config = dict(config or {})
+    config = {k: v for k, v in normalize_config(config).items() if v is not None}
     changes = []
-    known = {"cmd", "entrypoint", "env", "ports", "user", "workdir", "healthcheck", "labels"}
-    unknown = sorted(set(k for k, v in config.items() if v is not None) - known)
-    if unknown:
-        raise PushImageError(f"config has unknown key(s) {', '.join(unknown)}: use {', '.join(sorted(known))}")
     if config.get("entrypoint") is not None:
         changes.append("ENTRYPOINT " + _exec_or_shell(config["entrypoint"], "config.entrypoint"))
     if config.get("cmd") is not None:
@@ -132,6 +216,11 @@ def config_changes(config, labels):
         if not workdir.startswith("/") or "\n" in workdir:
             raise PushImageError(f"config.workdir '{workdir}' must be an absolute path")
         changes.append(f"WORKDIR {workdir}")
+    volumes = config.get("volumes") or []
+    if isinstance(volumes, str) or not all(isinstance(v, str) and v.startswith("/") for v in volumes):
+        raise PushImageError(f"config.volumes {volumes!r} must be a list of absolute paths, e.g. ['/var/lib/app']")
+    if volumes:
+        changes.append("VOLUME " + json.dumps(list(volumes)))
     health = config.get("healthcheck")
     if health:
         changes.append(_healthcheck(health))
@@ -146,6 +235,12 @@ def config_changes(config, labels):
 def _healthcheck(health):
     if not isinstance(health, dict):
         raise PushImageError("config.healthcheck must be a dict with test, interval, timeout, retries, start_period")
+    unknown = sorted(str(k) for k, v in health.items() if v is not None and k not in DOCKER_HEALTHCHECK_KEYS.values())
+    if unknown:
+        raise PushImageError(
+            f"config.healthcheck has unknown key(s) {', '.join(unknown)}: use "
+            f"{', '.join(DOCKER_HEALTHCHECK_KEYS.values())} (or Docker's {', '.join(DOCKER_HEALTHCHECK_KEYS)})"
+        )
     test = health.get("test")
     if test is None:
         raise PushImageError("config.healthcheck.test is required, e.g. ['CMD', 'curl', '-f', 'http://localhost/']")

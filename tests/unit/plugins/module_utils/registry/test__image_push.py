@@ -22,6 +22,7 @@ from ansible_collections.immutable.infra.plugins.module_utils.registry._push imp
 from ansible_collections.immutable.infra.plugins.module_utils.registry._push import TemporaryDockerConfig
 from ansible_collections.immutable.infra.plugins.module_utils.registry._push import config_changes
 from ansible_collections.immutable.infra.plugins.module_utils.registry._push import identity_for
+from ansible_collections.immutable.infra.plugins.module_utils.registry._push import normalize_config
 from ansible_collections.immutable.infra.plugins.module_utils.registry._push import plan_push
 from ansible_collections.immutable.infra.plugins.module_utils.registry._push import run_push
 
@@ -56,6 +57,35 @@ def test_config_changes_cover_every_key():
     ]
 
 
+def test_dockers_spelling_maps_to_the_same_changes_as_ours():
+    ours = {
+        "cmd": ["nginx", "-g", "daemon off;"],
+        "entrypoint": ["/entry"],
+        "env": {"A": "1", "B": "x=y"},
+        "ports": ["8080/tcp"],
+        "user": "www-data",
+        "workdir": "/srv",
+        "volumes": ["/var/lib/app"],
+        "healthcheck": {"test": ["CMD", "true"], "interval": "30s", "timeout": "500ms", "retries": 3},
+        "labels": {"team": "web"},
+    }
+    docker = {
+        "Cmd": ["nginx", "-g", "daemon off;"],
+        "Entrypoint": ["/entry"],
+        "Env": ["A=1", "B=x=y"],
+        "ExposedPorts": {"8080/tcp": {}},
+        "User": "www-data",
+        "WorkingDir": "/srv",
+        "Volumes": {"/var/lib/app": {}},
+        "Healthcheck": {"Test": ["CMD", "true"], "Interval": 30_000_000_000, "Timeout": 500_000_000, "Retries": 3},
+        "Labels": {"team": "web"},
+    }
+    assert normalize_config(docker) == ours
+    assert normalize_config(ours) == ours
+    assert config_changes(docker, {}) == config_changes(ours, {})
+    assert 'VOLUME ["/var/lib/app"]' in config_changes(ours, {})
+
+
 def test_healthcheck_shell_and_none_forms():
     assert config_changes({"healthcheck": {"test": ["CMD-SHELL", "curl -f x || exit 1"]}}, {}) == [
         "HEALTHCHECK CMD curl -f x || exit 1"
@@ -74,7 +104,12 @@ def test_healthcheck_shell_and_none_forms():
         ({"healthcheck": {"interval": "10s"}}, "config.healthcheck.test is required"),
         ({"healthcheck": {"test": "true", "interval": "soon"}}, "config.healthcheck.interval 'soon' is not a duration"),
         ({"user": "a b"}, "config.user 'a b' is invalid"),
-        ({"volumes": ["/x"]}, "config has unknown key(s) volumes"),
+        ({"Volume": ["/x"]}, "config has unknown key(s) Volume: use cmd, entrypoint"),
+        ({"volumes": "/x"}, "config.volumes '/x' must be a list of absolute paths"),
+        ({"Cmd": ["a"], "cmd": ["b"]}, "config gives cmd twice"),
+        ({"StopSignal": "SIGQUIT"}, "config.StopSignal cannot be set: docker commit does not support STOPSIGNAL"),
+        ({"Env": ["NOVALUE"]}, "config.Env entry 'NOVALUE' is not NAME=value"),
+        ({"healthcheck": {"test": "true", "StartInterval": 1}}, "config.healthcheck has unknown key(s) StartInterval"),
     ],
 )
 def test_bad_config_is_named(config, message):
