@@ -4,20 +4,24 @@ The story runs through the real playbooks on test_promotion.py's chain (real Doc
 nginx routers): two bakes, deploy dev, promote twice, the second version the same way, roll back prod, then a
 drift in prod that verify.yml finds. The page is checked on its HTML, then Debian's chromium renders it headless:
 a screenshot (kept in tests/output/board/, the README's picture comes from it) and the DOM it built.
+The SSM ledger (moto_server over HTTP) gives the same board, as JSON.
 """
 
 from __future__ import annotations
 
 import html
+import json
 import re
 import shutil
 import subprocess
 
 import pytest
 from conftest import REPO_ROOT
+from moto_fixtures import FAKE_ENV
 from test_promotion import CHAIN
 from test_promotion import artifacts  # noqa: F401  # pylint: disable=unused-import
 from test_promotion import chain  # noqa: F401  # pylint: disable=unused-import
+from test_promotion import moto_server  # noqa: F401  # pylint: disable=unused-import
 from test_promotion import registry_env  # noqa: F401  # pylint: disable=unused-import
 from test_promotion import sh
 from test_promotion import show
@@ -140,3 +144,26 @@ def test_the_board_after_the_quickstart_story_in_a_real_browser(chain, artifacts
     for env, (attrs, text_of_column, items) in rendered.items():
         assert attrs["data-live"] == live[env] and items, env
         assert env in text_of_column and "sha256:" in text_of_column, (env, text_of_column)
+
+
+def test_the_board_of_an_ssm_ledger_as_json(chain, moto_server, unique):  # noqa: F811
+    ami_1 = {"eu-west-1": "ami-0123456789abcdef0", "us-east-1": "ami-0fedcba9876543210"}
+    records = [{"schema": 1, "name": "api", "kind": "ami", "id": ami_1, "version": "3.1.0"}]
+    prefix = f"/board-test/{unique}"
+    ledger = {"backend": "ssm", "prefix": prefix, "region": "eu-west-1", "endpoint_url": moto_server}
+    c = chain(backend="none", ledger=ledger, env={**FAKE_ENV, "AWS_DEFAULT_REGION": "eu-west-1"})
+    (c.root / "artifacts" / c.app / "records" / "00.json").write_text(json.dumps(records[0]))
+    (c.root / "artifacts" / c.app / "latest.json").write_text(json.dumps(records[0]))
+    res = c.run("deploy.yml", env="dev")
+    assert res.returncode == 0, show(res)
+
+    res = c.run("board.yml", format="json")
+    assert res.returncode == 0, show(res)
+    board = json.loads((c.root / "artifacts" / "board.json").read_text())
+    assert board["location"] == prefix and board["chain"] == CHAIN and not board["empty"]
+    (app,) = board["apps"]
+    envs = {env["name"]: env for env in app["environments"]}
+    assert app["name"] == c.app and envs["dev"]["live"]["id"] == ami_1 and envs["dev"]["live"]["version"] == "3.1.0"
+    assert envs["dev"]["live"]["short"] == "eu-west-1:ami-0123456789abcdef0 us-east-1:ami-0fedcba9876543210"
+    assert envs["dev"]["history"][0]["action"] == "deploy" and envs["staging"]["live"] is None
+    assert envs["staging"]["incoming"]["state"] == "waiting" and envs["staging"]["incoming"]["from_env"] == "dev"

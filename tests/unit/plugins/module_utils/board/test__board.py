@@ -100,7 +100,7 @@ def parse(html):
 def test_the_story_shows_the_live_artifact_per_environment_and_the_rollback_in_prod(tmp_path):
     board = make(tmp_path)
     envs = columns(board)
-    assert [env for env in envs] == CHAIN and board["empty"] is False
+    assert list(envs) == CHAIN and board["empty"] is False
     assert envs["dev"]["live"]["id"] == B and envs["staging"]["live"]["id"] == B
     assert envs["prod"]["live"]["id"] == A and envs["prod"]["previous"]["id"] == B
     assert envs["prod"]["live"]["version"] == "1.0.0" and envs["dev"]["live"]["version"] == "1.1.0"
