@@ -49,6 +49,10 @@ def ensure_image(base_image: str) -> str:
             timeout=900,
             check=True,
         )
+        # builds of older inputs are no use any more (removal fails harmlessly for one a container still runs)
+        listed = docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}", IMAGE_REPOSITORY).stdout.split()
+        for old in set(listed) - {image}:
+            docker("image", "rm", old, check=False)
     return image
 
 

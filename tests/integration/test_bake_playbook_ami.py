@@ -112,9 +112,19 @@ def standin_image(base_image):
 
 
 def bake(
-    aws, work, app: str, *args: str, box: StandIn | None = None, extra: dict | None = None, env: dict | None = None
+    aws,
+    work,
+    app: str,
+    *args: str,
+    box: StandIn | None = None,
+    boot: bool = True,
+    extra: dict | None = None,
+    env: dict | None = None,
 ):
-    """Run bake.yml's AMI path; `box` answers for the builder a run launches (None: the run must launch none)."""
+    """Run bake.yml's AMI path; `box` answers for the builder a run launches (None: the run must launch none).
+
+    With boot=False nobody authorizes the bake's key on the box: a builder cloud-init never set up.
+    """
     extra_vars = {
         "bake_name": app,
         "bake_kinds": ["ami"],
@@ -145,7 +155,7 @@ def bake(
     }
     extra_vars.update(extra or {})
     run_env = {**AWS_ENV, "ANSIBLE_ROLES_PATH": str(work["roles"]), **(env or {})}
-    if box is None:
+    if box is None or not boot:
         return run_playbook(BAKE, extra_vars, *args, env=run_env)
     with box.boot(work["keys"]):
         return run_playbook(BAKE, extra_vars, *args, env=run_env)
@@ -414,3 +424,21 @@ def test_a_bad_ssh_port_or_host_fails_before_anything_launches(aws, work, baked)
         assert said(proc, "bake_ami_ssh_host must be a host name or address and bake_ami_ssh_port a port number"), bad
     assert all_instances(aws["ec2"]) == before
     assert list(work["keys"].iterdir()) == []
+
+
+def test_a_builder_that_never_accepts_the_key_fails_the_bake_and_removes_everything(aws, work, baked, standin_image):
+    record_before = latest(work, f"{baked['app']}-ami")
+    before = len(all_instances(aws["ec2"]))
+    with stand_in(standin_image) as box:
+        # sshd answers (the banner probe passes) but the key is never authorized: every login is refused
+        extra = {"bake_vars": {"probe_marker": "never"}, "bake_ami_ssh_timeout": 8}
+        proc = bake(aws, work, baked["app"], box=box, boot=False, extra=extra)
+        assert "Accepted publickey" not in box.sshd_log()
+        assert box.sh("test -e /etc/probe-marker", check=False).returncode != 0
+    assert proc.returncode != 0
+    assert said(proc, "failed in task 'Wait until the EC2 builder answers over its connection'")
+    assert len(all_instances(aws["ec2"])) == before + 1
+    assert live_bake_resources(aws["ec2"]) == NOTHING
+    assert list(work["keys"].iterdir()) == []  # the key file and the known_hosts file
+    assert latest(work, f"{baked['app']}-ami") == record_before
+    assert "PRIVATE KEY" not in proc.stdout + proc.stderr
