@@ -409,6 +409,19 @@ def test_second_host_fails_its_gate_first_goes_back_third_untouched(fleet_chain,
     assert not c.lock_path("dev").exists()
     assert v1 == c.entry("dev")["live"]
 
+    # promotion_max_fail_percentage 50 with batches of 2 (Ansible counts failures per batch): h4 fails and bg_swap puts
+    # it back, h3 keeps the new ID and h5 gets it, but a partial rollout is never recorded as live
+    start_marker(h4)
+    try:
+        res = c.run("deploy.yml", env="dev", artifact=v2, promotion_max_fail_percentage=50, promotion_batch=2)
+    finally:
+        stop_marker(h4)
+    assert res.returncode != 0, show(res)
+    assert "h4 of 3 hosts did not switch" in flat(res.stdout), show(res)
+    assert [c.served(host, "dev") for host in (h3, h4, h5)] == ["v2", "v1", "v2"]
+    assert c.ledger_path.read_bytes() == ledger_before
+    assert not c.lock_path("dev").exists()
+
     # once the host is healthy again, the same run converges
     res = c.run("deploy.yml", env="dev", artifact=v2)
     assert res.returncode == 0, show(res)
