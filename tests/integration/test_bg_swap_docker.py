@@ -414,6 +414,10 @@ def test_concurrent_deploys_one_is_locked(router, images):
         ({"traffic_steps": [50, 10, 100]}, "strictly increasing"),
         ({"traffic_steps": [10, 50]}, "must end at 100"),
         ({"traffic_steps": [0, 100]}, "outside 1..100"),
+        (
+            {"router": {"listen": "127.0.0.1:9", "self_contained_dir": "/tmp/no-router"}, "nginx_binary": "no-nginx"},
+            "cannot find the nginx command 'no-nginx' for the router",
+        ),
     ],
 )
 def test_bad_input_is_refused(router, images, extra, message):
