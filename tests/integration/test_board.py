@@ -19,12 +19,15 @@ import pytest
 from conftest import REPO_ROOT
 from moto_fixtures import FAKE_ENV
 from test_promotion import CHAIN
+from test_promotion import _keys
 from test_promotion import artifacts  # noqa: F401  # pylint: disable=unused-import
 from test_promotion import chain  # noqa: F401  # pylint: disable=unused-import
 from test_promotion import moto_server  # noqa: F401  # pylint: disable=unused-import
 from test_promotion import registry_env  # noqa: F401  # pylint: disable=unused-import
 from test_promotion import sh
 from test_promotion import show
+
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._ssm import SsmLedger
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.nginx]
 
@@ -39,6 +42,7 @@ CHROMIUM = [
     "--disable-component-update",
     "--disable-sync",
     "--hide-scrollbars",
+    "--enable-logging=stderr",  # the page's console (a script error would show as INFO:CONSOLE) goes to stderr
 ]
 ARTICLE = re.compile(r"<article\b([^>]*)>(.*?)</article>", re.S)
 ATTRIBUTE = re.compile(r'([a-z-]+)="([^"]*)"')
@@ -127,35 +131,43 @@ def test_the_board_after_the_quickstart_story_in_a_real_browser(chain, artifacts
     assert one["digest"][:19] in rows["prod"] and two["digest"][:19] in rows["dev"], text
     assert any("rollback" in line and one["digest"][:19] in line for line in text), text
 
-    # a real browser renders the page: a screenshot at 1280x800, and the DOM it built has every column filled
+    # a real browser renders the page: a screenshot at 1280x800 and the DOM it built (every column there and filled),
+    # then a screenshot at a phone's width; both pictures are kept as test artifacts
     OUTPUT.mkdir(parents=True, exist_ok=True)
-    screenshot = OUTPUT / "board.png"
-    screenshot.unlink(missing_ok=True)
+    wide, phone = OUTPUT / "board.png", OUTPUT / "board-phone.png"
     url = page_path.as_uri()
-    shot = browser(tmp_path, "--window-size=1280,800", f"--screenshot={screenshot}", url)
-    assert shot.returncode == 0, shot.stderr[-3000:]
-    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 10_000
-    dom = browser(tmp_path, "--window-size=390,844", "--dump-dom", url)
-    assert dom.returncode == 0, dom.stderr[-3000:]
-    for output in (shot.stderr, dom.stderr):
-        assert "Uncaught" not in output and "net::ERR" not in output, output[-3000:]
-    rendered = columns(dom.stdout)
-    assert list(rendered) == CHAIN, dom.stdout[:3000]
+    for picture in (wide, phone):
+        picture.unlink(missing_ok=True)
+    runs = [
+        browser(tmp_path, "--window-size=1280,800", f"--screenshot={wide}", "--dump-dom", url),
+        browser(tmp_path, "--window-size=390,844", f"--screenshot={phone}", url),
+    ]
+    for run, picture in zip(runs, (wide, phone), strict=True):
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert ":CONSOLE" not in run.stderr and "net::ERR" not in run.stderr, run.stderr[-3000:]
+        assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and picture.stat().st_size > 10_000
+    rendered = columns(runs[0].stdout)
+    assert list(rendered) == CHAIN, runs[0].stdout[:3000]
     for env, (attrs, text_of_column, items) in rendered.items():
         assert attrs["data-live"] == live[env] and items, env
         assert env in text_of_column and "sha256:" in text_of_column, (env, text_of_column)
 
 
 def test_the_board_of_an_ssm_ledger_as_json(chain, moto_server, unique):  # noqa: F811
+    """The ledger the promotion playbooks keep in SSM Parameter Store (written here by the same SsmLedger over
+    moto_server's HTTP API), read by board.yml through the inventory's promotion_ledger."""
+    import boto3
+
     ami_1 = {"eu-west-1": "ami-0123456789abcdef0", "us-east-1": "ami-0fedcba9876543210"}
-    records = [{"schema": 1, "name": "api", "kind": "ami", "id": ami_1, "version": "3.1.0"}]
+    record = {"schema": 1, "name": "api", "kind": "ami", "id": ami_1, "version": "3.1.0"}
     prefix = f"/board-test/{unique}"
     ledger = {"backend": "ssm", "prefix": prefix, "region": "eu-west-1", "endpoint_url": moto_server}
     c = chain(backend="none", ledger=ledger, env={**FAKE_ENV, "AWS_DEFAULT_REGION": "eu-west-1"})
-    (c.root / "artifacts" / c.app / "records" / "00.json").write_text(json.dumps(records[0]))
-    (c.root / "artifacts" / c.app / "latest.json").write_text(json.dumps(records[0]))
-    res = c.run("deploy.yml", env="dev")
-    assert res.returncode == 0, show(res)
+    (c.root / "artifacts" / c.app / "records" / "00.json").write_text(json.dumps(record))
+    ssm = boto3.client("ssm", endpoint_url=moto_server, region_name="eu-west-1", **_keys(FAKE_ENV))
+    store = SsmLedger(ssm, prefix)
+    store.record(c.app, "dev", ami_1, "deploy", "ci@build")
+    store.record(c.app, "staging", ami_1, "promote", "ci@build", from_env="dev", verified=False)
 
     res = c.run("board.yml", format="json")
     assert res.returncode == 0, show(res)
@@ -163,7 +175,9 @@ def test_the_board_of_an_ssm_ledger_as_json(chain, moto_server, unique):  # noqa
     assert board["location"] == prefix and board["chain"] == CHAIN and not board["empty"]
     (app,) = board["apps"]
     envs = {env["name"]: env for env in app["environments"]}
-    assert app["name"] == c.app and envs["dev"]["live"]["id"] == ami_1 and envs["dev"]["live"]["version"] == "3.1.0"
-    assert envs["dev"]["live"]["short"] == "eu-west-1:ami-0123456789abcdef0 us-east-1:ami-0fedcba9876543210"
-    assert envs["dev"]["history"][0]["action"] == "deploy" and envs["staging"]["live"] is None
-    assert envs["staging"]["incoming"]["state"] == "waiting" and envs["staging"]["incoming"]["from_env"] == "dev"
+    assert app["name"] == c.app and envs["staging"]["live"]["id"] == ami_1 and envs["prod"]["live"] is None
+    assert envs["staging"]["live"]["short"] == "eu-west-1:ami-0123456789abcdef0 us-east-1:ami-0fedcba9876543210"
+    assert envs["staging"]["live"]["version"] == "3.1.0" and envs["staging"]["from_env"] == "dev"
+    # staging has not vouched for it: prod would refuse it, with the gate's reason
+    assert envs["staging"]["verified"] is False and envs["prod"]["incoming"]["state"] == "refused"
+    assert "verified=false" in envs["prod"]["incoming"]["why"]
