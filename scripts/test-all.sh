@@ -11,8 +11,9 @@ immutable_setup
 # what only the tests need: nginx for the router/blue-green tests, wrk for the zero-failure load test,
 # ShellCheck for ansible-test sanity's shell checks, rsync for the sanity tree, skopeo to read pushed labels
 # with a client independent of ours (test_bake_labels.py), openssh-client for the AMI bakes' provisioning over
-# ansible.builtin.ssh to the sshd stand-in and ssh-keygen (test_bake_playbook_ami.py, test_crash_safety_ami.py)
-apt_install nginx-light wrk shellcheck rsync skopeo openssh-client
+# ansible.builtin.ssh to the sshd stand-in and ssh-keygen (test_bake_playbook_ami.py, test_crash_safety_ami.py),
+# chromium to render the promotion board headless (test_board.py: screenshot and DOM)
+apt_install nginx-light wrk shellcheck rsync skopeo openssh-client chromium
 cd "$root"
 steps="${IMMUTABLE_TEST_STEPS:-lint sanity galaxy molecule pytest}"
 declare -A took
