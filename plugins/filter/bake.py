@@ -18,7 +18,14 @@ from ansible_collections.immutable.infra.plugins.plugin_utils._roles import role
 
 
 def bake_settings_problems(
-    settings, playbook_dir=None, roles_path=None, hygiene_forbidden=None, hygiene_allow=None, change_listing="engine"
+    settings,
+    playbook_dir=None,
+    roles_path=None,
+    hygiene_forbidden=None,
+    hygiene_allow=None,
+    change_listing="engine",
+    integers=None,
+    booleans=None,
 ):
     """Every problem of the resolved bake settings, one message each (empty: the settings are fine)."""
     if not isinstance(settings, dict):
@@ -30,6 +37,8 @@ def bake_settings_problems(
         hygiene_forbidden=[] if hygiene_forbidden is None else hygiene_forbidden,
         hygiene_allow=[] if hygiene_allow is None else hygiene_allow,
         change_listing=change_listing,
+        integers=integers,
+        booleans=booleans,
     )
 
 

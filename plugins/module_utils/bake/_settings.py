@@ -82,10 +82,34 @@ def _role_names(roles):
             yield role
 
 
-def settings_problems(settings, resolver=None, hygiene_forbidden=(), hygiene_allow=(), change_listing="engine"):
+_TRUE_FALSE = ("true", "false", "yes", "no", "on", "off", "1", "0")
+
+
+def _raw_problems(integers, booleans):
+    """Variables that bake.yml turns with | int or | bool, as given: a typo would silently become 0 or false."""
+    problems = []
+    for variable, value in (integers or {}).items():
+        if isinstance(value, bool) or not str(value).strip().isdigit():
+            problems.append(f'{variable} {value!r} breaks the rule "a whole number of 0 or more"')
+    for variable, value in (booleans or {}).items():
+        if not isinstance(value, bool) and str(value).strip().lower() not in _TRUE_FALSE:
+            problems.append(f'{variable} {value!r} breaks the rule "true or false"')
+    return problems
+
+
+def settings_problems(
+    settings,
+    resolver=None,
+    hygiene_forbidden=(),
+    hygiene_allow=(),
+    change_listing="engine",
+    integers=None,
+    booleans=None,
+):
     """Every problem of the resolved bake settings (bake.yml's `bake` fact), as messages naming the variable.
 
     resolver: a bake._fingerprint.RoleResolver to check that every role exists (None: not checked).
+    integers, booleans: {variable: value as given} of the variables the playbook converts with | int or | bool.
     """
     problems = list(name_problems(settings.get("name")))
     kinds = settings.get("kinds")
@@ -141,6 +165,7 @@ def settings_problems(settings, resolver=None, hygiene_forbidden=(), hygiene_all
             check_globs(globs, variable)
         except HygieneError as exc:
             problems.append(str(exc))
+    problems += _raw_problems(integers, booleans)
     if change_listing not in CHANGE_LISTINGS:
         problems.append(f'bake_change_listing {change_listing!r} breaks the rule "one of {", ".join(CHANGE_LISTINGS)}"')
     return problems

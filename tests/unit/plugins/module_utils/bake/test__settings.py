@@ -103,6 +103,19 @@ def test_hygiene_globs_and_change_listing_are_checked():
     ]
 
 
+def test_numbers_and_booleans_are_checked_as_given_before_int_and_bool_hide_a_typo():
+    good = settings_problems(
+        GOOD, integers={"bake_cache_keep": "6", "bake_sweep_min_age": 0}, booleans={"bake_cache": "yes", "f": False}
+    )
+    assert good == []
+    found = settings_problems(GOOD, integers={"bake_cache_keep": "six", "n": -1}, booleans={"bake_force": "maybe"})
+    assert found == [
+        "bake_cache_keep 'six' breaks the rule \"a whole number of 0 or more\"",
+        'n -1 breaks the rule "a whole number of 0 or more"',
+        "bake_force 'maybe' breaks the rule \"true or false\"",
+    ]
+
+
 def test_roles_are_looked_up_where_the_fingerprint_looks_and_a_missing_one_is_one_line(tmp_path):
     (tmp_path / "app" / "tasks").mkdir(parents=True)
     (tmp_path / "seal" / "tasks").mkdir(parents=True)
