@@ -53,7 +53,9 @@ li[data-forced="true"] .what{color:#b91c1c}
   header,main{padding:.75rem}
   dl{grid-template-columns:5.5rem 1fr}
   table.summary .wide{display:none}
-  table.summary th,table.summary td{padding:.3rem .35rem}
+  table.summary th,table.summary td{padding:.3rem .3rem}
+  table.summary{font-size:.85rem}
+  table.summary code{font-size:11px}
 }
 """
 
@@ -171,13 +173,13 @@ def _summary(app) -> str:
             f'<tr data-env="{esc(env["name"])}"><th scope="row">{esc(env["name"])}</th>'
             f'<td><code title="{esc((live or {}).get("id"))}">{esc((live or {}).get("short") or "nothing")}</code></td>'
             f'<td class="wide">{esc((live or {}).get("version"))}</td>'
-            f"<td>{esc(env['age']) if live else ''}</td>"
+            f"<td class='wide'>{esc(env['age']) if live else ''}</td>"
             f'<td class="wide">{esc(env["by"]) if live else ""}</td>'
             f"<td>{'yes' if env['verified'] else 'no'}</td><td>{drift_text}</td></tr>"
         )
     return (
         '<div class="scroll"><table class="summary"><thead><tr><th>env</th><th>live</th>'
-        '<th class="wide">version</th><th>age</th>'
+        '<th class="wide">version</th><th class="wide">age</th>'
         '<th class="wide">by</th><th>verified</th><th>drift</th></tr></thead>'
         f"<tbody>{''.join(rows)}</tbody></table></div>"
     )
