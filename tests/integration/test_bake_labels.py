@@ -73,7 +73,13 @@ def baker(registry, tmp_path):
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
         return read_valid_record(tmp_path / "artifacts", app), started, time.time()
 
-    return app, bake
+    yield app, bake
+    # the cache layers this bake saved (the second bake starts from them) go with the test
+    cached = subprocess.run(
+        ["docker", "image", "ls", "-q", f"immutable-infra-cache/{app}"], capture_output=True, text=True, check=False
+    ).stdout.split()
+    if cached:
+        subprocess.run(["docker", "image", "rm", "-f", *cached], capture_output=True, check=False)
 
 
 def test_the_pushed_labels_name_the_bake_and_dockers_config_spelling_is_taken(registry, base_image, baker):
