@@ -383,6 +383,7 @@ from ansible.module_utils.urls import open_url
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 
+from ansible_collections.immutable.infra.plugins.module_utils.aws._args import with_hidden_access_key
 from ansible_collections.immutable.infra.plugins.module_utils.bake.ami._common import AmiError
 from ansible_collections.immutable.infra.plugins.module_utils.bake.ami._run import run
 from ansible_collections.immutable.infra.plugins.module_utils.bake.ami._run import validate
@@ -452,7 +453,7 @@ def main():
         poll_interval=dict(type="int", default=15),
     )
     module = AnsibleAWSModule(
-        argument_spec=argument_spec,
+        argument_spec=with_hidden_access_key(argument_spec),
         supports_check_mode=True,
         mutually_exclusive=[["base_ami", "base_ami_filter"]],
         required_if=[["state", "builder", ["base_ami", "base_ami_filter"], True]],

@@ -418,6 +418,7 @@ api_calls_by_operation:
 
 import time
 
+from ansible_collections.immutable.infra.plugins.module_utils.aws._args import with_hidden_access_key
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen import BlueGreen
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen import BlueGreenError
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen import Options
@@ -638,7 +639,7 @@ def run_module(module):
 def main():
     from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
-    run_module(AnsibleAWSModule(argument_spec=ARGUMENT_SPEC, **MODULE_OPTIONS))
+    run_module(AnsibleAWSModule(argument_spec=with_hidden_access_key(ARGUMENT_SPEC), **MODULE_OPTIONS))
 
 
 if __name__ == "__main__":

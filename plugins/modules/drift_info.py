@@ -165,6 +165,7 @@ environments:
 
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
+from ansible_collections.immutable.infra.plugins.module_utils.aws._args import with_hidden_access_key
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._drift import AwsInspector
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._drift import DriftError
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._drift import aws_findings
@@ -197,7 +198,9 @@ def main():
         only_colours=dict(type="bool", default=False),
         docker_binary=dict(type="str", default="docker"),
     )
-    module = AnsibleAWSModule(argument_spec=argument_spec, supports_check_mode=True, check_boto3=False)
+    module = AnsibleAWSModule(
+        argument_spec=with_hidden_access_key(argument_spec), supports_check_mode=True, check_boto3=False
+    )
     app = module.params["app"]
     docker_envs, aws_envs = [], []
     for env in module.params["environments"]:

@@ -114,6 +114,7 @@ location:
 """
 
 
+from ansible_collections.immutable.infra.plugins.module_utils.aws._args import with_hidden_access_key
 from ansible_collections.immutable.infra.plugins.module_utils.ledger._file import FileLedger
 from ansible_collections.immutable.infra.plugins.module_utils.ledger._model import LedgerError
 from ansible_collections.immutable.infra.plugins.module_utils.ledger._model import filter_state
@@ -168,7 +169,7 @@ def run_module(module):
 def main():
     from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
-    run_module(AnsibleAWSModule(argument_spec=ARGUMENT_SPEC, **MODULE_OPTIONS))
+    run_module(AnsibleAWSModule(argument_spec=with_hidden_access_key(ARGUMENT_SPEC), **MODULE_OPTIONS))
 
 
 if __name__ == "__main__":

@@ -158,7 +158,10 @@ def validate_args(module_name, module_file, args):
     if getattr(module_file, "AWS_COMMON_OPTIONS", False) and set(args) - set(spec):
         from ansible_collections.amazon.aws.plugins.module_utils.modules import aws_argument_spec
 
-        spec = dict(aws_argument_spec(), **spec)
+        from ansible_collections.immutable.infra.plugins.module_utils.aws._args import with_hidden_access_key
+
+        # the access key ID hidden as the module hides it when it runs as a module
+        spec = with_hidden_access_key(dict(aws_argument_spec(), **spec))
     validated = ArgumentSpecValidator(spec, **options).validate(args)
     params = validated.validated_parameters
     try:

@@ -2,6 +2,9 @@
 
 Searched: stdout and stderr of each run, the ANSIBLE_LOG_PATH log, the artifact records and latest.json, the ledger
 file written by immutable.infra.ledger, and the temporary docker configs push_image writes (all removed after).
+AWS: an AMI bake (bake_ami: cached, builder, captured, absent), the ledger (file and SSM) and gc_ami.yml at -vvv on
+a moto_server, with distinctive fake keys (moto_fixtures.FAKE_KEYS) given as module arguments and as environment
+variables; grep the same places, the bake's results and every SSM parameter (and its versions) for both.
 """
 
 from __future__ import annotations
@@ -16,9 +19,56 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT
 from conftest import run_playbook
+from moto_fixtures import FAKE_ACCESS_KEY_ID
+from moto_fixtures import FAKE_ENV
+from moto_fixtures import FAKE_KEYS
+from moto_fixtures import FAKE_SECRET_ACCESS_KEY
+from moto_fixtures import base_ami_and_subnet
+from moto_fixtures import ec2_client
+from moto_fixtures import start_moto
+from moto_fixtures import stop_moto
 
 BAKE = REPO_ROOT / "playbooks" / "bake.yml"
 GC = REPO_ROOT / "playbooks" / "gc.yml"
+GC_AMI = REPO_ROOT / "playbooks" / "gc_ami.yml"
+AMI_BAKE = REPO_ROOT / "tests" / "integration" / "playbooks" / "ami_bake.yml"
+MOTO_PORT = 5064
+REGION = "us-east-1"
+# No credentials from the host, no metadata-service probing: only what the test gives.
+NO_HOST_AWS = {
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+    "AWS_CONFIG_FILE": "/nonexistent",
+    "AWS_ACCESS_KEY_ID": "",
+    "AWS_SECRET_ACCESS_KEY": "",
+    "AWS_SESSION_TOKEN": "",
+}
+AWS_LEDGER_PLAY = """---
+- name: Record the AMI in both ledgers (the SSM one with the keys from the environment)
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: File ledger
+      immutable.infra.ledger:
+        path: "{{ ledger_path }}"
+        app: "{{ app }}"
+        env: dev
+        chain: [dev, prod]
+        artifact_id: "{{ artifact }}"
+        action: deploy
+    - name: SSM ledger
+      immutable.infra.ledger:
+        backend: ssm
+        prefix: "{{ ledger_prefix }}"
+        region: "{{ aws.region }}"
+        endpoint_url: "{{ aws.endpoint_url }}"
+        app: "{{ app }}"
+        env: dev
+        chain: [dev, prod]
+        artifact_id: "{{ artifact }}"
+        action: deploy
+"""
 ROLE = """---
 - name: Write a marker
   ansible.builtin.copy:
@@ -103,6 +153,86 @@ def test_no_password_in_output_logs_records_or_ledger_at_vvv(registry, tmp_path)
     assert leaks == [], f"the registry password appears in {leaks}"
     left = set(glob.glob(os.path.join(tempfile.gettempdir(), "immutable-infra-docker-*"))) - temp_configs_before
     assert left == set(), f"push_image left its temporary docker config (it holds the password): {left}"
+
+
+def test_no_aws_key_in_output_logs_results_or_ledgers_at_vvv(tmp_path):
+    """The fake access key ID and secret key reach the AWS modules as arguments (bake_ami), from the environment
+    (ledger) and through module_defaults (gc_ami.yml's gc_aws: bake_ami, ledger_info), and appear nowhere
+    afterwards."""
+    import boto3
+
+    assert len(FAKE_ACCESS_KEY_ID) == 20 and len(FAKE_SECRET_ACCESS_KEY) == 40
+    process, endpoint = start_moto(MOTO_PORT)
+    try:
+        ec2 = ec2_client(endpoint, REGION)
+        base, _vpc, subnet = base_ami_and_subnet(ec2, 77)
+        aws = {"endpoint_url": endpoint, "region": REGION, **FAKE_KEYS}
+        log = tmp_path / "ansible.log"
+        env = {**NO_HOST_AWS, "ANSIBLE_LOG_PATH": str(log)}
+        result = tmp_path / "bake.json"
+        app = f"secrets-ami-{os.urandom(4).hex()}"
+        outputs = []
+        bake = run_playbook(
+            AMI_BAKE,
+            {
+                "ami_connection": aws,
+                "ami_fingerprint": f"sha256:{os.urandom(8).hex()}",
+                "ami_copy_regions": ["eu-west-1"],
+                "ami_builder_args": {
+                    "base_ami": base,
+                    "subnet_id": subnet,
+                    "ssh_cidr": "192.0.2.10/32",
+                    "private_key_path": str(tmp_path / "bake-key"),
+                    "wait_for_ssh": False,
+                    "poll_interval": 1,
+                },
+                "ami_capture_args": {"name": app, "family": app, "poll_interval": 1},
+                "ami_result_path": str(result),
+            },
+            "-vvv",
+            env=env,  # no keys in the environment: the bake works only with the module arguments
+        )
+        outputs.append(bake.stdout + bake.stderr)
+        assert bake.returncode == 0, bake.stdout[-3000:]
+        amis = json.loads(result.read_text())["captured"]["amis"]
+        assert set(amis) == {REGION, "eu-west-1"}
+
+        play = tmp_path / "ledger.yml"
+        play.write_text(AWS_LEDGER_PLAY)
+        ledger_path, prefix = tmp_path / "ledger.json", f"/secrets-test/{app}"
+        extra = {"ledger_path": str(ledger_path), "ledger_prefix": prefix, "app": app, "artifact": amis, "aws": aws}
+        record = run_playbook(play, extra, "-vvv", env={**env, **FAKE_ENV})
+        outputs.append(record.stdout + record.stderr)
+        assert record.returncode == 0, record.stdout[-3000:]
+
+        gc_ledger = {"backend": "ssm", "prefix": prefix, "region": REGION, "endpoint_url": endpoint}
+        gc_extra = {"gc_app": app, "gc_ami_regions": [REGION, "eu-west-1"], "gc_aws": aws, "gc_ledger": gc_ledger}
+        gc = run_playbook(GC_AMI, gc_extra, "-vvv", env=env)  # the keys through module_defaults
+        outputs.append(gc.stdout + gc.stderr)
+        assert gc.returncode == 0, gc.stdout[-3000:]
+        assert "skipped" in gc.stdout and amis[REGION] in gc.stdout  # the ledger's AMI was protected
+
+        ssm = boto3.client("ssm", endpoint_url=endpoint, region_name=REGION, **FAKE_KEYS)
+        params = ssm.get_parameters_by_path(Path=prefix, Recursive=True)["Parameters"]
+        versions = [v for p in params for v in ssm.get_parameter_history(Name=p["Name"])["Parameters"]]
+    finally:
+        stop_moto(process)
+    # the runs really were verbose, and both ledgers hold the AMIs
+    assert all("ESTABLISH LOCAL CONNECTION" in text for text in outputs)
+    assert json.loads(ledger_path.read_text())["apps"][app]["dev"]["live"] == amis
+    assert [json.loads(p["Value"])["live"] for p in params] == [amis]
+    searched = {f"run {i}": text for i, text in enumerate(outputs)}
+    searched["log"] = log.read_text()
+    searched["bake results"] = result.read_text()
+    searched["ledger file"] = ledger_path.read_text()
+    searched.update({f"SSM {v['Name']} version {v['Version']}": v["Value"] for v in versions})
+    leaks = [
+        (what, where)
+        for what, value in (("access key ID", FAKE_ACCESS_KEY_ID), ("secret key", FAKE_SECRET_ACCESS_KEY))
+        for where, text in searched.items()
+        if value in text
+    ]
+    assert leaks == [], f"AWS credentials appear in {leaks}"
 
 
 @pytest.fixture(autouse=True)
