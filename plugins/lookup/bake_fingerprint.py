@@ -43,7 +43,7 @@ options:
       - A container image in the local Docker Engine (a name and tag such as V(immutable-infra/base:bookworm)),
         resolved to its image ID on the controller (the Engine API on the local unix socket where the C(docker) CLI
         would use it, the C(docker) CLI otherwise). The ID is the base of the fingerprint and is returned as
-        RV(_raw.base_id). Fails naming the fix when the image does not exist.
+        RV(_raw[].base_id). Fails naming the fix when the image does not exist.
       - Exactly one of O(base_id) and O(base_image) is required.
     type: str
     version_added: 0.2.0
@@ -52,7 +52,7 @@ options:
       - The roles of the bake, in the order they are applied.
       - Each is a fully qualified name (V(immutable.infra.baseline)), a plain role name found on the roles path, or a
         dictionary with a C(role) key (as in a play's C(roles:) list).
-      - Empty for a call that only resolves O(base_image) (read RV(_raw.base_id)).
+      - Empty for a call that only resolves O(base_image) (read RV(_raw[].base_id)).
     type: list
     elements: raw
     default: []
@@ -76,8 +76,8 @@ options:
     default: []
   previous:
     description:
-      - The manifest (RV(_raw.manifest)) of an earlier fingerprint, for example from the artifact record of the last
-        bake. When given, RV(_raw.changes) names the inputs that changed since then.
+      - The manifest (RV(_raw[].manifest)) of an earlier fingerprint, for example from the artifact record of the last
+        bake. When given, RV(_raw[].changes) names the inputs that changed since then.
     type: dict
 """
 
