@@ -441,14 +441,16 @@ def test_gc_ami_keeps_ledger_instance_launch_configuration_and_every_template_ve
         "gc_ledger": {"backend": "ssm", "prefix": prefix, "region": REGION, "endpoint_url": aws["endpoint"]},
     }
     gc_ami = Path(__file__).resolve().parents[2] / "playbooks" / "gc_ami.yml"
-    dry = playbook(gc_ami, extra, env=AWS_ENV)
-    assert dry.returncode == 0, dry.stdout[-4000:] + dry.stderr[-2000:]
-    said = " ".join(dry.stdout.split())
-    assert (
-        f"DRY RUN (set gc_delete=true to delete): would deregister 1 AMI(s) of family {family}: {ids['doomed']};"
-        in said
-    )
-    assert len(ec2.describe_images(ImageIds=list(ids.values()))["Images"]) == len(ids)
+    images_before = len(ec2.describe_images(ImageIds=list(ids.values()))["Images"])
+    checked = playbook(gc_ami, {**extra, "gc_delete": True}, "--check", env=AWS_ENV)  # check mode is a dry run too
+    assert checked.returncode == 0, checked.stdout[-4000:] + checked.stderr[-2000:]
+    assert "DRY RUN (set gc_delete=true to delete): would deregister 1 AMI(s)" in " ".join(checked.stdout.split())
+    assert len(ec2.describe_images(ImageIds=list(ids.values()))["Images"]) == images_before == len(ids)
+
+    real = playbook(gc_ami, {**extra, "gc_delete": True}, env=AWS_ENV)
+    assert real.returncode == 0, real.stdout[-4000:] + real.stderr[-2000:]
+    said = " ".join(real.stdout.split())
+    assert f"deregistered 1 AMI(s) of family {family}: {ids['doomed']};" in said
     for reason in (
         f"{ids['live']} (protected (listed in protected_ids))",
         f"{ids['previous']} (protected (listed in protected_ids))",
@@ -457,10 +459,6 @@ def test_gc_ami_keeps_ledger_instance_launch_configuration_and_every_template_ve
         f"{ids['old-template-version']} (referenced by launch template {template} version 1)",
     ):
         assert reason in said, reason
-
-    real = playbook(gc_ami, {**extra, "gc_delete": True}, env=AWS_ENV)
-    assert real.returncode == 0, real.stdout[-4000:] + real.stderr[-2000:]
-    assert f"deregistered 1 AMI(s) of family {family}: {ids['doomed']};" in " ".join(real.stdout.split())
     left = {i["ImageId"] for i in ec2.describe_images(Owners=["self"])["Images"]}
     assert ids["doomed"] not in left and {v for k, v in ids.items() if k != "doomed"} <= left
 

@@ -43,7 +43,10 @@ NO_HOST_AWS = {
     "AWS_SECRET_ACCESS_KEY": "",
     "AWS_SESSION_TOKEN": "",
 }
-AWS_LEDGER_PLAY = """---
+AWS_PLAY = """---
+- name: Bake an AMI (bake_ami cached, builder, captured, absent; the keys as module arguments)
+  ansible.builtin.import_playbook: {ami_bake}
+
 - name: Record the AMI in both ledgers (the SSM one with the keys from the environment)
   hosts: localhost
   connection: local
@@ -51,23 +54,26 @@ AWS_LEDGER_PLAY = """---
   tasks:
     - name: File ledger
       immutable.infra.ledger:
-        path: "{{ ledger_path }}"
-        app: "{{ app }}"
+        path: "{{{{ ledger_path }}}}"
+        app: "{{{{ gc_app }}}}"
         env: dev
         chain: [dev, prod]
-        artifact_id: "{{ artifact }}"
+        artifact_id: "{{{{ ami_captured.amis }}}}"
         action: deploy
     - name: SSM ledger
       immutable.infra.ledger:
         backend: ssm
-        prefix: "{{ ledger_prefix }}"
-        region: "{{ aws.region }}"
-        endpoint_url: "{{ aws.endpoint_url }}"
-        app: "{{ app }}"
+        prefix: "{{{{ gc_ledger.prefix }}}}"
+        region: "{{{{ gc_ledger.region }}}}"
+        endpoint_url: "{{{{ gc_ledger.endpoint_url }}}}"
+        app: "{{{{ gc_app }}}}"
         env: dev
         chain: [dev, prod]
-        artifact_id: "{{ artifact }}"
+        artifact_id: "{{{{ ami_captured.amis }}}}"
         action: deploy
+
+- name: Collect old AMIs, a dry run (the keys through module_defaults)
+  ansible.builtin.import_playbook: {gc_ami}
 """
 ROLE = """---
 - name: Write a marker
@@ -157,8 +163,8 @@ def test_no_password_in_output_logs_records_or_ledger_at_vvv(registry, tmp_path)
 
 def test_no_aws_key_in_output_logs_results_or_ledgers_at_vvv(tmp_path):
     """The fake access key ID and secret key reach the AWS modules as arguments (bake_ami), from the environment
-    (ledger) and through module_defaults (gc_ami.yml's gc_aws: bake_ami, ledger_info), and appear nowhere
-    afterwards."""
+    (ledger, SSM) and through module_defaults (gc_ami.yml's gc_aws: bake_ami, ledger_info), and appear nowhere
+    afterwards. One ansible-playbook run (three plays) keeps it quick."""
     import boto3
 
     assert len(FAKE_ACCESS_KEY_ID) == 20 and len(FAKE_SECRET_ACCESS_KEY) == 40
@@ -171,58 +177,47 @@ def test_no_aws_key_in_output_logs_results_or_ledgers_at_vvv(tmp_path):
         env = {**NO_HOST_AWS, "ANSIBLE_LOG_PATH": str(log)}
         result = tmp_path / "bake.json"
         app = f"secrets-ami-{os.urandom(4).hex()}"
-        outputs = []
-        bake = run_playbook(
-            AMI_BAKE,
-            {
-                "ami_connection": aws,
-                "ami_fingerprint": f"sha256:{os.urandom(8).hex()}",
-                "ami_copy_regions": ["eu-west-1"],
-                "ami_builder_args": {
-                    "base_ami": base,
-                    "subnet_id": subnet,
-                    "ssh_cidr": "192.0.2.10/32",
-                    "private_key_path": str(tmp_path / "bake-key"),
-                    "wait_for_ssh": False,
-                    "poll_interval": 1,
-                },
-                "ami_capture_args": {"name": app, "family": app, "poll_interval": 1},
-                "ami_result_path": str(result),
+        play = tmp_path / "aws.yml"
+        play.write_text(AWS_PLAY.format(ami_bake=AMI_BAKE, gc_ami=GC_AMI))
+        ledger_path, prefix = tmp_path / "ledger.json", f"/secrets-test/{app}"
+        extra = {
+            "ami_connection": aws,
+            "ami_fingerprint": f"sha256:{os.urandom(8).hex()}",
+            "ami_copy_regions": ["eu-west-1"],
+            "ami_builder_args": {
+                "base_ami": base,
+                "subnet_id": subnet,
+                "ssh_cidr": "192.0.2.10/32",
+                "private_key_path": str(tmp_path / "bake-key"),
+                "wait_for_ssh": False,
+                "poll_interval": 1,
             },
-            "-vvv",
-            env=env,  # no keys in the environment: the bake works only with the module arguments
-        )
-        outputs.append(bake.stdout + bake.stderr)
-        assert bake.returncode == 0, bake.stdout[-3000:]
+            "ami_capture_args": {"name": app, "family": app, "poll_interval": 1},
+            "ami_result_path": str(result),
+            "ledger_path": str(ledger_path),
+            "gc_app": app,
+            "gc_ami_regions": [REGION, "eu-west-1"],
+            "gc_aws": aws,
+            "gc_ledger": {"backend": "ssm", "prefix": prefix, "region": REGION, "endpoint_url": endpoint},
+        }
+        run = run_playbook(play, extra, "-vvv", env={**env, **FAKE_ENV})  # one run: the bake, the ledgers, gc
+        output = run.stdout + run.stderr
+        assert run.returncode == 0, run.stdout[-3000:]
         amis = json.loads(result.read_text())["captured"]["amis"]
         assert set(amis) == {REGION, "eu-west-1"}
-
-        play = tmp_path / "ledger.yml"
-        play.write_text(AWS_LEDGER_PLAY)
-        ledger_path, prefix = tmp_path / "ledger.json", f"/secrets-test/{app}"
-        extra = {"ledger_path": str(ledger_path), "ledger_prefix": prefix, "app": app, "artifact": amis, "aws": aws}
-        record = run_playbook(play, extra, "-vvv", env={**env, **FAKE_ENV})
-        outputs.append(record.stdout + record.stderr)
-        assert record.returncode == 0, record.stdout[-3000:]
-
-        gc_ledger = {"backend": "ssm", "prefix": prefix, "region": REGION, "endpoint_url": endpoint}
-        gc_extra = {"gc_app": app, "gc_ami_regions": [REGION, "eu-west-1"], "gc_aws": aws, "gc_ledger": gc_ledger}
-        gc = run_playbook(GC_AMI, gc_extra, "-vvv", env=env)  # the keys through module_defaults
-        outputs.append(gc.stdout + gc.stderr)
-        assert gc.returncode == 0, gc.stdout[-3000:]
-        assert "skipped" in gc.stdout and amis[REGION] in gc.stdout  # the ledger's AMI was protected
+        said = " ".join(run.stdout.split())
+        assert f"{REGION}: DRY RUN (set gc_delete=true to delete): would deregister 0 AMI(s)" in said
 
         ssm = boto3.client("ssm", endpoint_url=endpoint, region_name=REGION, **FAKE_KEYS)
         params = ssm.get_parameters_by_path(Path=prefix, Recursive=True)["Parameters"]
         versions = [v for p in params for v in ssm.get_parameter_history(Name=p["Name"])["Parameters"]]
     finally:
         stop_moto(process)
-    # the runs really were verbose, and both ledgers hold the AMIs
-    assert all("ESTABLISH LOCAL CONNECTION" in text for text in outputs)
+    # the run really was verbose, and both ledgers hold the AMIs
+    assert "ESTABLISH LOCAL CONNECTION" in output
     assert json.loads(ledger_path.read_text())["apps"][app]["dev"]["live"] == amis
     assert [json.loads(p["Value"])["live"] for p in params] == [amis]
-    searched = {f"run {i}": text for i, text in enumerate(outputs)}
-    searched["log"] = log.read_text()
+    searched = {"output": output, "log": log.read_text()}
     searched["bake results"] = result.read_text()
     searched["ledger file"] = ledger_path.read_text()
     searched.update({f"SSM {v['Name']} version {v['Version']}": v["Value"] for v in versions})
