@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ami_standin import StandIn  # noqa: E402
 from ami_standin import ensure_image  # noqa: E402
 from ami_standin import stand_in as ssh_stand_in  # noqa: E402
+from moto_fixtures import FAKE_KEYS  # noqa: E402
 from moto_fixtures import base_ami_and_subnet  # noqa: E402
 from moto_fixtures import ec2_client  # noqa: E402
 from moto_fixtures import start_moto  # noqa: E402
@@ -251,7 +252,7 @@ def bake_vars(aws, work, app: str, endpoint: str, stand_in: StandIn, marker: str
         "bake_artifacts_dir": str(work["artifacts"]),
         "bake_revision": "abc1234",
         "bake_source": "https://example.invalid/repo.git",
-        "bake_ami_aws": {"endpoint_url": endpoint, "aws_access_key_id": "testing", "aws_secret_access_key": "testing"},
+        "bake_ami_aws": {"endpoint_url": endpoint, **FAKE_KEYS},
         "bake_ami_region": REGION,
         "bake_ami_base": aws["base_ami"],
         "bake_ami_subnet_id": aws["subnet"],
@@ -272,8 +273,7 @@ def cleanup_vars(aws, work, app: str, *, min_age: int) -> dict:
         "cleanup_min_age": min_age,
         "bake_ami_aws": {
             "endpoint_url": aws["endpoint"],
-            "aws_access_key_id": "testing",
-            "aws_secret_access_key": "testing",
+            **FAKE_KEYS,
         },
     }
 
