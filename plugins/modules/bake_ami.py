@@ -169,8 +169,12 @@ options:
         builder's volumes (and so the image); the others encrypt the copies."
     type: dict
   share_accounts:
-    description: 12-digit account IDs given launch permission on every image and create-volume permission on its
-      snapshots.
+    description:
+      - 12-digit account IDs given launch permission on every image and create-volume permission on its snapshots.
+      - Sharing (this, O(share_organizations) or O(share_ous)) needs a customer-managed KMS key for the module's
+        region and every region in O(copy_regions) in O(region_kms_keys), not C(alias/aws/ebs), and O(encrypted=true)
+        for copies; an image under the default C(aws/ebs) key cannot be launched in another account. With
+        O(state=cached) or O(state=captured) this is checked before any AWS call.
     type: list
     elements: str
     default: []
