@@ -196,7 +196,8 @@ def baked(aws, work, standin_image):
     with stand_in(standin_image) as box:
         # something the seal must remove, to prove the seal ran on the builder
         box.sh("echo 'secret-cmd' > /root/.bash_history")
-        proc = bake(aws, work, app, box=box)
+        # -vvv shows the ssh command lines; a global host_key_checking=False must not weaken the builder's
+        proc = bake(aws, work, app, "-vvv", box=box, env={"ANSIBLE_HOST_KEY_CHECKING": "False"})
         assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
         record = latest(work, f"{app}-ami")
         yield {"app": app, "proc": proc, "record": record, "instances_before": before, "box": box}
@@ -260,7 +261,11 @@ def test_the_roles_ran_over_ssh_with_the_temporary_key_and_a_per_bake_known_host
     entry = f"[127.0.0.1]:{box.port}"
     found = subprocess.run(["ssh-keygen", "-F", entry, "-f", str(bake_known_hosts)], capture_output=True, check=False)
     assert found.returncode == 0
-    # ... and nothing went into the user's known_hosts (it was not consulted either: no global setting)
+    # ... also under a global host_key_checking=False (the run's environment), which the builder's host vars override
+    ssh_commands = [line for line in baked["proc"].stdout.splitlines() if "SSH: EXEC ssh " in line]
+    assert ssh_commands and all("StrictHostKeyChecking=accept-new" in line for line in ssh_commands)
+    assert not any("StrictHostKeyChecking=no" in line for line in ssh_commands)
+    # ... and nothing went into the user's known_hosts
     users = Path.home() / ".ssh" / "known_hosts"
     assert (
         not users.exists()
