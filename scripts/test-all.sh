@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Set up (idempotent) and run every test and quality gate of immutable.infra:
 #   ruff, ansible-lint (production profile), ansible-test sanity (no ignores), galaxy build + install + smoke,
-#   Molecule scenarios for every role, then pytest (unit + integration against real Docker, registry, nginx, moto).
-# IMMUTABLE_TEST_STEPS limits the steps (space separated: lint sanity galaxy molecule pytest); pytest args pass through.
+#   Molecule scenarios for every role, the ecosystem gates (ansible-core 2.17/2.18 matrix, docs site, execution
+#   environment build + smoke), then pytest (unit + integration against real Docker, registry, nginx, moto).
+# IMMUTABLE_TEST_STEPS limits the steps (space separated: lint sanity galaxy molecule matrix docs ee pytest); pytest
+# args pass through.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=scripts/setup.sh
@@ -15,7 +17,7 @@ immutable_setup
 # chromium to render the promotion board headless (test_board.py: screenshot and DOM)
 apt_install nginx-light wrk shellcheck rsync skopeo openssh-client chromium
 cd "$root"
-steps="${IMMUTABLE_TEST_STEPS:-lint sanity galaxy molecule pytest}"
+steps="${IMMUTABLE_TEST_STEPS:-lint sanity galaxy molecule matrix docs ee pytest}"
 declare -A took
 
 run_step() {
@@ -45,6 +47,10 @@ run_step lint lint
 run_step sanity bash scripts/sanity.sh
 run_step galaxy bash scripts/galaxy-smoke.sh
 run_step molecule molecule_all
+# ansible-core 2.19 (the pinned one) is the sanity and pytest steps; the matrix adds the older lines (docs/testing.md)
+run_step matrix env IMMUTABLE_MATRIX_CORE="${IMMUTABLE_MATRIX_CORE:-2.17 2.18}" bash scripts/matrix.sh
+run_step docs bash scripts/docs-site.sh
+run_step ee bash -c 'bash scripts/ee-build.sh && bash scripts/ee-smoke.sh'
 
 printf '\n===== timings of the steps before pytest (s) =====\n'
 for name in "${!took[@]}"; do printf '%-10s %s\n' "$name" "${took[$name]}"; done
