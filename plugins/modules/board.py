@@ -155,6 +155,7 @@ location:
 import json
 import os
 
+from ansible_collections.immutable.infra.plugins.module_utils.aws._args import with_hidden_access_key
 from ansible_collections.immutable.infra.plugins.module_utils.board._html import render_html
 from ansible_collections.immutable.infra.plugins.module_utils.board._model import build_board
 from ansible_collections.immutable.infra.plugins.module_utils.board._read import read_records
@@ -257,7 +258,7 @@ def run_module(module):
 def main():
     from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
-    run_module(AnsibleAWSModule(argument_spec=ARGUMENT_SPEC, **MODULE_OPTIONS))
+    run_module(AnsibleAWSModule(argument_spec=with_hidden_access_key(ARGUMENT_SPEC), **MODULE_OPTIONS))
 
 
 if __name__ == "__main__":
