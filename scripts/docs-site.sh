@@ -16,6 +16,10 @@ start=$SECONDS
 
 ansible-galaxy collection build --force --output-path "$work/dist" "$root" >/dev/null
 unset ANSIBLE_CONFIG
+# antsibull-docs copies a collection that sits in a git checkout by the files git tracks: the virtualenv's amazon.aws
+# lies inside this checkout, untracked, so it would copy nothing of it (its doc fragments missing). Git must not find
+# this checkout from there.
+export GIT_CEILING_DIRECTORIES="$root"
 export ANSIBLE_COLLECTIONS_PATH="$work/collections"
 site="$(python -c 'import ansible_collections, os; print([p for p in ansible_collections.__path__ if "site-packages" in p][0])')"
 for dep in amazon/aws community/docker community/library_inventory_filtering_v1; do
