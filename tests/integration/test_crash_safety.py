@@ -195,7 +195,9 @@ def first_bake(app, bake_env, registry) -> dict:
     result = run_playbook(BAKE, extra, env=bake_env)
     assert result.returncode == 0, result.stdout[-3000:]
     state = tag_state(registry, app)
-    assert set(state) == {"1.0.0", next(t for t in state if t.startswith("fp-"))}
+    # the version, the fingerprint tag and the artifact record published beside the image (sha256-<hex>.record)
+    record_tag = state["1.0.0"].replace(":", "-") + ".record"
+    assert set(state) == {"1.0.0", next(t for t in state if t.startswith("fp-")), record_tag}
     return state
 
 
