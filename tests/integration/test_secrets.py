@@ -126,8 +126,8 @@ def test_no_password_in_output_logs_records_or_ledger_at_vvv(registry, tmp_path)
     outputs.append(bake.stdout + bake.stderr)
     assert bake.returncode == 0, bake.stdout[-3000:]
     # a second bake of the same version is a cache hit that adds a tag by manifest through the registry API
-    same_version = {"bake_name": app, "bake_roles": ["sec_marker"], "bake_version": "1.0.0", "bake_extra_tags": ["extra"]}
-    retag = run_playbook(BAKE, same_version, "-vvv", env=env)
+    same_version = {"bake_name": app, "bake_roles": ["sec_marker"], "bake_version": "1.0.0"}
+    retag = run_playbook(BAKE, dict(same_version, bake_extra_tags=["extra"]), "-vvv", env=env)
     outputs.append(retag.stdout + retag.stderr)
     assert retag.returncode == 0, retag.stdout[-3000:]
     latest = (artifacts / app / "latest.json").read_text()
