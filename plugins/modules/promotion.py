@@ -107,6 +107,14 @@ options:
         result or in a message. Not used by the other backends.
     type: dict
     default: {}
+  hook_results:
+    description:
+      - The results of the promotion hooks that ran before this step (C(docs/progressive.md)), as the playbooks pass
+        them, each C({hook: pre|post|rollback, kind: tasks|webhook, ok: bool, detail: str}). Stored, shortened, in
+        the C(evidence) of the ledger's history record of this run (C(hooks)); nothing else uses them.
+    type: list
+    elements: dict
+    default: []
   registry_username:
     description: User for the registry holding the artifact, for the environment tag.
     type: str
@@ -221,6 +229,7 @@ ARGUMENT_SPEC = dict(
     reason=dict(type="str"),
     settings=dict(type="dict", required=True),
     aws=dict(type="dict", default={}, no_log=False),
+    hook_results=dict(type="list", elements="dict", default=[]),
     registry_username=dict(type="str"),
     registry_password=dict(type="str", no_log=True),
 )
