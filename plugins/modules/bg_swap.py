@@ -101,6 +101,60 @@ options:
     description: Seconds the post-switch verification may take before traffic is rolled back.
     type: float
     default: 15.0
+  analysis:
+    description:
+      - Analysis between weighted steps (docs/progressive.md). After each step of O(traffic_steps) below 100, and at
+        100 % after the verification (before the state is recorded and the old colour stopped), the module waits
+        O(analysis.window) seconds, then judges the new colour on what was measured in that window. A verdict
+        other than C(passed) puts all traffic back on the old colour and fails with RV(failed_check=analysis) and
+        the figures in RV(analysis).
+      - O(backend=docker) measures from the router's analysis log (written by nginx itself, one line per request with
+        the colour, status and request time; the role M(immutable.infra.router) sets it up). O(backend=aws) judges
+        on the CloudWatch alarms named in O(analysis.cloudwatch_alarms) and the new target group's target health.
+      - "Verdict: N = requests to the new colour in the window, E = those answered 5xx (also 4xx with
+        O(analysis.count_4xx)); C(inconclusive) when N < O(analysis.min_requests); C(failed) when E/N >
+        O(analysis.max_error_rate), or the O(analysis.latency_percentile) (nearest rank) of the request times >
+        O(analysis.max_latency_ms), or an alarm was in ALARM, or a target was not healthy; C(passed) otherwise."
+      - Not set (the default) - nothing is measured and nothing is waited for. A first deployment (no old colour)
+        and O(state=rolled_back) are not analysed.
+    type: dict
+    suboptions:
+      window:
+        description: Seconds to observe the new colour after each step. Required.
+        type: float
+      min_requests:
+        description:
+          - Fewest requests the new colour must have answered in the window (docker); fewer is C(inconclusive), so
+            an idle window never passes by accident. V(0) lets an idle window pass. Default V(10).
+        type: int
+      max_error_rate:
+        description:
+          - Highest share of error answers (0..1) the new colour may give in the window (docker). Default V(0.05).
+        type: float
+      latency_percentile:
+        description: Which percentile of the request times is reported and checked (1..100). Default V(95).
+        type: float
+      max_latency_ms:
+        description: Highest O(analysis.latency_percentile) of the request times, in ms (docker); unset - not checked.
+        type: float
+      count_4xx:
+        description: Count 4xx answers as errors too (docker); by default only 5xx are errors. Default V(false).
+        type: bool
+      access_log:
+        description:
+          - The router's analysis log (docker). Default - C(<nginx_prefix>/logs/<app>-<env>.analysis.log) (the
+            self-contained router's), or C(/var/log/nginx/<app>-<env>.analysis.log) without O(nginx_prefix).
+        type: path
+      cloudwatch_alarms:
+        description:
+          - Names of CloudWatch alarms (aws), for example on the target group's C(HTTPCode_Target_5XX_Count) or
+            C(TargetResponseTime); any of them in ALARM at a look during the window fails the step. They must exist.
+        type: list
+        elements: str
+      target_health:
+        description:
+          - Fail the step when a target of the new colour's target group is not healthy (aws). Default V(true).
+        type: bool
   old_colour_action:
     description:
       - What happens to the old colour after the new one passed the gate and the verification.
@@ -284,6 +338,25 @@ EXAMPLES = r"""
     health_timeout: 900
     old_colour_action: stop
 
+- name: Deploy with an analysis of the new colour after each step (abort and roll back on errors)
+  immutable.infra.bg_swap:
+    app: web
+    env: prod
+    artifact: "127.0.0.1:5000/web@sha256:0d5f0b8f1c7f3e4b7f4a3d2c1b0a99887766554433221100ffeeddccbbaa9988"
+    blue_port: 8101
+    green_port: 8102
+    router_url: http://127.0.0.1:8000/
+    nginx_conf_dir: /srv/routers/prod/conf.d
+    nginx_conf: /srv/routers/prod/nginx.conf
+    nginx_prefix: /srv/routers/prod/
+    traffic_steps: [10, 50, 100]
+    analysis:
+      window: 60
+      min_requests: 50
+      max_error_rate: 0.01
+      latency_percentile: 95
+      max_latency_ms: 300
+
 - name: Roll the AWS environment back to the previous colour (scaled up and gated first if it was stopped)
   immutable.infra.bg_swap:
     backend: aws
@@ -369,9 +442,21 @@ rolled_back:
   returned: failure after the gate or switch started
   type: bool
 failed_check:
-  description: On failure, which check failed (lock, deploy, health_gate, switch, verify).
+  description: On failure, which check failed (lock, deploy, health_gate, switch, verify, analysis).
   returned: failure
   type: str
+analysis:
+  description:
+    - One item per analysed step (the weighted steps and 100), in order; empty when O(analysis) is not set. On an
+      abort (RV(failed_check=analysis)) the last item is the step that failed.
+    - C(requests), C(errors) and C(error_rate) are null for O(backend=aws) (not measured there), which adds
+      C(alarms) (seen in ALARM) and C(unhealthy_targets).
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - {step: 20, verdict: passed, requests: 61, errors: 0, error_rate: 0.0, latency_ms: {p: 95, value: 3.0},
+       window_s: 2.0, detail: "61 requests to green in 2.0 s, error rate 0.0%, p95 latency 3 ms"}
 listener_arn:
   description: The listener that switches traffic (aws backend).
   returned: when backend is aws
@@ -419,6 +504,8 @@ api_calls_by_operation:
 import time
 
 from ansible_collections.immutable.infra.plugins.module_utils.aws._args import with_hidden_access_key
+from ansible_collections.immutable.infra.plugins.module_utils.deploy._analysis import AnalysisError
+from ansible_collections.immutable.infra.plugins.module_utils.deploy._analysis import validate as validate_analysis
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen import BlueGreen
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen import BlueGreenError
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen import Options
@@ -428,6 +515,7 @@ from ansible_collections.immutable.infra.plugins.module_utils.deploy.docker._bac
 from ansible_collections.immutable.infra.plugins.module_utils.deploy.docker._nginx_switch import NginxSwitch
 from ansible_collections.immutable.infra.plugins.module_utils.deploy.docker._router import Router
 from ansible_collections.immutable.infra.plugins.module_utils.deploy.docker._router import RouterError
+from ansible_collections.immutable.infra.plugins.module_utils.deploy.docker._router import analysis_log_path
 from ansible_collections.immutable.infra.plugins.module_utils.docker._engine import docker_engine
 
 
@@ -446,6 +534,20 @@ def argument_spec():
         step_pause=dict(type="float", default=0.0),
         verify_timeout=dict(type="float", default=15.0),
         old_colour_action=dict(type="str", choices=["keep", "stop"], default="keep"),
+        analysis=dict(
+            type="dict",
+            options=dict(
+                window=dict(type="float"),
+                min_requests=dict(type="int"),
+                max_error_rate=dict(type="float"),
+                latency_percentile=dict(type="float"),
+                max_latency_ms=dict(type="float"),
+                count_4xx=dict(type="bool"),
+                access_log=dict(type="path"),
+                cloudwatch_alarms=dict(type="list", elements="str"),
+                target_health=dict(type="bool"),
+            ),
+        ),
         recreate=dict(type="bool", default=False),
         blue_port=dict(type="int"),
         green_port=dict(type="int"),
@@ -502,6 +604,9 @@ def docker_backend(module):
         engine=docker_engine(module.run_command, p["docker_binary"]),
         recreate=p["recreate"],
         registry_auth=(p["registry_username"], p["registry_password"] or "") if p["registry_username"] else None,
+        analysis_log=analysis_log_path(
+            p["router"]["self_contained_dir"] if p["router"] else (p["nginx_prefix"] or ""), p["app"], p["env"]
+        ),
     )
 
 
@@ -553,7 +658,10 @@ def aws_backend(module):
     from ansible_collections.immutable.infra.plugins.module_utils.deploy.aws._backend import AwsBackend
 
     retry = AWSRetry.jittered_backoff(retries=10)
-    clients = {name: module.client(name, retry_decorator=retry) for name in ("ec2", "autoscaling", "elbv2", "ssm")}
+    services = ["ec2", "autoscaling", "elbv2", "ssm"]
+    if (p["analysis"] or {}).get("cloudwatch_alarms"):
+        services.append("cloudwatch")
+    clients = {name: module.client(name, retry_decorator=retry) for name in services}
     return AwsBackend(
         clients,
         p["app"],
@@ -601,6 +709,10 @@ def run_module(module):
             old_colour_action=p["old_colour_action"],
             recreate=p["recreate"],
         )
+        try:
+            options.analysis = validate_analysis(p["analysis"], p["backend"])
+        except AnalysisError as exc:
+            raise BlueGreenError(f"{exc}; nothing was changed", failed_check="analysis") from None
         if p["recreate"] and p["backend"] != "docker":
             raise BlueGreenError("recreate is for backend=docker only: leave it out (or false) for backend=aws")
         if options.health_checks_required < 1:
@@ -613,6 +725,8 @@ def run_module(module):
             started = time.monotonic()
             router = ensure_router(module)
             router_seconds = round(time.monotonic() - started, 3)
+        if options.analysis is not None and p["state"] == "deployed" and not (module.check_mode and p["router"]):
+            backend.analysis_preflight(options.analysis)  # the router log / the alarms exist, before any change
         flow = BlueGreen(backend, options, check_mode=module.check_mode)
         if p["state"] == "deployed":
             result = flow.deploy(p["artifact"])

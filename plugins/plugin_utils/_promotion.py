@@ -163,6 +163,9 @@ def settings_problem(settings: dict, check_envs: list, usage: str) -> str | None
                     f"environment {env} lacks {', '.join(missing)} in promotion_environments (router_port, blue_port,"
                     " green_port, router_dir): add them to the inventory"
                 )
+        problem = analysis_problem(settings, env)
+        if problem:
+            return problem
         if settings["backend"] == "aws" and not (
             isinstance(envcfg, dict)
             and (
@@ -257,6 +260,44 @@ def ledger_args(settings: dict, action: str, env: str, from_env: str, artifact_i
     return args
 
 
+def env_analysis(settings: dict, env: str) -> dict | None:
+    """The environment's analysis between weighted steps: promotion_environments.<env>.analysis, else
+    promotion_analysis; None (no analysis, nothing waited for) when neither is set (docs/progressive.md)."""
+    envcfg = settings["environments"].get(env)
+    envcfg = envcfg if isinstance(envcfg, dict) else {}
+    analysis = envcfg["analysis"] if envcfg.get("analysis") is not None else settings.get("analysis")
+    return analysis or None
+
+
+def analysis_problem(settings: dict, env: str) -> str | None:
+    """What is wrong with the environment's analysis settings, checked as bg_swap checks them (None when fine)."""
+    from ansible_collections.immutable.infra.plugins.module_utils.deploy._analysis import AnalysisError
+    from ansible_collections.immutable.infra.plugins.module_utils.deploy._analysis import validate
+
+    analysis = env_analysis(settings, env)
+    if analysis is None or settings["backend"] == "none":
+        return None
+    envcfg = settings["environments"].get(env)
+    own = isinstance(envcfg, dict) and envcfg.get("analysis") is not None
+    where = f"promotion_environments.{env}.analysis" if own else "promotion_analysis"
+    try:
+        validate(_analysis_for(analysis, settings["backend"]), settings["backend"])
+    except AnalysisError as exc:
+        return f"invalid settings: {where}: {exc} (docs/progressive.md)"
+    return None
+
+
+def _analysis_for(analysis, backend: str):
+    """The keys of a shared analysis setting that apply to the backend (a mapping may hold both kinds)."""
+    from ansible_collections.immutable.infra.plugins.module_utils.deploy._analysis import AWS_KEYS
+    from ansible_collections.immutable.infra.plugins.module_utils.deploy._analysis import REQUEST_KEYS
+
+    if not isinstance(analysis, dict):
+        return analysis
+    drop = REQUEST_KEYS if backend == "aws" else AWS_KEYS
+    return {key: value for key, value in analysis.items() if key not in drop}
+
+
 def router_args(settings: dict, env: str) -> dict:
     """The router module's arguments for the environment's self-contained nginx (what the role was given)."""
     envcfg = settings["environments"][env]
@@ -295,6 +336,7 @@ def swap_args(settings: dict, env: str, artifact_id, state: str = "deployed") ->
         "health_timeout": settings["health_timeout"],
         "health_interval": settings["health_interval"],
         "traffic_steps": settings["traffic_steps"],
+        **({"analysis": _analysis_for(env_analysis(settings, env), "docker")} if env_analysis(settings, env) else {}),
     }
 
 
@@ -347,6 +389,8 @@ def aws_swap_args(settings: dict, env: str, ami: str, region: str, state: str, c
     args.update(backend="aws", app=settings["app"], env=env, state=state, artifact=ami, region=region)
     args.update({key: envcfg[key] for key in AWS_SWAP_OPTIONS if envcfg.get(key) is not None})
     args.update({key: envcfg.get(key, settings[key]) for key in AWS_SWAP_DEFAULTS})
+    if env_analysis(settings, env):
+        args["analysis"] = _analysis_for(env_analysis(settings, env), "aws")
     return args
 
 

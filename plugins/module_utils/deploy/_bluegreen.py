@@ -14,6 +14,13 @@ check_health(colour) -> HealthResult, set_traffic(weights), verify(colour) -> He
 stop(colour), lock() (context manager), details(), and optionally preflight(artifact) (input checks run before any
 change, also in check mode). See docker/_backend.py and aws/_backend.py.
 
+Analysis (Options.analysis, see _analysis.py): after each weighted step and at 100 % (after the verification, before
+the state is recorded and the old colour stopped) the sequence waits the window and asks the backend for the new
+colour's figures: analysis_begin(colour, settings) -> mark, optionally analysis_sample(mark) every
+analysis_sample_interval seconds during the window, analysis_end(mark) -> Figures. A verdict other than passed puts
+all traffic back on the old colour and raises BlueGreenError with failed_check "analysis" and the `analysis` list.
+A first deployment (no old colour) and a rollback are not analysed: there is nothing to go back to.
+
 The rollback decision lives here, once, for both backends: rollback(artifact) switches back to the kept colour
 when it still runs the rollback target (an instant switch), and otherwise deploys the target blue-green.
 """
@@ -26,6 +33,10 @@ from dataclasses import dataclass
 from dataclasses import field
 
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import COLOURS
+from ansible_collections.immutable.infra.plugins.module_utils.deploy._analysis import PASSED
+from ansible_collections.immutable.infra.plugins.module_utils.deploy._analysis import AnalysisError
+from ansible_collections.immutable.infra.plugins.module_utils.deploy._analysis import Settings
+from ansible_collections.immutable.infra.plugins.module_utils.deploy._analysis import verdict
 
 # how a rollback went (the result's rollback_method)
 SWITCH_BACK = "switch_back"  # an instant switch back to the kept colour
@@ -124,6 +135,8 @@ class Options:
     old_colour_action: str = "keep"
     # deploy a fresh container even when the live colour already runs the artifact (a repair after drift)
     recreate: bool = False
+    # analysis between weighted steps and at 100 % (None: not configured, nothing is measured or waited for)
+    analysis: Settings | None = None
 
 
 class Clock:
@@ -131,6 +144,10 @@ class Clock:
 
     def now(self) -> float:
         return time.monotonic()
+
+    def wall(self) -> float:
+        """Seconds since the epoch (the router log's $msec)."""
+        return time.time()
 
     def sleep(self, seconds: float) -> None:
         if seconds > 0:
@@ -191,6 +208,7 @@ class BlueGreen:
         self.check_mode = check_mode
         self.clock = clock or Clock()
         self.timings = {}
+        self.analysis = []  # one item per analysed step (bg_swap's `analysis`)
 
     def _timed(self, phase: str, func, *args):
         start = self.clock.now()
@@ -207,6 +225,7 @@ class BlueGreen:
             "previous_colour": previous,
             "previous_artifact": previous_artifact,
             "timings": dict(self.timings),
+            "analysis": list(self.analysis),
         }
         result.update(self.backend.details())
         result.update(extra)
@@ -324,18 +343,49 @@ class BlueGreen:
     def _fail_extra(self, exc: BlueGreenError) -> dict:
         extra = {k: v for k, v in exc.extra.items() if k not in ("rolled_back", "live_colour")}
         extra["timings"] = dict(self.timings)
+        extra["analysis"] = list(self.analysis)
         return extra
 
-    def _switch_and_verify(self, new: str, old: str | None, steps: list) -> None:
-        def switch():
-            for index, step in enumerate(steps):
-                self.backend.set_traffic(_weights_for(step, new, old))
-                if index < len(steps) - 1:
-                    self.clock.sleep(self.opts.step_pause)
+    def _analyse(self, new: str, step: int) -> None:
+        """Wait the window, get the new colour's figures, append the verdict; raise unless it passed."""
+        settings = self.opts.analysis
+        start = self.clock.now()
+        try:
+            mark = self.backend.analysis_begin(new, settings)
+            sample = getattr(self.backend, "analysis_sample", None)
+            interval = getattr(self.backend, "analysis_sample_interval", None) if sample else None
+            while True:
+                remaining = settings.window - (self.clock.now() - start)
+                if remaining <= 0:
+                    break
+                self.clock.sleep(min(remaining, interval) if interval else remaining)
+                if sample is not None:
+                    sample(mark)
+            window_s = self.clock.now() - start
+            figures = self.backend.analysis_end(mark)
+        except AnalysisError as exc:
+            raise BlueGreenError(f"analysis at {step}%: {exc}", failed_check="analysis") from None
+        item = verdict(step, new, figures, settings, window_s)
+        self.analysis.append(item)
+        if item["verdict"] != PASSED:
+            raise BlueGreenError(
+                f"analysis at {step}% of traffic on {new}: {item['verdict']}: {item['detail']}",
+                failed_check="analysis",
+            )
+
+    def _switch_and_verify(self, new: str, old: str | None, steps: list, analyse: bool = True) -> None:
+        analysis = self.opts.analysis is not None and analyse and old is not None
 
         try:
-            self._timed("switch", switch)
+            for index, step in enumerate(steps):
+                self._timed("switch", self.backend.set_traffic, _weights_for(step, new, old))
+                if analysis and step < 100:
+                    self._timed("analysis", self._analyse, new, step)
+                if index < len(steps) - 1:
+                    self._timed("switch", self.clock.sleep, self.opts.step_pause)
             self._timed("verify", verify_switch, self.backend, new, self.opts.verify_timeout, self.clock)
+            if analysis:
+                self._timed("analysis", self._analyse, new, 100)
         except BlueGreenError as exc:
             if old is None:
                 raise BlueGreenError(
@@ -442,7 +492,7 @@ class BlueGreen:
                     live_colour=live.colour,
                     **self._fail_extra(exc),
                 ) from None
-            self._switch_and_verify(target, live.colour, [100])
+            self._switch_and_verify(target, live.colour, [100], analyse=False)
             self.backend.record(
                 {
                     "live": target,

@@ -44,6 +44,7 @@ from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import colour_name
 from ansible_collections.immutable.infra.plugins.module_utils.aws._ssm_lock import SsmLock
 from ansible_collections.immutable.infra.plugins.module_utils.common._locks import LockedError
+from ansible_collections.immutable.infra.plugins.module_utils.deploy._analysis import Figures
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen import BlueGreenError
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen import ColourStatus
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen import HealthResult
@@ -196,6 +197,12 @@ class AwsBackend:
         self.asg = CountingClient(clients["autoscaling"], "autoscaling", self.counts, retry)
         self.elb = CountingClient(clients["elbv2"], "elbv2", self.counts, retry)
         self.ssm = CountingClient(clients["ssm"], "ssm", self.counts, retry)
+        # only when the analysis names CloudWatch alarms (bg_swap creates the client then)
+        self.cloudwatch = (
+            CountingClient(clients["cloudwatch"], "cloudwatch", self.counts, retry)
+            if (clients.get("cloudwatch") is not None)
+            else None
+        )
         self.app = app
         self.env = env
         self.listener_arn = listener_arn
@@ -690,6 +697,74 @@ class AwsBackend:
                 lock.release()
             except (ClientError, BotoCoreError):
                 pass  # releasing failed (the run itself is done): the lock expires after lock_ttl
+
+    # -- analysis (deploy/_analysis.py): CloudWatch alarms named by the user and the new colour's target health ----
+    def _alarm_states(self, names: list) -> dict:
+        states = {}
+        for start in range(0, len(names), 100):  # DescribeAlarms takes at most 100 names
+            chunk = names[start : start + 100]
+            answer = self._call(
+                self.cloudwatch, "describe_alarms", f"describe CloudWatch alarms {', '.join(chunk)}", AlarmNames=chunk
+            )
+            for alarm in answer.get("MetricAlarms", []) + answer.get("CompositeAlarms", []):
+                states[alarm["AlarmName"]] = alarm.get("StateValue")
+        return states
+
+    def analysis_preflight(self, settings) -> None:
+        """The named alarms exist (a typo would otherwise pass every window); before any change."""
+        if not settings.cloudwatch_alarms:
+            return
+        if self.cloudwatch is None:
+            raise BlueGreenError("analysis.cloudwatch_alarms needs a CloudWatch client", failed_check="analysis")
+        missing = sorted(set(settings.cloudwatch_alarms) - set(self._alarm_states(settings.cloudwatch_alarms)))
+        if missing:
+            raise BlueGreenError(
+                f"analysis.cloudwatch_alarms: no such CloudWatch alarm(s) {missing} in region "
+                f"{self.region or '(default)'}: create them (put_metric_alarm) or fix the names; nothing was changed",
+                failed_check="analysis",
+            )
+
+    @property
+    def analysis_sample_interval(self) -> float:
+        return max(self.poll_interval, 0.2)
+
+    def analysis_begin(self, colour: str, settings) -> dict:
+        mark = {"colour": colour, "settings": settings, "alarms": set(), "unhealthy": set(), "samples": 0}
+        self.analysis_sample(mark)
+        return mark
+
+    def analysis_sample(self, mark: dict) -> None:
+        """One look at the alarms and the new colour's targets; what was seen bad during the window stays bad."""
+        settings = mark["settings"]
+        mark["samples"] += 1
+        if settings.cloudwatch_alarms:
+            states = self._alarm_states(settings.cloudwatch_alarms)
+            mark["alarms"].update(name for name, state in states.items() if state == "ALARM")
+        if settings.target_health:
+            arn = self._resolve_target_groups()[mark["colour"]]
+            descriptions = self._call(
+                self.elb,
+                "describe_target_health",
+                f"describe target health of {self.tg_names[mark['colour']]}",
+                TargetGroupArn=arn,
+            ).get("TargetHealthDescriptions", [])
+            for item in descriptions:
+                health = item.get("TargetHealth") or {}
+                state = str(health.get("State", "")).lower()
+                if state != "healthy":
+                    target = (item.get("Target") or {}).get("Id")
+                    reason = health.get("Reason")
+                    mark["unhealthy"].add(f"{target} {state or 'unknown'}{f' ({reason})' if reason else ''}")
+            if not descriptions:
+                mark["unhealthy"].add(f"no target registered in {self.tg_names[mark['colour']]}")
+
+    def analysis_end(self, mark: dict) -> Figures:
+        self.analysis_sample(mark)
+        return Figures(
+            alarms=sorted(mark["alarms"]),
+            unhealthy=sorted(mark["unhealthy"]),
+            notes=[f"{mark['samples']} looks at the alarms and targets during the window"],
+        )
 
     def details(self) -> dict:
         return {

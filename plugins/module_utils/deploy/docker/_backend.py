@@ -10,6 +10,7 @@ docker_engine() picks (the Engine API's unix socket for reads, the docker CLI ot
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import colour_name
 from ansible_collections.immutable.infra.plugins.module_utils.common._locks import FileLock
 from ansible_collections.immutable.infra.plugins.module_utils.common._locks import LockedError
+from ansible_collections.immutable.infra.plugins.module_utils.deploy import _analysis
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen import BlueGreenError
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen import ColourStatus
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen import HealthResult
@@ -83,8 +85,13 @@ class DockerBackend:
         engine=None,
         recreate: bool = False,
         registry_auth: tuple | None = None,
+        analysis_log: str | None = None,
+        wall=time.time,
     ):
         self.run_command = run_command
+        # the router's analysis log (written by nginx, read by the analysis between weighted steps)
+        self.analysis_log = analysis_log
+        self.wall = wall
         # a fresh container for the idle colour even when it already runs the artifact (bg_swap recreate)
         self.recreate = recreate
         self.switch = switch
@@ -289,6 +296,37 @@ class DockerBackend:
             yield lock
         finally:
             lock.release()
+
+    # -- analysis (deploy/_analysis.py) ----------------------------------------------------------------------------
+    def analysis_preflight(self, settings, wait: float = 3.0) -> str:
+        """The analysis log to read; fail before any change when nginx does not write it. A router set up in the same
+        run was just reloaded: its master opens the new log within moments, so wait for it a little."""
+        path = settings.access_log or self.analysis_log
+        deadline = time.monotonic() + wait
+        while not os.path.isfile(path):
+            if time.monotonic() >= deadline:
+                raise BlueGreenError(
+                    f"analysis: the router's analysis log {path} does not exist, so nothing could be measured: set up"
+                    " the router with this collection version (role immutable.infra.router, or bg_swap's router"
+                    " option) so nginx writes it, or point analysis.access_log at it; nothing was changed",
+                    failed_check="analysis",
+                )
+            time.sleep(0.05)
+        if not os.access(path, os.R_OK):
+            raise BlueGreenError(
+                f"analysis: cannot read the router's analysis log {path}: run bg_swap as a user that may read it"
+                " (become: true) or make it readable; nothing was changed",
+                failed_check="analysis",
+            )
+        return path
+
+    def analysis_begin(self, colour: str, settings):
+        path = settings.access_log or self.analysis_log
+        return {"colour": colour, "settings": settings, "mark": _analysis.mark_log(path, self.wall())}
+
+    def analysis_end(self, mark) -> _analysis.Figures:
+        settings = mark["settings"]
+        return _analysis.read_window(mark["mark"], mark["colour"], self.wall(), settings.count_4xx)
 
     def details(self) -> dict:
         return {

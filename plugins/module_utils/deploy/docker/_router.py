@@ -25,6 +25,15 @@ from ansible_collections.immutable.infra.plugins.module_utils.deploy.docker._ngi
 # what `{{ ansible_managed }}` gave in the role's templates, so routers it set up stay unchanged
 MANAGED = "# Ansible managed\n"
 SYSTEM_CONF_DIR = "/etc/nginx/conf.d"
+SYSTEM_LOG_DIR = "/var/log/nginx"
+# bg_swap's analysis reads this log (deploy/_analysis.py parse_log): one tab-separated line per request
+ANALYSIS_LOG_FIELDS = ("$msec", "$bg_colour_{name}", "$status", "$request_time", "$upstream_addr")
+
+
+def analysis_log_path(router_dir: str, app: str, env: str) -> str:
+    """The analysis log of app/env: under the self-contained router's logs/, else under /var/log/nginx."""
+    base = os.path.join(router_dir.rstrip("/"), "logs") if router_dir else SYSTEM_LOG_DIR
+    return os.path.join(base, f"{app}-{env}.analysis.log")
 
 
 class RouterError(Exception):
@@ -64,16 +73,27 @@ def render_server_conf(
     server_name: str = "_",
     client_keepalive_timeout: str = "0",
     proxy_next_upstream: str = "off",
+    router_dir: str = "",
 ) -> str:
-    """The server of app/env: proxies to the upstream bg_swap switches and names the colour in X-Colour."""
+    """The server of app/env: proxies to the upstream bg_swap switches and names the colour in X-Colour.
+
+    Requests are logged twice: in the usual combined access log, and in the analysis log bg_swap's analysis reads
+    (time, colour, status, request time, upstream address; tab-separated, written by nginx itself)."""
     name = ident(app, env)
+    fields = "\\t".join(ANALYSIS_LOG_FIELDS).format(name=name)
+    logs = os.path.join(router_dir.rstrip("/"), "logs") if router_dir else SYSTEM_LOG_DIR
+    combined = os.path.join(logs, "access.log")
     return (
         MANAGED + f"# Router for {app}/{env}; the upstream {name} and the colour map live in\n"
         f"# {conf_dir}/{app}-{env}.upstream.conf (owned by immutable.infra.bg_swap).\n"
+        f"log_format bg_analysis_{name} '{fields}';\n"
         "server {\n"
         f"    listen {listen};\n"
         f"    server_name {server_name};\n"
         f"    keepalive_timeout {client_keepalive_timeout};\n"
+        f"    access_log {combined};\n"
+        "    # bg_swap's analysis between weighted steps reads this one (docs/progressive.md, rotation included)\n"
+        f"    access_log {analysis_log_path(router_dir, app, env)} bg_analysis_{name};\n"
         "\n"
         "    location / {\n"
         f"        proxy_pass http://{name};\n"
@@ -156,7 +176,14 @@ class Router:
             )
         self.files[self.server_conf] = (
             render_server_conf(
-                app, env, self.conf_dir, listen, server_name, client_keepalive_timeout, proxy_next_upstream
+                app,
+                env,
+                self.conf_dir,
+                listen,
+                server_name,
+                client_keepalive_timeout,
+                proxy_next_upstream,
+                self.router_dir,
             ),
             False,
         )

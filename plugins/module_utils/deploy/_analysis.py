@@ -1,0 +1,295 @@
+# Copyright: Contributors to the immutable.infra collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Analysis between weighted steps of bg_swap: the settings, the verdict (pure maths) and the router log reader.
+
+PRIVATE to the collection: no compatibility promise outside immutable.infra.
+
+After each weighted step (and at 100 % before the swap returns) the sequence (_bluegreen.py) waits `window` seconds
+and asks the backend for the window's figures of the NEW colour (Figures); verdict() turns them into one item of
+bg_swap's `analysis` list:
+
+    N = requests answered by the new colour in the window
+    E = those with a 5xx status (500-599; with count_4xx also 400-499; nginx's own 502/504 when the colour did not
+        answer count, since they carry the colour's address)
+    error_rate = E / N                                   (0.0 when N = 0)
+    latency    = the p-th percentile (nearest rank) of the request times in ms:
+                 the sorted times x1 <= ... <= xN, value = x_k with k = ceil(p / 100 * N)
+    inconclusive  when N < min_requests                  (an idle window never passes by accident)
+    failed        when error_rate > max_error_rate, or max_latency_ms is set and latency > max_latency_ms,
+                  or a CloudWatch alarm was in ALARM during the window, or a target of the new colour was not healthy
+    passed        otherwise
+
+The docker backend reads the figures from the router's analysis log, written by nginx itself (one tab-separated line
+per request: `$msec <TAB> colour <TAB> $status <TAB> $request_time <TAB> $upstream_addr`), from the file offset taken at
+the window's start, so a big log is never re-read. The aws backend has no request figures (N is None: min_requests,
+max_error_rate and max_latency_ms do not apply); its verdict comes from the alarms and the target health.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+from dataclasses import field
+
+PASSED = "passed"
+FAILED = "failed"
+INCONCLUSIVE = "inconclusive"
+
+REQUEST_KEYS = ("min_requests", "max_error_rate", "max_latency_ms", "count_4xx", "access_log")
+AWS_KEYS = ("cloudwatch_alarms", "target_health")
+KEYS = ("window", "latency_percentile") + REQUEST_KEYS + AWS_KEYS
+DEFAULTS = {
+    "min_requests": 10,
+    "max_error_rate": 0.05,
+    "latency_percentile": 95,
+    "max_latency_ms": None,
+    "count_4xx": False,
+    "access_log": None,
+    "cloudwatch_alarms": [],
+    "target_health": True,
+}
+
+# one line of the router's analysis log (see _router.py ANALYSIS_LOG_FORMAT)
+LOG_LINE = re.compile(rb"^(\d+\.\d+)\t([a-z]*|-)\t(\d{3})\t(\d+(?:\.\d+)?)\t[^\n]*$", re.M)
+
+
+class AnalysisError(Exception):
+    pass
+
+
+@dataclass
+class Settings:
+    window: float
+    min_requests: int = 10
+    max_error_rate: float = 0.05
+    latency_percentile: float = 95
+    max_latency_ms: float | None = None
+    count_4xx: bool = False
+    access_log: str | None = None
+    cloudwatch_alarms: list = field(default_factory=list)
+    target_health: bool = True
+
+
+@dataclass
+class Figures:
+    """What the backend measured for the new colour in one window (None: not measured by this backend)."""
+
+    requests: int | None = None
+    errors: int | None = None
+    latencies_ms: list | None = None  # unsorted request times of the new colour, in milliseconds
+    alarms: list = field(default_factory=list)  # CloudWatch alarms seen in ALARM during the window
+    unhealthy: list = field(default_factory=list)  # targets of the new colour seen not healthy during the window
+    notes: list = field(default_factory=list)  # e.g. "log rotated during the window", "12 malformed lines skipped"
+
+
+def _number(raw: dict, key: str, low: float, high: float | None, whole: bool = False):
+    value = raw[key]
+    kind = "whole number" if whole else "number"
+    if isinstance(value, bool) or value is None:
+        raise AnalysisError(f"analysis.{key}: {value!r} is not a {kind}")
+    try:
+        number = int(value) if whole else float(value)
+    except (TypeError, ValueError):
+        raise AnalysisError(f"analysis.{key}: {value!r} is not a {kind}") from None
+    if whole and str(value).strip() != str(number):
+        raise AnalysisError(f"analysis.{key}: {value!r} is not a whole number")
+    if number < low or (high is not None and number > high):
+        limit = f"{low:g}..{high:g}" if high is not None else f"at least {low:g}"
+        raise AnalysisError(f"analysis.{key}: {value!r} must be {limit}")
+    return number
+
+
+def validate(raw: dict | None, backend: str = "docker") -> Settings | None:
+    """bg_swap's `analysis` option checked before anything changes; None when analysis is not configured."""
+    if raw is None or raw == {}:
+        return None
+    if not isinstance(raw, dict):
+        raise AnalysisError(f"analysis must be a mapping such as {{window: 30, min_requests: 20}}, got {raw!r}")
+    unknown = sorted(set(raw) - set(KEYS))
+    if unknown:
+        raise AnalysisError(f"analysis: unknown key(s) {unknown}; the keys are {', '.join(KEYS)}")
+    given = {key: value for key, value in raw.items() if value is not None}
+    if "window" not in given:
+        raise AnalysisError("analysis.window is required: the seconds to observe the new colour after each step")
+    if backend == "aws":
+        docker_only = sorted(set(given) & set(REQUEST_KEYS))
+        if docker_only:
+            raise AnalysisError(
+                f"analysis: {', '.join(docker_only)} apply to backend=docker only (measured from the router's log);"
+                " for backend=aws name CloudWatch alarms in analysis.cloudwatch_alarms (e.g. on the target group's"
+                " HTTPCode_Target_5XX_Count or TargetResponseTime) and leave those keys out"
+            )
+        if not given.get("cloudwatch_alarms") and given.get("target_health") is False:
+            raise AnalysisError(
+                "analysis for backend=aws needs cloudwatch_alarms (a list of alarm names) or target_health: true"
+            )
+    elif given.get("cloudwatch_alarms"):
+        raise AnalysisError("analysis.cloudwatch_alarms applies to backend=aws only: leave it out for backend=docker")
+    values = dict(DEFAULTS, **given)
+    settings = Settings(window=_number(values, "window", 0.1, 3600))
+    settings.min_requests = _number(values, "min_requests", 0, None, whole=True)
+    settings.max_error_rate = _number(values, "max_error_rate", 0, 1)
+    settings.latency_percentile = _number(values, "latency_percentile", 1, 100)
+    if values["max_latency_ms"] is not None:
+        settings.max_latency_ms = _number(values, "max_latency_ms", 0, None)
+    for flag in ("count_4xx", "target_health"):
+        if not isinstance(values[flag], bool):
+            raise AnalysisError(f"analysis.{flag}: {values[flag]!r} is not a boolean: use true or false")
+        setattr(settings, flag, values[flag])
+    alarms = values["cloudwatch_alarms"]
+    if isinstance(alarms, str) or not isinstance(alarms, list) or not all(isinstance(a, str) and a for a in alarms):
+        raise AnalysisError(f"analysis.cloudwatch_alarms: {alarms!r} must be a list of alarm names")
+    settings.cloudwatch_alarms = list(alarms)
+    if values["access_log"] is not None:
+        if not isinstance(values["access_log"], str) or not values["access_log"].startswith("/"):
+            raise AnalysisError(f"analysis.access_log: {values['access_log']!r} must be an absolute path")
+        settings.access_log = values["access_log"]
+    return settings
+
+
+def percentile(values: list, p: float) -> float | None:
+    """The p-th percentile by nearest rank (a value that was measured, never an interpolation); None when empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100.0 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def verdict(step: int, colour: str, figures: Figures, settings: Settings, window_s: float) -> dict:
+    """One item of bg_swap's `analysis` list for the window after `step` percent (see the module docstring)."""
+    p = settings.latency_percentile
+    p_out = int(p) if float(p).is_integer() else p
+    measured = figures.requests is not None
+    requests = figures.requests if measured else None
+    errors = figures.errors if measured else None
+    error_rate = round(errors / requests, 4) if measured and requests else (0.0 if measured else None)
+    latency = percentile(figures.latencies_ms or [], p) if measured else None
+    latency = round(latency, 1) if latency is not None else None
+    reasons = []
+    result = PASSED
+    window_txt = f"{window_s:.1f} s"
+    if measured and requests < settings.min_requests:
+        result = INCONCLUSIVE
+        reasons.append(
+            f"only {requests} request{'s' if requests != 1 else ''} to {colour} in {window_txt}, at least "
+            f"{settings.min_requests} needed: idle window (send traffic during the window, lengthen analysis.window"
+            " or lower analysis.min_requests)"
+        )
+    elif measured:
+        if error_rate > settings.max_error_rate:
+            result = FAILED
+            reasons.append(
+                f"error rate {error_rate:.1%} ({errors} of {requests} requests to {colour} answered "
+                f"{'4xx/5xx' if settings.count_4xx else '5xx'}) above max_error_rate {settings.max_error_rate:.1%}"
+            )
+        if settings.max_latency_ms is not None and latency is not None and latency > settings.max_latency_ms:
+            result = FAILED
+            reasons.append(f"p{p_out} latency {latency:g} ms above max_latency_ms {settings.max_latency_ms:g}")
+    if figures.alarms:
+        result = FAILED
+        reasons.append(f"CloudWatch alarm(s) in ALARM during the window: {', '.join(sorted(set(figures.alarms)))}")
+    if figures.unhealthy:
+        result = FAILED
+        reasons.append(f"targets of {colour} not healthy: {', '.join(sorted(set(figures.unhealthy)))}")
+    if result == PASSED:
+        parts = []
+        if measured:
+            parts.append(
+                f"{requests} requests to {colour} in {window_txt}, error rate {error_rate:.1%}, p{p_out} latency "
+                f"{'-' if latency is None else f'{latency:g} ms'}"
+            )
+        if settings.cloudwatch_alarms:
+            parts.append(f"no alarm in ALARM ({', '.join(settings.cloudwatch_alarms)})")
+        if not measured and settings.target_health:
+            parts.append(f"all targets of {colour} healthy")
+        reasons.append("; ".join(parts) or f"{window_txt} observed")
+    detail = "; ".join(reasons + list(figures.notes))
+    item = {
+        "step": step,
+        "verdict": result,
+        "requests": requests,
+        "errors": errors,
+        "error_rate": error_rate,
+        "latency_ms": {"p": p_out, "value": latency},
+        "window_s": round(window_s, 3),
+        "detail": detail,
+    }
+    if settings.cloudwatch_alarms or not measured:
+        item["alarms"] = sorted(set(figures.alarms))
+        item["unhealthy_targets"] = sorted(set(figures.unhealthy))
+    return item
+
+
+# -- the router's analysis log (docker backend) ----------------------------------------------------------------------
+@dataclass
+class LogMark:
+    """Where the window starts in the log: the file (inode) and its size then, and the wall-clock time."""
+
+    path: str
+    inode: int | None
+    offset: int
+    started: float
+
+
+def mark_log(path: str, now: float) -> LogMark:
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return LogMark(path, None, 0, now)
+    return LogMark(path, info.st_ino, info.st_size, now)
+
+
+def parse_log(data: bytes, colour: str, start: float, end: float, count_4xx: bool = False) -> Figures:
+    """Figures of `colour` from log lines (bytes) whose $msec is within [start, end]; malformed lines are skipped and
+    counted in the notes (an incomplete last line, still being written, is not read at all)."""
+    last_newline = data.rfind(b"\n")
+    data = data[: last_newline + 1] if last_newline >= 0 else b""
+    lines = data.count(b"\n")
+    matches = LOG_LINE.findall(data)
+    want = colour.encode()
+    # $msec has a fixed width (10 digits, a dot, 3 digits) until 2286: compare the bytes, convert only what counts
+    low, high = f"{start:.3f}".encode(), f"{end:.3f}".encode()
+    threshold = 400 if count_4xx else 500
+    requests = errors = 0
+    times = []
+    for msec, who, status, request_time in matches:
+        if who != want or not low <= msec <= high:
+            continue
+        requests += 1
+        if int(status) >= threshold:
+            errors += 1
+        times.append(float(request_time) * 1000.0)
+    notes = []
+    malformed = lines - len(matches)
+    if malformed:
+        notes.append(f"{malformed} malformed log line{'s' if malformed != 1 else ''} skipped")
+    return Figures(requests=requests, errors=errors, latencies_ms=times, notes=notes)
+
+
+def read_window(mark: LogMark, colour: str, end: float, count_4xx: bool = False) -> Figures:
+    """The window's figures from the log: read from the offset of the mark to the end of the file. A log rotated
+    during the window (another inode, or truncated below the offset) is read from its start, with a note."""
+    notes = []
+    try:
+        handle = open(mark.path, "rb")
+    except FileNotFoundError:
+        raise AnalysisError(
+            f"router log {mark.path} does not exist: set up the router with this collection version (role"
+            " immutable.infra.router or bg_swap's router option) so nginx writes it, or set analysis.access_log"
+        ) from None
+    with handle:
+        info = os.fstat(handle.fileno())
+        offset = mark.offset
+        if mark.inode is not None and (info.st_ino != mark.inode or info.st_size < mark.offset):
+            notes.append("the log was rotated during the window: only the lines of the new file were counted")
+            offset = 0
+        elif mark.inode is None:
+            offset = 0
+        handle.seek(offset)
+        data = handle.read()
+    figures = parse_log(data, colour, mark.started - 1.0, end, count_4xx)
+    figures.notes = notes + figures.notes
+    return figures
