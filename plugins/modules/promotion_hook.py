@@ -1,0 +1,189 @@
+#!/usr/bin/python
+# Copyright: Contributors to the immutable.infra collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: promotion_hook
+short_description: Check an environment's promotion hooks, or post the promotion's JSON to a webhook
+version_added: 0.2.0
+description:
+  - The promotion playbooks (C(deploy.yml), C(promote.yml), C(rollback.yml)) use it for the hooks of
+    C(promotion_environments.<env>.hooks) (C(docs/progressive.md)). It does one of two things.
+  - With O(hooks), it checks the hooks of O(env) and returns them per phase in RV(hooks), without header values;
+    a task file must exist (a relative path is taken from O(base_dir)). Bad settings fail with the setting's name
+    and how to fix it.
+  - With O(webhook), it sends one HTTP POST of O(payload) as JSON (C(Content-Type application/json)) and fails
+    unless the answer is 2xx, naming the URL (without user, password or query string), the status and the start
+    of the answer. Redirects are not followed.
+  - Header values are never returned or printed. Put tokens in O(headers), not in the URL.
+author:
+  - immutable.infra contributors (@immutable-infra)
+options:
+  hooks:
+    description:
+      - The environment's hooks, C({pre: [...], post: [...], on_rollback: [...]}); each item is
+        C({tasks: <file>, name: <optional>}) or C({webhook: <url>, timeout: <s>, headers: {...}, validate_certs:
+        <bool>, name: <optional>}). Mutually exclusive with O(webhook).
+    type: raw
+  env:
+    description: The environment whose hooks O(hooks) are (for the messages). Required with O(hooks).
+    type: str
+  base_dir:
+    description: Where a relative task file path is taken from (the playbooks give the directory they run from).
+    type: path
+  webhook:
+    description: The URL to post O(payload) to (http or https). Mutually exclusive with O(hooks).
+    type: str
+  headers:
+    description: HTTP headers sent with the POST; the values are never logged or returned.
+    type: dict
+    default: {}
+  timeout:
+    description: Seconds to wait for the webhook's answer.
+    type: float
+    default: 10
+  validate_certs:
+    description: Verify the webhook's TLS certificate (https).
+    type: bool
+    default: true
+  payload:
+    description:
+      - The JSON to post, exactly the documented schema (C(docs/progressive.md)) - C(schema), C(hook), C(action),
+        C(app), C(env), C(from_env), C(artifact), C(previous_artifact), C(forced), C(reason). Required with
+        O(webhook).
+    type: dict
+  label:
+    description: How messages name this hook (the playbooks give e.g. C(pre-promotion hook 1 (webhook URL))).
+    type: str
+attributes:
+  check_mode:
+    support: partial
+    description: O(hooks) is checked the same; a webhook is not called in check mode.
+  diff_mode:
+    support: none
+    description: Nothing to compare.
+  idempotent:
+    support: none
+    description: Each call with O(webhook) posts again.
+seealso:
+  - module: immutable.infra.promotion
+"""
+
+EXAMPLES = r"""
+- name: Check the hooks of prod
+  immutable.infra.promotion_hook:
+    hooks: "{{ promotion_environments.prod.hooks }}"
+    env: prod
+    base_dir: "{{ lookup('ansible.builtin.env', 'PWD') }}"
+  register: prod_hooks
+
+- name: Tell the release channel
+  immutable.infra.promotion_hook:
+    webhook: https://hooks.example.com/promotions
+    headers:
+      Authorization: "Bearer {{ vault_hook_token }}"
+    timeout: 5
+    payload:
+      schema: immutable.infra/promotion-hook/1
+      hook: post
+      action: promote
+      app: web
+      env: prod
+      from_env: staging
+      artifact: 127.0.0.1:5000/web@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
+      previous_artifact: null
+      forced: false
+      reason: null
+"""
+
+RETURN = r"""
+hooks:
+  description:
+    - With O(hooks), the hooks per phase (C(pre), C(post), C(on_rollback); empty lists for the phases not set).
+      Each item has C(phase), C(index) (in the setting's list), C(kind) (C(tasks) or C(webhook)), C(label), C(name),
+      and for a task file C(tasks), its absolute path. No URL or header value.
+  returned: when O(hooks) is given
+  type: dict
+  sample: {"pre": [{"phase": "pre", "index": 0, "kind": "webhook", "name": null,
+           "label": "pre-promotion hook 1 (webhook https://hooks.example.com/promotions)"}], "post": [],
+           "on_rollback": []}
+status:
+  description: The webhook's HTTP status.
+  returned: when O(webhook) is given and not in check mode
+  type: int
+  sample: 200
+url:
+  description: The webhook URL as messages show it (without user, password and query string).
+  returned: when O(webhook) is given
+  type: str
+  sample: https://hooks.example.com/promotions
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.immutable.infra.plugins.module_utils.common._hooks import HookError
+from ansible_collections.immutable.infra.plugins.module_utils.common._hooks import check_hooks
+from ansible_collections.immutable.infra.plugins.module_utils.common._hooks import payload_problem
+from ansible_collections.immutable.infra.plugins.module_utils.common._hooks import post_webhook
+from ansible_collections.immutable.infra.plugins.module_utils.common._hooks import safe_url
+from ansible_collections.immutable.infra.plugins.module_utils.common._hooks import webhook_problem
+
+ARGUMENT_SPEC = dict(
+    hooks=dict(type="raw"),
+    env=dict(type="str"),
+    base_dir=dict(type="path"),
+    webhook=dict(type="str"),
+    headers=dict(type="dict", default={}, no_log=True),
+    timeout=dict(type="float", default=10),
+    validate_certs=dict(type="bool", default=True),
+    payload=dict(type="dict"),
+    label=dict(type="str"),
+)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=ARGUMENT_SPEC,
+        mutually_exclusive=[("hooks", "webhook")],
+        required_one_of=[("hooks", "webhook")],
+        required_by={"hooks": ("env",)},
+        required_together=[("webhook", "payload")],
+        supports_check_mode=True,
+    )
+    params = module.params
+    if params["webhook"] is None:
+        try:
+            hooks = check_hooks(params["hooks"], params["env"], params["base_dir"] or os.getcwd())
+        except HookError as exc:
+            module.fail_json(msg=str(exc))
+        module.exit_json(changed=False, hooks=hooks)
+    label = params["label"] or "webhook"
+    try:
+        webhook_problem(params["webhook"], params["headers"], params["timeout"], label)
+    except HookError as exc:
+        module.fail_json(msg=str(exc), url=safe_url(params["webhook"]))
+    problem = payload_problem(params["payload"])
+    if problem:
+        module.fail_json(msg=f"{label}: {problem}", url=safe_url(params["webhook"]))
+    if module.check_mode:
+        module.exit_json(changed=False, url=safe_url(params["webhook"]), msg="check mode: the webhook was not called")
+    try:
+        answer = post_webhook(
+            params["webhook"],
+            params["payload"],
+            params["headers"],
+            params["timeout"],
+            params["validate_certs"],
+        )
+    except HookError as exc:
+        module.fail_json(msg=f"{label} failed: {exc}", url=safe_url(params["webhook"]))
+    module.exit_json(changed=True, **answer)
+
+
+if __name__ == "__main__":
+    main()
