@@ -191,7 +191,15 @@ class ActionModule(InProcessModuleAction):
         if failed:
             return dict(out, failed=True, **failed)
         with self._timed(out, "ledger_record"):
-            recorded = self._ledger(settings, request, records, out["artifact_id"], task_vars, self._check_mode())
+            recorded = self._ledger(
+                settings,
+                request,
+                records,
+                out["artifact_id"],
+                task_vars,
+                self._check_mode(),
+                evidence=run_evidence({"": out.get("swap") or {}}, params["hook_results"]),
+            )
         out["recorded"] = recorded
         if recorded.get("failed"):
             return dict(out, failed=True, msg=recorded.get("msg", "the ledger refused the record"))
@@ -296,7 +304,14 @@ class ActionModule(InProcessModuleAction):
                 )
             with self._timed(out, "ledger_record"):
                 recorded = self._ledger(
-                    settings, request, out["records"], artifact_id, task_vars, check_mode, hosts=list(hosts)
+                    settings,
+                    request,
+                    out["records"],
+                    artifact_id,
+                    task_vars,
+                    check_mode,
+                    hosts=list(hosts),
+                    evidence=run_evidence(swaps, params["hook_results"]),
                 )
             out["recorded"] = recorded
             if recorded.get("failed"):
@@ -386,7 +401,9 @@ class ActionModule(InProcessModuleAction):
         args = router_args(settings, env)
         return self.run_module_step("immutable.infra.router", router, args, task_vars, check_mode=check_mode)
 
-    def _ledger(self, settings, request, records, artifact_id, task_vars, check_mode, hosts=None):
+    def _ledger(self, settings, request, records, artifact_id, task_vars, check_mode, hosts=None, evidence=None):
+        """The ledger module: the gate in check mode (evidence None), else the record of this run with its evidence
+        (the analysis and the hooks; the ledger's gate adds the soak and the approval it relied on)."""
         from ansible_collections.immutable.infra.plugins.modules import ledger
 
         args = ledger_args(
@@ -406,6 +423,10 @@ class ActionModule(InProcessModuleAction):
                 args["record"] = record["path"]
         if hosts is not None:
             args["hosts"] = hosts
+        if evidence is not None:
+            args["evidence"] = evidence
+            # verified: the switch succeeded (bg_swap fails on a failed analysis) and no analysis verdict says else
+            args["verified"] = all(item.get("verdict") == "passed" for item in evidence["analysis"])
         return self.run_module_step(
             "immutable.infra.ledger", ledger, args, task_vars, check_mode=check_mode, only_when=FILE_LEDGER_ONLY
         )
@@ -420,6 +441,20 @@ class ActionModule(InProcessModuleAction):
             if params[key]:
                 args[key] = params[key]
         return self.run_module_step("immutable.infra.push_image", push_image, args, task_vars, check_mode=check_mode)
+
+
+def run_evidence(swaps: dict, hook_results: list) -> dict:
+    """The evidence of this run for its ledger record (docs/ledger.md, "Evidence"): bg_swap's analysis verdicts per
+    traffic step (each item with its host for a fleet; swaps maps host -> bg_swap result, "" without hosts) and the
+    hooks' results as the playbook gave them. The ledger adds the soak and approval its gate relied on, and keeps it
+    small (module_utils/ledger/_model.compact_evidence)."""
+    analysis = []
+    for host, swap in swaps.items():
+        for item in (swap or {}).get("analysis", []) or []:
+            if isinstance(item, dict):
+                analysis.append(dict(item, host=host) if host else dict(item))
+    hooks = [dict(item) for item in hook_results or [] if isinstance(item, dict)]
+    return {"analysis": analysis, "hooks": hooks}
 
 
 def _client_for(params):

@@ -16,6 +16,9 @@ description:
     V(prod)); a deploy goes to the first environment, and every other environment accepts only an artifact that is
     live (or was live and verified, and not rolled back) in the environment before it. O(force=true) with a
     O(reason) overrides the gate; the override is recorded.
+  - An environment can also require a soak time upstream (O(soak_minutes)) and an approval (O(approval),
+    O(action=approve)); every decision takes its time from one clock, which C(IMMUTABLE_NOW) sets for tests and
+    what-if runs (C(docs/ledger.md)).
   - Refuses, with nothing written, an unknown environment, a O(from_env) without a live artifact, a promotion that
     skips the chain, an artifact ID that is not immutable (a tag or a name) or that no artifact record knows
     (when O(known_ids) is given), and a corrupt ledger.
@@ -67,16 +70,20 @@ options:
       - V(repair) records that the containers of O(env) were replaced with fresh ones from the ID already live there
         (C(playbooks/repair.yml) after drift). O(artifact_id) defaults to the live ID and must be it; live and
         previous stay. Each repair is an event - it is recorded every time (never C(changed=false)).
+      - V(approve) records an approval of O(artifact_id) for O(env) by O(by) (C(playbooks/approve.yml)), in the
+        entry's C(approvals), with the time. A name outside O(approval.approvers) (when listed) is refused. An
+        approval is for one artifact and one environment, and void once another artifact is approved for O(env) or
+        goes live there; the same name approving the same artifact again changes nothing. Nothing goes live.
     type: str
-    choices: [deploy, promote, rollback, repair]
+    choices: [deploy, promote, rollback, repair, approve]
     default: deploy
   artifact_id:
     description:
       - The immutable artifact ID, as in the artifact record.
       - "A container digest reference C(repo@sha256:<64 hex>), an AMI ID C(ami-...), or a region map
         C({\"eu-west-1\": \"ami-...\"}). Compared canonically (key order and digest case do not matter)."
-      - Required for V(deploy). For V(promote) it defaults to the ID live in O(from_env); for V(rollback), to the
-        previous ID.
+      - Required for V(deploy) and V(approve). For V(promote) it defaults to the ID live in O(from_env); for
+        V(rollback), to the previous ID.
     type: raw
   from_env:
     description: The environment the artifact is promoted from. Required for (and only for) O(action=promote).
@@ -110,8 +117,44 @@ options:
         history record as C(hosts); recording the same live ID again with another host list appends a record.
     type: list
     elements: str
+  soak_minutes:
+    description:
+      - O(env)'s soak time (C(promotion_environments.<env>.soak_minutes)). A promotion from O(from_env) needs the
+        artifact live there for at least this many minutes since it became live there (a later promotion of it
+        further down the chain never resets that), with no rollback away from it since, and verified there.
+      - Refused with the time left; O(force) with a O(reason) overrides it (recorded). The time is the ledger's
+        clock (C(IMMUTABLE_NOW), C(docs/ledger.md)).
+      - V(0) or not given, no soak time. Does not apply to an artifact already live in O(env).
+    type: float
+  approval:
+    description:
+      - O(env)'s approval rule (C(promotion_environments.<env>.approval)). With O(approval.required), a deploy or
+        promotion into O(env) needs a valid approval of the artifact (O(action=approve)); refused without, naming
+        who may approve and the command. O(force) does not override it. Does not apply to an artifact already live
+        in O(env).
+      - With O(action=approve), O(approval.approvers) is the list the approver must be in.
+    type: dict
+    suboptions:
+      required:
+        description: Whether O(env) requires an approval.
+        type: bool
+        default: false
+      approvers:
+        description: The names that may approve. Empty or not given, any name counts.
+        type: list
+        elements: str
+  evidence:
+    description:
+      - What the run relied on, stored in its history record as C(evidence) (C(docs/ledger.md), "Evidence"), for
+        example C(analysis) (the analysis verdicts per traffic step) and C(hooks) (the promotion hooks' results).
+        The gate adds C(soak) and C(approval) when O(env) requires them.
+      - Kept small for the V(ssm) backend's 4 KB parameters - lists of at most 12 items, strings of at most 120
+        characters, details dropped beyond 2000 bytes.
+    type: dict
   by:
-    description: Who did it. Defaults to C(user@host) of the process running the module.
+    description:
+      - Who did it. Defaults to C(user@host) of the process running the module.
+      - With O(action=approve), the approver's name (required).
     type: str
   lock_timeout:
     description: Seconds to wait for another writer's lock before failing.
@@ -194,6 +237,35 @@ EXAMPLES = r"""
     from_env: dev
     artifact_id: {"eu-west-1": "ami-0123456789abcdef0", "us-east-1": "ami-0fedcba9876543210"}
 
+- name: Approve an artifact for prod (what playbooks/approve.yml does)
+  immutable.infra.ledger:
+    path: "{{ playbook_dir }}/ledger/ledger.json"
+    chain: [dev, staging, prod]
+    app: web
+    env: prod
+    action: approve
+    artifact_id: "127.0.0.1:5000/web@sha256:{{ digest }}"
+    by: alice
+    approval:
+      required: true
+      approvers: [alice, bob]
+  delegate_to: localhost
+
+- name: Promote to prod once staging ran it for 30 minutes and it was approved
+  immutable.infra.ledger:
+    path: "{{ playbook_dir }}/ledger/ledger.json"
+    chain: [dev, staging, prod]
+    app: web
+    env: prod
+    action: promote
+    from_env: staging
+    soak_minutes: 30
+    approval:
+      required: true
+    evidence:
+      hooks: [{hook: pre, kind: tasks, ok: true, detail: smoke test passed}]
+  delegate_to: localhost
+
 - name: Record a rollback of prod to the previous artifact
   immutable.infra.ledger:
     path: "{{ playbook_dir }}/ledger/ledger.json"
@@ -225,7 +297,16 @@ after:
       description: The artifact ID live before it, for rollback; null when none.
       type: raw
     history:
-      description: Records, oldest first, with id, at, by, action, from_env, record, reason, forced, verified.
+      description:
+        - Records, oldest first, with id, at, by, action, from_env, record, reason, forced, verified; C(hosts) for a
+          fleet; C(evidence) when the run gave or the gate relied on some (C(analysis), C(soak), C(approval),
+          C(hooks)).
+      type: list
+      elements: dict
+    approvals:
+      description:
+        - The approvals still valid for this environment, each with id, by and at (absent when none). They are all
+          for one artifact - approving another or making another live voids them.
       type: list
       elements: dict
   sample:
@@ -262,6 +343,14 @@ overridden:
   type: list
   elements: str
   sample: []
+evidence:
+  description:
+    - What the gate relied on - C(soak) (C(from_env), C(required_min), C(live_since), C(minutes), C(left_min), C(ok))
+      when O(env) has a soak time and C(approval) (C(by), C(at)) when it requires an approval, each null otherwise.
+      With O(action=approve), C(approval) is the approval recorded (C(id), C(by), C(at)).
+  returned: always
+  type: dict
+  sample: {"soak": null, "approval": {"by": "alice", "at": "2026-12-04T10:00:00Z"}}
 location:
   description: The ledger file path or the SSM prefix.
   returned: always
@@ -308,7 +397,7 @@ ARGUMENT_SPEC = dict(
     app=dict(type="str", required=True),
     env=dict(type="str", required=True),
     chain=dict(type="list", elements="str", required=True),
-    action=dict(type="str", choices=["deploy", "promote", "rollback", "repair"], default="deploy"),
+    action=dict(type="str", choices=["deploy", "promote", "rollback", "repair", "approve"], default="deploy"),
     artifact_id=dict(type="raw"),
     from_env=dict(type="str"),
     record=dict(type="str"),
@@ -317,6 +406,15 @@ ARGUMENT_SPEC = dict(
     verified=dict(type="bool", default=True),
     known_ids=dict(type="list", elements="raw"),
     hosts=dict(type="list", elements="str"),
+    soak_minutes=dict(type="float"),
+    approval=dict(
+        type="dict",
+        options=dict(
+            required=dict(type="bool", default=False),
+            approvers=dict(type="list", elements="str"),
+        ),
+    ),
+    evidence=dict(type="dict"),
     by=dict(type="str"),
     lock_timeout=dict(type="int", default=60),
     max_history=dict(type="int", default=20),

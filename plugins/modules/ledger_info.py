@@ -91,7 +91,9 @@ ledger:
       type: int
       sample: 1
     apps:
-      description: App name -> environment name -> entry (live, previous, history).
+      description:
+        - App name -> environment name -> entry (live, previous, history; C(approvals) when some are valid). A
+          history record keeps C(evidence) when its run had some (C(docs/ledger.md), "Evidence").
       type: dict
   sample:
     schema: 1
@@ -106,6 +108,22 @@ entry:
   returned: when O(env) is given
   type: dict
   sample: {"live": "ami-0123456789abcdef0", "previous": null, "history": []}
+evidence:
+  description:
+    - The evidence of the newest deploy or promotion recorded in O(env) (its C(id), C(action), C(at), C(by) and
+      C(evidence) - C(analysis), C(soak), C(approval), C(hooks)); null when none has evidence.
+  returned: when O(env) is given
+  type: dict
+  sample:
+    id: "127.0.0.1:5000/web@sha256:bbb..."
+    action: promote
+    at: "2026-12-04T10:31:00Z"
+    by: "deploy@ci-runner"
+    evidence:
+      analysis: [{"step": 100, "verdict": "passed", "requests": 240, "errors": 0, "error_rate": 0.0}]
+      soak: {"from_env": "staging", "required_min": 30, "live_since": "2026-12-04T10:00:00Z", "minutes": 31}
+      approval: {"by": "alice", "at": "2026-12-04T10:20:00Z"}
+      hooks: []
 location:
   description: The ledger file path or the SSM prefix.
   returned: always
@@ -119,6 +137,7 @@ from ansible_collections.immutable.infra.plugins.module_utils.ledger._file impor
 from ansible_collections.immutable.infra.plugins.module_utils.ledger._model import LedgerError
 from ansible_collections.immutable.infra.plugins.module_utils.ledger._model import filter_state
 from ansible_collections.immutable.infra.plugins.module_utils.ledger._model import get_entry
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._model import last_evidence
 
 ARGUMENT_SPEC = dict(
     backend=dict(type="str", choices=["file", "ssm"], default="file"),
@@ -163,6 +182,7 @@ def run_module(module):
     result = dict(changed=False, ledger=state, location=ledger.location)
     if params["env"] is not None:
         result["entry"] = get_entry(state, params["app"], params["env"])
+        result["evidence"] = last_evidence(result["entry"])
     module.exit_json(**result)
 
 

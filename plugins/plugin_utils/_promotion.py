@@ -245,10 +245,30 @@ def record_of(records: list, artifact_id) -> dict:
     return next((record for record in records if same_artifact_id(record["id"], artifact_id)), {})
 
 
+def gate_policy(settings: dict, env: str) -> dict:
+    """The environment's soak time and approval rule (promotion_environments.<env>.soak_minutes and .approval),
+    checked: {soak_minutes, approval: {required, approvers}} (docs/promotion.md, "Soak time and approvals")."""
+    from ansible_collections.immutable.infra.plugins.module_utils.ledger._gate import check_policy
+    from ansible_collections.immutable.infra.plugins.module_utils.ledger._model import LedgerError
+
+    envcfg = settings["environments"].get(env)
+    envcfg = envcfg if isinstance(envcfg, dict) else {}
+    try:
+        return check_policy({key: envcfg.get(key) for key in ("soak_minutes", "approval")}, env)
+    except LedgerError as exc:
+        raise PromotionError(f"invalid settings: {exc.message}") from None
+
+
 def ledger_args(settings: dict, action: str, env: str, from_env: str, artifact_id, force: bool, reason) -> dict:
     """The ledger module's arguments for the gate (check mode) and for the record of this run."""
     args = {key: settings["ledger"][key] for key in LEDGER_CONNECTION if settings["ledger"].get(key) is not None}
     args.update(app=settings["app"], chain=settings["chain"], env=env, action=action)
+    if action in ("deploy", "promote"):
+        policy = gate_policy(settings, env)
+        if policy["soak_minutes"]:
+            args["soak_minutes"] = policy["soak_minutes"]
+        if policy["approval"]["required"]:
+            args["approval"] = policy["approval"]
     if artifact_id is not None:
         args["artifact_id"] = artifact_id
     if reason is not None:
@@ -434,6 +454,23 @@ def summary_lines(settings: dict, request: dict, swap: dict, recorded: dict) -> 
             )
         else:
             lines.append("gate: ok")
+        lines.extend(evidence_lines(recorded.get("evidence") or {}))
+    return lines
+
+
+def evidence_lines(evidence: dict) -> list:
+    """The soak and the approval the gate relied on, for the summary (docs/ledger.md, "Evidence")."""
+    lines = []
+    soak = evidence.get("soak")
+    if isinstance(soak, dict):
+        lines.append(
+            f"soak: {soak.get('from_env')} ran it {soak.get('minutes')} min of {soak.get('required_min'):g}"
+            f" (live there since {soak.get('live_since')})"
+            + ("" if soak.get("ok") else " - not enough, overridden by force")
+        )
+    approval = evidence.get("approval")
+    if isinstance(approval, dict):
+        lines.append(f"approved by {approval.get('by')} at {approval.get('at')}")
     return lines
 
 
@@ -587,4 +624,5 @@ def fleet_summary(settings: dict, request: dict, recorded: dict, hosts: list, sw
             )
         else:
             lines.append("gate: ok")
+        lines.extend(evidence_lines(recorded.get("evidence") or {}))
     return lines

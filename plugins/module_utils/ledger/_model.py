@@ -8,8 +8,11 @@ docs/ledger.md.
 
 from __future__ import annotations
 
+import calendar
 import copy
+import datetime
 import json
+import os
 import re
 import time
 
@@ -19,6 +22,16 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 AMI_RE = re.compile(r"^ami-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
 REGION_RE = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d+$")
 DIGEST_RE = re.compile(r"^[^\s@]+@sha256:[0-9a-fA-F]{64}$")
+# the one clock of every ledger decision (docs/ledger.md, "The clock"): tests and what-if runs set it
+CLOCK_VARIABLE = "IMMUTABLE_NOW"
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+ISO_UTC_RE = re.compile(
+    r"^(\d{4})-(\d\d)-(\d\d)[T ](\d\d):(\d\d)(?::(\d\d)(?:\.\d+)?)?(Z|[+-]\d\d:?\d\d)$", re.IGNORECASE
+)
+# evidence kept in a history record (docs/ledger.md, "Evidence"): small, so an SSM parameter (4 KB) holds it
+EVIDENCE_LIST_MAX = 12
+EVIDENCE_DETAIL_MAX = 120
+EVIDENCE_BYTES_MAX = 2000
 
 
 class LedgerError(Exception):
@@ -39,8 +52,48 @@ class LedgerError(Exception):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def utc_now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+def parse_utc(text) -> float | None:
+    """Seconds since the epoch of an ISO-8601 time with a zone (2026-12-04T10:00:00Z, ...+01:00); None otherwise.
+
+    The ledger writes YYYY-MM-DDTHH:MM:SSZ; a time without a zone is refused (None): it would be a guess."""
+    match = ISO_UTC_RE.match(str(text).strip()) if isinstance(text, str) else None
+    if not match:
+        return None
+    year, month, day, hour, minute, second, zone = match.groups()
+    try:
+        moment = datetime.datetime(int(year), int(month), int(day), int(hour), int(minute), int(second or 0))
+    except ValueError:
+        return None
+    seconds = float(calendar.timegm(moment.timetuple()))
+    if zone.upper() != "Z":
+        sign = -1 if zone[0] == "-" else 1
+        digits = zone[1:].replace(":", "")
+        seconds -= sign * (int(digits[:2]) * 3600 + int(digits[2:]) * 60)
+    return seconds
+
+
+def format_utc(seconds: float) -> str:
+    return time.strftime(TIME_FORMAT, time.gmtime(seconds))
+
+
+def now_seconds(environ=None) -> float:
+    """Now, in seconds since the epoch: IMMUTABLE_NOW when set (an ISO-8601 UTC time, for tests and what-if runs:
+    "would prod accept this tomorrow at 10:00?"), else the system clock. An invalid IMMUTABLE_NOW is an error."""
+    value = (os.environ if environ is None else environ).get(CLOCK_VARIABLE, "")
+    if not str(value).strip():
+        return time.time()
+    seconds = parse_utc(value)
+    if seconds is None:
+        raise LedgerError(
+            f"{CLOCK_VARIABLE}={value!r} is not an ISO-8601 UTC time: give it like 2026-12-04T10:00:00Z (it sets the"
+            " ledger's clock, for tests and what-if runs), or unset it to use the system clock"
+        )
+    return seconds
+
+
+def utc_now(environ=None) -> str:
+    """The ledger's clock (YYYY-MM-DDTHH:MM:SSZ): every ledger decision and record time comes from here."""
+    return format_utc(now_seconds(environ))
 
 
 def check_name(kind: str, value) -> str:
@@ -120,6 +173,70 @@ def show_id(value) -> str:
 
 def empty_state() -> dict:
     return {"schema": SCHEMA, "apps": {}}
+
+
+def _short(value, limit=EVIDENCE_DETAIL_MAX):
+    if isinstance(value, str) and len(value) > limit:
+        return value[: limit - 3] + "..."
+    return value
+
+
+def compact_evidence(evidence) -> dict | None:
+    """The evidence stored in a history record, small enough for an SSM parameter (4 KB with the record): lists
+    capped at 12 items (the first ones and the last, with `dropped`), strings at 120 characters; when still larger
+    than 2000 bytes, the details go; then only the verdicts stay."""
+    if not evidence:
+        return None
+    if not isinstance(evidence, dict):
+        raise LedgerError(
+            f"evidence must be a mapping (analysis, soak, approval, hooks), not {type(evidence).__name__}"
+        )
+
+    def shrink(value):
+        if isinstance(value, dict):
+            return {str(key): shrink(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            items = list(value)
+            if len(items) > EVIDENCE_LIST_MAX:
+                head = EVIDENCE_LIST_MAX - 1
+                items = items[:head] + items[-1:] + [{"dropped": len(value) - EVIDENCE_LIST_MAX}]
+            return [shrink(item) for item in items]
+        if isinstance(value, str):
+            return _short(value)
+        if value is None or isinstance(value, (bool, int, float)):
+            return value
+        return _short(str(value))
+
+    out = shrink(evidence)
+
+    def size(value):
+        return len(json.dumps(value, sort_keys=True, separators=(",", ":")).encode("utf-8"))
+
+    if size(out) > EVIDENCE_BYTES_MAX:
+        for key in ("analysis", "hooks"):
+            if isinstance(out.get(key), list):
+                out[key] = [
+                    {k: v for k, v in item.items() if k != "detail"} if isinstance(item, dict) else item
+                    for item in out[key]
+                ]
+    if size(out) > EVIDENCE_BYTES_MAX:
+        keep = ("step", "verdict", "hook", "kind", "ok", "host", "dropped")
+        for key in ("analysis", "hooks"):
+            if isinstance(out.get(key), list):
+                out[key] = [
+                    {k: v for k, v in item.items() if k in keep} if isinstance(item, dict) else item
+                    for item in out[key]
+                ]
+        out["truncated"] = True
+    return out
+
+
+def last_evidence(entry) -> dict | None:
+    """The newest deploy or promotion of an entry that has evidence: {id, action, at, by, evidence}; None if none."""
+    for item in reversed((entry or {}).get("history") or []):
+        if item.get("action") in ("deploy", "promote") and item.get("evidence"):
+            return {key: item.get(key) for key in ("id", "action", "at", "by", "evidence")}
+    return None
 
 
 def empty_entry() -> dict:

@@ -11,14 +11,19 @@ from __future__ import annotations
 import copy
 import os
 
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._gate import check_policy
 from ansible_collections.immutable.infra.plugins.module_utils.ledger._gate import check_promotion
 from ansible_collections.immutable.infra.plugins.module_utils.ledger._gate import check_repair
 from ansible_collections.immutable.infra.plugins.module_utils.ledger._gate import check_rollback
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._gate import plan_approval
 from ansible_collections.immutable.infra.plugins.module_utils.ledger._gate import plan_record
 from ansible_collections.immutable.infra.plugins.module_utils.ledger._model import LedgerError
 from ansible_collections.immutable.infra.plugins.module_utils.ledger._model import check_chain
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._model import check_env
 from ansible_collections.immutable.infra.plugins.module_utils.ledger._model import check_name
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._model import format_utc
 from ansible_collections.immutable.infra.plugins.module_utils.ledger._model import get_entry
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._model import now_seconds
 from ansible_collections.immutable.infra.plugins.module_utils.ledger._model import utc_now
 
 
@@ -64,9 +69,11 @@ class Ledger:
         gate=None,
         dry_run=False,
         hosts=None,
+        evidence=None,
     ) -> RecordResult:
         """Record a deploy/promotion/rollback; `gate(state_of_app)` (re-)checks the plan on fresh data under the
-        lock and returns it (a dict that may override id/forced). dry_run computes without locking or writing."""
+        lock and returns it (a dict that may override id/forced, and whose `evidence` - the soak and approval the
+        gate relied on - joins `evidence` in the history record). dry_run computes without locking or writing."""
         check_name("app", app)
         check_name("environment", env)
 
@@ -75,6 +82,9 @@ class Ledger:
             target = plan["id"] if plan else artifact_id
             is_forced = plan["forced"] if plan and "forced" in plan else forced
             before = get_entry(state, app, env)
+            stored = dict(evidence or {})
+            if plan and plan.get("evidence"):
+                stored.update({key: value for key, value in plan["evidence"].items() if value is not None})
             changed, after = plan_record(
                 before,
                 target,
@@ -87,8 +97,24 @@ class Ledger:
                 forced=is_forced,
                 verified=verified,
                 hosts=hosts,
+                evidence=stored,
             )
             return RecordResult(changed, copy.deepcopy(before), after, plan)
+
+        if dry_run:
+            return mutate(self.read(app))
+        return self._update(app, env, mutate)
+
+    def approve(self, app, env, artifact_id, by, at=None, approval=None, dry_run=False) -> RecordResult:
+        """Record an approval of artifact_id for env by `by` (plan_approval), under the backend's lock."""
+        check_name("app", app)
+        check_name("environment", env)
+
+        def mutate(state):
+            before = get_entry(state, app, env)
+            changed, after = plan_approval(before, artifact_id, by, at or utc_now(), approval)
+            mine = next(item for item in after["approvals"] if item["by"] == str(by).strip())
+            return RecordResult(changed, copy.deepcopy(before), after, {"id": mine["id"], "approval": mine})
 
         if dry_run:
             return mutate(self.read(app))
@@ -119,6 +145,34 @@ def run_record(ledger: Ledger, params: dict, check_mode: bool) -> dict:
     force = bool(params.get("force"))
     known_ids = params.get("known_ids")
     check_chain(chain)
+    now = now_seconds()  # the one clock (IMMUTABLE_NOW): the gate's soak and the record's time agree
+    policy = check_policy({"soak_minutes": params.get("soak_minutes"), "approval": params.get("approval")}, env)
+    if action == "approve":
+        missing = [
+            name
+            for name, key in (("env", "env"), ("artifact", "artifact_id"), ("by", "by"))
+            if params.get(key) in (None, "")
+        ]
+        if missing:
+            raise LedgerError(
+                f"an approval needs {', '.join(missing)}: ansible-playbook playbooks/approve.yml -e env=<environment>"
+                " -e artifact=<the immutable id> -e by=<your name> (ledger module: env, artifact_id, by)"
+            )
+        check_env(chain, env)
+        result = ledger.approve(
+            app, env, params["artifact_id"], params.get("by"), format_utc(now), policy["approval"], dry_run=check_mode
+        )
+        return {
+            "changed": result.changed,
+            "before": result.before,
+            "after": result.after,
+            "artifact_id": result.plan["id"],
+            "action": action,
+            "forced": False,
+            "overridden": [],
+            "evidence": {"approval": result.plan["approval"]},
+            "location": ledger.location,
+        }
     if action == "deploy" and from_env is not None:
         raise LedgerError(f"from_env is for action=promote: set action: promote to promote from {from_env!r}")
     if action == "promote" and from_env is None:
@@ -133,7 +187,9 @@ def run_record(ledger: Ledger, params: dict, check_mode: bool) -> dict:
             plan = check_repair(chain, state, app, env, params.get("artifact_id"))
             plan.update(forced=False, overridden=[])
             return plan
-        return check_promotion(chain, state, app, from_env, env, params.get("artifact_id"), force, reason, known_ids)
+        return check_promotion(
+            chain, state, app, from_env, env, params.get("artifact_id"), force, reason, known_ids, policy, now
+        )
 
     result = ledger.apply(
         app,
@@ -148,6 +204,8 @@ def run_record(ledger: Ledger, params: dict, check_mode: bool) -> dict:
         gate=gate,
         dry_run=check_mode,
         hosts=params.get("hosts"),
+        at=format_utc(now),
+        evidence=params.get("evidence"),
     )
     plan = result.plan or {}
     return {
@@ -158,5 +216,6 @@ def run_record(ledger: Ledger, params: dict, check_mode: bool) -> dict:
         "action": action,
         "forced": bool(plan.get("forced")),
         "overridden": plan.get("overridden", []),
+        "evidence": plan.get("evidence") or {},
         "location": ledger.location,
     }

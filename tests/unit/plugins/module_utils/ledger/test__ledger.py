@@ -138,6 +138,7 @@ def test_deploy_to_first_environment_passes():
         "action": "deploy",
         "forced": False,
         "overridden": [],
+        "evidence": {"soak": None, "approval": None},
     }
 
 
