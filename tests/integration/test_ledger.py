@@ -193,8 +193,18 @@ FILLER = 5
 MAX_HISTORY = 2
 
 
-def fillers(env: str) -> list:
-    return [(env, digest(0x100 + n), "deploy", True) for n in range(FILLER)]
+T0 = "2026-12-01T00:00:00Z"
+
+
+def at(minutes: float) -> str:
+    from ansible_collections.immutable.infra.plugins.module_utils.ledger._model import format_utc
+    from ansible_collections.immutable.infra.plugins.module_utils.ledger._model import parse_utc
+
+    return format_utc(parse_utc(T0) + minutes * 60)
+
+
+def fillers(env: str, minutes: float = 0) -> list:
+    return [(env, digest(0x100 + n), "deploy", True, minutes) for n in range(FILLER)]
 
 
 # (case, history as (env, id, action, verified) records written in order, the question, what both must answer:
@@ -242,14 +252,65 @@ DECISIONS = [
         {"action": "rollback", "env": "prod"},
         A,
     ),
+    # soak time (soak_minutes) and approvals (docs/ledger.md), with the history archived in SSM parts
+    (
+        "soak not elapsed: refused with the time left",
+        [*fillers("staging"), ("staging", A, "promote", True, 0)],
+        {"action": "promote", "from_env": "staging", "env": "prod", "soak_minutes": 30, "minutes": 12.5},
+        f"staging has run {A} for 12 min of the 30 min soak prod requires: 18 min left",
+    ),
+    (
+        "soak elapsed, re-records of the live ID long after never reset it",
+        [("staging", A, "promote", True, 0), ("staging", A, "deploy", False, 20), ("staging", A, "deploy", True, 25)],
+        {"action": "promote", "from_env": "staging", "env": "prod", "soak_minutes": 30, "minutes": 30},
+        A,
+    ),
+    (
+        "a rollback away from it in staging resets its verification",
+        [("staging", A, "promote", True, 0), ("staging", B, "promote", True, 1), ("staging", A, "rollback", True, 40)],
+        {"action": "promote", "from_env": "staging", "env": "prod", "artifact_id": B, "soak_minutes": 30},
+        f"artifact {B} was rolled back in 'staging'",
+    ),
+    (
+        "approval missing: refused with the command",
+        [("staging", A, "promote", True)],
+        {"action": "promote", "from_env": "staging", "env": "prod", "approval": {"required": True}},
+        f"ansible-playbook playbooks/approve.yml -e env=prod -e artifact={A} -e by=<name>",
+    ),
+    (
+        "approved long ago, before many records",
+        [("staging", A, "promote", True), ("prod", A, "approve", "alice"), *fillers("staging")],
+        {"action": "promote", "from_env": "staging", "env": "prod", "artifact_id": A, "approval": {"required": True}},
+        A,
+    ),
+    (
+        "an approval of another artifact does not count",
+        [("staging", A, "promote", True), ("prod", B, "approve", "alice")],
+        {"action": "promote", "from_env": "staging", "env": "prod", "approval": {"required": True}},
+        f"prod requires an approval of {A}",
+    ),
+    (
+        "an approval expires once another artifact goes live",
+        [("staging", A, "promote", True), ("prod", A, "approve", "alice"), ("prod", C, "deploy", True)],
+        {"action": "promote", "from_env": "staging", "env": "prod", "approval": {"required": True}},
+        f"prod requires an approval of {A}",
+    ),
 ]
 
 
-def decide(ledger, history: list, question: dict) -> str:
+def decide(ledger, history: list, question: dict, monkeypatch) -> str:
+    """Write the history (a record's time: T0 + its 5th item in minutes, default 0; action "approve": an approval
+    by its 4th item), then ask the question at T0 + question["minutes"] on the ledger's clock (IMMUTABLE_NOW)."""
     from ansible_collections.immutable.infra.plugins.module_utils.ledger._store import run_record
 
-    for env, artifact_id, action, verified in history:
-        ledger.record("web", env, artifact_id, action, "ci@runner", verified=verified, at="2026-12-01T00:00:00Z")
+    for env, artifact_id, action, verified, *minutes in history:
+        when = at(minutes[0] if minutes else 0)
+        if action == "approve":
+            ledger.approve("web", env, artifact_id, verified, at=when)
+        else:
+            ledger.record("web", env, artifact_id, action, "ci@runner", verified=verified, at=when)
+    question = dict(question)
+    monkeypatch.setenv("IMMUTABLE_NOW", at(question.pop("minutes", 0)))
     params = {"app": "web", "chain": CHAIN, "by": "ci@runner", **question}
     try:
         return run_record(ledger, params, check_mode=True)["artifact_id"]
@@ -259,15 +320,16 @@ def decide(ledger, history: list, question: dict) -> str:
 
 @pytest.mark.parametrize(("case", "history", "question", "expected"), DECISIONS, ids=[d[0] for d in DECISIONS])
 def test_file_and_ssm_backends_decide_the_same_for_the_same_history(
-    ssm, unique, tmp_path, case, history, question, expected
+    ssm, unique, tmp_path, monkeypatch, case, history, question, expected
 ):
     from ansible_collections.immutable.infra.plugins.module_utils.ledger._file import FileLedger
 
     file_ledger = FileLedger(tmp_path / "ledger.json")
     ssm_ledger = SsmLedger(ssm, f"/immutable-infra-test/{unique}/ledger", max_history=MAX_HISTORY)
-    on_file, on_ssm = decide(file_ledger, history, question), decide(ssm_ledger, history, question)
+    on_file = decide(file_ledger, history, question, monkeypatch)
+    on_ssm = decide(ssm_ledger, history, question, monkeypatch)
     assert on_file == on_ssm, case
-    assert expected in on_file if expected.startswith(("artifact", "its")) else on_file == expected, on_file
+    assert expected in on_file if expected not in (A, B, C) else on_file == expected, on_file
     # both hold the whole history, in order
     for env in {env for env, *_rest in history}:
         assert ssm_ledger.entry("web", env) == file_ledger.entry("web", env)
