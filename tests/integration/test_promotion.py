@@ -500,3 +500,70 @@ def test_ami_ids_on_the_ssm_ledger_gate_history_rollback(chain, moto_server, uni
 
 def _keys(aws: dict) -> dict:
     return {"aws_access_key_id": aws["AWS_ACCESS_KEY_ID"], "aws_secret_access_key": aws["AWS_SECRET_ACCESS_KEY"]}
+
+
+# --- soak time and approvals (docs/promotion.md, "Soak time and approvals"), on the ledger's clock ---------------
+
+
+def test_prod_requires_a_soak_in_staging_and_an_approval_then_records_the_evidence(chain, artifacts):
+    """Through the real playbooks (docker backend): the soak refusal with the time left, moved past by the ledger's
+    clock (IMMUTABLE_NOW); the approval refusal with the command; approve.yml; the promotion and its evidence in the
+    ledger and in verify.yml. Nothing changes while refused."""
+    one = artifacts[0]
+    c = chain()
+    group_vars = c.inventory / "group_vars" / "all" / "promotion.yml"
+    settings = json.loads(group_vars.read_text())
+    settings["promotion_environments"]["prod"].update(
+        soak_minutes=30, approval={"required": True, "approvers": ["alice", "bob"]}
+    )
+    group_vars.write_text(json.dumps(settings, indent=1))
+
+    def run(playbook, minutes, **extra):
+        clock = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(1796378400 + minutes * 60))  # 2026-12-04T10:00:00Z
+        env = dict(c.extra_env, IMMUTABLE_NOW=clock)
+        return run_playbook(PLAYBOOKS / playbook, extra, "-i", str(c.inventory), env=env), clock
+
+    for playbook, extra in (("deploy.yml", {"env": "dev"}), ("promote.yml", {"from": "dev", "to": "staging"})):
+        res, _clock = run(playbook, 0, **extra)
+        assert res.returncode == 0, show(res)
+    assert c.entry("staging")["history"][-1]["at"] == "2026-12-04T10:00:00Z", "the ledger's time is IMMUTABLE_NOW"
+    before = c.ledger_path.read_bytes()
+
+    res, _clock = run("promote.yml", 12.5, **{"from": "staging", "to": "prod"})
+    assert res.returncode != 0
+    assert f"staging has run {one['id']} for 12 min of the 30 min soak prod requires: 18 min left" in res.stdout, show(
+        res
+    )
+    res, _clock = run("promote.yml", 31, **{"from": "staging", "to": "prod"})
+    assert res.returncode != 0
+    command = f"ansible-playbook playbooks/approve.yml -e env=prod -e artifact={one['id']} -e by=alice"
+    assert "one of alice, bob may approve it with: " + command in res.stdout, show(res)
+    assert c.ledger_path.read_bytes() == before, "a refusal changes nothing"
+    assert sh("docker", "container", "inspect", c.name("prod", "blue"), check=False).returncode != 0
+
+    res, _clock = run("approve.yml", 32, env="prod", artifact=one["id"], by="mallory")
+    assert res.returncode != 0 and "mallory is not an approver of this environment" in res.stdout, show(res)
+    res, approved_at = run("approve.yml", 32, env="prod", artifact=one["id"], by="alice")
+    assert res.returncode == 0, show(res)
+    assert f"approved by alice at {approved_at}" in res.stdout, show(res)
+
+    res, _clock = run("promote.yml", 33, **{"from": "staging", "to": "prod"})
+    assert res.returncode == 0, show(res)
+    assert one["id"] in last_line(res, c.app, "prod") and f"approved by alice at {approved_at}" in res.stdout
+    assert c.served("prod")[0] == 200
+    evidence = c.entry("prod")["history"][-1]["evidence"]
+    assert evidence["approval"] == {"by": "alice", "at": approved_at}
+    assert evidence["soak"] == {
+        "from_env": "staging",
+        "required_min": 30,
+        "live_since": "2026-12-04T10:00:00Z",
+        "minutes": 33,
+        "left_min": 0,
+        "ok": True,
+    }
+    assert "evidence" not in c.entry("dev")["history"][-1], "no analysis, soak, approval or hooks: none stored"
+
+    res, _clock = run("verify.yml", 34)
+    assert res.returncode == 0, show(res)
+    shown = res.stdout[res.stdout.index("TASK [Show the evidence of the last promotion") :]
+    assert "dev: no evidence recorded" in shown and "by: alice" in shown and approved_at in shown, show(res)

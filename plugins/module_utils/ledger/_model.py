@@ -182,7 +182,8 @@ def _short(value, limit=EVIDENCE_DETAIL_MAX):
 
 
 def compact_evidence(evidence) -> dict | None:
-    """The evidence stored in a history record, small enough for an SSM parameter (4 KB with the record): lists
+    """The evidence stored in a history record (None when every part is empty: nothing is stored), small enough
+    for an SSM parameter (4 KB with the record): empty parts left out, lists
     capped at 12 items (the first ones and the last, with `dropped`), strings at 120 characters; when still larger
     than 2000 bytes, the details go; then only the verdicts stay."""
     if not evidence:
@@ -207,7 +208,9 @@ def compact_evidence(evidence) -> dict | None:
             return value
         return _short(str(value))
 
-    out = shrink(evidence)
+    out = shrink({key: value for key, value in evidence.items() if value not in (None, [], {}, "")})
+    if not out:
+        return None
 
     def size(value):
         return len(json.dumps(value, sort_keys=True, separators=(",", ":")).encode("utf-8"))
