@@ -141,3 +141,39 @@ def test_file_backend_runs_without_boto3_and_ssm_says_what_is_missing(tmp_path):
     )
     assert ssm_run.returncode == 1
     assert "backend=ssm needs boto3 and botocore" in json.loads(ssm_run.stdout)["msg"]
+
+
+def test_approve_then_promote_with_the_rules_and_info_returns_the_evidence(tmp_path, capsys, monkeypatch):
+    path = str(tmp_path / "ledger.json")
+    base = {"path": path, "chain": CHAIN, "app": "web"}
+    rule = {"required": True, "approvers": ["alice"]}
+    monkeypatch.setenv("IMMUTABLE_NOW", "2026-12-04T10:00:00Z")
+    run(ledger_module, dict(base, env="dev", artifact_id=A), capsys)
+    promote = dict(base, env="staging", action="promote", from_env="dev", soak_minutes=30, approval=rule)
+    refused = run(ledger_module, promote, capsys)
+    assert refused["rc"] == 1 and "dev has run" in refused["msg"] and "30 min left" in refused["msg"]
+    monkeypatch.setenv("IMMUTABLE_NOW", "2026-12-04T10:45:00Z")
+    refused = run(ledger_module, promote, capsys)
+    assert refused["rc"] == 1 and "-e env=staging -e artifact=" in refused["msg"] and "-e by=alice" in refused["msg"]
+
+    approve = dict(base, env="staging", action="approve", artifact_id=A, approval=rule)
+    missing = run(ledger_module, approve, capsys)
+    assert missing["rc"] == 1 and missing["msg"].startswith("an approval needs by: ansible-playbook playbooks/approve")
+    outsider = run(ledger_module, dict(approve, by="mallory"), capsys)
+    assert outsider["rc"] == 1 and "mallory is not an approver" in outsider["msg"]
+    checked = run(ledger_module, dict(approve, by="alice"), capsys, check_mode=True)
+    stored = json.loads((tmp_path / "ledger.json").read_text())["apps"]["web"]
+    assert checked["changed"] and "staging" not in stored, "check mode writes nothing"
+    approved = run(ledger_module, dict(approve, by="alice"), capsys)
+    assert approved["changed"] and approved["evidence"]["approval"]["at"] == "2026-12-04T10:45:00Z"
+    assert run(ledger_module, dict(approve, by="alice"), capsys)["changed"] is False
+
+    hooks = [{"hook": "pre", "kind": "webhook", "ok": True, "detail": "HTTP 200"}]
+    done = run(ledger_module, dict(promote, evidence={"hooks": hooks}), capsys)
+    assert done["rc"] == 0 and done["changed"] and done["evidence"]["soak"]["minutes"] == 45
+    info = run(ledger_info_module, {"path": path, "app": "web", "env": "staging"}, capsys)
+    assert info["evidence"]["action"] == "promote" and info["evidence"]["evidence"]["hooks"] == hooks
+    assert info["evidence"]["evidence"]["approval"] == {"by": "alice", "at": "2026-12-04T10:45:00Z"}
+
+    bad = run(ledger_module, dict(promote, approval={"required": "maybe"}), capsys)
+    assert bad["rc"] == 1 and "required" in bad["msg"]
