@@ -27,7 +27,7 @@ MANAGED = "# Ansible managed\n"
 SYSTEM_CONF_DIR = "/etc/nginx/conf.d"
 SYSTEM_LOG_DIR = "/var/log/nginx"
 # bg_swap's analysis reads this log (deploy/_analysis.py parse_log): one tab-separated line per request
-ANALYSIS_LOG_FIELDS = ("$msec", "$bg_colour_{name}", "$status", "$request_time", "$upstream_addr")
+ANALYSIS_LOG_FIELDS = ("$bg_colour_{name}", "$msec", "$status", "$request_time", "$upstream_addr")
 
 
 def analysis_log_path(router_dir: str, app: str, env: str) -> str:
@@ -78,7 +78,7 @@ def render_server_conf(
     """The server of app/env: proxies to the upstream bg_swap switches and names the colour in X-Colour.
 
     Requests are logged twice: in the usual combined access log, and in the analysis log bg_swap's analysis reads
-    (time, colour, status, request time, upstream address; tab-separated, written by nginx itself)."""
+    (colour, time, status, request time, upstream address; tab-separated, written by nginx itself)."""
     name = ident(app, env)
     fields = "\\t".join(ANALYSIS_LOG_FIELDS).format(name=name)
     logs = os.path.join(router_dir.rstrip("/"), "logs") if router_dir else SYSTEM_LOG_DIR

@@ -143,7 +143,7 @@ T0 = 1764800000.0
 
 
 def line(at: float, colour: str, status: int, seconds: float, addr="127.0.0.1:8102") -> bytes:
-    return f"{at:.3f}\t{colour}\t{status}\t{seconds:.3f}\t{addr}\n".encode()
+    return f"{colour}\t{at:.3f}\t{status}\t{seconds:.3f}\t{addr}\n".encode()
 
 
 def test_parse_counts_the_colour_in_the_window_and_skips_malformed_lines():
@@ -156,7 +156,7 @@ def test_parse_counts_the_colour_in_the_window_and_skips_malformed_lines():
             line(T0 + 0.8, "-", 502, 0.000, "-"),  # no upstream at all (not the new colour's)
             line(T0 + 0.9, "green", 404, 0.004),  # 4xx: not an error by default
             b"garbage without tabs\n",
-            b"1764800000.9\tgreen\tabc\t0.1\t-\n",
+            b"green\t1764800000.900\tabc\t0.1\t-\n",
             line(T0 + 3, "green", 500, 0.1),  # after the window
             line(T0 + 1, "green", 500, 0.1)[:-8],  # being written: no newline yet, not read
         ]
