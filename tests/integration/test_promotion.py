@@ -482,9 +482,20 @@ def test_ami_ids_on_the_ssm_ledger_gate_history_rollback(chain, moto_server, uni
     assert res.returncode == 0, show(res)
     res = c.run("promote.yml", **{"from": "dev", "to": "prod"})
     assert res.returncode != 0 and "skips the chain" in res.stdout, show(res)
+    # prod requires an approval: approve.yml records it in SSM (the ledger module as a module, with AWS clients)
+    group_vars = c.inventory / "group_vars" / "all" / "promotion.yml"
+    settings = json.loads(group_vars.read_text())
+    settings["promotion_environments"]["prod"]["approval"] = {"required": True}
+    group_vars.write_text(json.dumps(settings))
+    res = c.run("promote.yml", **{"from": "staging", "to": "prod"})
+    assert res.returncode != 0 and "ansible-playbook playbooks/approve.yml -e env=prod -e artifact=" in res.stdout
+    res = c.run("approve.yml", env="prod", artifact=json.dumps(ami_1), by="carol")
+    assert res.returncode == 0, show(res)
+    assert entry("prod")["approvals"][0]["id"] == ami_1 and entry("prod")["live"] is None
     res = c.run("promote.yml", **{"from": "staging", "to": "prod"})
     assert res.returncode == 0, show(res)
     assert entry("prod")["live"] == ami_1
+    assert entry("prod")["history"][-1]["evidence"]["approval"]["by"] == "carol"
     res = c.run("promote.yml", **{"from": "dev", "to": "staging"})
     assert res.returncode == 0, show(res)
     res = c.run("rollback.yml", env="staging", reason="bad AMI")
