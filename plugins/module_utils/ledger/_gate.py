@@ -27,6 +27,8 @@ from ansible_collections.immutable.infra.plugins.module_utils.ledger._model impo
 from ansible_collections.immutable.infra.plugins.module_utils.ledger._model import same_id
 from ansible_collections.immutable.infra.plugins.module_utils.ledger._model import show_id
 
+APPROVALS_KEPT = 10
+
 
 def check_promotion(
     chain,
@@ -303,7 +305,7 @@ def plan_approval(entry, artifact_id, by, at, approval=None):
 
     Refused (LedgerError, nothing written): a name that is not among approval.approvers (when listed). Approving
     an artifact voids the approvals of every other artifact in the environment; the same name approving the same
-    artifact again changes nothing."""
+    artifact again changes nothing. The newest APPROVALS_KEPT approvals of the artifact are kept."""
     approval = approval or {}
     approvers = approval.get("approvers") or []
     if not isinstance(by, str) or not by.strip():
@@ -321,7 +323,8 @@ def plan_approval(entry, artifact_id, by, at, approval=None):
     if any(item.get("by") == by for item in kept):
         current["approvals"] = kept
         return kept != (entry or {}).get("approvals"), current
-    current["approvals"] = kept + [{"id": artifact_id, "by": by, "at": at}]
+    # the newest 10 approvals of the artifact (the newest counts; an SSM parameter must hold them)
+    current["approvals"] = (kept + [{"id": artifact_id, "by": by, "at": at}])[-APPROVALS_KEPT:]
     return True, current
 
 

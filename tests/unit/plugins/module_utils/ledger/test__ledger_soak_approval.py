@@ -276,6 +276,10 @@ def test_plan_approval_refuses_a_name_outside_the_approvers_and_is_idempotent():
     assert plan_approval(entry, A, "alice", at(5)) == (False, entry)
     changed, other = plan_approval(entry, B, "bob", at(6))
     assert changed and other["approvals"] == [{"id": B, "by": "bob", "at": at(6)}]
+    many = other
+    for index in range(12):
+        many = plan_approval(many, B, f"approver{index}", at(10 + index))[1]
+    assert [item["by"] for item in many["approvals"]] == [f"approver{index}" for index in range(2, 12)]
     # a record that makes another artifact live drops the approvals; a repair of the live one does not
     live = plan_record(other, C, "deploy", "t@h", at(7))[1]
     assert "approvals" not in live
