@@ -429,7 +429,8 @@ state_file:
   returned: when backend is docker
   type: str
 plan:
-  description: In check mode, what would be done.
+  description:
+    - In check mode, what would be done. With O(analysis), C(analysis_steps) lists the steps that would be analysed.
   returned: check mode with changes
   type: dict
 traffic_steps:

@@ -21,6 +21,10 @@ description:
   - With O(self_contained_dir) and O(start), starts that nginx when it does not run and reloads it after a change.
     Without O(self_contained_dir) (the system nginx) it only writes and validates; a change tells the caller to
     reload the system nginx (the role M(immutable.infra.router) does).
+  - The server logs every request in the combined C(access.log) and in C(<app>-<env>.analysis.log) (under
+    O(self_contained_dir)C(/logs), else C(/var/log/nginx)) - tab-separated colour, time, status, request time and
+    upstream address, which the analysis of M(immutable.infra.bg_swap) (O(immutable.infra.bg_swap#module:analysis))
+    reads. Rotate both like any nginx log.
   - Reports no change, and runs no process, when every file is in place and nginx runs.
   - Used by the role M(immutable.infra.router) (which also installs nginx) and by the promotion step
     M(immutable.infra.promotion) before each switch. It does not install nginx.

@@ -282,6 +282,8 @@ class BlueGreen:
                     "traffic_steps": plan["steps"],
                     "old_colour": live.colour,
                     "old_colour_action": self.opts.old_colour_action,
+                    # with analysis: the steps that would be analysed, each after a window of analysis.window seconds
+                    **({"analysis_steps": plan["steps"] if live.colour else []} if self.opts.analysis else {}),
                     **(self.backend.plan_extra(plan["idle"]) if hasattr(self.backend, "plan_extra") else {}),
                 },
                 msg=f"would deploy {artifact} to {plan['idle']} and switch traffic in steps {plan['steps']}",

@@ -272,3 +272,10 @@ def test_a_first_deployment_is_not_analysed():
     sequence, clock = analysed(backend)
     result = sequence.deploy(DIGEST)
     assert result["live_colour"] == "blue" and result["analysis"] == [] and clock.t == 0.0
+
+
+def test_check_mode_names_the_steps_that_would_be_analysed():
+    backend = AnalysedBackend([], live="blue", artifacts={"blue": DIGEST})
+    options = Options(analysis=docker_settings(), traffic_steps=[20, 100])
+    plan = BlueGreen(backend, options, check_mode=True, clock=FakeClock()).deploy(DIGEST2)["plan"]
+    assert plan["analysis_steps"] == [20, 100] and backend.calls == []
