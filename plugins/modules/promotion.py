@@ -109,9 +109,10 @@ options:
     default: {}
   hook_results:
     description:
-      - The results of the promotion hooks that ran before this step (C(docs/progressive.md)), as the playbooks pass
-        them, each C({hook: pre|post|rollback, kind: tasks|webhook, ok: bool, detail: str}). Stored, shortened, in
-        the C(evidence) of the ledger's history record of this run (C(hooks)); nothing else uses them.
+      - "The results of the promotion hooks that ran before this step (C(docs/progressive.md)), as the playbooks pass
+        them, each with C(hook) (V(pre), V(post) or V(rollback)), C(kind) (V(tasks) or V(webhook)), C(ok) and
+        C(detail). Stored, shortened, in the C(evidence) of the ledger's history record of this run (C(hooks));
+        nothing else uses them."
     type: list
     elements: dict
     default: []
