@@ -189,6 +189,8 @@ class ActionModule(InProcessModuleAction):
         else:
             failed = None
         if failed:
+            if (out.get("swap") or {}).get("failed_check") == "analysis" and action != "rollback":
+                failed["msg"] = failed.get("msg", "") + self._record_abort(params, out, task_vars)
             return dict(out, failed=True, **failed)
         with self._timed(out, "ledger_record"):
             recorded = self._ledger(
@@ -430,6 +432,31 @@ class ActionModule(InProcessModuleAction):
         return self.run_module_step(
             "immutable.infra.ledger", ledger, args, task_vars, check_mode=check_mode, only_when=FILE_LEDGER_ONLY
         )
+
+    def _record_abort(self, params, out, task_vars):
+        """bg_swap aborted the rollout on its analysis (traffic back on the old colour): record the abort in the
+        ledger with the verdicts (docs/ledger.md, "Evidence"). Nothing went live, so live and previous stay; the
+        environment no longer vouches for the artifact. Returns what to add to the failure's message."""
+        from ansible_collections.immutable.infra.plugins.modules import ledger
+
+        if self._check_mode():
+            return ""
+        settings, request, swap = out["settings"], out["request"], out.get("swap") or {}
+        reason = f"aborted by its analysis: {swap.get('msg', '')}"
+        args = ledger_args(settings, "abort", request["env"], "", out["artifact_id"], False, reason[:300])
+        args.pop("force", None)
+        if request["action"] == "promote":
+            args["from_env"] = request["from_env"]
+        args["evidence"] = run_evidence({"": swap}, params["hook_results"])
+        with self._timed(out, "ledger_record"):
+            recorded = self.run_module_step(
+                "immutable.infra.ledger", ledger, args, task_vars, check_mode=False, only_when=FILE_LEDGER_ONLY
+            )
+        out["recorded"] = recorded
+        if recorded.get("failed"):
+            return f" (recording the abort in the ledger failed too: {recorded.get('msg', '')})"
+        where = f"{settings['app']}/{request['env']}"
+        return f" - the abort is recorded in the ledger ({where}: action abort, with the analysis)"
 
     def _env_tag(self, params, settings, env, record, task_vars, check_mode):
         from ansible_collections.immutable.infra.plugins.modules import push_image

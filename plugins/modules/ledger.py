@@ -70,23 +70,29 @@ options:
       - V(repair) records that the containers of O(env) were replaced with fresh ones from the ID already live there
         (C(playbooks/repair.yml) after drift). O(artifact_id) defaults to the live ID and must be it; live and
         previous stay. Each repair is an event - it is recorded every time (never C(changed=false)).
+      - V(abort) records that the rollout of O(artifact_id) into O(env) was aborted by its analysis (the promotion
+        step records it when bg_swap fails with C(failed_check=analysis), with the verdicts in O(evidence)). Nothing
+        went live - live and previous stay; the record says C(verified=false), so O(env) does not vouch for that
+        artifact (a promotion onwards from O(env) is refused). Recorded every time, like V(repair).
       - V(approve) records an approval of O(artifact_id) for O(env) by O(by) (C(playbooks/approve.yml)), in the
         entry's C(approvals), with the time. A name outside O(approval.approvers) (when listed) is refused. An
         approval is for one artifact and one environment, and void once another artifact is approved for O(env) or
         goes live there; the same name approving the same artifact again changes nothing. Nothing goes live.
     type: str
-    choices: [deploy, promote, rollback, repair, approve]
+    choices: [deploy, promote, rollback, repair, abort, approve]
     default: deploy
   artifact_id:
     description:
       - The immutable artifact ID, as in the artifact record.
       - "A container digest reference C(repo@sha256:<64 hex>), an AMI ID C(ami-...), or a region map
         C({\"eu-west-1\": \"ami-...\"}). Compared canonically (key order and digest case do not matter)."
-      - Required for V(deploy) and V(approve). For V(promote) it defaults to the ID live in O(from_env); for
+      - Required for V(deploy), V(abort) and V(approve). For V(promote) it defaults to the ID live in O(from_env); for
         V(rollback), to the previous ID.
     type: raw
   from_env:
-    description: The environment the artifact is promoted from. Required for (and only for) O(action=promote).
+    description:
+      - The environment the artifact is promoted from. Required for O(action=promote); stored with O(action=abort)
+        when given (the aborted promotion's source); refused with O(action=deploy).
     type: str
   record:
     description: A reference to the artifact record (its path or digest), stored in the history.
@@ -397,7 +403,7 @@ ARGUMENT_SPEC = dict(
     app=dict(type="str", required=True),
     env=dict(type="str", required=True),
     chain=dict(type="list", elements="str", required=True),
-    action=dict(type="str", choices=["deploy", "promote", "rollback", "repair", "approve"], default="deploy"),
+    action=dict(type="str", choices=["deploy", "promote", "rollback", "repair", "abort", "approve"], default="deploy"),
     artifact_id=dict(type="raw"),
     from_env=dict(type="str"),
     record=dict(type="str"),

@@ -252,6 +252,12 @@ DECISIONS = [
         {"action": "rollback", "env": "prod"},
         A,
     ),
+    (
+        "promote an ID whose rollout was aborted long ago",
+        [("dev", A, "deploy", True), ("dev", B, "abort", False), *fillers("dev")[:1]],
+        {"action": "promote", "from_env": "dev", "env": "staging", "artifact_id": B},
+        f"artifact {B} was aborted in 'dev' by its analysis",
+    ),
     # soak time (soak_minutes) and approvals (docs/ledger.md), with the history archived in SSM parts
     (
         "soak not elapsed: refused with the time left",

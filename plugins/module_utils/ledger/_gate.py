@@ -12,6 +12,7 @@ import math
 import shlex
 
 from ansible_collections.immutable.infra.plugins.module_utils.ledger._model import ACTIONS
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._model import EVENT_ACTIONS
 from ansible_collections.immutable.infra.plugins.module_utils.ledger._model import LedgerError
 from ansible_collections.immutable.infra.plugins.module_utils.ledger._model import accepted_ids
 from ansible_collections.immutable.infra.plugins.module_utils.ledger._model import canonical_id
@@ -106,6 +107,8 @@ def check_promotion(
                 why = f"was never live in {from_env!r} (live there: {live})"
             elif verdict == "rolled back":
                 why = f"was rolled back in {from_env!r} (live there: {live})"
+            elif verdict == "aborted":
+                why = f"was aborted in {from_env!r} by its analysis (its last record there; live there: {live})"
             else:
                 why = f"was live in {from_env!r} but its last record there says verified=false"
             overridden.append(f"artifact {show_id(artifact_id)} {why}")
@@ -118,7 +121,7 @@ def check_promotion(
     if from_env is not None and policy["soak_minutes"]:
         soak = soak_status(source, artifact_id, policy["soak_minutes"], now)
         evidence["soak"] = dict(soak, from_env=from_env)
-        if not soak["ok"] and verdict != "rolled back":  # a rollback is said above; its soak starts again anyway
+        if not soak["ok"] and verdict not in ("rolled back", "aborted"):  # said above
             overridden.append(soak_message(soak, artifact_id, from_env, to_env))
 
     if known_ids is not None:
@@ -219,7 +222,7 @@ def live_stretch(entry, artifact_id) -> dict | None:
     stretch = None
     for item in (entry or {}).get("history", []):
         item_key = canonical_id(item.get("id"))
-        if item_key == live:
+        if item_key == live or item.get("action") in EVENT_ACTIONS:
             continue
         if item_key == key:
             stretch = {"since": item.get("at"), "until": None, "rolled_back": False}
@@ -336,7 +339,7 @@ def check_rollback(chain, ledger_state, app, env, artifact_id=None):
     entry = get_entry(ledger_state, app, env)
     if not entry or entry.get("live") is None:
         raise LedgerError(f"app {app!r} has nothing live in {env!r}: there is nothing to roll back")
-    history = entry.get("history", [])
+    history = [item for item in entry.get("history", []) if item.get("action") not in EVENT_ACTIONS]
     if artifact_id is None and history and history[-1].get("action") == "rollback":
         # Already rolled back: "previous" is now the artifact rolled away from, never a default target.
         target = entry["live"]
@@ -347,7 +350,7 @@ def check_rollback(chain, ledger_state, app, env, artifact_id=None):
             f"app {app!r} in {env!r} has no previous artifact to roll back to (live: {show_id(entry['live'])}); "
             "give artifact_id of an artifact that was live there before"
         )
-    if not any(same_id(item.get("id"), target) for item in entry.get("history", [])):
+    if not any(same_id(item.get("id"), target) for item in history):
         raise LedgerError(
             f"artifact {show_id(target)} was never live for app {app!r} in {env!r}: a rollback returns to an "
             "artifact that was live there before (see the history with immutable.infra.ledger_info)"
@@ -375,6 +378,18 @@ def check_repair(chain, ledger_state, app, env, artifact_id=None):
     return {"app": app, "env": env, "from_env": None, "id": normalize_id(target), "action": "repair"}
 
 
+def check_abort(chain, app, env, artifact_id, from_env=None):
+    """Plan the record of an aborted rollout: the artifact's analysis failed during the switch into env and the
+    traffic went back to the live colour. Nothing went live: live and previous stay; the record (verified=false,
+    with the analysis in its evidence) withdraws the artifact in env, so it is not promoted onwards from there."""
+    if chain is not None:
+        check_env(check_chain(chain), env)
+    check_name("app", app)
+    if artifact_id is None:
+        raise LedgerError(f"an abort record needs artifact_id: the artifact whose rollout into {env!r} was aborted")
+    return {"app": app, "env": env, "from_env": from_env, "id": normalize_id(artifact_id), "action": "abort"}
+
+
 def plan_record(
     entry,
     artifact_id,
@@ -397,7 +412,8 @@ def plan_record(
 
     Idempotent: the id already live, recorded last with the same action and verified flag, is changed=false.
     deploy/promote: live <- id, previous <- the old live (when it differs). rollback: live and previous swap
-    (rollback to an older id: live <- that id, previous <- the old live).
+    (rollback to an older id: live <- that id, previous <- the old live). repair and abort: events, recorded each
+    time; an abort leaves live and previous alone (nothing went live) and is never verified.
     """
     if action not in ACTIONS:
         raise LedgerError(f"action {action!r} is not one of {', '.join(ACTIONS)}")
@@ -409,8 +425,10 @@ def plan_record(
     artifact_id = normalize_id(artifact_id)
     history = current.setdefault("history", [])
     last = history[-1] if history else None
+    if action in EVENT_ACTIONS:
+        verified = False
     if (
-        action != "repair"  # a repair is an event (fresh containers): recorded each time
+        action not in ("repair", *EVENT_ACTIONS)  # events (fresh containers, an abort): recorded each time
         and same_id(current.get("live"), artifact_id)
         and last is not None
         and last.get("action") == action
@@ -419,9 +437,10 @@ def plan_record(
     ):
         return False, current
     old_live = current.get("live")
-    if old_live is not None and not same_id(old_live, artifact_id):
-        current["previous"] = old_live
-    current["live"] = artifact_id
+    if action not in EVENT_ACTIONS:
+        if old_live is not None and not same_id(old_live, artifact_id):
+            current["previous"] = old_live
+        current["live"] = artifact_id
     added = {
         "id": artifact_id,
         "at": at,
@@ -439,7 +458,7 @@ def plan_record(
     if evidence:
         added["evidence"] = evidence
     history.append(added)
-    if current.get("approvals") and action != "repair":
+    if current.get("approvals") and action not in ("repair", *EVENT_ACTIONS):
         key = canonical_id(artifact_id)
         current["approvals"] = [item for item in current["approvals"] if canonical_id(item.get("id")) == key]
         if not current["approvals"]:

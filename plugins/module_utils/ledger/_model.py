@@ -17,7 +17,9 @@ import re
 import time
 
 SCHEMA = 1
-ACTIONS = ("deploy", "promote", "rollback", "repair")
+ACTIONS = ("deploy", "promote", "rollback", "repair", "abort")
+# records of an event that put nothing live: the history walks (gate, rollback, soak) skip them for "what was live"
+EVENT_ACTIONS = ("abort",)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 AMI_RE = re.compile(r"^ami-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
 REGION_RE = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d+$")
@@ -279,12 +281,16 @@ def accepted_ids(entry: dict | None) -> dict:
     """IDs an environment vouches for: canonical id -> why (for messages).
 
     Walking the history in order: a record with verified=true vouches for its id, verified=false withdraws it, and
-    a rollback withdraws the id that was live before it (it was judged bad).
+    a rollback withdraws the id that was live before it (it was judged bad). An abort (its analysis failed during
+    the rollout, nothing went live) withdraws its id too.
     """
     verdict: dict = {}
     live_before = None
     for item in (entry or {}).get("history", []):
         key = canonical_id(item.get("id"))
+        if item.get("action") in EVENT_ACTIONS:
+            verdict[key] = "aborted"
+            continue
         if item.get("action") == "rollback" and live_before is not None:
             verdict[canonical_id(live_before)] = "rolled back"
         if item.get("verified"):

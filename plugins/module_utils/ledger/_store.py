@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import os
 
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._gate import check_abort
 from ansible_collections.immutable.infra.plugins.module_utils.ledger._gate import check_policy
 from ansible_collections.immutable.infra.plugins.module_utils.ledger._gate import check_promotion
 from ansible_collections.immutable.infra.plugins.module_utils.ledger._gate import check_repair
@@ -171,6 +172,34 @@ def run_record(ledger: Ledger, params: dict, check_mode: bool) -> dict:
             "forced": False,
             "overridden": [],
             "evidence": {"approval": result.plan["approval"]},
+            "location": ledger.location,
+        }
+    if action == "abort":
+        plan = check_abort(chain, app, env, params.get("artifact_id"), from_env)
+        result = ledger.apply(
+            app,
+            env,
+            plan["id"],
+            action,
+            by=params.get("by") or default_by(),
+            from_env=from_env,
+            record=params.get("record"),
+            reason=reason,
+            verified=False,
+            dry_run=check_mode,
+            hosts=params.get("hosts"),
+            at=format_utc(now),
+            evidence=params.get("evidence"),
+        )
+        return {
+            "changed": result.changed,
+            "before": result.before,
+            "after": result.after,
+            "artifact_id": plan["id"],
+            "action": action,
+            "forced": False,
+            "overridden": [],
+            "evidence": {},
             "location": ledger.location,
         }
     if action == "deploy" and from_env is not None:

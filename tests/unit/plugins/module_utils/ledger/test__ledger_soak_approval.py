@@ -5,6 +5,7 @@ evidence kept in a history record: pure tables over ledger states, and the file 
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -388,3 +389,36 @@ def test_evidence_stays_small_enough_for_an_ssm_parameter():
     assert small["analysis"][1]["detail"].endswith("...") and "truncated" not in small
     with pytest.raises(LedgerError, match="evidence must be a mapping"):
         compact_evidence(["not", "a", "mapping"])
+
+
+# --- an aborted rollout (bg_swap's analysis failed; traffic back on the old colour) -----------------------------
+
+
+def test_an_abort_keeps_live_and_previous_and_withdraws_the_artifact(tmp_path, monkeypatch):
+    ledger = FileLedger(tmp_path / "ledger.json")
+    monkeypatch.setenv("IMMUTABLE_NOW", T0)
+    for artifact in (A, B):
+        run_record(ledger, params(action="deploy", env="dev", artifact_id=artifact), False)
+    run_record(ledger, params(action="promote", env="staging", from_env="dev", artifact_id=A), False)
+    before = ledger.entry("web", "staging")
+    analysis = [{"step": 10, "verdict": "failed", "requests": 50, "errors": 11, "error_rate": 0.22}]
+    aborted = params(action="abort", env="staging", from_env="dev", artifact_id=B, reason="aborted by its analysis")
+    for _attempt in range(2):  # an event: recorded every time
+        result = run_record(ledger, dict(aborted, evidence={"analysis": analysis}), False)
+        assert result["changed"] and result["artifact_id"] == B
+    entry = ledger.entry("web", "staging")
+    assert (entry["live"], entry["previous"]) == (before["live"], before["previous"]) == (A, None)
+    item = entry["history"][-1]
+    assert (item["action"], item["verified"], item["from_env"]) == ("abort", False, "dev")
+    assert item["evidence"] == {"analysis": analysis}
+    # staging does not vouch for B; A (live) still passes, with its soak counted from when it went live
+    monkeypatch.setenv("IMMUTABLE_NOW", at(31))
+    with pytest.raises(LedgerError, match=f"artifact {re.escape(B)} was aborted in 'staging' by its analysis"):
+        run_record(ledger, params(action="promote", env="prod", from_env="staging", artifact_id=B, **SOAK30), True)
+    checked = run_record(ledger, params(action="promote", env="prod", from_env="staging", **SOAK30), True)
+    assert checked["artifact_id"] == A and checked["evidence"]["soak"]["minutes"] == 31
+    # nothing to roll back to: the abort never made B live there
+    with pytest.raises(LedgerError, match="no previous artifact to roll back to"):
+        run_record(ledger, params(action="rollback", env="staging"), True)
+    with pytest.raises(LedgerError, match="an abort record needs artifact_id"):
+        run_record(ledger, params(action="abort", env="staging"), False)
