@@ -19,6 +19,8 @@ description:
     unless the answer is 2xx, naming the URL (without user, password or query string), the status and the start
     of the answer. Redirects are not followed.
   - Header values are never returned or printed. Put tokens in O(headers), not in the URL.
+  - The check of O(hooks) runs in the action plugin, in the controller's process, so the settings (webhook header
+    values included) are never logged or returned; only RV(hooks) is.
 author:
   - immutable.infra contributors (@immutable-infra)
 options:

@@ -13,6 +13,8 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from conftest import run_playbook
+from test_promotion import PLAYBOOKS
 from test_promotion import artifacts  # noqa: F401  # pylint: disable=unused-import
 from test_promotion import chain  # noqa: F401  # pylint: disable=unused-import
 from test_promotion import last_line
@@ -151,7 +153,8 @@ def test_pre_post_and_rollback_hooks(chain, artifacts, webhooks, tmp_path):  # n
 
     # 2. a webhook answering 500 as a pre-hook: stopped, named, nothing changed
     set_hooks(c, "staging", {"pre": [{"webhook": f"{url}/fail/pre", "headers": auth, "timeout": 5}]})
-    res = c.run("promote.yml", **promote)
+    # -vvv: every result in full (invocations, the gate's settings): the header value is still never shown
+    res = run_playbook(PLAYBOOKS / "promote.yml", promote, "-i", str(c.inventory), "-vvv", env=c.extra_env)
     assert res.returncode != 0
     assert f"pre-promotion hook 1 (webhook {url}/fail/pre) failed: webhook {url}/fail/pre answered HTTP 500" in (
         res.stdout
