@@ -37,6 +37,10 @@ def aws(moto, unique, amis, tmp_path):  # noqa: F811
 
 def test_an_alarm_during_a_weighted_step_puts_the_listener_back_and_ok_alarms_pass(aws):
     ami2 = aws.amis[1]
+    unknown = aws.swap(artifact=ami2, traffic_steps=[20, 100], analysis={"window": 1, "cloudwatch_alarms": ["nope"]})
+    assert unknown.get("failed") and "no such CloudWatch alarm(s) ['nope']" in unknown["msg"], unknown
+    assert aws.weights() == {"blue": 1} and aws.group("green")["DesiredCapacity"] == 0  # nothing moved
+
     analysis = {"window": 3, "cloudwatch_alarms": [aws.alarm]}
     proc = aws.swap_async(artifact=ami2, traffic_steps=[20, 100], analysis=analysis)
     raised = False
@@ -62,13 +66,3 @@ def test_an_alarm_during_a_weighted_step_puts_the_listener_back_and_ok_alarms_pa
     assert [(s["step"], s["verdict"]) for s in good["analysis"]] == [(20, "passed"), (100, "passed")]
     assert aws.weights() == {"green": 100}
     assert good["api_calls_by_operation"]["cloudwatch.describe_alarms"] >= 4
-
-
-def test_an_unknown_alarm_or_a_docker_threshold_is_refused_before_anything_moves(aws):
-    unknown = aws.swap(
-        artifact=aws.amis[1], traffic_steps=[20, 100], analysis={"window": 1, "cloudwatch_alarms": ["nope"]}
-    )
-    assert unknown.get("failed") and "no such CloudWatch alarm(s) ['nope']" in unknown["msg"], unknown
-    docker_only = aws.swap(artifact=aws.amis[1], analysis={"window": 1, "min_requests": 5})
-    assert docker_only.get("failed") and "min_requests apply to backend=docker only" in docker_only["msg"]
-    assert aws.weights() == {"blue": 1} and aws.group("green")["DesiredCapacity"] == 0

@@ -120,17 +120,14 @@ def test_a_flaky_release_aborts_at_the_first_weighted_step_and_a_good_one_passes
     assert colours_served(router) == {"green"} and good["timings"]["analysis"] > 0
 
 
-def test_an_idle_window_does_not_pass_and_says_why(router, images):
+def test_bad_settings_change_nothing_and_an_idle_window_does_not_pass_and_says_why(router, images):
     assert not router.swap(artifact=images["v1"]).get("failed")
+    bad = router.swap(artifact=images["v2"], traffic_steps=[50, 100], analysis={"window": 1, "max_error_rate": 2})
+    assert bad.get("failed") and "analysis.max_error_rate: 2.0 must be 0..1; nothing was changed" in bad["msg"], bad
+    assert router.container("green") is None and colours_served(router, 3) == {"blue"}
+
     idle = router.swap(artifact=images["v2"], traffic_steps=[50, 100], analysis={"window": 1, "min_requests": 5})
     assert idle.get("failed") and idle["failed_check"] == "analysis", idle
     assert idle["analysis"][0]["verdict"] == "inconclusive" and idle["analysis"][0]["requests"] == 0
     assert "only 0 requests to green in 1.0 s, at least 5 needed: idle window" in idle["msg"]
     assert colours_served(router, 3) == {"blue"}
-
-
-def test_bad_analysis_settings_fail_before_anything_changes(router, images):
-    assert not router.swap(artifact=images["v1"]).get("failed")
-    bad = router.swap(artifact=images["v2"], traffic_steps=[50, 100], analysis={"window": 1, "max_error_rate": 2})
-    assert bad.get("failed") and "analysis.max_error_rate: 2.0 must be 0..1; nothing was changed" in bad["msg"], bad
-    assert router.container("green") is None and colours_served(router, 3) == {"blue"}
