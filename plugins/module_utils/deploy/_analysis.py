@@ -125,8 +125,9 @@ def validate(raw: dict | None, backend: str = "docker") -> Settings | None:
             raise AnalysisError(
                 "analysis for backend=aws needs cloudwatch_alarms (a list of alarm names) or target_health: true"
             )
-    elif given.get("cloudwatch_alarms"):
-        raise AnalysisError("analysis.cloudwatch_alarms applies to backend=aws only: leave it out for backend=docker")
+    elif set(given) & set(AWS_KEYS):
+        aws_only = ", ".join(sorted(set(given) & set(AWS_KEYS)))
+        raise AnalysisError(f"analysis: {aws_only} apply to backend=aws only: leave them out for backend=docker")
     values = dict(DEFAULTS, **given)
     settings = Settings(window=_number(values, "window", 0.1, 3600))
     settings.min_requests = _number(values, "min_requests", 0, None, whole=True)

@@ -47,7 +47,8 @@ def test_settings_defaults_and_none_means_not_configured():
         ({"window": 5, "latency_percentile": 0}, ["latency_percentile", "1..100"]),
         ({"window": 5, "count_4xx": "yes"}, ["analysis.count_4xx", "true or false"]),
         ({"window": 5, "access_log": "logs/x.log"}, ["analysis.access_log", "absolute path"]),
-        ({"window": 5, "cloudwatch_alarms": ["a"]}, ["backend=aws only"]),
+        ({"window": 5, "cloudwatch_alarms": ["a"]}, ["cloudwatch_alarms apply to backend=aws only"]),
+        ({"window": 5, "target_health": True}, ["target_health apply to backend=aws only"]),
         ("window=5", ["must be a mapping"]),
     ],
 )
