@@ -259,10 +259,10 @@ def copy_request(region: str, encrypted: bool) -> dict:
     return request
 
 
-def run_copies(regions: list[str], encrypted: bool, delay: float = 0.0) -> tuple[dict, list]:
+def run_copies(regions: list[str], encrypted: bool, hold=None) -> tuple[dict, list]:
     """Capture.run with a source found by fingerprint and one stubbed client per copy region; each CopyImage call
-    takes `delay` seconds (a botocore before-call hook, as a slow AWS answer would). Returns (result, the
-    (start, end) of every CopyImage call)."""
+    first runs `hold` (a botocore before-call hook, as a slow AWS answer would). Returns (result, the (start, end)
+    of every CopyImage call)."""
     ec2, stub = stubbed()
     stub.add_response("describe_images", {"Images": [image("ami-src", tags=own_tags())]})
     stub.add_response("create_tags", {}, {"Resources": ["ami-src"], "Tags": ANY})  # records the copies
@@ -273,7 +273,8 @@ def run_copies(regions: list[str], encrypted: bool, delay: float = 0.0) -> tuple
 
         def slow(**_kwargs):
             start = time.monotonic()
-            time.sleep(delay)
+            if hold is not None:
+                hold()
             calls.append((start, time.monotonic()))
 
         client.meta.events.register("before-parameter-build.ec2.CopyImage", slow)
@@ -299,14 +300,14 @@ def test_unencrypted_copies_send_no_kms_key():
 
 
 def test_copies_to_four_regions_run_in_parallel():
-    delay = 1.0
-    started = time.monotonic()
-    _result, calls = run_copies(list(KEYS), encrypted=True, delay=delay)
-    elapsed = time.monotonic() - started
+    # each CopyImage answer is held until all four are in flight: copies made one after the other never get there
+    # (the barrier times out and the copy fails), so no wall-clock bound is needed on a busy machine
+    in_flight = threading.Barrier(4, timeout=30)
+    result, calls = run_copies(list(KEYS), encrypted=True, hold=in_flight.wait)
     assert len(calls) == 4
-    # every copy started before any finished: all four were in flight at once, not one after the other
+    assert sorted(result["amis"]) == sorted([REGION, *KEYS])
+    # every copy started before any finished: all four were in flight at once
     assert max(start for start, _end in calls) < min(end for _start, end in calls)
-    assert elapsed < 2 * delay, f"4 copies of {delay} s each took {elapsed:.2f} s: they did not run in parallel"
 
 
 # ------------------------------------------------------------------------------------------------ planners
