@@ -578,3 +578,36 @@ def test_prod_requires_a_soak_in_staging_and_an_approval_then_records_the_eviden
     assert res.returncode == 0, show(res)
     shown = res.stdout[res.stdout.index("TASK [Show the evidence of the last promotion") :]
     assert "dev: no evidence recorded" in shown and "by: alice" in shown and approved_at in shown, show(res)
+
+
+def test_a_rollout_aborted_by_its_analysis_is_recorded_with_its_verdicts(chain, artifacts):
+    """bg_swap aborts at the first weighted step (an idle window: fewer requests than min_requests is never a pass):
+    traffic stays on the old colour, the ledger records the abort with the verdicts, live and previous unchanged,
+    and staging does not vouch for the aborted artifact."""
+    one, two = artifacts
+    c = chain()
+    for playbook, extra in (
+        ("deploy.yml", {"env": "dev"}),
+        ("promote.yml", {"from": "dev", "to": "staging"}),
+        ("deploy.yml", {"env": "dev", "artifact": two["id"]}),
+    ):
+        res = c.run(playbook, **extra)
+        assert res.returncode == 0, show(res)
+    group_vars = c.inventory / "group_vars" / "all" / "promotion.yml"
+    settings = json.loads(group_vars.read_text())
+    settings["promotion_traffic_steps"] = [50, 100]
+    settings["promotion_environments"]["staging"]["analysis"] = {"window": 1, "min_requests": 5}
+    group_vars.write_text(json.dumps(settings))
+
+    res = c.run("promote.yml", **{"from": "dev", "to": "staging"})
+    assert res.returncode != 0
+    assert "the abort is recorded in the ledger" in res.stdout, show(res)
+    staging = c.entry("staging")
+    assert (staging["live"], staging["previous"]) == (one["id"], None)
+    assert one["digest"] in c.running_digests("staging") and c.served("staging")[0] == 200
+    item = staging["history"][-1]
+    assert (item["action"], item["id"], item["verified"], item["from_env"]) == ("abort", two["id"], False, "dev")
+    [step] = item["evidence"]["analysis"]
+    assert (step["step"], step["verdict"]) == (50, "inconclusive") and step["requests"] < 5
+    res = c.run("promote.yml", **{"from": "staging", "to": "prod", "artifact": two["id"]})
+    assert res.returncode != 0 and "was aborted in 'staging' by its analysis" in res.stdout, show(res)
