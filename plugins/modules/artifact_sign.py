@@ -19,11 +19,11 @@ description:
     digest; the base image ID, each role's fingerprint, the source revision and this collection's version as
     resolved dependencies), in a DSSE envelope signed with the same key, tagged C(sha256-<hex>.att) (cosign's
     attestation tag), and, with O(artifacts_dir), as C(<artifacts_dir>/<name>/provenance/sha256-<hex>.intoto.json).
-  - A signature of this digest by this key, and an attestation of this digest signed by this key, are left alone:
-    a cached re-bake writes nothing. Another digest's signature or a modified attestation under those tags is
+  - A signature of this digest by this key, and an attestation of this digest signed by this key, are left alone,
+    so a cached re-bake writes nothing. Another digest's signature or a modified attestation under those tags is
     replaced; other signers' signatures of this digest are kept.
   - With O(key_check_only=true) only the key is loaded and checked (the bake does this before anything builds).
-  - Docs: C(docs/supply-chain.md).
+  - Documentation in C(docs/supply-chain.md).
 options:
   image:
     description: The artifact, C(<repository>@sha256:<64 hex>). Required unless O(key_check_only=true).

@@ -21,7 +21,7 @@ description:
     artifact record's (the local record under O(artifacts_dir), else the one kept in the registry).
   - Read only. Returns a structured result (RV(verified), RV(problems), RV(signature), RV(provenance)) for a
     promotion gate; with O(fail_on_error=true) (the default) the task fails with the problems as its message.
-  - Docs: C(docs/supply-chain.md).
+  - Documentation in C(docs/supply-chain.md).
 options:
   artifact:
     description: The artifact, C(<repository>@sha256:<64 hex>) (never a tag).
