@@ -71,6 +71,13 @@ options:
       - Allow moving an immutable tag that holds other content. The old manifest stays reachable by digest.
     type: bool
     default: false
+  refresh:
+    description:
+      - Push the new commit even when the tags already hold content with the same identity (the same O(fingerprint)),
+        moving them to it. For a rebuild on purpose of unchanged inputs (C(bake_max_age) in C(playbooks/bake.yml)),
+        so the tags name the fresh image. The old manifest stays reachable by digest.
+    type: bool
+    default: false
   config:
     description:
       - Image config applied at commit with C(docker commit --change). Unset keys keep the source's value.
@@ -338,6 +345,7 @@ def argument_spec():
         tags=dict(type="list", elements="str", required=True),
         mutable_tags=dict(type="list", elements="str", default=["latest"]),
         force=dict(type="bool", default=False),
+        refresh=dict(type="bool", default=False),
         config=dict(type="dict", options=config),
         fingerprint=dict(type="str"),
         oci_revision=dict(type="str"),

@@ -99,6 +99,9 @@ would_delete:
     - An artifact whose record is kept in the registry (tag C(sha256-<hex>.record), C(docs/artifact-record.md)) has
       that record manifest's digest as C(record); it is deleted with the artifact. Record tags are never listed as
       manifests of their own.
+    - Everything kept beside an artifact under a referrer tag C(sha256-<hex>.<kind>) (its record, its SBOM
+      C(.sbom), its signature and attestation) is listed in C(referrers) (C({tag, digest})) and deleted with it; such
+      tags are never counted as artifacts.
   returned: always
   type: list
   elements: dict

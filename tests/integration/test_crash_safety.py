@@ -195,9 +195,11 @@ def first_bake(app, bake_env, registry) -> dict:
     result = run_playbook(BAKE, extra, env=bake_env)
     assert result.returncode == 0, result.stdout[-3000:]
     state = tag_state(registry, app)
-    # the version, the fingerprint tag and the artifact record published beside the image (sha256-<hex>.record)
+    # the version, the fingerprint tag, the artifact record and the SBOM kept beside the image (sha256-<hex>.record,
+    # sha256-<hex>.sbom)
     record_tag = state["1.0.0"].replace(":", "-") + ".record"
-    assert set(state) == {"1.0.0", next(t for t in state if t.startswith("fp-")), record_tag}
+    sbom_tag = state["1.0.0"].replace(":", "-") + ".sbom"
+    assert set(state) == {"1.0.0", next(t for t in state if t.startswith("fp-")), record_tag, sbom_tag}
     return state
 
 

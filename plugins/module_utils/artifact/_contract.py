@@ -6,7 +6,7 @@
 PRIVATE to the collection: do not import it from other collections, it may change without notice.
 
 - the content-addressed tag of an artifact (``fp-<hex>``) and the tags a bake gives it; the tag of its record in
-  the registry (``sha256-<hex>.record``);
+  the registry (``sha256-<hex>.record``) and of its SBOM (``sha256-<hex>.sbom``);
 - the labels a bake writes on images and builders, and the labels bg_swap writes on the containers it runs;
 - the names of the two colours of an app in an environment (``<app>-<env>-blue|green``);
 - where artifact records live (``<artifacts_dir>/<app>/records/<bake_id>.json`` and ``latest.json``).
@@ -18,6 +18,7 @@ docs/artifact-record.schema.json.
 from __future__ import annotations
 
 import os
+import re
 
 # -- tags ----------------------------------------------------------------------------------------------------
 
@@ -51,6 +52,46 @@ def record_subject(tag: str) -> str:
     """The digest of the image a record tag belongs to (the inverse of record_tag)."""
     algorithm, _sep, hexdigest = str(tag).removesuffix(RECORD_TAG_SUFFIX).partition("-")
     return f"{algorithm}:{hexdigest}"
+
+
+SBOM_TAG_SUFFIX = ".sbom"
+
+
+def sbom_tag(digest: str) -> str:
+    """The registry tag of the SBOM of the image with this digest: sha256:<hex> -> sha256-<hex>.sbom."""
+    algorithm, _sep, hexdigest = str(digest).partition(":")
+    return f"{algorithm}-{hexdigest}{SBOM_TAG_SUFFIX}"
+
+
+def is_sbom_tag(tag: str) -> bool:
+    return str(tag).endswith(SBOM_TAG_SUFFIX)
+
+
+# every tag sha256-<64 hex>.<kind> is something kept beside the image of that digest (its record, its SBOM, its
+# signature...), never an artifact of its own
+_REFERRER_TAG = re.compile(r"^(sha256)-([0-9a-f]{64})\.([a-z][a-z0-9-]*)$")
+
+
+def is_referrer_tag(tag: str) -> bool:
+    """A tag of the referrers tag schema (sha256-<hex>.<kind>): something kept beside an image, not an artifact."""
+    return _REFERRER_TAG.match(str(tag)) is not None
+
+
+def referrer_subject(tag: str) -> str:
+    """The digest of the image a referrer tag (sha256-<hex>.<kind>) belongs to."""
+    match = _REFERRER_TAG.match(str(tag))
+    return f"{match.group(1)}:{match.group(2)}" if match else ""
+
+
+def sbom_path(artifacts_dir: str, app: str, digest: str) -> str:
+    """Where a bake keeps the SBOM of an image: <artifacts_dir>/<app>/sbom/sha256-<hex>.cdx.json."""
+    return os.path.join(artifacts_dir, app, sbom_relative_path(digest))
+
+
+def sbom_relative_path(digest: str) -> str:
+    """The SBOM's path relative to <artifacts_dir>/<app> (what the record's sbom.path holds)."""
+    algorithm, _sep, hexdigest = str(digest).partition(":")
+    return f"sbom/{algorithm}-{hexdigest}.cdx.json"
 
 
 def artifact_tags(fingerprint: str, version: str = "", extra_tags=()) -> list:

@@ -97,6 +97,18 @@ def _raw_problems(integers, booleans):
     return problems
 
 
+def max_age_problems(value, variable="bake_max_age"):
+    """bake_max_age: unset (None, empty) or a whole number of days of at least 1 (docs/supply-chain.md, Freshness)."""
+    if value is None or (isinstance(value, str) and value.strip() in ("", "None")):
+        return []
+    if isinstance(value, bool) or not str(value).strip().isdigit() or int(str(value).strip()) < 1:
+        return [
+            f'{variable} {value!r} breaks the rule "a whole number of days of 1 or more (unset: a cached artifact is'
+            ' reused whatever its age)"'
+        ]
+    return []
+
+
 def settings_problems(
     settings,
     resolver=None,
@@ -166,6 +178,7 @@ def settings_problems(
         except HygieneError as exc:
             problems.append(str(exc))
     problems += _raw_problems(integers, booleans)
+    problems += max_age_problems(settings.get("max_age"))
     if change_listing not in CHANGE_LISTINGS:
         problems.append(f'bake_change_listing {change_listing!r} breaks the rule "one of {", ".join(CHANGE_LISTINGS)}"')
     return problems

@@ -282,6 +282,11 @@ class RegistryClient:
         self._scheme_seen = None  # 'basic' or 'bearer' once the registry challenged us
         self._tokens = {}
 
+    def credentials(self):
+        """(username, password) this client authenticates with ((None, None) for none): for a child process that
+        talks to the same registry (syft), through its environment only. Never log or return them."""
+        return self.username, self._password
+
     # -- HTTP plumbing -------------------------------------------------------------------------------------
 
     def _redact(self, text):

@@ -10,7 +10,8 @@ the newest `keep` artifacts (by the org.opencontainers.image.created label, else
 every protected digest (live or previous in an environment of the ledger) and every manifest that is not a bake
 artifact, and deletes the rest. The applier deletes through the registry HTTP API (DELETE
 /v2/<repo>/manifests/<digest>, which removes every tag of that digest), each with its artifact record kept beside it
-(the manifest tagged sha256-<hex>.record), and skips that in dry-run and check mode.
+(the manifest tagged sha256-<hex>.record) and everything else kept beside it under a referrer tag
+(sha256-<hex>.sbom, .sig, .att), and skips that in dry-run and check mode.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import re
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import LABEL_FINGERPRINT
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import is_fingerprint_tag
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import is_record_tag
-from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import record_subject
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import is_referrer_tag
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import referrer_subject
 from ansible_collections.immutable.infra.plugins.module_utils.registry._client import ImageReferenceError
 from ansible_collections.immutable.infra.plugins.module_utils.registry._client import RegistryError
 from ansible_collections.immutable.infra.plugins.module_utils.registry._client import parse_repository
@@ -58,16 +60,20 @@ def protected_digests(protected):
 def list_artifacts(registry, repo):
     """[{digest, tags, created, fingerprint, managed, record}] for every manifest reachable through a tag of repo.
 
-    An artifact record kept beside an image (tag sha256-<hex>.record) is not an artifact: it is the ``record`` (its
-    manifest digest) of the image it names, and goes with it."""
-    by_digest, records = {}, {}
+    What is kept beside an image under a tag sha256-<hex>.<kind> (its artifact record ``.record``, its SBOM ``.sbom``,
+    its signature and attestation) is not an artifact: the record is the ``record`` (its manifest digest) of the image
+    it names, and each of them is one of its ``referrers`` ({tag, digest}); they go with it."""
+    by_digest, records, referrers = {}, {}, {}
     for tag in sorted(registry.tags(repo)):
         found = registry.manifest(repo, tag)
         if found is None:  # deleted while we looked
             continue
         digest, _media_type, body = found
-        if is_record_tag(tag):
-            records[record_subject(tag)] = digest
+        if is_referrer_tag(tag):
+            subject = referrer_subject(tag)
+            if is_record_tag(tag):
+                records[subject] = digest
+            referrers.setdefault(subject, []).append({"tag": tag, "digest": digest})
             continue
         entry = by_digest.setdefault(digest, {"digest": digest, "tags": [], "body": body})
         entry["tags"].append(tag)
@@ -83,6 +89,7 @@ def list_artifacts(registry, repo):
                 "fingerprint": labels.get(LABEL_FINGERPRINT),
                 "managed": any(is_fingerprint_tag(tag) for tag in entry["tags"]),
                 "record": records.get(entry["digest"]),
+                "referrers": referrers.get(entry["digest"], []),
             }
         )
     return artifacts
@@ -104,7 +111,11 @@ def plan_gc(artifacts, keep, protected):
         elif artifact["digest"] in protected:
             kept.append(dict(item, reason="live or previous in the ledger"))
         else:
-            deleted.append(dict(item, record=artifact["record"]) if artifact.get("record") else item)
+            if artifact.get("record"):
+                item["record"] = artifact["record"]
+            if artifact.get("referrers"):
+                item["referrers"] = artifact["referrers"]
+            deleted.append(item)
     for artifact in artifacts:
         if not artifact["managed"]:
             item = {k: artifact[k] for k in ("digest", "tags", "created", "fingerprint")}
@@ -125,8 +136,10 @@ def run_gc(registry, repository, keep, protected, dry_run=True, check_mode=False
         if not (dry_run or check_mode):
             for item in plan["delete"]:
                 registry.delete_manifest(repo, item["digest"])
-                if item.get("record"):  # its artifact record goes with it
-                    registry.delete_manifest(repo, item["record"])
+                # what is kept beside it (record, SBOM, signature) goes with it
+                for digest in dict.fromkeys([item.get("record")] + [r["digest"] for r in item.get("referrers", [])]):
+                    if digest:
+                        registry.delete_manifest(repo, digest)
                 deleted.append(item)
     except RegistryError as exc:
         message = exc.message

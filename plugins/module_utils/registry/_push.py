@@ -338,8 +338,10 @@ def identity_for(params, source_id):
 # -- planner ---------------------------------------------------------------------------------------------------
 
 
-def plan_push(tags, remote, identity, mutable_tags, force, commit_needed):
+def plan_push(tags, remote, identity, mutable_tags, force, commit_needed, refresh=False):
     """Decide what to do. remote: {tag: None or {'digest', 'image_id', 'labels', 'media_type'}}.
+
+    refresh: the content is rebuilt on purpose (bake_max_age): tags holding the same identity move to the new commit.
 
     Returns a dict: unchanged (tags already right), conflicts ([{tag, digest}]), moves (tags that will move),
     retag_from (digest to copy the manifest of, or None), push_tag (tag pushed with layers, or None),
@@ -350,6 +352,9 @@ def plan_push(tags, remote, identity, mutable_tags, force, commit_needed):
     for tag in tags:
         current = remote.get(tag)
         if current is None:
+            needed.append(tag)
+        elif identity.matches(current) and refresh and commit_needed:
+            moves.append(tag)
             needed.append(tag)
         elif identity.matches(current):
             unchanged.append(tag)
@@ -526,7 +531,15 @@ class ImagePusher:
         commit_needed = needs_commit(params)
         self.identity = identity_for(params, source_id)
         remote = {tag: remote_state(self.registry, self.repo, tag) for tag in self.tags}
-        plan = plan_push(self.tags, remote, self.identity, self.mutable_tags, params.get("force"), commit_needed)
+        plan = plan_push(
+            self.tags,
+            remote,
+            self.identity,
+            self.mutable_tags,
+            params.get("force"),
+            commit_needed,
+            refresh=bool(params.get("refresh")),
+        )
         result = {
             "changed": False,
             "repository": self.repository,

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import record_tag
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import sbom_tag
 from ansible_collections.immutable.infra.plugins.module_utils.registry._client import RegistryError
 from ansible_collections.immutable.infra.plugins.module_utils.registry._gc import GcError
 from ansible_collections.immutable.infra.plugins.module_utils.registry._gc import plan_gc
@@ -128,3 +129,23 @@ def test_an_artifact_record_kept_beside_an_image_is_not_an_artifact_and_goes_wit
     assert registry.deleted == [dg(3), dg(2), dg(102)]
     assert dg(102) not in {k["digest"] for k in result["kept"]} and dg(105) not in {k["digest"] for k in result["kept"]}
     assert record_tag(dg(5)) in registry.tagmap and record_tag(dg(2)) not in registry.tagmap
+
+
+def test_an_sbom_kept_beside_an_image_is_not_an_artifact_and_goes_with_its_image():
+    kept_beside = [
+        (dg(102), "", [record_tag(dg(2))]),
+        (dg(202), "", [sbom_tag(dg(2))]),
+        (dg(205), "", [sbom_tag(dg(5))]),
+    ]
+    registry = FakeRegistry(IMAGES + kept_beside)
+    result = run_gc(registry, "127.0.0.1:5000/web", 2, [dg(1)], dry_run=False)
+    deleted = {d["digest"]: d for d in result["deleted"]}
+    assert set(deleted) == {dg(3), dg(2)}
+    assert deleted[dg(2)]["referrers"] == [
+        {"tag": record_tag(dg(2)), "digest": dg(102)},
+        {"tag": sbom_tag(dg(2)), "digest": dg(202)},
+    ]
+    assert registry.deleted == [dg(3), dg(2), dg(102), dg(202)]
+    listed = {k["digest"] for k in result["kept"]}
+    assert not listed & {dg(102), dg(202), dg(205)}
+    assert sbom_tag(dg(5)) in registry.tagmap and sbom_tag(dg(2)) not in registry.tagmap

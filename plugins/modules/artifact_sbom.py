@@ -1,0 +1,174 @@
+#!/usr/bin/python
+# Copyright: Contributors to the immutable.infra collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: artifact_sbom
+short_description: Read the SBOM of a container artifact by its digest (local copy or the registry)
+version_added: 0.3.0
+author:
+  - immutable.infra contributors (@immutable-infra)
+description:
+  - Reads the SBOM (CycloneDX JSON) a bake keeps for a container artifact (C(playbooks/bake.yml) with
+    C(bake_sbom=true), the default; C(docs/supply-chain.md)). The local copy
+    C(<artifacts_dir>/<app>/sbom/sha256-<hex>.cdx.json) when O(artifacts_dir) and O(app) are given and it describes
+    that digest, else the one kept in the registry beside the image, tag C(sha256-<hex>.sbom).
+  - The registry's SBOM is checked before it is used, its blob against its digest and the document against the image
+    it must describe. An altered or copied one fails the task naming the tag to remove.
+  - Read only, never changes anything.
+options:
+  image:
+    description: The artifact's ID, C(<repository>@sha256:<64 hex>) (never a tag).
+    type: str
+    required: true
+  artifacts_dir:
+    description: The bakes' artifacts directory (C(bake_artifacts_dir)); without it only the registry is read.
+    type: path
+  app:
+    description: The artifact name (C(bake_name)) whose directory under O(artifacts_dir) holds the SBOM.
+    type: str
+  dest:
+    description: Also write the SBOM's exact bytes to this file (for C(jq), a scanner or an archive).
+    type: path
+  content:
+    description: Return the whole document as RV(sbom) (it can be large); the package list is always returned.
+    type: bool
+    default: false
+extends_documentation_fragment:
+  - immutable.infra.registry
+attributes:
+  check_mode:
+    support: full
+    description: Reads in check mode too; O(dest) is not written then.
+  diff_mode:
+    support: none
+    description: No diff.
+  idempotent:
+    support: full
+    description: Only O(dest) is ever written, and only when its content differs.
+seealso:
+  - module: immutable.infra.artifact_diff
+  - module: immutable.infra.artifact_record
+"""
+
+EXAMPLES = r"""
+- name: The packages of the artifact live in prod
+  immutable.infra.artifact_sbom:
+    image: "{{ lookup('immutable.infra.ledger', 'web/prod', field='live', path=ledger_path) }}"
+  register: prod_sbom
+
+- name: Keep a copy for the auditors
+  immutable.infra.artifact_sbom:
+    image: 127.0.0.1:5000/web@sha256:9c1e0d5b2f0e3a4c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c
+    dest: /srv/audit/web.cdx.json
+"""
+
+RETURN = r"""
+where:
+  description: Where the SBOM was read, the local file or C(<repository>:sha256-<hex>.sbom).
+  returned: success
+  type: str
+sha256:
+  description: The sha256 of the SBOM's bytes (what the artifact record's C(sbom.sha256) holds).
+  returned: success
+  type: str
+packages:
+  description: Every package of the SBOM, sorted by type and name.
+  returned: success
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: The package name.
+      type: str
+    version:
+      description: Its version.
+      type: str
+    purl:
+      description: Its package URL, e.g. C(pkg:deb/debian/nginx-light@1.22.1-9?arch=amd64&distro=debian-12).
+      type: str
+    type:
+      description: The purl type (C(deb), C(pypi), ...).
+      type: str
+sbom:
+  description: The CycloneDX document.
+  returned: when O(content=true)
+  type: dict
+"""
+
+import json
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.immutable.infra.plugins.module_utils.common._atomic import atomic_write
+from ansible_collections.immutable.infra.plugins.module_utils.common._http import open_url
+from ansible_collections.immutable.infra.plugins.module_utils.registry._client import REGISTRY_MUTUALLY_EXCLUSIVE
+from ansible_collections.immutable.infra.plugins.module_utils.registry._client import REGISTRY_REQUIRED_TOGETHER
+from ansible_collections.immutable.infra.plugins.module_utils.registry._client import ImageReferenceError
+from ansible_collections.immutable.infra.plugins.module_utils.registry._client import RegistryError
+from ansible_collections.immutable.infra.plugins.module_utils.registry._client import parse_repository
+from ansible_collections.immutable.infra.plugins.module_utils.registry._client import registry_argument_spec
+from ansible_collections.immutable.infra.plugins.module_utils.registry._client import registry_client
+from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import SbomError
+from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import packages
+from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import read_sbom
+from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import sha256_of
+
+ARGUMENT_SPEC = dict(
+    image=dict(type="str", required=True),
+    artifacts_dir=dict(type="path"),
+    app=dict(type="str"),
+    dest=dict(type="path"),
+    content=dict(type="bool", default=False),
+    **registry_argument_spec(),
+)
+
+
+def run_module(module):
+    params = module.params
+    try:
+        host, _path = parse_repository(params["image"].partition("@")[0])
+        client = registry_client(host, params, open_url, module.run_command)
+        where, data = read_sbom(client, params["image"], params["artifacts_dir"], params["app"])
+    except (SbomError, ImageReferenceError) as exc:
+        module.fail_json(msg=f"cannot read the SBOM of {params['image']}: {exc}")
+    except RegistryError as exc:
+        module.fail_json(msg=f"cannot read the SBOM of {params['image']} from the registry: {exc.message}")
+    if data is None:
+        module.fail_json(
+            msg=f"no SBOM of {params['image']} is kept, neither locally nor in the registry (tag sha256-<hex>.sbom):"
+            " bake it with bake_sbom=true (the default); a cached re-bake of the same inputs adds it"
+        )
+    document = json.loads(data)
+    changed = False
+    if params["dest"]:
+        try:
+            with open(params["dest"], "rb") as handle:
+                changed = handle.read() != data
+        except FileNotFoundError:
+            changed = True
+        if changed and not module.check_mode:
+            os.makedirs(os.path.dirname(os.path.abspath(params["dest"])), exist_ok=True)
+            atomic_write(params["dest"], data)
+    result = {"changed": changed, "where": where, "sha256": sha256_of(data), "packages": packages(document)}
+    if params["content"]:
+        result["sbom"] = document
+    module.exit_json(**result)
+
+
+def main():
+    run_module(
+        AnsibleModule(
+            argument_spec=ARGUMENT_SPEC,
+            supports_check_mode=True,
+            mutually_exclusive=REGISTRY_MUTUALLY_EXCLUSIVE,
+            required_together=REGISTRY_REQUIRED_TOGETHER,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
