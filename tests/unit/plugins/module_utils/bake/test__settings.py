@@ -130,3 +130,16 @@ def test_roles_are_looked_up_where_the_fingerprint_looks_and_a_missing_one_is_on
 def test_every_problem_is_reported_at_once():
     found = problems(name="Web", version="fp-x", image_config={"Bogus": 1}, extra_tags=["a", "a"])
     assert [p.split(" ", 1)[0] for p in found] == ["bake_name", "bake_image_config", "bake_version", "bake_extra_tags"]
+
+
+@pytest.mark.parametrize("value", [None, "", 1, 30, "30"])
+def test_bake_max_age_unset_or_a_whole_number_of_days_is_fine(value):
+    assert problems(max_age=value) == []
+
+
+@pytest.mark.parametrize("value", ["thirty", 0, "0", -1, 1.5, True])
+def test_a_bad_bake_max_age_names_the_rule(value):
+    assert problems(max_age=value) == [
+        f'bake_max_age {value!r} breaks the rule "a whole number of days of 1 or more (unset: a cached artifact is'
+        ' reused whatever its age)"'
+    ]
