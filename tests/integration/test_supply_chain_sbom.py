@@ -7,6 +7,7 @@ B (probe-a 1.1-1, probe-b 2.0-1 added).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -89,7 +90,7 @@ def test_the_sbom_names_every_installed_package_and_is_kept_with_the_artifact(sb
     assert sbom["format"] == "cyclonedx-json" and sbom["generator"].startswith("syft ")
     assert sbom["reference"] == f"{record['repository']}:{record['digest'].replace(':', '-')}.sbom"
     local = (baker.artifacts / app / sbom["path"]).read_bytes()
-    assert sbom["sha256"] == "sha256:" + __import__("hashlib").sha256(local).hexdigest()
+    assert sbom["sha256"] == "sha256:" + hashlib.sha256(local).hexdigest()
     found = sbom_packages(local)
     assert sbom["packages"] == len(json.loads(local)["components"])
     # the role's package, with its version and purl
