@@ -17,7 +17,11 @@ description:
     the run, and reads the app's artifact records. Any problem fails the step, named with its fix, before anything
     changes.
   - With O(step=gate) or O(step=apply), asks the M(immutable.infra.ledger) module whether the environment accepts
-    the artifact (check mode, nothing is written).
+    the artifact (check mode, nothing is written), with the environment's soak time and approval rule
+    (C(promotion_environments.<env>.soak_minutes) and C(approval), C(docs/promotion.md)) for a deploy or promotion.
+  - The ledger record of the run keeps its evidence - bg_swap's analysis verdicts, the hooks' results
+    (O(hook_results)), and the soak and approval the gate relied on. When bg_swap aborts on its analysis, the
+    abort is recorded (action C(abort), with the verdicts) and the step fails; live and previous stay.
   - With O(step=apply) and the C(docker) backend, it then sets up the environment's router with
     M(immutable.infra.router) when it is not set up or not running (every time with C(manage_router_always); never
     with C(manage_router=false)), plans the environment tag (M(immutable.infra.push_image) in check mode, so wrong
