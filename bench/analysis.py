@@ -3,7 +3,8 @@
 1. Controller work per analysed step beyond the window (target <= 50 ms): the router's analysis log holds a long
    history (never re-read), then LINES request lines are written "during the window" (two colours, 20 % of them 5xx,
    realistic request times); measured: the docker backend's analysis_begin + analysis_end + the verdict, i.e. all the
-   analysis does besides sleeping the window. Median and max of REPEAT runs.
+   analysis does besides sleeping the window: CPU time (the controller's work; the exit status checks it against
+   the target) and wall clock (which also counts waiting for a CPU on a busy machine), over REPEAT runs.
 2. A real swap with analysis (window 1 s, steps [20, 100], under load through a real nginx router): the `analysis`
    timing minus the two windows = the per-step overhead end to end (sleep granularity and nginx log writes included).
 3. A promotion with no analysis configured is as fast as before: the same swap (steps [20, 100], no analysis) with
@@ -65,28 +66,31 @@ def controller_overhead() -> dict:
     log.write_bytes(log_lines(HISTORY, time.time() - 3600, 3000))
     settings = validate({"window": 60, "min_requests": 20, "max_error_rate": 0.05, "max_latency_ms": 500})
     backend = DockerBackend(None, None, "web", "prod", {"blue": 8101, "green": 8102}, analysis_log=str(log))
-    durations, item = [], None
+    durations, cpu, item = [], [], None
     for _run in range(REPEAT):
         started_wall = time.time()
-        begin = time.perf_counter()
+        begin, begin_cpu = time.perf_counter(), time.process_time()
         mark = backend.analysis_begin("green", settings)
-        spent = time.perf_counter() - begin
+        spent, spent_cpu = time.perf_counter() - begin, time.process_time() - begin_cpu
         with open(log, "ab") as handle:  # nginx, during the window
             handle.write(log_lines(LINES, started_wall, 0.5))
         time.sleep(0.6)
-        begin = time.perf_counter()
+        begin, begin_cpu = time.perf_counter(), time.process_time()
         figures = backend.analysis_end(mark)
         item = verdict(20, "green", figures, settings, 60.0)
         durations.append((spent + time.perf_counter() - begin) * 1000)
+        cpu.append((spent_cpu + time.process_time() - begin_cpu) * 1000)
     size_mb = log.stat().st_size / 1e6
     log.unlink()
     tmp.rmdir()
     return {
         "lines_in_window": LINES,
         "log_size_mb_at_end": round(size_mb, 1),
-        "min_ms": round(min(durations), 1),
-        "median_ms": round(statistics.median(durations), 1),
-        "max_ms": round(max(durations), 1),
+        "wall_min_ms": round(min(durations), 1),
+        "wall_median_ms": round(statistics.median(durations), 1),
+        "wall_max_ms": round(max(durations), 1),
+        "cpu_median_ms": round(statistics.median(cpu), 1),
+        "load_average_1min": round(os.getloadavg()[0], 1),
         "requests_counted_last_run": item["requests"],
         "target_ms": 50,
     }
@@ -188,7 +192,8 @@ def main() -> int:
         for gen in (images_gen, docker_config_gen):
             next(gen, None)
     print(json.dumps({"swaps": swaps}, indent=2))
-    return 0 if overhead["median_ms"] <= overhead["target_ms"] else 1
+    # the controller's work is its CPU time: the wall clock also counts waiting for a CPU on a busy machine
+    return 0 if overhead["cpu_median_ms"] <= overhead["target_ms"] else 1
 
 
 if __name__ == "__main__":
