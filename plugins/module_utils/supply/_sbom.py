@@ -118,6 +118,9 @@ def run_syft(image_id, env, syft=None, timeout=900):
             raise SbomError(f"syft did not finish the SBOM of {image_id} within {timeout} s") from None
         if done.returncode != 0 or not os.path.isfile(out):
             tail = " ".join((done.stderr or done.stdout or "no output").strip().splitlines()[-3:])
+            secret = (env or {}).get("SYFT_REGISTRY_AUTH_PASSWORD")
+            if secret:
+                tail = tail.replace(secret, "********")
             raise SbomError(f"syft could not read {image_id} (exit {done.returncode}): {tail}")
         with open(out, "rb") as handle:
             return handle.read()
