@@ -182,6 +182,13 @@ options:
       - The registry's credentials reach syft through its environment only, never its arguments or the output.
     type: bool
     default: false
+  signature:
+    description:
+      - The record's C(signature) field (C(docs/supply-chain.md), "Signatures"), C(signed), C(key_id), C(signature),
+        C(attestation) and C(provenance) - the C(record_field) of M(immutable.infra.artifact_sign)'s result, or
+        C(signed=false) with the other keys null when the bake had no signing key. Omitted, the record has no
+        C(signature) field.
+    type: dict
 extends_documentation_fragment:
   - immutable.infra.registry
 attributes:
@@ -365,6 +372,7 @@ ARGUMENT_SPEC = dict(
     finished=dict(type="float"),
     publish=dict(type="bool", default=False),
     sbom=dict(type="bool", default=False),
+    signature=dict(type="dict"),
     **registry_argument_spec(),
 )
 MODULE_OPTIONS = dict(

@@ -159,6 +159,10 @@ provenance_path:
   description: The local copy of the DSSE envelope (with O(artifacts_dir)).
   returned: with O(artifacts_dir), unless O(key_check_only)
   type: str
+finished:
+  description: The finish time the provenance states (O(finished), or when the task ran); pass it to the record.
+  returned: unless O(key_check_only)
+  type: float
 record_field:
   description:
     - What the artifact record's C(signature) field holds (pass it to M(immutable.infra.artifact_record)'s
@@ -251,6 +255,7 @@ def run_module(module):
     if params["key_check_only"]:
         module.exit_json(**result)
     base = params["base"] or {}
+    finished = time.time() if params["finished"] is None else params["finished"]
     try:
         repository, host, path, digest = split_id(params["image"])
         if not base.get("image") or not base.get("id"):
@@ -268,7 +273,7 @@ def run_module(module):
             collection_version=params["collection_version"],
             bake_id=params["bake_id"],
             started=params["started"],
-            finished=time.time() if params["finished"] is None else params["finished"],
+            finished=finished,
         )
         client = registry_client(host, params, open_url, module.run_command)
         signed = sign_artifact(client, repository, path, digest, key, statement, check_mode=module.check_mode)
@@ -277,7 +282,7 @@ def run_module(module):
     except RegistryError as exc:
         module.fail_json(msg=f"cannot sign {params['image']}: the registry refused: {exc.message}")
     envelope = signed.pop("envelope")
-    result.update(signed, signed=True)
+    result.update(signed, signed=True, finished=finished)
     result["changed"] = signed["signature"]["changed"] or signed["attestation"]["changed"]
     if params["artifacts_dir"]:
         target = os.path.join(params["artifacts_dir"], params["name"], "provenance", attestation_tag(digest) + ".json")

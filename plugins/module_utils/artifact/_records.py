@@ -62,7 +62,8 @@ KIND_FIELDS = {
     "ami": ("artifact", "region", "image_id", "image_name", "resumed", "sharing"),
 }
 # fields a record may have (not required): the supply-chain documents kept with the artifact (docs/supply-chain.md)
-OPTIONAL_FIELDS = ("sbom",)
+OPTIONAL_FIELDS = ("sbom", "signature")
+SIGNATURE_FIELDS = ("signed", "key_id", "signature", "attestation", "provenance")
 SBOM_FIELDS = ("format", "spec_version", "generator", "path", "sha256", "packages", "reference")
 DURATIONS = ("fingerprint", "provision_and_capture", "total")
 SHARING = ("accounts", "organizations", "ous")
@@ -124,6 +125,15 @@ def _sbom(value):
     )
 
 
+def _signature(value):
+    if not (isinstance(value, dict) and set(value) == set(SIGNATURE_FIELDS) and isinstance(value["signed"], bool)):
+        return False
+    others = [value[key] for key in SIGNATURE_FIELDS if key != "signed"]
+    if value["signed"]:
+        return all(isinstance(item, str) and item for item in others[:3]) and (others[3] is None or _is_str(others[3]))
+    return all(item is None for item in others)
+
+
 def _ami_ids(value):
     return (
         isinstance(value, dict)
@@ -169,6 +179,11 @@ COMMON_RULES = {
         _sbom,
         "{format: cyclonedx-json, spec_version, generator, path, sha256: sha256:<64 hex>, packages, reference}:"
         " let artifact_record's sbom option fill it in",
+    ),
+    "signature": (
+        _signature,
+        "{signed: true, key_id, signature, attestation, provenance} or {signed: false} with the others null:"
+        " pass artifact_sign's result through artifact_record's signature option",
     ),
 }
 BASE_RULES = {
@@ -296,6 +311,7 @@ def build_record(
     resumed=None,
     sharing=None,
     sbom=None,
+    signature=None,
 ):
     """The record of one bake from its named inputs (docs/artifact-record.md). Times are epoch seconds.
 
@@ -352,6 +368,8 @@ def build_record(
     }
     if sbom is not None:
         record["sbom"] = dict(sbom)
+    if signature is not None:
+        record["signature"] = dict(signature)
     if kind == "container":
         record.update(repository=repository, digest=str(id).partition("@")[2], tags=list(tags))
     else:

@@ -280,9 +280,14 @@ def layered_manifest(layers):
 def read_layers(client, path, tag):
     """[(descriptor, blob)] of the manifest under tag, None when the tag does not exist. A blob that does not match
     its digest raises SignError."""
+    return read_manifest_layers(client, path, tag)[1]
+
+
+def read_manifest_layers(client, path, tag):
+    """(manifest digest, [(descriptor, blob)]) of the manifest under tag; (None, None) when the tag does not exist."""
     found = client.manifest(path, tag)
     if found is None:
-        return None
+        return None, None
     try:
         layers = json.loads(found[2]).get("layers") or []
     except (ValueError, AttributeError):
@@ -293,7 +298,7 @@ def read_layers(client, path, tag):
         if "sha256:" + hashlib.sha256(blob).hexdigest() != layer.get("digest"):
             raise SignError(f"a blob of {tag} does not match its digest: the registry's storage is damaged")
         result.append((layer, blob))
-    return result
+    return found[0], result
 
 
 def push_layers(client, path, tag, entries):
@@ -336,14 +341,19 @@ def sign_artifact(client, repository, path, digest, private_key, statement, chec
     signatures of this digest are kept; anything else under those tags (another digest's signature, a modified
     attestation) is replaced. Returns {key_id, signature: {reference, digest, changed}, attestation: {...},
     envelope}."""
-    image = client.manifest(path, digest)
-    if image is None:
-        raise SignError(f"{repository}@{digest} is not in the registry: push the image before signing it")
     public = private_key.public_key()
     result = {"key_id": key_id(private_key)}
+    checked = []
+
+    def check_image():
+        # only before a write: what is signed already needs no more requests (a cached re-bake)
+        if not checked and client.manifest(path, digest) is None:
+            raise SignError(f"{repository}@{digest} is not in the registry: push the image before signing it")
+        checked.append(True)
 
     sig_tag = signature_tag(digest)
-    existing = _payloads(read_layers(client, path, sig_tag))
+    sig_digest, sig_entries = read_manifest_layers(client, path, sig_tag)
+    existing = _payloads(sig_entries)
     mine = [
         entry
         for entry in existing
@@ -352,8 +362,9 @@ def sign_artifact(client, repository, path, digest, private_key, statement, chec
     ]
     signature = {"reference": f"{repository}:{sig_tag}", "changed": not mine, "digest": None}
     if mine:
-        signature["digest"] = client.manifest(path, sig_tag)[0]
+        signature["digest"] = sig_digest
     elif not check_mode:
+        check_image()
         payload = simple_signing_payload(repository, digest)
         annotations = {SIGNATURE_ANNOTATION: sign_bytes(private_key, payload)}
         layer = blob_descriptor(SIMPLE_SIGNING_MEDIA_TYPE, payload, annotations)
@@ -363,7 +374,8 @@ def sign_artifact(client, repository, path, digest, private_key, statement, chec
 
     att_tag = attestation_tag(digest)
     kept = None
-    for _descriptor, blob in read_layers(client, path, att_tag) or []:
+    att_digest, att_entries = read_manifest_layers(client, path, att_tag)
+    for _descriptor, blob in att_entries or []:
         envelope = _envelope(blob)
         if envelope is None:
             continue
@@ -376,12 +388,13 @@ def sign_artifact(client, repository, path, digest, private_key, statement, chec
             continue
     attestation = {"reference": f"{repository}:{att_tag}", "changed": kept is None, "digest": None}
     if kept is not None:
-        attestation["digest"] = client.manifest(path, att_tag)[0]
+        attestation["digest"] = att_digest
         result["envelope"] = kept
     else:
         envelope = dsse_sign(private_key, _provenance.statement_bytes(statement))
         result["envelope"] = envelope
         if not check_mode:
+            check_image()
             blob = _canonical(envelope)
             annotations = {SIGNATURE_ANNOTATION: "", "predicateType": _provenance.SLSA_PROVENANCE_V1}
             layer = blob_descriptor(DSSE_MEDIA_TYPE, blob, annotations)
