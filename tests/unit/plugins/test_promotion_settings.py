@@ -133,6 +133,9 @@ def test_the_router_is_up_only_with_both_conf_files_and_a_live_master(tmp_path):
     (conf_d / "web-dev.upstream.conf").write_text("")
     assert not router_is_up(str(tmp_path), "web", "dev")  # no pid file
     (tmp_path / "nginx.pid").write_text(f"{os.getpid()}\n")
+    assert not router_is_up(str(tmp_path), "web", "dev")  # set up by a version without the analysis log
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "web-dev.analysis.log").write_text("")
     assert router_is_up(str(tmp_path), "web", "dev")
     gone = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True

@@ -122,11 +122,14 @@ def nginx_runs(router_dir: str) -> bool:
 
 
 def router_is_up(router_dir: str, app: str, env: str) -> bool:
-    """Whether the router of app/env was set up (its two conf files) and its self-contained nginx runs."""
+    """Whether the router of app/env was set up (its two conf files and the analysis log its nginx writes) and its
+    self-contained nginx runs. A router set up by a version without the analysis log is not: the promotion's router
+    step then runs once and adds it."""
     conf_dir = os.path.join(router_dir, "conf.d")
     return (
         os.path.isfile(os.path.join(conf_dir, f"{app}-{env}.conf"))
         and os.path.isfile(os.path.join(conf_dir, f"{app}-{env}.upstream.conf"))
+        and os.path.isfile(analysis_log_path(router_dir, app, env))
         and nginx_runs(router_dir)
     )
 
