@@ -219,8 +219,8 @@ def read_envelope(signed):
 
 def test_a_modified_attestation_is_refused(signed):
     client, tag = signed["client"], attestation_tag(signed["digest"])
-    original = read_layers(client, APP, tag)
-    descriptor, blob = original[0]
+    before = client.manifest(APP, tag)
+    descriptor, blob = read_layers(client, APP, tag)[0]
     envelope = json.loads(blob)
     payload = bytearray(base64.b64decode(envelope["payload"]))
     at = payload.index(b'"invocationId":"') + len(b'"invocationId":"')
@@ -236,13 +236,14 @@ def test_a_modified_attestation_is_refused(signed):
         assert result["provenance"]["status"] == "tampered"
         assert "modified after signing" in result["problems"][0]
     finally:
-        push_layers(client, APP, tag, original)
+        client.put_manifest(APP, tag, before[2], before[1])  # the original manifest, byte for byte
     assert check(signed)["verified"] is True
+    assert client.manifest(APP, tag) == before
 
 
 def test_a_signature_of_another_digest_copied_onto_the_tag_is_refused(signed):
     client, tag = signed["client"], signature_tag(signed["digest"])
-    original = read_layers(client, APP, tag)
+    before = client.manifest(APP, tag)
     # the trusted key's signature of another image, as if copied from that image's .sig tag
     trusted_private = serialization.load_pem_private_key(signed["pem"].encode(), password=PASSWORD.encode())
     other_digest = "sha256:" + "ab" * 32
@@ -256,8 +257,9 @@ def test_a_signature_of_another_digest_copied_onto_the_tag_is_refused(signed):
         assert result["signature"]["status"] == "other_digest"
         assert other_digest in result["problems"][0] and "tampered" in result["problems"][0]
     finally:
-        push_layers(client, APP, tag, original)
+        client.put_manifest(APP, tag, before[2], before[1])  # the original manifest, byte for byte
     assert check(signed)["verified"] is True
+    assert client.manifest(APP, tag) == before
 
 
 def test_registry_gc_counts_signatures_as_part_of_their_artifact(signed):

@@ -261,8 +261,9 @@ def blob_descriptor(media_type, blob, annotations):
     }
 
 
-def layered_manifest(layers):
-    """(manifest bytes, config bytes) of an OCI manifest holding these layer descriptors."""
+def layered_manifest(layers, subject=None):
+    """(manifest bytes, config bytes) of an OCI manifest holding these layer descriptors (and pointing at subject, a
+    descriptor of the image, so a registry with the Referrers API lists it too)."""
     config = empty_config(layers)
     manifest = {
         "schemaVersion": 2,
@@ -274,6 +275,8 @@ def layered_manifest(layers):
         },
         "layers": layers,
     }
+    if subject is not None:
+        manifest["subject"] = subject
     return _canonical(manifest), config
 
 
@@ -301,9 +304,9 @@ def read_manifest_layers(client, path, tag):
     return found[0], result
 
 
-def push_layers(client, path, tag, entries):
+def push_layers(client, path, tag, entries, subject=None):
     """Write [(descriptor, blob)] as the OCI manifest under tag. Returns the manifest's digest."""
-    body, config = layered_manifest([descriptor for descriptor, _blob in entries])
+    body, config = layered_manifest([descriptor for descriptor, _blob in entries], subject)
     client.put_blob(path, config)
     for _descriptor, blob in entries:
         client.put_blob(path, blob)
@@ -343,13 +346,16 @@ def sign_artifact(client, repository, path, digest, private_key, statement, chec
     envelope}."""
     public = private_key.public_key()
     result = {"key_id": key_id(private_key)}
-    checked = []
+    subjects = []
 
-    def check_image():
+    def subject():
         # only before a write: what is signed already needs no more requests (a cached re-bake)
-        if not checked and client.manifest(path, digest) is None:
-            raise SignError(f"{repository}@{digest} is not in the registry: push the image before signing it")
-        checked.append(True)
+        if not subjects:
+            image = client.manifest(path, digest)
+            if image is None:
+                raise SignError(f"{repository}@{digest} is not in the registry: push the image before signing it")
+            subjects.append({"mediaType": image[1], "digest": image[0], "size": len(image[2])})
+        return subjects[0]
 
     sig_tag = signature_tag(digest)
     sig_digest, sig_entries = read_manifest_layers(client, path, sig_tag)
@@ -364,12 +370,12 @@ def sign_artifact(client, repository, path, digest, private_key, statement, chec
     if mine:
         signature["digest"] = sig_digest
     elif not check_mode:
-        check_image()
+        image = subject()
         payload = simple_signing_payload(repository, digest)
         annotations = {SIGNATURE_ANNOTATION: sign_bytes(private_key, payload)}
         layer = blob_descriptor(SIMPLE_SIGNING_MEDIA_TYPE, payload, annotations)
         others = [(descriptor, blob) for descriptor, blob, named in existing if named == digest]
-        signature["digest"] = push_layers(client, path, sig_tag, others + [(layer, payload)])
+        signature["digest"] = push_layers(client, path, sig_tag, others + [(layer, payload)], image)
     result["signature"] = signature
 
     att_tag = attestation_tag(digest)
@@ -394,11 +400,11 @@ def sign_artifact(client, repository, path, digest, private_key, statement, chec
         envelope = dsse_sign(private_key, _provenance.statement_bytes(statement))
         result["envelope"] = envelope
         if not check_mode:
-            check_image()
+            image = subject()
             blob = _canonical(envelope)
             annotations = {SIGNATURE_ANNOTATION: "", "predicateType": _provenance.SLSA_PROVENANCE_V1}
             layer = blob_descriptor(DSSE_MEDIA_TYPE, blob, annotations)
-            attestation["digest"] = push_layers(client, path, att_tag, [(layer, blob)])
+            attestation["digest"] = push_layers(client, path, att_tag, [(layer, blob)], image)
     result["attestation"] = attestation
     return result
 
