@@ -300,39 +300,65 @@ def _read_local(file_path, digest):
     return data if describes(data, digest) is not None else None
 
 
+def _read_bytes(file_path):
+    try:
+        with open(file_path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise SbomError(f"cannot read the SBOM {file_path}: {exc}") from None
+
+
 def ensure_sbom(client, image_id, artifacts_dir, app, publish=True, check_mode=False, generate=None):
     """The SBOM of a pushed image, kept locally (and in the registry with publish). Returns the record's sbom field
     plus ``source`` (registry, local or syft), ``changed`` and ``file`` (the local path).
 
     The registry's valid SBOM wins (every machine gets the same bytes), then the local file, else syft generates it
-    (generate(image_id) -> raw CycloneDX bytes). In check mode nothing is generated or written."""
+    (generate(image_id) -> raw CycloneDX bytes). A cached re-bake costs one manifest request: the local file whose
+    sha256 is the registry layer's digest is those bytes. In check mode nothing is generated or written."""
     repository, _sep, digest = str(image_id).partition("@")
     registry_path = repository.split("/", 1)[1]
     file_path = sbom_path(artifacts_dir, app, digest)
     reference = f"{repository}:{sbom_tag(digest)}"
-    data, source = None, None
+    tag = sbom_tag(digest)
     try:
-        data = read_registry_sbom(client, repository, registry_path, digest)
+        layer = _sbom_layer(client, registry_path, tag, reference)
     except SbomError:
-        data = None  # refused (altered, damaged): the local file or syft gives it, and publish replaces it
-    if data is not None:
-        source = "registry"
-    else:
-        data = _read_local(file_path, digest)
-        source = "local" if data is not None else "syft"
+        layer = None  # something else under our tag: the local file or syft gives the SBOM, and publish replaces it
+    layer_digest = layer[1].get("digest") if layer else None
+    local = _read_bytes(file_path)
+    data = document = source = None
+    if local is not None and layer_digest is not None and sha256_of(local) == layer_digest:
+        data, source = local, "local"  # the very bytes the registry holds
+    elif layer_digest is not None:
+        blob = client.blob(registry_path, layer_digest)
+        if sha256_of(blob) == layer_digest:
+            document = describes(blob, digest)
+            if document is not None:
+                data, source = blob, "registry"
+        if data is None:
+            layer_digest = None  # damaged or altered: replaced below
+    if data is None and local is not None:
+        document = describes(local, digest)
+        if document is not None:
+            data, source = local, "local"
     if data is None:
         if check_mode:
             return {"changed": True, "source": "syft", "file": file_path, "reference": reference if publish else None}
-        data = normalise(generate(image_id), image_id)
+        data, source = normalise(generate(image_id), image_id), "syft"
+    if document is None:
+        document = describes(data, digest)
+        if document is None:
+            raise SbomError(f"the SBOM of {image_id} does not describe that image: remove {file_path} and re-run")
     changed = False
-    if _read_local(file_path, digest) != data:
+    if local != data:
         changed = True
         if not check_mode:
             os.makedirs(os.path.dirname(file_path), exist_ok=True)
             atomic_write(file_path, data)
-    if publish:
+    if publish and layer_digest != sha256_of(data):
         changed = publish_sbom(client, registry_path, digest, data, check_mode=check_mode) or changed
-    document = json.loads(data)
     tools = ((document.get("metadata") or {}).get("tools") or {}).get("components") or [{}]
     return {
         "changed": changed,
