@@ -26,9 +26,9 @@ author:
 options:
   hooks:
     description:
-      - The environment's hooks, C({pre: [...], post: [...], on_rollback: [...]}); each item is
+      - "The environment's hooks, C({pre: [...], post: [...], on_rollback: [...]}); each item is
         C({tasks: <file>, name: <optional>}) or C({webhook: <url>, timeout: <s>, headers: {...}, validate_certs:
-        <bool>, name: <optional>}). Mutually exclusive with O(webhook).
+        <bool>, name: <optional>}). Mutually exclusive with O(webhook)."
     type: raw
   env:
     description: The environment whose hooks O(hooks) are (for the messages). Required with O(hooks).

@@ -14,6 +14,7 @@ here returns or prints them, and a URL is shown without its user:password part a
 from __future__ import annotations
 
 import json
+import math
 import os
 import urllib.error
 import urllib.parse
@@ -151,8 +152,8 @@ def webhook_problem(url, headers, timeout, where: str = "webhook") -> None:
         seconds = float(timeout)
     except (TypeError, ValueError):
         raise HookError(f"{where}.timeout must be a number of seconds") from None
-    if not seconds > 0:
-        raise HookError(f"{where}.timeout must be more than 0 seconds")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise HookError(f"{where}.timeout must be a number of seconds more than 0")
 
 
 def payload_problem(payload) -> str | None:
@@ -193,7 +194,7 @@ def payload_problem(payload) -> str | None:
 def make_payload(phase: str, promotion: dict) -> dict:
     """The documented JSON for one phase, from the promotion's facts (missing optional ones are null)."""
     payload = {key: promotion.get(key) for key in PAYLOAD_KEYS}
-    payload.update(schema=SCHEMA, hook=phase, forced=bool(promotion.get("forced") or False))
+    payload.update(schema=SCHEMA, hook=phase, forced=bool(promotion.get("forced")))
     for key in ("from_env", "reason", "previous_artifact"):
         if payload[key] == "":
             payload[key] = None

@@ -109,7 +109,7 @@ def test_check_hooks_lists_each_phase_without_secrets(tmp_path):
         ({"pre": [{"tasks": "missing.yml"}]}, "hooks.pre[0].tasks: no such task file"),
         ({"pre": [{"tasks": "a.yml", "timeout": 3}]}, "unknown key(s) timeout: a task-file hook takes tasks and name"),
         ({"pre": [{"webhook": "ftp://h/x"}]}, "must be an http:// or https:// URL with a host"),
-        ({"pre": [{"webhook": "http://h/", "timeout": 0}]}, "hooks.pre[0].timeout must be more than 0 seconds"),
+        ({"pre": [{"webhook": "http://h/", "timeout": 0}]}, "pre[0].timeout must be a number of seconds more than 0"),
         ({"pre": [{"webhook": "http://h/", "timeout": "soon"}]}, "timeout must be a number of seconds"),
         ({"pre": [{"webhook": "http://h/", "headers": ["a"]}]}, "headers must be a mapping"),
         ({"pre": [{"webhook": "http://h/", "header": {}}]}, "unknown key(s) header: a webhook hook takes webhook"),
