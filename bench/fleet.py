@@ -9,7 +9,9 @@ the health gate and switches the host's router, as a real promotion does.
 For each environment size N, prod = hosts h0..h<N-1> and staging = h0 (its own ports and router): a first artifact
 is put live along staging -> prod (not timed: the routers start, the base layers are pulled), then, for each run and
 each batch size (1 host, 50 % of the hosts), a new artifact is deployed to staging and the promotion to prod timed.
-bg_swap's health gate time on each host is read from the json callback.
+bg_swap's health gate time on each host is read from the json callback. Each timed promotion also gives the CPU
+seconds (user + sys) of the ansible-playbook process tree: the controller's own work, which the machine's load does
+not change (the wall times do, a lot, on a shared machine).
 
     python bench/fleet.py [--runs 3] [--sizes 1,2,4,6]
 
@@ -23,6 +25,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -138,6 +141,7 @@ class Env:
         }
         inventory.write_text(yaml.safe_dump(data, sort_keys=False))
         self.inventory = inventory
+        self.cpu = 0.0
         self.env = {
             "IMMUTABLE_REGISTRY_USER": registry["username"],
             "IMMUTABLE_REGISTRY_PASSWORD": registry["password"],
@@ -145,11 +149,15 @@ class Env:
         }
 
     def play(self, playbook: str, **extra) -> tuple[float, list[float]]:
-        """Wall time of the playbook, and the health gate time of bg_swap on each host (json callback)."""
+        """Wall time of the playbook, and the health gate time of bg_swap on each host (json callback); the CPU
+        seconds of the ansible-playbook process tree in self.cpu."""
         cmd = ["ansible-playbook", f"playbooks/{playbook}", "-i", str(self.inventory), "-e", json.dumps(extra)]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.monotonic()
         res = run(cmd, env=ansible_env(self.env), timeout=900)
         wall = time.monotonic() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         out = json.loads(res.stdout[res.stdout.index("{") :])
         gates = []
         for play in out["plays"]:
@@ -190,6 +198,7 @@ def main() -> None:
         print(f"# {fleet.summary()}", flush=True)
         walls: dict[tuple[int, str], list[float]] = {}
         gates: dict[tuple[int, str], list[float]] = {}
+        cpus: dict[tuple[int, str], list[float]] = {}
         for size in sizes:
             env = Env(fleet, work, size, refs, registry)
             envs.append(env)
@@ -203,17 +212,25 @@ def main() -> None:
                     release += 1
                     walls.setdefault((size, batch), []).append(wall)
                     gates.setdefault((size, batch), []).extend(gate)
-                    print(f"# {size} host(s), batch {batch}: {wall:.2f} s, gates {[round(g, 2) for g in gate]}",
-                          flush=True)  # fmt: skip
+                    cpus.setdefault((size, batch), []).append(env.cpu)
+                    print(f"# {size} host(s), batch {batch}: {wall:.2f} s, controller CPU {env.cpu:.2f} s,"
+                          f" gates {[round(g, 2) for g in gate]}", flush=True)  # fmt: skip
             env.teardown()
         median = {key: statistics.median(values) for key, values in walls.items()}
-        print(f"\n{'hosts':>5} {'batch':>6} {'runs':>4} {'promote.yml wall s':>19} {'x 1 host':>9} {'gate/host s':>12}")
+        print(
+            f"\n{'hosts':>5} {'batch':>6} {'runs':>4} {'promote.yml wall s':>19} {'x 1 host':>9} {'gate/host s':>12}"
+            f" {'controller CPU s':>17}"
+        )
         for size in sizes:
             for batch in BATCHES:
                 key = (size, batch)
                 gate = statistics.median(gates[key]) if gates.get(key) else float("nan")
                 ratio = median[key] / median[(sizes[0], batch)]
-                print(f"{size:5d} {batch:>6} {len(walls[key]):4d} {median[key]:19.2f} {ratio:9.2f} {gate:12.2f}")
+                cpu = statistics.median(cpus[key])
+                print(
+                    f"{size:5d} {batch:>6} {len(walls[key]):4d} {median[key]:19.2f} {ratio:9.2f} {gate:12.2f}"
+                    f" {cpu:17.2f}"
+                )
         first, last = sizes[0], sizes[-1]
         if last > first:
             ratio = median[(last, "50%")] / median[(first, "50%")]
@@ -224,6 +241,8 @@ def main() -> None:
                 f"batches of 1: {per_host:.2f} s per extra host, of which health gate {gate:.2f} s: "
                 f"beyond the gate {per_host - gate:.2f} s per host (target <= 2 s)"
             )
+            cpu_host = (statistics.median(cpus[(last, "1")]) - statistics.median(cpus[(first, "1")])) / (last - first)
+            print(f"controller CPU per extra host (batches of 1, load-independent): {cpu_host:.2f} s")
     finally:
         for env in envs:
             env.teardown()
