@@ -63,7 +63,8 @@ options:
 attributes:
   check_mode:
     support: partial
-    description: O(hooks) is checked the same; a webhook is not called in check mode.
+    description: Can run in check mode.
+    details: O(hooks) is checked the same; a webhook is not called in check mode.
   diff_mode:
     support: none
     description: Nothing to compare.
