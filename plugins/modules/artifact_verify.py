@@ -140,7 +140,6 @@ record:
   type: str
 """
 
-import os
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -182,7 +181,7 @@ def trusted_keys(entries):
         text = str(entry)
         where = f"public_keys[{index}]"
         if "-----BEGIN" not in text:
-            path = os.path.expanduser(text)
+            path = text
             where = f"public_keys[{index}] ({path})"
             try:
                 with open(path, "rb") as handle:

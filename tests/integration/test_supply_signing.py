@@ -190,7 +190,8 @@ def test_verify_playbook_passes_with_the_right_key(signed):
 def test_verify_playbook_refuses_another_key(signed):
     res = run_playbook(
         VERIFY,
-        {"artifact": signed["artifact"], "verify_public_keys": [str(signed["other_public"])]},
+        # one key as a string (-e verify_public_keys=<file>)
+        {"artifact": signed["artifact"], "verify_public_keys": str(signed["other_public"])},
         env=signed["env"],
         cwd=signed["here"],
         timeout=300,
