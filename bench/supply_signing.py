@@ -9,7 +9,8 @@ a temporary directory (never kept). Per run, on a fresh app name:
   (c) cached re-bake without a key   for comparison
 
 Prints, per run and as medians: the wall time of each bake and the time of the signing tasks in it (the key check
-before anything builds, the finish time, artifact_sign), and their share of the cold bake.
+before a builder starts, artifact_sign; a skipped task still costs its few milliseconds), and their share of the
+cold bake.
 Needs scripts/setup.sh to have run (venv active, registry, base image) and ansible.posix (the ansible package).
 """
 
@@ -34,8 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 ROOT = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("IMMUTABLE_STATE_DIR", ROOT / ".local"))
 SIGNING_TASKS = (
-    "Load the signing key",
-    "Take the bake's finish time",
+    "Load the signing key",  # before a builder starts (skipped on a cached re-bake)
     "Sign the digest and attest the provenance",
 )
 TIMING = re.compile(r"^(?P<name>.+?)\s-+\s(?P<seconds>\d+\.\d+)s\s*$")
