@@ -3,18 +3,15 @@ analysis log gives the figures, and real HTTP load on loopback through the route
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import tempfile
 import threading
 import time
 
 import pytest
-from test_bg_swap_docker import APP_DIR
-from test_bg_swap_docker import Router
+from test_bg_swap_docker import docker_config  # noqa: F401  # pylint: disable=unused-import
 from test_bg_swap_docker import get
-from test_bg_swap_docker import sh
+from test_bg_swap_docker import pushed_web_images
+from test_bg_swap_docker import router  # noqa: F401  # pylint: disable=unused-import
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.nginx]
 
@@ -22,41 +19,11 @@ ANALYSIS = {"window": 2, "min_requests": 8, "max_error_rate": 0.05, "max_latency
 
 
 @pytest.fixture(scope="module")
-def docker_config(registry):
-    path = tempfile.mkdtemp(prefix="analysis-docker-config-")
-    sh("docker", "--config", path, "login", registry["address"], "-u", registry["username"], "--password-stdin",
-       input=registry["password"])  # fmt: skip
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def images(registry, base_image, docker_config):
+def images(registry, base_image, docker_config):  # noqa: F811
     """v1 and v2 (good), and "flaky": 500 to every 5th request (20 %), but 200 on /healthz, so it passes the gate."""
-    repo = f"{registry['address']}/analysis-{os.urandom(4).hex()}/web"
-    built, digests = [], {}
-    try:
-        for name, fail_every in (("v1", 0), ("v2", 0), ("flaky", 5)):
-            tag = f"{repo}:{name}"
-            sh("docker", "build", "--quiet", "--build-arg", f"BASE={base_image}", "--build-arg", f"VERSION={name}",
-               "--build-arg", f"FAIL_EVERY={fail_every}", "-t", tag, str(APP_DIR))  # fmt: skip
-            built.append(tag)
-            sh("docker", "--config", docker_config, "push", tag)
-            digests[name] = sh("docker", "image", "inspect", "--format", "{{index .RepoDigests 0}}", tag).stdout.strip()
+    variants = {"v1": {"FAIL_EVERY": 0}, "v2": {"FAIL_EVERY": 0}, "flaky": {"FAIL_EVERY": 5}}
+    with pushed_web_images(registry, base_image, docker_config, "analysis", variants) as digests:
         yield digests
-    finally:
-        for tag in built:
-            sh("docker", "image", "rm", "--force", tag, check=False)
-
-
-@pytest.fixture
-def router(unique, tmp_path, docker_config):
-    r = Router(unique, tmp_path, docker_config)
-    try:
-        r.setup()
-        yield r
-    finally:
-        r.teardown()
 
 
 class Load:
@@ -88,11 +55,11 @@ class Load:
         return len([s for s in self.statuses if s is None or not 200 <= s < 300])
 
 
-def colours_served(router, count: int = 10) -> set:
+def colours_served(router, count: int = 10) -> set:  # noqa: F811
     return {router.served()[1] for _unused in range(count)}
 
 
-def test_a_flaky_release_aborts_at_the_first_weighted_step_and_a_good_one_passes_every_step(router, images):
+def test_a_flaky_release_aborts_at_the_first_weighted_step_and_a_good_one_passes_every_step(router, images):  # noqa: F811
     first = router.swap(artifact=images["v1"])
     assert not first.get("failed") and first["analysis"] == [], first  # a first deployment is not analysed
 
@@ -120,7 +87,7 @@ def test_a_flaky_release_aborts_at_the_first_weighted_step_and_a_good_one_passes
     assert colours_served(router) == {"green"} and good["timings"]["analysis"] > 0
 
 
-def test_bad_settings_change_nothing_and_an_idle_window_does_not_pass_and_says_why(router, images):
+def test_bad_settings_change_nothing_and_an_idle_window_does_not_pass_and_says_why(router, images):  # noqa: F811
     assert not router.swap(artifact=images["v1"]).get("failed")
     bad = router.swap(artifact=images["v2"], traffic_steps=[50, 100], analysis={"window": 1, "max_error_rate": 2})
     assert bad.get("failed") and "analysis.max_error_rate: 2.0 must be 0..1; nothing was changed" in bad["msg"], bad

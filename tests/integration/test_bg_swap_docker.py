@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -75,28 +76,20 @@ def docker_config(registry):
     shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def images(registry, base_image, docker_config):
-    """Digest references of v1, v2 and a v3 whose /healthz answers 500, pushed to the local registry."""
-    repo = f"{registry['address']}/bgtest-{os.urandom(4).hex()}/web"
+@contextlib.contextmanager
+def pushed_web_images(registry, base_image, docker_config, prefix: str, variants: dict):
+    """Build tests/integration/files/bg_app once per variant ({name: {build arg: value}}), push each to the local
+    registry and give {name: digest reference, "repo": repository}; the local tags are removed afterwards."""
+    repo = f"{registry['address']}/{prefix}-{os.urandom(4).hex()}/web"
     built, digests = [], {}
     try:
-        for name, health in (("v1", 200), ("v2", 200), ("bad", 500)):
+        for name, build_args in variants.items():
             tag = f"{repo}:{name}"
-            sh(
-                "docker",
-                "build",
-                "--quiet",
-                "--build-arg",
-                f"BASE={base_image}",
-                "--build-arg",
-                f"VERSION={name}",
-                "--build-arg",
-                f"HEALTH={health}",
-                "-t",
-                tag,
-                str(APP_DIR),
-            )
+            args = [
+                f"--build-arg={key}={value}"
+                for key, value in {"BASE": base_image, "VERSION": name, **build_args}.items()
+            ]
+            sh("docker", "build", "--quiet", *args, "-t", tag, str(APP_DIR))
             built.append(tag)
             sh("docker", "--config", docker_config, "push", tag)
             ref = sh("docker", "image", "inspect", "--format", "{{index .RepoDigests 0}}", tag).stdout.strip()
@@ -107,6 +100,14 @@ def images(registry, base_image, docker_config):
     finally:
         for tag in built:
             sh("docker", "image", "rm", "--force", tag, check=False)
+
+
+@pytest.fixture(scope="module")
+def images(registry, base_image, docker_config):
+    """Digest references of v1, v2 and a v3 whose /healthz answers 500, pushed to the local registry."""
+    variants = {"v1": {"HEALTH": 200}, "v2": {"HEALTH": 200}, "bad": {"HEALTH": 500}}
+    with pushed_web_images(registry, base_image, docker_config, "bgtest", variants) as digests:
+        yield digests
 
 
 class Router:
