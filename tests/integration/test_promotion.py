@@ -128,6 +128,18 @@ class Chain:
     def run(self, playbook: str, **extra) -> subprocess.CompletedProcess:
         return run_playbook(PLAYBOOKS / playbook, extra, "-i", str(self.inventory), env=self.extra_env)
 
+    def stage_two_in_dev(self, two: dict) -> subprocess.CompletedProcess:
+        """The chain's latest.json artifact deployed to dev and promoted to staging, then `two` deployed to dev, so
+        dev has a new artifact to promote over staging's. Returns the last run."""
+        for playbook, extra in (
+            ("deploy.yml", {"env": "dev"}),
+            ("promote.yml", {"from": "dev", "to": "staging"}),
+            ("deploy.yml", {"env": "dev", "artifact": two["id"]}),
+        ):
+            res = self.run(playbook, **extra)
+            assert res.returncode == 0, show(res)
+        return res
+
     def popen(self, playbook: str, **extra) -> subprocess.Popen:
         cmd = ["ansible-playbook", str(PLAYBOOKS / playbook), "-i", str(self.inventory), "-e", json.dumps(extra)]
         return subprocess.Popen(
@@ -307,13 +319,7 @@ def test_a_registry_refusing_the_environment_tag_changes_nothing(chain, artifact
     promotion with staging's container, traffic, registry tag and ledger untouched, and the password never shown."""
     one, two = artifacts
     c = chain()
-    for playbook, extra in (
-        ("deploy.yml", {"env": "dev"}),
-        ("promote.yml", {"from": "dev", "to": "staging"}),
-        ("deploy.yml", {"env": "dev", "artifact": two["id"]}),
-    ):
-        res = c.run(playbook, **extra)
-        assert res.returncode == 0, show(res)
+    c.stage_two_in_dev(two)
     ledger_before = c.ledger_path.read_bytes()
     live_before = c.live_container("staging")["Id"]
     colour_before = c.served("staging")[1]
@@ -586,13 +592,7 @@ def test_a_rollout_aborted_by_its_analysis_is_recorded_with_its_verdicts(chain, 
     and staging does not vouch for the aborted artifact."""
     one, two = artifacts
     c = chain()
-    for playbook, extra in (
-        ("deploy.yml", {"env": "dev"}),
-        ("promote.yml", {"from": "dev", "to": "staging"}),
-        ("deploy.yml", {"env": "dev", "artifact": two["id"]}),
-    ):
-        res = c.run(playbook, **extra)
-        assert res.returncode == 0, show(res)
+    c.stage_two_in_dev(two)
     group_vars = c.inventory / "group_vars" / "all" / "promotion.yml"
     settings = json.loads(group_vars.read_text())
     settings["promotion_traffic_steps"] = [50, 100]
