@@ -16,68 +16,8 @@ from __future__ import annotations
 from urllib.parse import unquote
 
 from ansible_collections.immutable.infra.plugins.module_utils.bake._fingerprint import diff_inputs
+from ansible_collections.immutable.infra.plugins.module_utils.supply._debversion import compare_versions
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import packages
-
-# -- Debian version order (dpkg's verrevcmp), used for every ecosystem: it orders the common dotted versions too ---
-
-
-def _order(char):
-    if char.isdigit():
-        return 0
-    if char.isalpha():
-        return ord(char)
-    if char == "~":
-        return -1
-    return ord(char) + 256
-
-
-def _compare_part(left, right):
-    i = j = 0
-    while i < len(left) or j < len(right):
-        while (i < len(left) and not left[i].isdigit()) or (j < len(right) and not right[j].isdigit()):
-            lc = _order(left[i]) if i < len(left) else 0
-            rc = _order(right[j]) if j < len(right) else 0
-            if lc != rc:
-                return lc - rc
-            i += 1
-            j += 1
-        while i < len(left) and left[i] == "0":
-            i += 1
-        while j < len(right) and right[j] == "0":
-            j += 1
-        first = 0
-        while i < len(left) and left[i].isdigit() and j < len(right) and right[j].isdigit():
-            if not first:
-                first = ord(left[i]) - ord(right[j])
-            i += 1
-            j += 1
-        if i < len(left) and left[i].isdigit():
-            return 1
-        if j < len(right) and right[j].isdigit():
-            return -1
-        if first:
-            return first
-    return 0
-
-
-def _split_version(version):
-    epoch, sep, rest = str(version).partition(":")
-    if not sep or not epoch.isdigit():
-        epoch, rest = "0", str(version)
-    upstream, sep, revision = rest.rpartition("-")
-    if not sep:
-        upstream, revision = rest, ""
-    return int(epoch), upstream, revision
-
-
-def compare_versions(left, right):
-    """<0, 0, >0 as left is older than, the same as or newer than right (Debian's rules: epoch, upstream, revision)."""
-    le, lu, lr = _split_version(left)
-    re_, ru, rr = _split_version(right)
-    if le != re_:
-        return le - re_
-    return _compare_part(lu, ru) or _compare_part(lr, rr)
-
 
 # -- packages ------------------------------------------------------------------------------------------------------
 
