@@ -361,9 +361,10 @@ def threshold_problems(report, max_age_days=None, max_outdated=None):
                     " with bake_sbom=true (a cached bake adds the SBOM)"
                 )
             elif item["outdated_count"] > max_outdated:
+                count = item["outdated_count"]
                 problems.append(
-                    f"{where} has {item['outdated_count']} outdated packages, more than max_outdated {max_outdated}:"
-                    f" {fix}"
+                    f"{where} has {count} outdated package{'s' if count != 1 else ''},"
+                    f" more than max_outdated {max_outdated}: {fix}"
                 )
     return problems
 
