@@ -52,9 +52,10 @@ options:
     type: str
     required: true
   env:
-    description: The environment that receives the artifact (or is rolled back). Must be in O(chain).
+    description:
+      - The environment that receives the artifact (or is rolled back). Must be in O(chain).
+      - Required for every O(action) but V(revoke) (a revocation is for the app, in every environment).
     type: str
-    required: true
   chain:
     description:
       - The environments in promotion order, first to last, usually from inventory or group vars.
@@ -78,8 +79,13 @@ options:
         entry's C(approvals), with the time. A name outside O(approval.approvers) (when listed) is refused. An
         approval is for one artifact and one environment, and void once another artifact is approved for O(env) or
         goes live there; the same name approving the same artifact again changes nothing. Nothing goes live.
+      - V(revoke) records that O(artifact_id) (an artifact ID, or a base image ID with O(revocation.kind=base)) is
+        revoked for O(app), by O(by), with O(reason) (required) and the time, in effect from O(revocation.from)
+        (default now). The promotion step refuses a revoked artifact in every environment, and an artifact whose
+        record's base image is revoked (C(docs/supply-chain.md), "Revocation"). A second revocation of the same ID
+        changes nothing. Nothing goes live.
     type: str
-    choices: [deploy, promote, rollback, repair, abort, approve]
+    choices: [deploy, promote, rollback, repair, abort, approve, revoke]
     default: deploy
   artifact_id:
     description:
@@ -149,6 +155,22 @@ options:
         description: The names that may approve. Empty or not given, any name counts.
         type: list
         elements: str
+  revocation:
+    description: What O(action=revoke) records beside O(artifact_id), O(by) and O(reason).
+    type: dict
+    suboptions:
+      kind:
+        description: V(artifact) (O(artifact_id) is an artifact ID) or V(base) (a base image ID, a C(base.id)).
+        type: str
+        choices: [artifact, base]
+        default: artifact
+      from:
+        description: When the revocation takes effect, ISO-8601 with a zone (C(2026-12-04T10:00:00Z)); default now.
+        type: str
+      artifacts:
+        description: For V(base), the artifacts known to be baked from it (shown; the gate reads the records).
+        type: list
+        elements: raw
   evidence:
     description:
       - What the run relied on, stored in its history record as C(evidence) (C(docs/ledger.md), "Evidence"), for
@@ -357,6 +379,19 @@ evidence:
   returned: always
   type: dict
   sample: {"soak": null, "approval": {"by": "alice", "at": "2026-12-04T10:00:00Z"}}
+revocations:
+  description:
+    - The app's revocations after the call (C(id), C(kind), C(reason), C(by), C(at), C(from), and C(artifacts) for a
+      base image), oldest first; the promotion step refuses what they cover.
+  returned: unless O(action=approve) or O(action=abort)
+  type: list
+  elements: dict
+  sample: [{"id": "127.0.0.1:5000/web@sha256:aaa...", "kind": "artifact", "reason": "CVE-2026-1234", "by": "alice",
+            "at": "2026-12-04T10:00:00Z", "from": "2026-12-04T10:00:00Z"}]
+revocation:
+  description: With O(action=revoke), the revocation that stands (this one, or the earlier one of the same ID).
+  returned: when O(action=revoke)
+  type: dict
 location:
   description: The ledger file path or the SSM prefix.
   returned: always
@@ -401,9 +436,11 @@ ARGUMENT_SPEC = dict(
     path=dict(type="path"),
     prefix=dict(type="str"),
     app=dict(type="str", required=True),
-    env=dict(type="str", required=True),
+    env=dict(type="str"),
     chain=dict(type="list", elements="str", required=True),
-    action=dict(type="str", choices=["deploy", "promote", "rollback", "repair", "abort", "approve"], default="deploy"),
+    action=dict(
+        type="str", choices=["deploy", "promote", "rollback", "repair", "abort", "approve", "revoke"], default="deploy"
+    ),
     artifact_id=dict(type="raw"),
     from_env=dict(type="str"),
     record=dict(type="str"),
@@ -419,6 +456,14 @@ ARGUMENT_SPEC = dict(
             required=dict(type="bool", default=False),
             approvers=dict(type="list", elements="str"),
         ),
+    ),
+    revocation=dict(
+        type="dict",
+        options={
+            "kind": dict(type="str", choices=["artifact", "base"], default="artifact"),
+            "from": dict(type="str"),
+            "artifacts": dict(type="list", elements="raw"),
+        },
     ),
     evidence=dict(type="dict"),
     by=dict(type="str"),

@@ -124,6 +124,15 @@ evidence:
       soak: {"from_env": "staging", "required_min": 30, "live_since": "2026-12-04T10:00:00Z", "minutes": 31}
       approval: {"by": "alice", "at": "2026-12-04T10:20:00Z"}
       hooks: []
+revocations:
+  description:
+    - The revocations of O(app) (C(id), C(kind) V(artifact) or V(base), C(reason), C(by), C(at), C(from), and
+      C(artifacts) for a base image), oldest first (C(docs/supply-chain.md), "Revocation"); without O(app), app name
+      -> its revocations.
+  returned: always
+  type: raw
+  sample: [{"id": "127.0.0.1:5000/web@sha256:aaa...", "kind": "artifact", "reason": "CVE-2026-1234", "by": "alice",
+            "at": "2026-12-04T10:00:00Z", "from": "2026-12-04T10:00:00Z"}]
 location:
   description: The ledger file path or the SSM prefix.
   returned: always
@@ -175,11 +184,16 @@ def run_module(module):
 
             ledger = SsmLedger(module.client("ssm"), params["prefix"])
         state = filter_state(ledger.read(params["app"]), params["app"], params["env"])
+        if params["app"] is not None:
+            revocations = ledger.revocations(params["app"])
+        else:
+            revocations = {app: ledger.revocations(app) for app in sorted(state["apps"])}
+            revocations = {app: items for app, items in revocations.items() if items}
     except LedgerError as exc:
         if exc.original is not None:
             module.fail_json_aws(exc.original, msg=exc.context)
         module.fail_json(msg=exc.message)
-    result = dict(changed=False, ledger=state, location=ledger.location)
+    result = dict(changed=False, ledger=state, revocations=revocations, location=ledger.location)
     if params["env"] is not None:
         result["entry"] = get_entry(state, params["app"], params["env"])
         result["evidence"] = last_evidence(result["entry"])

@@ -104,6 +104,23 @@ class FileLedger(Ledger):
                 f"cannot write ledger {self.path}: {exc.strerror}; the previous version is unchanged"
             ) from exc
 
+    def revocations(self, app) -> list:
+        return copy.deepcopy((self._load()[0].get("revocations") or {}).get(app) or [])
+
+    def _add_revocation(self, app, item, dry_run):
+        from ansible_collections.immutable.infra.plugins.module_utils.supply._revocation import add_revocation
+
+        if dry_run:
+            changed, _after, stands = add_revocation(self.revocations(app), item)
+            return changed, stands
+        with self._locked():
+            state, raw = self._load()
+            changed, after, stands = add_revocation((state.get("revocations") or {}).get(app) or [], item)
+            if changed:
+                state.setdefault("revocations", {})[app] = after
+                self._write(state, raw)
+            return changed, stands
+
     def _update(self, app, env, mutate):
         with self._locked():
             state, raw = self._load()

@@ -331,6 +331,13 @@ def state_problem(state) -> str | None:
     apps = state.get("apps")
     if not isinstance(apps, dict):
         return "apps is not an object"
+    revocations = state.get("revocations", {})
+    if not isinstance(revocations, dict) or not all(isinstance(items, list) for items in revocations.values()):
+        return "revocations is not an object of lists (app -> revocations)"
+    for app, items in revocations.items():
+        for index, item in enumerate(items):
+            if not isinstance(item, dict) or "id" not in item or "kind" not in item:
+                return f"revocations.{app}[{index}] is not an object with an id and a kind"
     for app, envs in apps.items():
         if not isinstance(envs, dict):
             return f"apps.{app} is not an object"

@@ -45,6 +45,9 @@ class SsmLedger(Ledger):
     """
 
     STANDARD_LIMIT = 4096
+    # an app's revocations: one parameter each, <prefix>/<app>.revocations/<key> (outside <prefix>/<app>/, so an
+    # environment's entries never see them), created with Overwrite=false: a second revocation of an ID changes nothing
+    REVOCATIONS_SUFFIX = ".revocations"
     # a ledger write holds its lock for about a second: a lock older than this belongs to a run that died
     LOCK_TTL = 600
     ADVANCED_LIMIT = 8192
@@ -168,6 +171,8 @@ class SsmLedger(Ledger):
         entries, parts = {}, {}
         for name, value in self._parts(path).items():
             segments = name[len(self.prefix) + 1 :].split("/")
+            if segments[0].endswith(self.REVOCATIONS_SUFFIX):
+                continue  # an app's revocations (revocations()), not an environment's entry
             if len(segments) == 2 and not segments[1].endswith(".lock"):
                 entries[(segments[0], segments[1])] = (name, *self._parse(name, value))
             elif len(segments) == 4 and segments[2] == "history" and segments[3].isdigit():
@@ -176,6 +181,51 @@ class SsmLedger(Ledger):
             joined = self._join(name, entry, archived, parts.get((app_name, env), {})) if archived else entry
             state["apps"].setdefault(app_name, {})[env] = joined
         return state
+
+    def revocations_path(self, app) -> str:
+        return f"{self.prefix}/{check_name('app', app)}{self.REVOCATIONS_SUFFIX}"
+
+    def revocations(self, app) -> list:
+        path = self.revocations_path(app)
+        items = []
+        for name, value in self._parts(path).items():
+            try:
+                item = json.loads(value)
+            except ValueError:
+                item = None
+            if not isinstance(item, dict) or "id" not in item or "kind" not in item:
+                raise LedgerError(
+                    f"revocation parameter {name} is corrupt (not a JSON revocation): restore it with aws ssm"
+                    " get-parameter-history, or delete it (the revocation is then lost)"
+                )
+            items.append(item)
+        return sorted(items, key=lambda item: (str(item.get("at")), str(item.get("id"))))
+
+    def _add_revocation(self, app, item, dry_run):
+        from ansible_collections.immutable.infra.plugins.module_utils.supply._revocation import add_revocation
+        from ansible_collections.immutable.infra.plugins.module_utils.supply._revocation import revocation_key
+
+        changed, _after, stands = add_revocation(self.revocations(app), item)
+        if not changed or dry_run:
+            return changed, stands
+        name = f"{self.revocations_path(app)}/{revocation_key(item)}"
+        value = self._dump(item)
+        kwargs = {"Name": name, "Value": value, "Type": "String", "Overwrite": False}
+        if self._fit(value):
+            kwargs["Tier"] = self._fit(value)
+        try:
+            self.client.put_parameter(**kwargs)
+        except is_boto3_error_code("ParameterAlreadyExists"):
+            return False, self._one(name)  # revoked by another run meanwhile: that one stands
+        except (BotoCoreError, ClientError) as exc:  # pylint: disable=duplicate-except
+            raise LedgerError(
+                f"SSM put_parameter {name} failed: {exc}", original=exc, context=f"SSM put_parameter {name} failed"
+            ) from exc
+        return True, stands
+
+    def _one(self, name) -> dict:
+        response = self._call(f"get_parameter {name}", "get_parameter", Name=name)
+        return json.loads(response["Parameter"]["Value"])
 
     def _fit(self, text) -> str | None:
         """The tier a value needs: "" (Standard), "Advanced", or None when it does not fit at all."""

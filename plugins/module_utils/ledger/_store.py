@@ -121,6 +121,25 @@ class Ledger:
             return mutate(self.read(app))
         return self._update(app, env, mutate)
 
+    # -- revocations (docs/supply-chain.md, "Revocation"): per app, never removed -------------------------------
+
+    def revocations(self, app) -> list:
+        """The app's revocations, oldest first."""
+        raise NotImplementedError
+
+    def _add_revocation(self, app, item, dry_run):
+        """Store `item` unless the app holds a revocation of the same ID: (changed, the revocation that stands)."""
+        raise NotImplementedError
+
+    def revoke(self, app, item, dry_run=False) -> RecordResult:
+        """Record a revocation (module_utils/supply/_revocation.new_revocation builds it); a second revocation of the
+        same ID changes nothing. plan = the revocation that stands."""
+        check_name("app", app)
+        before = self.revocations(app)
+        changed, stands = self._add_revocation(app, item, dry_run)
+        after = before + [stands] if changed else before
+        return RecordResult(changed, before, after, stands)
+
     def record(self, app, env, artifact_id, action, by, **kwargs):
         result = self.apply(app, env, artifact_id, action, by, **kwargs)
         return result.changed, result.after
@@ -147,6 +166,10 @@ def run_record(ledger: Ledger, params: dict, check_mode: bool) -> dict:
     known_ids = params.get("known_ids")
     check_chain(chain)
     now = now_seconds()  # the one clock (IMMUTABLE_NOW): the gate's soak and the record's time agree
+    if action == "revoke":
+        return run_revoke(ledger, params, check_mode, now)
+    if env in (None, "") and action != "approve":
+        raise LedgerError(f"action={action} needs env (the environment of the chain it is about)")
     policy = check_policy({"soak_minutes": params.get("soak_minutes"), "approval": params.get("approval")}, env)
     if action == "approve":
         missing = [
@@ -246,5 +269,37 @@ def run_record(ledger: Ledger, params: dict, check_mode: bool) -> dict:
         "forced": bool(plan.get("forced")),
         "overridden": plan.get("overridden", []),
         "evidence": plan.get("evidence") or {},
+        # what the promotion step's verification gate refuses (docs/supply-chain.md, "Revocation")
+        "revocations": ledger.revocations(app),
+        "location": ledger.location,
+    }
+
+
+def run_revoke(ledger: Ledger, params: dict, check_mode: bool, now: float) -> dict:
+    """action=revoke: record that an artifact (or a base image, and so every artifact baked from it) is revoked."""
+    from ansible_collections.immutable.infra.plugins.module_utils.supply._revocation import new_revocation
+
+    options = params.get("revocation") or {}
+    item = new_revocation(
+        params.get("artifact_id"),
+        options.get("kind") or "artifact",
+        params.get("reason"),
+        params.get("by") or default_by(),
+        now,
+        options.get("from"),
+        options.get("artifacts"),
+    )
+    result = ledger.revoke(params["app"], item, dry_run=check_mode)
+    return {
+        "changed": result.changed,
+        "before": None,
+        "after": None,
+        "artifact_id": item["id"],
+        "action": "revoke",
+        "forced": False,
+        "overridden": [],
+        "evidence": {},
+        "revocation": result.plan,
+        "revocations": result.after,
         "location": ledger.location,
     }
