@@ -50,6 +50,14 @@ options:
         (versions and bake times of the IDs) and C(<artifacts_dir>/<app>/verify.json) (the last verify's drift).
       - Without it, the board shows IDs without versions and no drift.
     type: path
+  environments:
+    description:
+      - The promotion settings' environments (C(promotion_environments), as C(playbooks/board.yml) passes them). The
+        board reads each one's C(soak_minutes) and C(approval) (C(docs/progressive.md)), so that "next in" says when
+        an artifact the chain allows still soaks in the environment before (with the time left) or needs an approval
+        (with who may give it and the command); other keys are ignored. Without it, neither is shown.
+    type: dict
+    default: {}
   format:
     description: What O(dest) gets - V(html) the page, V(text) the text board, V(json) the data (RV(board)).
     type: str
@@ -174,6 +182,7 @@ ARGUMENT_SPEC = dict(
     app=dict(type="str"),
     chain=dict(type="list", elements="str", required=True),
     artifacts_dir=dict(type="path"),
+    environments=dict(type="dict", default={}),
     format=dict(type="str", choices=["html", "text", "json"], default="html"),
     dest=dict(type="path"),
 )
@@ -232,7 +241,7 @@ def run_module(module):
             verify[app] = read_verify(params["artifacts_dir"], app, problems)
     for problem in problems:
         module.warn(problem)
-    board = build_board(state, chain, apps, records, verify, location=ledger.location)
+    board = build_board(state, chain, apps, records, verify, location=ledger.location, policies=params["environments"])
     result = dict(changed=False, board=board, text=render_text(board), location=ledger.location)
     if params["dest"]:
         dest = params["dest"]

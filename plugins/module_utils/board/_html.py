@@ -46,6 +46,7 @@ ol.history{list-style:none;margin:0;padding:0;border-left:2px solid #e5e7eb}
 ol.history li{padding:.2rem 0 .35rem .6rem;font-size:.85rem;overflow-wrap:anywhere}
 ol.history li .what{font-weight:600}
 li[data-action="rollback"] .what{color:#b45309}
+li[data-action="abort"] .what{color:#b91c1c}
 li[data-forced="true"] .what{color:#b91c1c}
 .muted{color:#6b7280}
 .empty{background:#fff;border:1px solid #d1d5db;border-radius:6px;padding:1rem 1.25rem}
@@ -97,7 +98,7 @@ def _incoming(incoming) -> str:
         return '<span class="muted">-</span>'
     if incoming["state"] == "current":
         return _badge(f"same as {incoming['from_env']}", "ok")
-    kind = {"waiting": "wait", "refused": "bad"}.get(incoming["state"], "")
+    kind = {"waiting": "wait", "soaking": "wait", "needs approval": "wait", "refused": "bad"}.get(incoming["state"], "")
     source = f" from {esc(incoming['from_env'])}" if incoming.get("from_env") else ""
     return (
         f"{_badge(incoming['state'], kind)} {_artifact(incoming['artifact'])}{source}"
@@ -108,7 +109,7 @@ def _incoming(incoming) -> str:
 def _history_item(item) -> str:
     shown = item["artifact"]
     parts = [
-        f'<span class="what">{esc(item["action"])}</span>',
+        f'<span class="what">{esc(item.get("label") or item["action"])}</span>',
         _artifact(shown),
         f'<span class="muted">{esc(item["at"])}</span>',
     ]
@@ -118,12 +119,14 @@ def _history_item(item) -> str:
         parts.append(f"by {esc(item['by'])}")
     if item["forced"]:
         parts.append(_badge("forced", "bad"))
-    if not item["verified"]:
+    if not item["verified"] and item["action"] != "abort":  # an abort is never verified: "aborted" says it
         parts.append(_badge("not verified", "wait"))
     if item.get("reason"):
         parts.append(f"reason: {esc(item['reason'])}")
     if item["hosts"]:
         parts.append(f"hosts: {esc(', '.join(item['hosts']))}")
+    if item.get("evidence"):
+        parts.append(f'<span class="muted">evidence: {esc(item["evidence"])}</span>')
     for key, value in sorted(item["extra"].items()):
         parts.append(f"{esc(key)}: {esc(value)}")
     return (

@@ -12,15 +12,35 @@ from __future__ import annotations
 import calendar
 import time
 
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._gate import approval_message
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._gate import approval_status
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._gate import check_policy
 from ansible_collections.immutable.infra.plugins.module_utils.ledger._gate import check_promotion
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._gate import soak_message
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._gate import soak_status
 from ansible_collections.immutable.infra.plugins.module_utils.ledger._model import LedgerError
 from ansible_collections.immutable.infra.plugins.module_utils.ledger._model import accepted_ids
 from ansible_collections.immutable.infra.plugins.module_utils.ledger._model import canonical_id
 from ansible_collections.immutable.infra.plugins.module_utils.ledger._model import get_entry
+from ansible_collections.immutable.infra.plugins.module_utils.ledger._model import now_seconds
 
 SCHEMA = 1
 # the fields of a ledger history record the board shows in their own places; any other field is shown as it is
-HISTORY_FIELDS = ("id", "at", "by", "action", "from_env", "record", "reason", "forced", "verified", "hosts")
+HISTORY_FIELDS = (
+    "id",
+    "at",
+    "by",
+    "action",
+    "from_env",
+    "record",
+    "reason",
+    "forced",
+    "verified",
+    "hosts",
+    "evidence",
+)
+# how the board names a history record's action (the ledger's word stays in data-action and the JSON's action)
+ACTION_LABELS = {"abort": "aborted"}
 FIRST_STEPS = (
     "ansible-playbook playbooks/bake.yml",
     "ansible-playbook playbooks/deploy.yml -e env={first}",
@@ -90,13 +110,47 @@ def artifact(value, records: dict) -> dict | None:
     }
 
 
+def evidence_summary(evidence) -> str:
+    """A history record's evidence (docs/ledger.md, "Evidence") in one short line: the first analysis verdict that
+    did not pass (its step, host and detail) or how many passed, the hooks that failed or passed, the soak and the
+    approval. Empty when the record has none."""
+    if not isinstance(evidence, dict):
+        return ""
+    parts = []
+    analysis = [item for item in evidence.get("analysis") or [] if isinstance(item, dict)]
+    bad = [item for item in analysis if item.get("verdict") != "passed"]
+    if bad:
+        first = bad[0]
+        where = f" on {first['host']}" if first.get("host") else ""
+        detail = f": {first['detail']}" if first.get("detail") else ""
+        parts.append(f"analysis {first.get('verdict')} at {first.get('step')}%{where}{detail}")
+    elif analysis:
+        parts.append(f"analysis passed ({len(analysis)} step{'s' if len(analysis) != 1 else ''})")
+    hooks = [item for item in evidence.get("hooks") or [] if isinstance(item, dict)]
+    failed = [item for item in hooks if not item.get("ok")]
+    if failed:
+        parts.append("; ".join(str(item.get("detail") or f"{item.get('hook')} hook failed") for item in failed))
+    elif hooks:
+        parts.append("hooks ok: " + ", ".join(str(item.get("hook")) for item in hooks))
+    soak = evidence.get("soak")
+    if isinstance(soak, dict) and soak.get("required_min"):
+        parts.append(f"soak {soak.get('minutes')} of {soak.get('required_min')} min in {soak.get('from_env')}")
+    approval = evidence.get("approval")
+    if isinstance(approval, dict) and approval.get("by"):
+        parts.append(f"approved by {approval['by']}")
+    return "; ".join(parts)
+
+
 def _history(entry: dict, records: dict) -> list:
     out = []
     for item in reversed((entry or {}).get("history") or []):
         shown = artifact(item.get("id"), records) or {}
+        action = str(item.get("action") or "")
         out.append(
             {
-                "action": str(item.get("action") or ""),
+                "action": action,
+                "label": ACTION_LABELS.get(action, action),
+                "evidence": evidence_summary(item.get("evidence")),
                 "artifact": shown,
                 "at": item.get("at"),
                 "by": item.get("by"),
@@ -120,17 +174,44 @@ def _live_record(entry: dict) -> dict:
     return {}
 
 
-def _incoming(chain, state, app, index, records, newest) -> dict | None:
+def _waits(app, env, here, source, source_env, artifact_id, policy, now) -> list:
+    """What the artifact still waits for before env accepts it: [(state, why)] for the soak in the environment before
+    and the approval for env (policy: env's soak_minutes and approval, as the promotion settings give them)."""
+    waits = []
+    if source_env is not None and policy["soak_minutes"]:
+        soak = soak_status(source, artifact_id, policy["soak_minutes"], now)
+        if not soak["ok"]:
+            waits.append(("soaking", soak_message(soak, artifact_id, source_env, env)))
+    if policy["approval"]["required"]:
+        status = approval_status(here, artifact_id, policy["approval"])
+        if not status["ok"]:
+            waits.append(("needs approval", approval_message(app, env, artifact_id, policy["approval"], status)))
+    return waits
+
+
+def _incoming(chain, state, app, index, records, newest, policies=None, now=None) -> dict | None:
     """What this environment would accept next: the live ID of the environment before it (the gate decides), or for
-    the first environment the newest bake when it is not live there."""
+    the first environment the newest bake when it is not live there. With the environment's policy (soak_minutes,
+    approval), an artifact that the chain allows but that still soaks upstream or needs an approval says so."""
     env = chain[index]
     here = get_entry(state, app, env) or {}
+    now = time.time() if now is None else now
+    try:
+        policy = check_policy((policies or {}).get(env), env)
+    except LedgerError as exc:
+        policy, policy_problem = check_policy(None, env), exc.message
+    else:
+        policy_problem = None
     if index == 0:
         if newest is None or _key(newest.get("id")) == _key(here.get("live")):
             return None
+        shown = artifact(newest.get("id"), records)
+        waits = _waits(app, env, here, None, None, newest.get("id"), policy, now)
+        if waits:
+            return {"from_env": None, "artifact": shown, "state": waits[0][0], "why": "; ".join(w for _s, w in waits)}
         return {
             "from_env": None,
-            "artifact": artifact(newest.get("id"), records),
+            "artifact": shown,
             "state": "waiting",
             "why": f"newest bake, not deployed: ansible-playbook playbooks/deploy.yml -e env={env}",
         }
@@ -145,6 +226,11 @@ def _incoming(chain, state, app, index, records, newest) -> dict | None:
         check_promotion(chain, state, app, source_env, env, None)
     except LedgerError as exc:
         return {"from_env": source_env, "artifact": shown, "state": "refused", "why": exc.message}
+    if policy_problem:
+        return {"from_env": source_env, "artifact": shown, "state": "refused", "why": policy_problem}
+    waits = _waits(app, env, here, source, source_env, source["live"], policy, now)
+    if waits:
+        return {"from_env": source_env, "artifact": shown, "state": waits[0][0], "why": "; ".join(w for _s, w in waits)}
     why = f"ansible-playbook playbooks/promote.yml -e from={source_env} -e to={env}"
     if accepted_ids(here).get(_key(source["live"])) == "rolled back":
         why = f"the gate accepts it, but it was rolled back in {env} before: {why}"
@@ -163,7 +249,7 @@ def _drift(verify: dict | None, env: str) -> dict | None:
     }
 
 
-def _environment(chain, state, app, index, records, newest, verify, now) -> dict:
+def _environment(chain, state, app, index, records, newest, verify, now, policies=None) -> dict:
     env = chain[index]
     entry = get_entry(state, app, env) or {}
     made_live = _live_record(entry) if entry.get("live") is not None else {}
@@ -180,20 +266,21 @@ def _environment(chain, state, app, index, records, newest, verify, now) -> dict
         "verified": verdict == "ok",
         "verdict": verdict,
         "hosts": list(made_live.get("hosts") or []),
-        "incoming": _incoming(chain, state, app, index, records, newest),
+        "incoming": _incoming(chain, state, app, index, records, newest, policies, now),
         "drift": _drift(verify, env),
         "history": _history(entry, records),
     }
 
 
-def app_board(app, chain, state, records=(), verify=None, now=None) -> dict:
-    """One app's board: its environments in chain order (then any the ledger has outside the chain)."""
+def app_board(app, chain, state, records=(), verify=None, now=None, policies=None) -> dict:
+    """One app's board: its environments in chain order (then any the ledger has outside the chain). policies: env ->
+    its soak_minutes and approval (the promotion settings' environments), for what "next in" waits for."""
     now = time.time() if now is None else now
     entries = ((state or {}).get("apps") or {}).get(app) or {}
     envs = list(chain) + sorted(env for env in entries if env not in chain)
     index = record_index(records)
     newest = max(index.values(), key=lambda record: str(record.get("created") or ""), default=None)
-    columns = [_environment(envs, state, app, i, index, newest, verify, now) for i in range(len(envs))]
+    columns = [_environment(envs, state, app, i, index, newest, verify, now, policies) for i in range(len(envs))]
     hint = None
     if not any(column["live"] for column in columns):
         first = envs[0] if envs else "dev"
@@ -201,13 +288,23 @@ def app_board(app, chain, state, records=(), verify=None, now=None) -> dict:
     return {"name": app, "hint": hint, "verified_at": (verify or {}).get("at"), "environments": columns}
 
 
-def build_board(state, chain, apps=None, records=None, verify=None, location="", now=None) -> dict:
+def build_board(state, chain, apps=None, records=None, verify=None, location="", now=None, policies=None) -> dict:
     """The whole board. apps: the apps to show (default: every app of the ledger); records and verify: app -> the
-    app's artifact records / its last verify result."""
+    app's artifact records / its last verify result; policies: env -> {soak_minutes, approval} (the promotion
+    settings' environments; other keys are ignored)."""
     chain = [str(env) for env in chain]
-    now = time.time() if now is None else now
+    # the ledger's clock (IMMUTABLE_NOW when set), so the soak left matches what the promotion gate would say
+    now = now_seconds() if now is None else now
     names = list(apps) if apps else sorted((state or {}).get("apps") or {})
-    shown = [app_board(app, chain, state, (records or {}).get(app, ()), (verify or {}).get(app), now) for app in names]
+    policies = {
+        str(env): {key: value for key, value in cfg.items() if key in ("soak_minutes", "approval")}
+        for env, cfg in (policies or {}).items()
+        if isinstance(cfg, dict)
+    }
+    shown = [
+        app_board(app, chain, state, (records or {}).get(app, ()), (verify or {}).get(app), now, policies)
+        for app in names
+    ]
     empty = not any(env["live"] for app in shown for env in app["environments"])
     first = chain[0] if chain else "dev"
     return {

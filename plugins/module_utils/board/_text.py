@@ -71,12 +71,13 @@ def _table(rows: list) -> list:
     return lines
 
 
-def _history_line(env_name: str, item: dict, env_width: int) -> str:
+def _history_lines(env_name: str, item: dict, env_width: int) -> list:
     shown = item["artifact"]
-    words = [fit(item["at"] or "-", 20), fit(item["action"], 10).ljust(8), fit(shown.get("short") or "-", 40)]
+    label = item.get("label") or item["action"]
+    words = [fit(item["at"] or "-", 20), fit(label, 10).ljust(8), fit(shown.get("short") or "-", 40)]
     if item["forced"]:
         words.append("FORCED")
-    if not item["verified"]:
+    if not item["verified"] and item["action"] != "abort":  # an abort is never verified: "aborted" says it
         words.append("NOT-VERIFIED")
     if shown.get("version"):
         words.append(fit(shown["version"], 20))
@@ -90,7 +91,11 @@ def _history_line(env_name: str, item: dict, env_width: int) -> str:
         words.append(fit(f"hosts: {','.join(item['hosts'])}", WIDTH))
     for key, value in sorted(item["extra"].items()):
         words.append(fit(f"{key}: {value}", WIDTH))
-    return cut(f"  {env_name.ljust(env_width)} " + " ".join(words))
+    lines = [cut(f"  {env_name.ljust(env_width)} " + " ".join(words))]
+    if item.get("evidence"):
+        # on a line of its own, under the record: the figures of an abort must not be cut off by a long reason
+        lines.append(fit(f"  {' ' * env_width} evidence: {item['evidence']}", WIDTH))
+    return lines
 
 
 def render_text(board: dict) -> str:
@@ -116,7 +121,10 @@ def render_text(board: dict) -> str:
                 lines.append(fit(f"{what} - {incoming['why']}", WIDTH))
         env_width = max(len(env["name"]) for env in app["environments"])
         history = [
-            _history_line(env["name"], item, env_width) for env in app["environments"] for item in env["history"]
+            line
+            for env in app["environments"]
+            for item in env["history"]
+            for line in _history_lines(env["name"], item, env_width)
         ]
         if history:
             lines += ["History, newest first:"] + history

@@ -254,3 +254,52 @@ def test_bad_input_fails_naming_the_fix_and_writes_nothing(tmp_path):
     result = run({"path": str(tmp_path / "ledger.json"), "chain": CHAIN, "dest": str(dest)})
     assert result["failed"] and "ledger.json" in result["msg"]
     assert not dest.exists()
+
+
+def test_an_abort_shows_as_aborted_with_its_host_and_figures_not_as_raw_evidence(tmp_path):
+    ledger = story(tmp_path)
+    detail = "error rate 19.4% (7 of 36 requests to green answered 5xx) above max_error_rate 5.0%"
+    verdict = {"step": 20, "verdict": "failed", "requests": 36, "errors": 7, "error_rate": 0.194, "host": "h4",
+               "latency_ms": {"p": 95, "value": 12.0}, "window_s": 10.0, "detail": detail}  # fmt: skip
+    evidence = {"analysis": [verdict], "hooks": []}
+    ledger.record("web", "staging", A, "abort", "ci@build", at="2026-11-30T10:00:00Z", verified=False,
+                  reason="aborted by its analysis on h4: ...", evidence=evidence)  # fmt: skip
+    records = {"web": read_records(str(tmp_path / "artifacts"), "web", [])}
+    board = build_board(ledger.read(), CHAIN, None, records, None, ledger.location, now=NOW)
+    aborted = columns(board)["staging"]["history"][0]
+    assert (aborted["action"], aborted["label"]) == ("abort", "aborted")
+    assert aborted["evidence"].startswith("analysis failed at 20% on h4: error rate 19.4%")
+    assert "evidence" not in aborted["extra"]
+    text = render_text(board)
+    lines = text.splitlines()
+    at = next(index for index, line in enumerate(lines) if " aborted " in line)
+    assert "NOT-VERIFIED" not in lines[at]
+    assert lines[at + 1].strip().startswith("evidence: analysis failed at 20% on h4: error rate 19.4%")
+    assert "{" not in lines[at] + lines[at + 1]  # no raw dict
+    assert max(len(line) for line in lines) <= 92
+    page = parse(render_html(board))
+    assert page.find("li", **{"data-action": "abort"})
+    assert "aborted" in page.env_text["staging"] and "'requests'" not in page.env_text["staging"]
+
+
+def test_next_in_says_when_the_artifact_still_soaks_upstream_or_needs_an_approval(tmp_path):
+    ledger = story(tmp_path)
+    # B went live in staging at 16:00 on the 29th (the story), 27 h before NOW; prod runs A after its rollback
+    records = {"web": read_records(str(tmp_path / "artifacts"), "web", [])}
+    policies = {"prod": {"soak_minutes": 28 * 60, "router_port": 8080}, "staging": {}}
+    board = build_board(ledger.read(), CHAIN, None, records, None, ledger.location, now=NOW, policies=policies)
+    incoming = columns(board)["prod"]["incoming"]
+    assert incoming["state"] == "soaking", incoming
+    assert "60 min left" in incoming["why"] and "staging has run" in incoming["why"]
+    # after the soak: prod needs an approval, and the board names who may give it and how
+    approval = {"required": True, "approvers": ["alice"]}
+    later = NOW + 6 * 3600
+    policies = {"prod": {"soak_minutes": 60, "approval": approval}}
+    board = build_board(ledger.read(), CHAIN, None, records, None, ledger.location, now=later, policies=policies)
+    incoming = columns(board)["prod"]["incoming"]
+    assert incoming["state"] == "needs approval" and "playbooks/approve.yml -e env=prod" in incoming["why"]
+    assert "prod needs approval: sha256:bbbbbbbbbbbb - prod requires an approval" in render_text(board)
+    assert "needs approval" in parse(render_html(board)).env_text["prod"]
+    # without a policy the same promotion simply waits, as before
+    board = build_board(ledger.read(), CHAIN, None, records, None, ledger.location, now=later)
+    assert columns(board)["prod"]["incoming"]["state"] == "waiting"
