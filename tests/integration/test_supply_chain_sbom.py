@@ -18,6 +18,7 @@ from conftest import run_playbook
 from test_bake_container import Baker
 from test_bake_container import basic_auth
 from test_bake_container import docker
+from test_bake_container import registry_digest
 from test_bake_container import registry_tags
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.slow]
@@ -76,7 +77,8 @@ def sbom_env(tmp_path_factory, registry, base_image):
     app = f"sbom{int(time.time()) % 100000}"
     baker = Baker(registry, app, work / "artifacts", roles_path=roles)
     write_package_role(roles, {"probe-a": "1.0-1"})
-    extra = {"bake_roles": ["pkgprobe"]}
+    # a version tag, so the age rebuild shows which tags move (docs/supply-chain.md, Freshness)
+    extra = {"bake_roles": ["pkgprobe"], "bake_version": "1.0.0"}
     cold = baker.run(extra=extra)
     assert cold.returncode == 0, cold.stdout[-4000:] + cold.stderr[-2000:]
     yield {"baker": baker, "extra": extra, "roles": roles, "app": app, "cold": cold, "work": work}
@@ -138,7 +140,12 @@ def test_a_cached_rebake_keeps_the_byte_identical_sbom_and_an_old_one_is_rebuilt
     assert not fresh["cached"] and fresh["fingerprint"] == first["fingerprint"] and fresh["digest"] != first["digest"]
     assert fresh["reused_roles"] == []
     assert sbom_packages((baker.artifacts / app / fresh["sbom"]["path"]).read_bytes())["probe-a"]["version"] == "1.0-1"
-    # the fingerprint tag names the fresh image; the next bake (today, same max age) reuses it
+    # the fingerprint tag and the version tag (same inputs) moved to the fresh image; the old one stays by digest
+    fp_tag = "fp-" + first["fingerprint"].split(":")[1]
+    assert set(first["tags"]) == set(fresh["tags"]) == {fp_tag, "1.0.0"}
+    assert registry_digest(registry, app, fp_tag) == fresh["digest"] == registry_digest(registry, app, "1.0.0")
+    assert registry_digest(registry, app, first["digest"]) == first["digest"]
+    # the next bake (today, same max age) reuses it
     again = baker.run(extra=dict(extra, bake_max_age=30))
     assert again.returncode == 0 and baker.latest()["cached"] and baker.latest()["digest"] == fresh["digest"]
     sbom_env["fresh"] = fresh
@@ -155,6 +162,7 @@ def test_the_package_diff_names_added_and_upgraded_packages_and_the_changed_role
     baker, app, extra = sbom_env["baker"], sbom_env["app"], sbom_env["extra"]
     old = baker.latest()
     write_package_role(sbom_env["roles"], {"probe-a": "1.1-1", "probe-b": "2.0-1"})
+    extra = dict(extra, bake_version="1.1.0")  # new content, new version: version tags never move to other inputs
     # without syft: a clear error naming the fix, and no record says the bake is done
     records = baker.artifacts / app / "records"
     before = sorted(records.iterdir())
