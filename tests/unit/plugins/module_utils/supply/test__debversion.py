@@ -59,10 +59,10 @@ def test_dpkg_order(older, newer):
     assert compare_versions(newer, newer) == 0
 
 
-@pytest.mark.parametrize(("left", "right"), EQUAL)
-def test_versions_dpkg_holds_equal(left, right):
-    assert compare_versions(left, right) == 0
-    assert compare_versions(right, left) == 0
+@pytest.mark.parametrize(("one", "other"), EQUAL)
+def test_versions_dpkg_holds_equal(one, other):
+    assert compare_versions(one, other) == 0
+    assert compare_versions(other, one) == 0
 
 
 def test_the_parts_of_a_version():
