@@ -131,6 +131,8 @@ class ActionModule(InProcessModuleAction):
         problem = settings_problem(settings, check_envs, params["usage"])
         if problem:
             raise PromotionError(problem)
+        # a bad key or signature setting fails here, before anything (never in the fleet rescue's release step)
+        policies = {} if params["step"] == "release" else _signature_policies(settings, check_envs)
         records = read_records(settings["artifacts_dir"], settings["app"])
         request = {
             "action": action,
@@ -145,6 +147,12 @@ class ActionModule(InProcessModuleAction):
         if params["step"] == "release":
             released = self._rollout_lock(settings, env, params).release()
             return dict(out, released=released)
+        if params["step"] in ("revoke", "revoked"):
+            from ansible_collections.immutable.infra.plugins.plugin_utils._supply_gate import revoke_step
+            from ansible_collections.immutable.infra.plugins.plugin_utils._supply_gate import revoked_step
+
+            step = revoke_step if params["step"] == "revoke" else revoked_step
+            return step(self, params, out, check_envs, _client_for(params), task_vars, self._check_mode())
         if action is None:
             raise PromotionError(f"{self.module_name}: action is required with step={params['step']}")
         artifact = params["artifact"]
@@ -167,6 +175,13 @@ class ActionModule(InProcessModuleAction):
                     _client_for(params),
                     _ami_reader(aws, settings),
                 )
+        # the verification gate (docs/supply-chain.md): revocations, the signature policy, then the package diff;
+        # before anything is pulled, switched, tagged or recorded, for one host and for a fleet's plan alike
+        with self._timed(out, "verification"):
+            from ansible_collections.immutable.infra.plugins.plugin_utils._supply_gate import verification_gate
+
+            policy = policies[env] if env in policies else _signature_policies(settings, [env])[env]
+            verification_gate(params, out, policy, _client_for(params), _ami_reader(aws, settings))
         if params["step"] == "gate":
             return out
         hosts = fleet_hosts(settings, env, (task_vars or {}).get("groups"))
@@ -200,12 +215,12 @@ class ActionModule(InProcessModuleAction):
                 out["artifact_id"],
                 task_vars,
                 self._check_mode(),
-                evidence=run_evidence({"": out.get("swap") or {}}, params["hook_results"]),
+                evidence=dict(run_evidence({"": out.get("swap") or {}}, params["hook_results"]), **out["supply"]),
             )
         out["recorded"] = recorded
         if recorded.get("failed"):
             return dict(out, failed=True, msg=recorded.get("msg", "the ledger refused the record"))
-        summary = summary_lines(settings, request, out.get("swap") or {}, recorded)
+        summary = summary_lines(settings, request, out.get("swap") or {}, recorded) + out["supply_lines"]
         return dict(out, done=True, summary=summary, changed=out["changed"] or bool(recorded.get("changed")))
 
     def _check_mode(self):
@@ -313,13 +328,13 @@ class ActionModule(InProcessModuleAction):
                     task_vars,
                     check_mode,
                     hosts=list(hosts),
-                    evidence=run_evidence(swaps, params["hook_results"]),
+                    evidence=dict(run_evidence(swaps, params["hook_results"]), **out["supply"]),
                 )
             out["recorded"] = recorded
             if recorded.get("failed"):
                 return dict(out, failed=True, msg=recorded.get("msg", "the ledger refused the record"))
             changed = any(swap.get("changed") for swap in swaps.values()) or bool(tag.get("changed"))
-            summary = fleet_summary(settings, request, recorded, hosts, swaps)
+            summary = fleet_summary(settings, request, recorded, hosts, swaps) + out["supply_lines"]
             return dict(out, done=True, summary=summary, changed=changed or bool(recorded.get("changed")))
         finally:
             lock.release()
@@ -484,13 +499,29 @@ def run_evidence(swaps: dict, hook_results: list) -> dict:
     return {"analysis": analysis, "hooks": hooks}
 
 
+def _signature_policies(settings, envs):
+    """Each environment's signature policy (module_utils/supply/_policy.py), checked: a bad setting fails early."""
+    from ansible_collections.immutable.infra.plugins.module_utils.supply._policy import PolicyError
+    from ansible_collections.immutable.infra.plugins.module_utils.supply._policy import signature_policy
+
+    try:
+        return {env: signature_policy(settings, env) for env in envs}
+    except PolicyError as exc:
+        raise PromotionError(exc.message) from None
+
+
 def _client_for(params):
-    """RegistryClient per registry host, with the step's registry credentials (else the docker config's)."""
+    """RegistryClient per registry host, with the step's registry credentials (else the docker config's); one per
+    host for the whole step (the verification gate, the record, the diff read the same registry)."""
     from ansible_collections.immutable.infra.plugins.module_utils.registry._client import RegistryClient
 
+    clients = {}
+
     def client_for(host):
-        username, password = params.get("registry_username") or None, params.get("registry_password") or None
-        return RegistryClient(host, username=username, password=password)
+        if host not in clients:
+            username, password = params.get("registry_username") or None, params.get("registry_password") or None
+            clients[host] = RegistryClient(host, username=username, password=password)
+        return clients[host]
 
     return client_for
 

@@ -303,6 +303,19 @@ EXAMPLES = r"""
     action: rollback
     reason: health check failed after the switch
   delegate_to: localhost
+
+- name: Revoke every artifact baked from a base image (playbooks/revoke.yml does this through the promotion step)
+  immutable.infra.ledger:
+    path: "{{ playbook_dir }}/ledger/ledger.json"
+    chain: [dev, staging, prod]
+    app: web
+    action: revoke
+    artifact_id: sha256:2379c9ff4b3b0bd0a3f5e5c1b1f4a6e9d1f1c0b6a8e3d2f7c4b5a6d7e8f9a0b1
+    revocation:
+      kind: base
+    reason: CVE-2026-1234 in the base image's openssl
+    by: alice
+  delegate_to: localhost
 """
 
 RETURN = r"""

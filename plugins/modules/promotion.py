@@ -52,8 +52,12 @@ options:
         registered C(fleet_swap) succeeded), else nothing is recorded; then adds the environment tag, records the run
         in the ledger with the hosts (C(hosts) of the history record) and releases the lock."
       - V(release) releases the rollout lock of this run (the fleet rescue path), nothing else.
+      - "V(revoke) (C(playbooks/revoke.yml)) records in the ledger that O(artifact) is revoked - an artifact ID, or a
+        base image ID (every artifact whose record names it as C(base.id) is then refused) - with O(reason), O(by)
+        and O(revoke_from) (C(docs/supply-chain.md), \"Revocation\"). V(revoked) (C(playbooks/verify.yml)) returns
+        C(revoked) and C(problems): the environments of O(check_envs) whose live artifact is revoked."
     type: str
-    choices: [settings, gate, apply, plan, record, release]
+    choices: [settings, gate, apply, plan, record, release, revoke, revoked]
     default: apply
   lock_token:
     description:
@@ -120,6 +124,27 @@ options:
     type: list
     elements: dict
     default: []
+  allow_unsigned_rollback:
+    description:
+      - With O(action=rollback), allow an artifact WITHOUT a signature or provenance where the environment's
+        C(signature.required) is true (for IDs baked before signing); an invalid signature is still refused, and so
+        is a revoked artifact (C(docs/supply-chain.md), \"Verification gate\").
+    type: bool
+    default: false
+  by:
+    description: With O(step=revoke), who revokes (default the user and host running the playbook).
+    type: str
+  revoke_from:
+    description: With O(step=revoke), when the revocation takes effect (ISO-8601 with a zone); default now.
+    type: str
+  revoke_kind:
+    description:
+      - With O(step=revoke), what O(artifact) is. V(auto) - a digest reference C(<repository>@sha256:...) is an
+        artifact (it must have a record), a bare image ID C(sha256:...) a base image, an AMI ID what the local records
+        say it is.
+    type: str
+    choices: [auto, artifact, base]
+    default: auto
   registry_username:
     description: User for the registry holding the artifact, for the environment tag.
     type: str
@@ -193,10 +218,34 @@ recorded:
   returned: when done
   type: dict
 summary:
-  description: What the playbooks show at the end - the ID now live, the colour and how it got there, the gate.
+  description:
+    - What the playbooks show at the end - the ID now live, the colour and how it got there, the gate, the signature
+      check and the package diff from the artifact live before. With O(step=revoke), the revocation.
   returned: when done
   type: list
   elements: str
+diff:
+  description:
+    - "The package diff between the artifact live in O(env) before and this one (deploy and promote): packages added,
+      removed, upgraded with versions, the role inputs that changed (C(docs/supply-chain.md), \"Package diff at
+      promotion\"); one line when an SBOM is missing. Also in the ledger record's C(evidence.diff)."
+  returned: when O(env) ran another container artifact before
+  type: list
+  elements: str
+revoked:
+  description: With O(step=revoked), each environment whose live artifact is revoked (C(env), C(id), C(revocation)).
+  returned: with step revoked
+  type: list
+  elements: dict
+problems:
+  description: With O(step=revoked), one sentence per environment of C(revoked).
+  returned: with step revoked
+  type: list
+  elements: str
+revocation:
+  description: With O(step=revoke), the revocation that stands in the ledger.
+  returned: with step revoke
+  type: dict
 timings:
   description:
     - Seconds per part of the step (C(ledger_check), C(router), C(env_tag_plan), C(swap), C(env_tag),
@@ -222,7 +271,11 @@ request:
 """
 
 ARGUMENT_SPEC = dict(
-    step=dict(type="str", choices=["settings", "gate", "apply", "plan", "record", "release"], default="apply"),
+    step=dict(
+        type="str",
+        choices=["settings", "gate", "apply", "plan", "record", "release", "revoke", "revoked"],
+        default="apply",
+    ),
     lock_token=dict(type="str", no_log=False),
     action=dict(type="str", choices=["deploy", "promote", "rollback"]),
     env=dict(type="str", default=""),
@@ -235,6 +288,10 @@ ARGUMENT_SPEC = dict(
     settings=dict(type="dict", required=True),
     aws=dict(type="dict", default={}, no_log=False),
     hook_results=dict(type="list", elements="dict", default=[]),
+    allow_unsigned_rollback=dict(type="bool", default=False),
+    by=dict(type="str"),
+    revoke_from=dict(type="str"),
+    revoke_kind=dict(type="str", choices=["auto", "artifact", "base"], default="auto"),
     registry_username=dict(type="str"),
     registry_password=dict(type="str", no_log=True),
 )

@@ -361,3 +361,33 @@ def test_ssm_archives_old_history_in_4kb_parameters_and_reads_it_back(ssm, uniqu
     ssm.delete_parameter(Name=parts[0]["Name"])
     with pytest.raises(LedgerError, match=r"counts \d+ archived history records but .* a history parameter was"):
         ledger.entry("web", "dev")
+
+
+def test_ssm_stores_revocations_one_parameter_each_beside_the_entries(ssm, unique):
+    from ansible_collections.immutable.infra.plugins.module_utils.ledger._store import run_record
+
+    prefix = f"/immutable-infra-test/{unique}/ledger"
+    ledger = SsmLedger(ssm, prefix)
+    ledger.record("web", "dev", digest(1), "deploy", "ci@runner")
+    base = "sha256:" + "c" * 64
+    revoke = {"app": "web", "chain": ["dev", "prod"], "action": "revoke", "reason": "CVE-1", "by": "alice"}
+    planned = run_record(ledger, dict(revoke, artifact_id=digest(1)), True)
+    assert planned["changed"] is True and ledger.revocations("web") == []  # check mode writes nothing
+    done = run_record(ledger, dict(revoke, artifact_id=digest(1)), False)
+    run_record(ledger, dict(revoke, artifact_id=base, revocation={"kind": "base", "artifacts": [digest(1)]}), False)
+    stored = ssm.get_parameters_by_path(Path=f"{prefix}/web.revocations", Recursive=True)["Parameters"]
+    assert len(stored) == 2 and all(p["Type"] == "String" for p in stored)
+    assert [(r["id"], r["kind"]) for r in ledger.revocations("web")] == [(digest(1), "artifact"), (base, "base")]
+    assert ledger.revocations("web")[0] == done["revocation"]
+    # the same ID again: nothing written, the first stands
+    again = run_record(ledger, dict(revoke, artifact_id=digest(1), reason="other", by="bob"), False)
+    assert again["changed"] is False and again["revocation"]["reason"] == "CVE-1"
+    assert len(ssm.get_parameters_by_path(Path=f"{prefix}/web.revocations")["Parameters"]) == 2
+    # the entries read as before (the revocations are not an environment), and the gate returns the revocations
+    assert set(ledger.read()["apps"]["web"]) == {"dev"} and ledger.entry("web", "dev")["live"] == digest(1)
+    gate = run_record(
+        ledger,
+        {"app": "web", "env": "dev", "chain": ["dev", "prod"], "action": "deploy", "artifact_id": digest(2)},
+        True,
+    )
+    assert [r["id"] for r in gate["revocations"]] == [digest(1), base]

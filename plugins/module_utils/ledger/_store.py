@@ -159,7 +159,7 @@ def default_by() -> str:
 def run_record(ledger: Ledger, params: dict, check_mode: bool) -> dict:
     """What the ledger module does, testable without Ansible: gate, record, describe."""
     action = params["action"]
-    app, env, chain = params["app"], params["env"], params["chain"]
+    app, env, chain = params["app"], params.get("env"), params["chain"]
     from_env = params.get("from_env")
     reason = params.get("reason")
     force = bool(params.get("force"))

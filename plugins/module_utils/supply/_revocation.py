@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 from ansible_collections.immutable.infra.plugins.module_utils.ledger._model import LedgerError
 from ansible_collections.immutable.infra.plugins.module_utils.ledger._model import canonical_id
@@ -23,6 +24,7 @@ from ansible_collections.immutable.infra.plugins.module_utils.ledger._model impo
 from ansible_collections.immutable.infra.plugins.module_utils.ledger._model import show_id
 
 KINDS = ("artifact", "base")
+BASE_ID = re.compile(r"^(?:[^\s@]+@)?sha256:[0-9a-f]{64}$|^ami-[0-9a-f]{8,17}$")
 REASON_MAX = 300
 
 
@@ -50,8 +52,11 @@ def new_revocation(artifact_id, kind, reason, by, now: float, effective_from=Non
             stored = json.loads(stored)
     else:
         stored = str(artifact_id).strip()
-        if not stored or " " in stored:
-            raise LedgerError(f"base image ID {artifact_id!r} is not an ID: give the base.id of an artifact record")
+        if not BASE_ID.match(stored.lower()):
+            raise LedgerError(
+                f"base image ID {artifact_id!r} is not an image ID: give the base.id of an artifact record"
+                " (sha256:<64 hex>, <repository>@sha256:<64 hex> or ami-...)"
+            )
     reason = str(reason or "").strip()
     if not reason:
         raise LedgerError(
