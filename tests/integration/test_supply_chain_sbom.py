@@ -21,6 +21,8 @@ from test_bake_container import docker
 from test_bake_container import registry_digest
 from test_bake_container import registry_tags
 
+from ansible_collections.immutable.infra.plugins.module_utils.supply._spdx import spdx_from_cyclonedx
+
 pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.slow]
 
 DIFF = REPO_ROOT / "playbooks" / "diff.yml"
@@ -117,6 +119,20 @@ def test_the_sbom_names_every_installed_package_and_is_kept_with_the_artifact(sb
     assert fetched.returncode == 0, fetched.stdout[-3000:]
     assert out.read_bytes() == local
     assert registry["password"] not in fetched.stdout + fetched.stderr
+    # the same SBOM in SPDX 2.3 (syft convert of the kept document): every package, the same bytes on every read
+    spdx_out = sbom_env["work"] / "fetched.spdx.json"
+    fetched = run_playbook(
+        REPO_ROOT / "tests" / "integration" / "playbooks" / "sbom_fetch.yml",
+        {"image": record["id"], "dest": str(spdx_out), "sbom_format": "spdx-json"},
+        env={"IMMUTABLE_REGISTRY_USER": registry["username"], "IMMUTABLE_REGISTRY_PASSWORD": registry["password"]},
+    )
+    assert fetched.returncode == 0, fetched.stdout[-3000:]
+    assert spdx_out.read_bytes() == spdx_from_cyclonedx(local, record["id"])
+    spdx = json.loads(spdx_out.read_bytes())
+    assert spdx["spdxVersion"] == "SPDX-2.3"
+    assert {(p["name"], p["versionInfo"]) for p in spdx["packages"] if "versionInfo" in p} >= {
+        (name, c["version"]) for name, c in found.items() if c.get("purl")
+    }
 
 
 def test_a_cached_rebake_keeps_the_byte_identical_sbom_and_an_old_one_is_rebuilt(sbom_env, registry):
