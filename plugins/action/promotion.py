@@ -145,8 +145,9 @@ class ActionModule(InProcessModuleAction):
         if params["step"] == "settings":
             return out
         if params["step"] == "release":
+            abort_msg = self._fleet_abort(params, out, task_vars) if params["abort"] and action != "rollback" else ""
             released = self._rollout_lock(settings, env, params).release()
-            return dict(out, released=released)
+            return dict(out, released=released, abort_msg=abort_msg)
         if params["step"] in ("revoke", "revoked"):
             from ansible_collections.immutable.infra.plugins.plugin_utils._supply_gate import revoke_step
             from ansible_collections.immutable.infra.plugins.plugin_utils._supply_gate import revoked_step
@@ -185,6 +186,9 @@ class ActionModule(InProcessModuleAction):
         if params["step"] == "gate":
             return out
         hosts = fleet_hosts(settings, env, (task_vars or {}).get("groups"))
+        if params["step"] == "plan" and params["hooks"] and not hosts:
+            # the environment has hooks and runs on the controller: the hooks play runs them around this step
+            return out
         if params["step"] in ("plan", "record"):
             out["fleet"] = {"hosts": hosts}
             if hosts and params["step"] == "plan":
@@ -271,6 +275,7 @@ class ActionModule(InProcessModuleAction):
             "batch": batch,
             "max_fail_percentage": max_fail,
             "previous_id": before.get("live"),
+            "hooks": bool(params["hooks"]),
             "swap": swap,
             "lock": {"path": getattr(lock, "path", None) or getattr(lock, "name", None), "token": lock.token_out()},
         }
@@ -448,21 +453,23 @@ class ActionModule(InProcessModuleAction):
             "immutable.infra.ledger", ledger, args, task_vars, check_mode=check_mode, only_when=FILE_LEDGER_ONLY
         )
 
-    def _record_abort(self, params, out, task_vars):
+    def _record_abort(self, params, out, task_vars, host=""):
         """bg_swap aborted the rollout on its analysis (traffic back on the old colour): record the abort in the
         ledger with the verdicts (docs/ledger.md, "Evidence"). Nothing went live, so live and previous stay; the
-        environment no longer vouches for the artifact. Returns what to add to the failure's message."""
+        environment no longer vouches for the artifact. On a fleet, `host` is the host whose analysis aborted it:
+        the reason names it and each verdict carries it. Returns what to add to the failure's message."""
         from ansible_collections.immutable.infra.plugins.modules import ledger
 
         if self._check_mode():
             return ""
         settings, request, swap = out["settings"], out["request"], out.get("swap") or {}
-        reason = f"aborted by its analysis: {swap.get('msg', '')}"
+        where = f" on {host}" if host else ""
+        reason = f"aborted by its analysis{where}: {swap.get('msg', '')}"
         args = ledger_args(settings, "abort", request["env"], "", out["artifact_id"], False, reason[:300])
         args.pop("force", None)
         if request["action"] == "promote":
             args["from_env"] = request["from_env"]
-        args["evidence"] = run_evidence({"": swap}, params["hook_results"])
+        args["evidence"] = run_evidence({host: swap}, params["hook_results"])
         with self._timed(out, "ledger_record"):
             recorded = self.run_module_step(
                 "immutable.infra.ledger", ledger, args, task_vars, check_mode=False, only_when=FILE_LEDGER_ONLY
@@ -470,8 +477,25 @@ class ActionModule(InProcessModuleAction):
         out["recorded"] = recorded
         if recorded.get("failed"):
             return f" (recording the abort in the ledger failed too: {recorded.get('msg', '')})"
-        where = f"{settings['app']}/{request['env']}"
-        return f" - the abort is recorded in the ledger ({where}: action abort, with the analysis)"
+        what = f"{settings['app']}/{request['env']}"
+        return f" - the abort is recorded in the ledger ({what}: action abort, with the analysis{where})"
+
+    def _fleet_abort(self, params, out, task_vars):
+        """The fleet rescue (step=release with abort): a host's bg_swap aborted on its analysis and every host is back
+        on its previous colour; record the abort as _record_abort does for one host. Returns the message's addition."""
+        abort = params["abort"]
+        host = str(abort.get("host") or "")
+        if not host or params["artifact"] is None:
+            raise PromotionError(
+                f"{self.module_name}: abort needs its host (the fleet host whose analysis aborted the rollout) and"
+                " artifact (the ID whose rollout was aborted)"
+            )
+        analysis = abort.get("analysis") or []
+        if not isinstance(analysis, list):
+            raise PromotionError(f"{self.module_name}: abort.analysis must be the list bg_swap returned on {host}")
+        out["artifact_id"] = params["artifact"]
+        out["swap"] = {"msg": str(abort.get("msg") or ""), "analysis": analysis}
+        return self._record_abort(params, out, task_vars, host=host).lstrip(" -")
 
     def _env_tag(self, params, settings, env, record, task_vars, check_mode):
         from ansible_collections.immutable.infra.plugins.modules import push_image

@@ -51,7 +51,8 @@ options:
       - "V(record) (fleets, after the hosts' play): every host of the group must have switched in this run (its
         registered C(fleet_swap) succeeded), else nothing is recorded; then adds the environment tag, records the run
         in the ledger with the hosts (C(hosts) of the history record) and releases the lock."
-      - V(release) releases the rollout lock of this run (the fleet rescue path), nothing else.
+      - V(release) releases the rollout lock of this run (the fleet rescue path); with O(abort), it first records
+        the abort of a rollout that a host's analysis stopped.
       - "V(revoke) (C(playbooks/revoke.yml)) records in the ledger that O(artifact) is revoked - an artifact ID, or a
         base image ID (every artifact whose record names it as C(base.id) is then refused) - with O(reason), O(by)
         and O(revoke_from) (C(docs/supply-chain.md), \"Revocation\"). V(revoked) (C(playbooks/verify.yml)) returns
@@ -124,6 +125,23 @@ options:
     type: list
     elements: dict
     default: []
+  hooks:
+    description:
+      - "Whether the environment has promotion hooks (C(promotion_environments.<env>.hooks), C(docs/progressive.md));
+        the playbooks pass it. With O(step=plan), an environment on the controller then stops after the gate (the
+        playbook's hooks play runs the hooks around the switch), and a fleet's plan says so in C(fleet.hooks), so
+        that the playbook's fleet hooks plays run: the pre-promotion hooks after the lock and before any host is
+        switched, the post-promotion hooks once every host switched and before the record."
+    type: bool
+    default: false
+  abort:
+    description:
+      - "With O(step=release), for a fleet whose rollout a host's M(immutable.infra.bg_swap) aborted on its analysis
+        (C(failed_check=analysis)): C(host) (that host), C(msg) (bg_swap's message) and C(analysis) (its verdicts).
+        Before the lock is released, the ledger records C(action=abort) for O(artifact) with those verdicts, each
+        with the host, and the reason C(aborted by its analysis on <host>: <msg>); live and previous stay. Ignored
+        for O(action=rollback) and in check mode."
+    type: dict
   allow_unsigned_rollback:
     description:
       - With O(action=rollback), allow an artifact WITHOUT a signature or provenance where the environment's
@@ -255,15 +273,21 @@ timings:
 fleet:
   description:
     - With O(step=plan) or O(step=record), the environment's hosts (C(hosts)). For a fleet, O(step=plan) adds
-      C(group), C(batch), C(max_fail_percentage), C(previous_id), C(manage_router), C(router) (the router module's
-      arguments on a host), C(swap) (bg_swap's arguments on a host) and C(lock); O(step=record) adds C(swaps), each
-      host's bg_swap result.
+      C(group), C(batch), C(max_fail_percentage), C(previous_id), C(hooks) (O(hooks)), C(manage_router), C(router)
+      (the router module's arguments on a host), C(swap) (bg_swap's arguments on a host) and C(lock);
+      O(step=record) adds C(swaps), each host's bg_swap result.
   returned: with step plan or record
   type: dict
 released:
   description: With O(step=release), whether this run's rollout lock was released.
   returned: with step release
   type: bool
+abort_msg:
+  description:
+    - With O(step=release) and O(abort), what became of the abort's ledger record (for the rescue's message); else
+      empty.
+  returned: with step release
+  type: str
 request:
   description: The run's action, environments, force and reason.
   returned: always
@@ -288,6 +312,8 @@ ARGUMENT_SPEC = dict(
     settings=dict(type="dict", required=True),
     aws=dict(type="dict", default={}, no_log=False),
     hook_results=dict(type="list", elements="dict", default=[]),
+    hooks=dict(type="bool", default=False),
+    abort=dict(type="dict"),
     allow_unsigned_rollback=dict(type="bool", default=False),
     by=dict(type="str"),
     revoke_from=dict(type="str"),

@@ -38,6 +38,7 @@ PAYLOAD_KEYS = (
     "previous_artifact",
     "forced",
     "reason",
+    "hosts",
 )
 DEFAULT_TIMEOUT = 10.0
 DETAIL_MAX = 300
@@ -188,6 +189,9 @@ def payload_problem(payload) -> str | None:
         return "the hook payload's artifact must be given"
     if not isinstance(payload["forced"], bool):
         return "the hook payload's forced must be true or false"
+    hosts = payload["hosts"]
+    if hosts is not None and not (isinstance(hosts, list) and all(isinstance(host, str) and host for host in hosts)):
+        return "the hook payload's hosts must be a list of host names (a fleet) or null (on the controller)"
     return None
 
 

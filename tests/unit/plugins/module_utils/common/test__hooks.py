@@ -150,8 +150,11 @@ def test_payload_is_exactly_the_documented_schema():
         "previous_artifact": A,
         "forced": False,
         "reason": None,
+        "hosts": None,
     }
     assert hooks.payload_problem(payload) is None
+    # a fleet's hooks get the environment's hosts
+    assert hooks.payload_problem(dict(payload, hosts=["h1", "h2"])) is None
     # an AMI region map is an artifact ID too
     assert hooks.payload_problem(dict(payload, artifact={"us-east-1": "ami-1"})) is None
 
@@ -167,6 +170,8 @@ def test_payload_is_exactly_the_documented_schema():
         ({"forced": "no"}, "forced must be true or false"),
         ({"artifact": None}, "artifact must be given"),
         ({"previous_artifact": 3}, "previous_artifact must be an artifact ID"),
+        ({"hosts": "h1"}, "hosts must be a list of host names"),
+        ({"hosts": ["h1", ""]}, "hosts must be a list of host names"),
     ],
 )
 def test_payload_problems(change, message):
