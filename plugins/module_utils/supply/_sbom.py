@@ -98,32 +98,32 @@ def syft_environment(client, docker_config=None):
     return env
 
 
+def syft_output(syft, args, out, env, timeout, failure):
+    """The bytes syft writes to the file out when run with args. SbomError starting with failure, with syft's last
+    lines (the registry password masked), when it fails or times out."""
+    try:
+        done = subprocess.run([syft, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    except OSError as exc:
+        raise SbomError(f"cannot run {syft}: {exc}: {SYFT_FIX}") from None
+    except subprocess.TimeoutExpired:
+        raise SbomError(f"{failure}: syft did not finish within {timeout} s") from None
+    if done.returncode != 0 or not os.path.isfile(out):
+        tail = " ".join((done.stderr or done.stdout or "no output").strip().splitlines()[-3:])
+        secret = (env or {}).get("SYFT_REGISTRY_AUTH_PASSWORD")
+        if secret:
+            tail = tail.replace(secret, "********")
+        raise SbomError(f"{failure} (exit {done.returncode}): {tail}")
+    with open(out, "rb") as handle:
+        return handle.read()
+
+
 def run_syft(image_id, env, syft=None, timeout=900):
     """The raw CycloneDX JSON syft writes for the image (by digest). SbomError with syft's last lines on failure."""
     syft = syft or find_syft()
     with tempfile.TemporaryDirectory(prefix="immutable-infra-sbom-") as work:
         out = os.path.join(work, "sbom.cdx.json")
-        try:
-            done = subprocess.run(
-                [syft, "scan", "-q", f"registry:{image_id}", "-o", f"cyclonedx-json={out}"],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                check=False,
-            )
-        except OSError as exc:
-            raise SbomError(f"cannot run {syft}: {exc}: {SYFT_FIX}") from None
-        except subprocess.TimeoutExpired:
-            raise SbomError(f"syft did not finish the SBOM of {image_id} within {timeout} s") from None
-        if done.returncode != 0 or not os.path.isfile(out):
-            tail = " ".join((done.stderr or done.stdout or "no output").strip().splitlines()[-3:])
-            secret = (env or {}).get("SYFT_REGISTRY_AUTH_PASSWORD")
-            if secret:
-                tail = tail.replace(secret, "********")
-            raise SbomError(f"syft could not read {image_id} (exit {done.returncode}): {tail}")
-        with open(out, "rb") as handle:
-            return handle.read()
+        args = ["scan", "-q", f"registry:{image_id}", "-o", f"cyclonedx-json={out}"]
+        return syft_output(syft, args, out, env, timeout, f"syft could not read {image_id}")
 
 
 def syft_version(syft=None):

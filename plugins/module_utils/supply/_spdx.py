@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import tempfile
 import uuid
 
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import SYFT_FIX
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import SbomError
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import find_syft
+from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import syft_output
 
 SPDX_FORMAT = "spdx-json"
 CREATED_PROPERTY = "syft:image:labels:org.opencontainers.image.created"
@@ -74,22 +74,7 @@ def spdx_from_cyclonedx(data: bytes, image_id, syft=None, timeout=300) -> bytes:
         out = os.path.join(work, "sbom.spdx.json")
         with open(source, "wb") as handle:
             handle.write(data)
-        try:
-            done = subprocess.run(
-                [syft, "convert", "-q", source, "-o", f"{SPDX_FORMAT}={out}"],
-                env=dict(os.environ, SYFT_CHECK_FOR_APP_UPDATE="false"),
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                check=False,
-            )
-        except OSError as exc:
-            raise SbomError(f"cannot run {syft}: {exc}: {SYFT_FIX}") from None
-        except subprocess.TimeoutExpired:
-            raise SbomError(f"syft convert did not finish the SPDX SBOM of {image_id} within {timeout} s") from None
-        if done.returncode != 0 or not os.path.isfile(out):
-            tail = " ".join((done.stderr or done.stdout or "no output").strip().splitlines()[-3:])
-            raise SbomError(f"syft could not convert the SBOM of {image_id} to SPDX (exit {done.returncode}): {tail}")
-        with open(out, "rb") as handle:
-            raw = handle.read()
+        args = ["convert", "-q", source, "-o", f"{SPDX_FORMAT}={out}"]
+        env = dict(os.environ, SYFT_CHECK_FOR_APP_UPDATE="false")
+        raw = syft_output(syft, args, out, env, timeout, f"syft could not convert the SBOM of {image_id} to SPDX")
     return normalise_spdx(raw, json.loads(data), image_id)
