@@ -16,6 +16,7 @@ import sys
 import time
 
 import pytest
+import yaml
 from conftest import COLLECTIONS_DIR
 from conftest import run_playbook
 from test_bake_container import Baker
@@ -238,3 +239,46 @@ def test_a_revocation_from_a_later_date_is_not_in_effect_before_it(gated, signed
         env=dict(c.extra_env, IMMUTABLE_NOW="2099-01-02T00:00:00Z"),
     )
     assert res.returncode != 0 and "end of support" in flat(res), show(res)
+
+
+def test_a_refused_artifact_leaves_every_host_of_a_fleet_untouched(fleet, signed_pair, tmp_path, unique):
+    """dev is the fleet group env_dev (h4, h5 of the session fleet): the plan step refuses the artifact (signed by a
+    key this environment does not trust) before its lock and before any host: no image pulled, no container, no
+    router, no lock left, no ledger."""
+    b = signed_pair["b"]
+    app = f"gf{unique}"
+    hosts = [fleet.hosts[4], fleet.hosts[5]]
+    ledger = tmp_path / "ledger" / "ledger.json"
+    records = tmp_path / "artifacts" / app / "records"
+    records.mkdir(parents=True)
+    (records / "b.json").write_text(json.dumps(b))
+    inventory = fleet.inventory(
+        groups={"env_dev": hosts},
+        vars={
+            "promotion_chain": ["dev"],
+            "promotion_app": app,
+            "promotion_backend": "docker",
+            "promotion_artifacts_dir": str(tmp_path / "artifacts"),
+            "promotion_ledger": {"backend": "file", "path": str(ledger)},
+            "promotion_environments": {
+                "dev": {"router_port": 18501, "blue_port": 8501, "green_port": 8502, "router_dir": "/srv/routers/gf"}
+            },
+            "promotion_signature": {"required": True, "public_keys": [str(signed_pair["other"])]},
+        },
+        path=tmp_path / "inventory.yml",
+    )
+    data = yaml.safe_load(inventory.read_text())
+    data["all"]["hosts"]["localhost"] = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    inventory.write_text(yaml.safe_dump(data, sort_keys=False))
+    env = {
+        "IMMUTABLE_REGISTRY_USER": fleet.registry["username"],
+        "IMMUTABLE_REGISTRY_PASSWORD": fleet.registry["password"],
+    }
+    res = run_playbook(PLAYBOOKS / "deploy.yml", {"env": "dev", "artifact": b["id"]}, "-i", str(inventory), env=env)
+    assert res.returncode != 0, show(res)
+    assert "is not signed by a trusted key" in flat(res) and "Nothing was pulled" in flat(res), show(res)
+    assert not ledger.exists() and not list(ledger.parent.glob(".*.promotion.lock"))
+    for host in hosts:
+        assert host.docker("ps", "-aq", "--filter", f"name={app}-").stdout.strip() == "", host
+        assert host.docker("image", "ls", "-q", b["repository"]).stdout.strip() == "", host
+        assert host.sh("test -e /srv/routers/gf && echo yes || echo no").stdout.strip() == "no", host
