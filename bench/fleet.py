@@ -64,10 +64,13 @@ def host_cpu(host) -> float:
     return total / 1e9
 
 
-def docker_id(name: str, _ids: dict = {}) -> str:  # noqa: B006  (a per-run cache of container IDs)
-    if name not in _ids:
-        _ids[name] = run(["docker", "inspect", "--format", "{{.Id}}", name]).stdout.strip()
-    return _ids[name]
+CONTAINER_IDS: dict[str, str] = {}
+
+
+def docker_id(name: str) -> str:
+    if name not in CONTAINER_IDS:
+        CONTAINER_IDS[name] = run(["docker", "inspect", "--format", "{{.Id}}", name]).stdout.strip()
+    return CONTAINER_IDS[name]
 
 
 def run(cmd, **kwargs) -> subprocess.CompletedProcess:
