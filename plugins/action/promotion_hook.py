@@ -1,14 +1,14 @@
 # Copyright: Contributors to the immutable.infra collection
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""immutable.infra.promotion_hook: the hooks' settings check runs here, in the controller's process; a webhook call
-runs the module as usual.
+"""immutable.infra.promotion_hook: runs here, in the controller's process, not as a module.
 
-Why the check is not a module run: its argument is the environment's whole hooks setting, webhook header values
-included (they may be secrets). A module would log its arguments to the system log and return them in
-``invocation`` (shown with -v), where only options declared no_log are hidden. Here nothing of the argument is
-returned but the checked list, which holds no header value and no URL credentials (module_utils/common/_hooks.py).
-The webhook call's own ``headers`` option is no_log, so the module hides it everywhere.
+Why not a module run: its arguments hold secrets. The hooks' settings check gets the environment's whole hooks
+setting, webhook header values included; a webhook call gets a URL that may carry a token in its path (chat
+webhooks) and its headers. A module would log its arguments to the system log and return them in ``invocation``
+(shown with -v), where only options declared no_log are hidden, and a no_log URL would mask every message that
+names it. Here nothing of the arguments is returned but the checked list or the call's result, which hold no header
+value and show the URL as module_utils/common/_hooks.safe_url() does.
 """
 
 from __future__ import annotations
@@ -18,7 +18,10 @@ import os
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.immutable.infra.plugins.module_utils.common._hooks import HookError
+from ansible_collections.immutable.infra.plugins.module_utils.common._hooks import call_webhook
 from ansible_collections.immutable.infra.plugins.module_utils.common._hooks import check_hooks
+from ansible_collections.immutable.infra.plugins.modules.promotion_hook import ARGUMENT_SPEC
+from ansible_collections.immutable.infra.plugins.modules.promotion_hook import MODULE_CHECKS
 
 CHECK_OPTIONS = {"hooks", "env", "base_dir"}
 
@@ -28,7 +31,9 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         args = self._task.args
         if "hooks" not in args:
-            result.update(self._execute_module("immutable.infra.promotion_hook", module_args=args, task_vars=task_vars))
+            # the module's own argument checks and defaults (AnsibleActionFail names what is wrong)
+            _validation, params = self.validate_argument_spec(ARGUMENT_SPEC, **MODULE_CHECKS)
+            result.update(call_webhook(params, check_mode=bool(self._task.check_mode)))
             return result
         unknown = sorted(set(args) - CHECK_OPTIONS)
         if unknown:

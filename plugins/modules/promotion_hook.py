@@ -37,7 +37,11 @@ options:
     description: Where a relative task file path is taken from (the playbooks give the directory they run from).
     type: path
   webhook:
-    description: The URL to post O(payload) to (http or https). Mutually exclusive with O(hooks).
+    description:
+      - The URL to post O(payload) to (http or https). Mutually exclusive with O(hooks).
+      - Handled as a secret (chat webhooks carry their token in the path): the action runs the call in the
+        controller's process, so the URL is in no invocation and no system log, and messages show it without user,
+        password, query string and the path beyond its first segment.
     type: str
   headers:
     description: HTTP headers sent with the POST; the values are never logged or returned.
@@ -119,10 +123,11 @@ status:
   type: int
   sample: 200
 url:
-  description: The webhook URL as messages show it (without user, password and query string).
+  description: The webhook URL as messages show it (without user, password, query string and the path beyond its
+    first segment).
   returned: when O(webhook) is given
   type: str
-  sample: https://hooks.example.com/promotions
+  sample: https://hooks.example.com/services/…
 """
 
 import os
@@ -130,11 +135,8 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.immutable.infra.plugins.module_utils.common._hooks import HookError
+from ansible_collections.immutable.infra.plugins.module_utils.common._hooks import call_webhook
 from ansible_collections.immutable.infra.plugins.module_utils.common._hooks import check_hooks
-from ansible_collections.immutable.infra.plugins.module_utils.common._hooks import payload_problem
-from ansible_collections.immutable.infra.plugins.module_utils.common._hooks import post_webhook
-from ansible_collections.immutable.infra.plugins.module_utils.common._hooks import safe_url
-from ansible_collections.immutable.infra.plugins.module_utils.common._hooks import webhook_problem
 
 ARGUMENT_SPEC = dict(
     hooks=dict(type="raw"),
@@ -147,17 +149,16 @@ ARGUMENT_SPEC = dict(
     payload=dict(type="dict"),
     label=dict(type="str"),
 )
+MODULE_CHECKS = dict(
+    mutually_exclusive=[("hooks", "webhook")],
+    required_one_of=[("hooks", "webhook")],
+    required_by={"hooks": ("env",)},
+    required_together=[("webhook", "payload")],
+)
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=ARGUMENT_SPEC,
-        mutually_exclusive=[("hooks", "webhook")],
-        required_one_of=[("hooks", "webhook")],
-        required_by={"hooks": ("env",)},
-        required_together=[("webhook", "payload")],
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True, **MODULE_CHECKS)
     params = module.params
     if params["webhook"] is None:
         try:
@@ -165,27 +166,10 @@ def main():
         except HookError as exc:
             module.fail_json(msg=str(exc))
         module.exit_json(changed=False, hooks=hooks)
-    label = params["label"] or "webhook"
-    try:
-        webhook_problem(params["webhook"], params["headers"], params["timeout"], label)
-    except HookError as exc:
-        module.fail_json(msg=str(exc), url=safe_url(params["webhook"]))
-    problem = payload_problem(params["payload"])
-    if problem:
-        module.fail_json(msg=f"{label}: {problem}", url=safe_url(params["webhook"]))
-    if module.check_mode:
-        module.exit_json(changed=False, url=safe_url(params["webhook"]), msg="check mode: the webhook was not called")
-    try:
-        answer = post_webhook(
-            params["webhook"],
-            params["payload"],
-            params["headers"],
-            params["timeout"],
-            params["validate_certs"],
-        )
-    except HookError as exc:
-        module.fail_json(msg=f"{label} failed: {exc}", url=safe_url(params["webhook"]))
-    module.exit_json(changed=True, **answer)
+    result = call_webhook(params, module.check_mode)
+    if result.pop("failed", False):
+        module.fail_json(**result)
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

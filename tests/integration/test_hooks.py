@@ -146,11 +146,13 @@ def test_pre_post_and_rollback_hooks(chain, artifacts, webhooks, tmp_path):  # n
     assert json.loads((tmp_path / "pre.json").read_text()) == expected
 
     # 2. a webhook answering 500 as a pre-hook: stopped, named, nothing changed
-    set_hooks(c, "staging", {"pre": [{"webhook": f"{url}/fail/pre", "headers": auth, "timeout": 5}]})
-    # -vvv: every result in full (invocations, the gate's settings): the header value is still never shown
+    # the token is in the URL's path too, as chat webhooks carry it
+    set_hooks(c, "staging", {"pre": [{"webhook": f"{url}/fail/{SECRET}", "headers": auth, "timeout": 5}]})
+    # -vvv: every result in full (invocations, the gate's settings): the header value and the URL's path beyond
+    # its first segment are still never shown
     res = run_playbook(PLAYBOOKS / "promote.yml", promote, "-i", str(c.inventory), "-vvv", env=c.extra_env)
     assert res.returncode != 0
-    assert f"pre-promotion hook 1 (webhook {url}/fail/pre) failed: webhook {url}/fail/pre answered HTTP 500" in (
+    assert f"pre-promotion hook 1 (webhook {url}/fail/…) failed: webhook {url}/fail/… answered HTTP 500" in (
         res.stdout
     ), show(res)
     assert "release blocked by the change calendar" in res.stdout

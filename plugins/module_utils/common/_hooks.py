@@ -49,7 +49,9 @@ class HookError(Exception):
 
 
 def safe_url(url) -> str:
-    """The URL for messages: without user:password@ and without the query string (either may hold a token)."""
+    """The URL for messages: without user:password@, the query string and the path beyond its first segment: any of
+    them may hold a token (chat webhooks such as https://hooks.slack.com/services/<team>/<bot>/<token> carry it in
+    the path), so https://hooks.example.com/services/T0/B0/XYZ?x=1 shows as https://hooks.example.com/services/…?…"""
     try:
         parts = urllib.parse.urlsplit(str(url))
     except ValueError:
@@ -62,7 +64,9 @@ def safe_url(url) -> str:
     except ValueError:
         port = None
     netloc = host + (f":{port}" if port else "")
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "…" if parts.query else "", ""))
+    first, rest = (parts.path.lstrip("/").split("/", 1) + [""])[:2]
+    path = ("/" + first if parts.path.startswith("/") else first) + ("/…" if rest else "")
+    return urllib.parse.urlunsplit((parts.scheme, netloc, path, "…" if parts.query else "", ""))
 
 
 def hook_label(phase: str, index: int, item: dict) -> str:
@@ -256,3 +260,31 @@ def post_webhook(url: str, payload: dict, headers=None, timeout=DEFAULT_TIMEOUT,
     except OSError as exc:
         raise HookError(f"webhook {shown} cannot be reached: {exc}") from None
     return {"status": status, "url": shown}
+
+
+def call_webhook(params: dict, check_mode: bool = False) -> dict:
+    """The webhook call of immutable.infra.promotion_hook (module and action alike): params are the module's
+    options (webhook, headers, timeout, validate_certs, payload, label). The result: {changed, url, status} or
+    {failed, msg, url}; the URL as safe_url() shows it, never a header value."""
+    label = params.get("label") or "webhook"
+    shown = safe_url(params["webhook"])
+    try:
+        webhook_problem(params["webhook"], params.get("headers"), params.get("timeout", DEFAULT_TIMEOUT), label)
+    except HookError as exc:
+        return {"failed": True, "msg": str(exc), "url": shown}
+    problem = payload_problem(params.get("payload"))
+    if problem:
+        return {"failed": True, "msg": f"{label}: {problem}", "url": shown}
+    if check_mode:
+        return {"changed": False, "url": shown, "msg": "check mode: the webhook was not called"}
+    try:
+        answer = post_webhook(
+            params["webhook"],
+            params["payload"],
+            params.get("headers"),
+            params.get("timeout", DEFAULT_TIMEOUT),
+            params.get("validate_certs", True),
+        )
+    except HookError as exc:
+        return {"failed": True, "msg": f"{label} failed: {exc}", "url": shown}
+    return dict(answer, changed=True)

@@ -129,9 +129,17 @@ def test_no_hooks_is_three_empty_phases(tmp_path):
     assert hooks.check_hooks({"pre": None}, "dev", str(tmp_path))["pre"] == []
 
 
-def test_safe_url_drops_credentials_and_query():
-    assert hooks.safe_url("https://u:p@example.com:8443/a/b?token=x#f") == "https://example.com:8443/a/b?…"
+def test_safe_url_drops_credentials_query_and_deeper_path():
+    assert hooks.safe_url("https://u:p@example.com:8443/a/b?token=x#f") == "https://example.com:8443/a/…?…"
     assert hooks.safe_url("http://example.com/hook") == "http://example.com/hook"
+    assert hooks.safe_url("http://example.com/") == "http://example.com/"
+    assert hooks.safe_url("http://example.com") == "http://example.com"
+
+
+def test_safe_url_keeps_only_the_first_path_segment_where_chat_webhooks_carry_their_token():
+    assert hooks.safe_url("https://hooks.example.com/services/T0AAA/B0BBB/s3cr3tToken") == (
+        "https://hooks.example.com/services/…"
+    )
 
 
 # --- the payload -------------------------------------------------------------------------------------------------
