@@ -39,9 +39,9 @@ options:
   webhook:
     description:
       - The URL to post O(payload) to (http or https). Mutually exclusive with O(hooks).
-      - Handled as a secret (chat webhooks carry their token in the path): the action runs the call in the
+      - "Handled as a secret (chat webhooks carry their token in the path): the action runs the call in the
         controller's process, so the URL is in no invocation and no system log, and messages show it without user,
-        password, query string and the path beyond its first segment.
+        password, query string and the path beyond its first segment."
     type: str
   headers:
     description: HTTP headers sent with the POST; the values are never logged or returned.
