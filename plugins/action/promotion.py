@@ -30,6 +30,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils._in_process import
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import PromotionError
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import RolloutLock
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import ami_for_region
+from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import analysis_secrets
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import aws_swap_args
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import env_region
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import env_tag_args
@@ -76,6 +77,8 @@ class ActionModule(InProcessModuleAction):
             )
             return result
         params, hidden, failed = validate_args(self.module_name, self.module_file(), self._task.args)
+        # the analysis' Prometheus header values are secrets: hidden wherever the result would echo them
+        hidden = set(hidden) | analysis_secrets(self._task.args.get("settings"))
         if not failed:
             aws, aws_hidden, failed = self._aws_connection(params["aws"])
             hidden = set(hidden) | aws_hidden

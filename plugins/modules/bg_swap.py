@@ -111,6 +111,8 @@ options:
       - O(backend=docker) measures from the router's analysis log (written by nginx itself, one line per request with
         the colour, status and request time; the role M(immutable.infra.router) sets it up). O(backend=aws) judges
         on the CloudWatch alarms named in O(analysis.cloudwatch_alarms) and the new target group's target health.
+      - With O(analysis.prometheus) (either backend) the request figures come from the team's Prometheus instead of
+        the router's log; an answer with no usable figure (no sample, an error, no answer) is C(inconclusive).
       - "Verdict: N = requests to the new colour in the window, E = those answered 5xx (also 4xx with
         O(analysis.count_4xx)); C(inconclusive) when N < O(analysis.min_requests); C(failed) when E/N >
         O(analysis.max_error_rate), or the O(analysis.latency_percentile) (nearest rank) of the request times >
@@ -155,6 +157,45 @@ options:
         description:
           - Fail the step when a target of the new colour's target group is not healthy (aws). Default V(true).
         type: bool
+      prometheus:
+        description:
+          - Take the new colour's request figures from Prometheus's HTTP API instead of the router's log (docker), or
+            besides the alarms (aws). Each query is evaluated once at the window's end
+            (C(GET <url>/api/v1/query?query=...&time=<end>)) and must give one number. In the queries,
+            C({colour}), C({app}), C({env}), C({window}) (the measured window, e.g. C(30s)) and C({quantile})
+            (O(analysis.latency_percentile)/100, e.g. C(0.95)) are replaced, so one setting serves both colours.
+          - Before any change, each query is run once, so an unreachable Prometheus, a refused header or a PromQL
+            error fails early; during the rollout the same faults, or a query without a sample, make the window
+            C(inconclusive), which rolls back. O(analysis.count_4xx) and O(analysis.access_log) do not apply.
+        type: dict
+        suboptions:
+          url:
+            description: Prometheus's base URL, e.g. C(http://prometheus.example.com:9090). No credentials in it.
+            type: str
+            required: true
+          requests:
+            description: PromQL giving the new colour's request count in the window, e.g.
+              C(sum(increase(http_requests_total{colour="{colour}"}[{window}]))).
+            type: str
+            required: true
+          error_rate:
+            description: PromQL giving the new colour's error share in the window, 0..1 (the ratio of the 5xx
+              increase to the total increase).
+            type: str
+            required: true
+          latency_ms:
+            description:
+              - PromQL giving the new colour's request time percentile in ms, e.g. C(1000 * histogram_quantile(
+                {quantile}, sum by (le) (rate(http_request_duration_seconds_bucket{colour="{colour}"}[{window}]))))
+                (docs/progressive.md). Needed for O(analysis.max_latency_ms).
+            type: str
+          headers:
+            description: HTTP headers sent with each query (e.g. C(Authorization)). The values are secrets, never
+              shown in output or results.
+            type: dict
+          timeout:
+            description: Seconds to wait for each answer. Default V(10).
+            type: float
   old_colour_action:
     description:
       - What happens to the old colour after the new one passed the gate and the verification.
@@ -547,6 +588,17 @@ def argument_spec():
                 access_log=dict(type="path"),
                 cloudwatch_alarms=dict(type="list", elements="str"),
                 target_health=dict(type="bool"),
+                prometheus=dict(
+                    type="dict",
+                    options=dict(
+                        url=dict(type="str", required=True),
+                        requests=dict(type="str", required=True),
+                        error_rate=dict(type="str", required=True),
+                        latency_ms=dict(type="str"),
+                        headers=dict(type="dict", no_log=True),
+                        timeout=dict(type="float"),
+                    ),
+                ),
             ),
         ),
         recreate=dict(type="bool", default=False),

@@ -307,14 +307,38 @@ def analysis_problem(settings: dict, env: str) -> str | None:
     return None
 
 
+def analysis_secrets(settings) -> set:
+    """The header values of analysis.prometheus (promotion_analysis and each environment's analysis), as given in
+    the task's settings: secrets (an Authorization token) that the promotion's result must hide like no_log values
+    (its `settings` echo them otherwise)."""
+    found = set()
+    if not isinstance(settings, dict):
+        return found
+    envs = settings.get("environments")
+    candidates = [settings.get("analysis")] + [
+        cfg.get("analysis") for cfg in (envs.values() if isinstance(envs, dict) else []) if isinstance(cfg, dict)
+    ]
+    for analysis in candidates:
+        prometheus = analysis.get("prometheus") if isinstance(analysis, dict) else None
+        headers = prometheus.get("headers") if isinstance(prometheus, dict) else None
+        if isinstance(headers, dict):
+            found |= {str(value) for value in headers.values() if value not in (None, "")}
+    return found
+
+
 def _analysis_for(analysis, backend: str):
-    """The keys of a shared analysis setting that apply to the backend (a mapping may hold both kinds)."""
+    """The keys of a shared analysis setting that apply to the backend (a mapping may hold both kinds). With
+    `prometheus` (request figures from Prometheus, either backend) the thresholds apply to aws too."""
     from ansible_collections.immutable.infra.plugins.module_utils.deploy._analysis import AWS_KEYS
     from ansible_collections.immutable.infra.plugins.module_utils.deploy._analysis import REQUEST_KEYS
 
     if not isinstance(analysis, dict):
         return analysis
-    drop = REQUEST_KEYS if backend == "aws" else AWS_KEYS
+    if backend == "aws":
+        # with prometheus the log's own keys (count_4xx, access_log) are kept, so validate() refuses them by name
+        drop = () if analysis.get("prometheus") else REQUEST_KEYS
+    else:
+        drop = AWS_KEYS
     return {key: value for key, value in analysis.items() if key not in drop}
 
 

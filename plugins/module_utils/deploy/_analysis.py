@@ -23,6 +23,10 @@ The docker backend reads the figures from the router's analysis log, written by 
 per request: `colour <TAB> $msec <TAB> $status <TAB> $request_time <TAB> $upstream_addr`), from the file offset taken at
 the window's start, so a big log is never re-read. The aws backend has no request figures (N is None: min_requests,
 max_error_rate and max_latency_ms do not apply); its verdict comes from the alarms and the target health.
+
+With analysis.prometheus (either backend) the request figures come from the team's Prometheus instead
+(_prometheus.py): the same verdict, on N, the error share and the latency percentile its queries give; a query that
+gives nothing usable makes the window inconclusive (Figures.unavailable).
 """
 
 from __future__ import annotations
@@ -37,9 +41,13 @@ PASSED = "passed"
 FAILED = "failed"
 INCONCLUSIVE = "inconclusive"
 
-REQUEST_KEYS = ("min_requests", "max_error_rate", "max_latency_ms", "count_4xx", "access_log")
+# the thresholds on request figures: measured by the router's log (docker) or by analysis.prometheus (either backend)
+THRESHOLD_KEYS = ("min_requests", "max_error_rate", "max_latency_ms")
+# the router's log only
+LOG_KEYS = ("count_4xx", "access_log")
+REQUEST_KEYS = THRESHOLD_KEYS + LOG_KEYS
 AWS_KEYS = ("cloudwatch_alarms", "target_health")
-KEYS = ("window", "latency_percentile") + REQUEST_KEYS + AWS_KEYS
+KEYS = ("window", "latency_percentile") + REQUEST_KEYS + AWS_KEYS + ("prometheus",)
 DEFAULTS = {
     "min_requests": 10,
     "max_error_rate": 0.05,
@@ -49,6 +57,7 @@ DEFAULTS = {
     "access_log": None,
     "cloudwatch_alarms": [],
     "target_health": True,
+    "prometheus": None,
 }
 
 # one line of the router's analysis log (see _router.py ANALYSIS_LOG_FORMAT)
@@ -70,6 +79,7 @@ class Settings:
     access_log: str | None = None
     cloudwatch_alarms: list = field(default_factory=list)
     target_health: bool = True
+    prometheus: object = None  # _prometheus.PrometheusSettings: the request figures come from Prometheus
 
 
 @dataclass
@@ -82,6 +92,11 @@ class Figures:
     alarms: list = field(default_factory=list)  # CloudWatch alarms seen in ALARM during the window
     unhealthy: list = field(default_factory=list)  # targets of the new colour seen not healthy during the window
     notes: list = field(default_factory=list)  # e.g. "log rotated during the window", "12 malformed lines skipped"
+    # Prometheus gives the share and the percentile itself (errors is then round(error_rate * requests))
+    error_rate: float | None = None
+    latency_value_ms: float | None = None
+    unavailable: str | None = None  # why the source gave no usable figures: the verdict is inconclusive
+    source: str = "log"  # log | prometheus
 
 
 def _number(raw: dict, key: str, low: float, high: float | None, whole: bool = False):
@@ -113,15 +128,32 @@ def validate(raw: dict | None, backend: str = "docker") -> Settings | None:
     given = {key: value for key, value in raw.items() if value is not None}
     if "window" not in given:
         raise AnalysisError("analysis.window is required: the seconds to observe the new colour after each step")
+    prometheus = None
+    if given.get("prometheus") is not None:
+        from ansible_collections.immutable.infra.plugins.module_utils.deploy._prometheus import validate as prom
+
+        prometheus = prom(given["prometheus"])
+        log_only = sorted(set(given) & set(LOG_KEYS))
+        if log_only:
+            raise AnalysisError(
+                f"analysis: {', '.join(log_only)} apply to the router's log, not to analysis.prometheus: leave them"
+                ' out (with Prometheus the error_rate query decides which answers are errors, e.g. code=~"4..|5..")'
+            )
+        if given.get("max_latency_ms") is not None and not prometheus.latency_ms:
+            raise AnalysisError(
+                "analysis.max_latency_ms needs analysis.prometheus.latency_ms (a PromQL query giving the"
+                " {quantile} percentile of the new colour's request times in ms), or leave max_latency_ms out"
+            )
     if backend == "aws":
-        docker_only = sorted(set(given) & set(REQUEST_KEYS))
+        docker_only = sorted(set(given) & set(LOG_KEYS if prometheus else REQUEST_KEYS))
         if docker_only:
             raise AnalysisError(
                 f"analysis: {', '.join(docker_only)} apply to backend=docker only (measured from the router's log);"
                 " for backend=aws name CloudWatch alarms in analysis.cloudwatch_alarms (e.g. on the target group's"
-                " HTTPCode_Target_5XX_Count or TargetResponseTime) and leave those keys out"
+                " HTTPCode_Target_5XX_Count or TargetResponseTime), or give analysis.prometheus, and leave those keys"
+                " out"
             )
-        if not given.get("cloudwatch_alarms") and given.get("target_health") is False:
+        if not given.get("cloudwatch_alarms") and given.get("target_health") is False and not prometheus:
             raise AnalysisError(
                 "analysis for backend=aws needs cloudwatch_alarms (a list of alarm names) or target_health: true"
             )
@@ -147,6 +179,7 @@ def validate(raw: dict | None, backend: str = "docker") -> Settings | None:
         if not isinstance(values["access_log"], str) or not values["access_log"].startswith("/"):
             raise AnalysisError(f"analysis.access_log: {values['access_log']!r} must be an absolute path")
         settings.access_log = values["access_log"]
+    settings.prometheus = prometheus
     return settings
 
 
@@ -166,13 +199,24 @@ def verdict(step: int, colour: str, figures: Figures, settings: Settings, window
     measured = figures.requests is not None
     requests = figures.requests if measured else None
     errors = figures.errors if measured else None
-    error_rate = round(errors / requests, 4) if measured and requests else (0.0 if measured else None)
-    latency = percentile(figures.latencies_ms or [], p) if measured else None
+    if figures.error_rate is not None:
+        error_rate = round(figures.error_rate, 4)
+    elif measured and errors is not None:
+        error_rate = round(errors / requests, 4) if requests else 0.0
+    else:
+        error_rate = 0.0 if measured and not requests else None
+    if figures.latency_value_ms is not None:
+        latency = figures.latency_value_ms
+    else:
+        latency = percentile(figures.latencies_ms or [], p) if measured else None
     latency = round(latency, 1) if latency is not None else None
     reasons = []
     result = PASSED
     window_txt = f"{window_s:.1f} s"
-    if measured and requests < settings.min_requests:
+    if figures.unavailable:
+        result = INCONCLUSIVE
+        reasons.append(f"no figures: {figures.unavailable}")
+    elif measured and requests < settings.min_requests:
         result = INCONCLUSIVE
         reasons.append(
             f"only {requests} request{'s' if requests != 1 else ''} to {colour} in {window_txt}, at least "
@@ -180,12 +224,15 @@ def verdict(step: int, colour: str, figures: Figures, settings: Settings, window
             " or lower analysis.min_requests)"
         )
     elif measured:
-        if error_rate > settings.max_error_rate:
+        if error_rate is not None and error_rate > settings.max_error_rate:
             result = FAILED
-            reasons.append(
-                f"error rate {error_rate:.1%} ({errors} of {requests} requests to {colour} answered "
-                f"{'4xx/5xx' if settings.count_4xx else '5xx'}) above max_error_rate {settings.max_error_rate:.1%}"
-            )
+            if figures.source == "prometheus":
+                what = f"about {errors} of {requests} requests to {colour} were errors, by the error_rate query"
+            else:
+                what = (
+                    f"{errors} of {requests} requests to {colour} answered {'4xx/5xx' if settings.count_4xx else '5xx'}"
+                )
+            reasons.append(f"error rate {error_rate:.1%} ({what}) above max_error_rate {settings.max_error_rate:.1%}")
         if settings.max_latency_ms is not None and latency is not None and latency > settings.max_latency_ms:
             result = FAILED
             reasons.append(f"p{p_out} latency {latency:g} ms above max_latency_ms {settings.max_latency_ms:g}")
@@ -199,7 +246,8 @@ def verdict(step: int, colour: str, figures: Figures, settings: Settings, window
         parts = []
         if measured:
             parts.append(
-                f"{requests} requests to {colour} in {window_txt}, error rate {error_rate:.1%}, p{p_out} latency "
+                f"{requests} requests to {colour} in {window_txt}, error rate {error_rate or 0.0:.1%},"
+                f" p{p_out} latency "
                 f"{'-' if latency is None else f'{latency:g} ms'}"
             )
         if settings.cloudwatch_alarms:
@@ -218,7 +266,7 @@ def verdict(step: int, colour: str, figures: Figures, settings: Settings, window
         "window_s": round(window_s, 3),
         "detail": detail,
     }
-    if settings.cloudwatch_alarms or not measured:
+    if settings.cloudwatch_alarms or figures.unhealthy or (not measured and figures.source != "prometheus"):
         item["alarms"] = sorted(set(figures.alarms))
         item["unhealthy_targets"] = sorted(set(figures.unhealthy))
     return item

@@ -44,6 +44,7 @@ from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import colour_name
 from ansible_collections.immutable.infra.plugins.module_utils.aws._ssm_lock import SsmLock
 from ansible_collections.immutable.infra.plugins.module_utils.common._locks import LockedError
+from ansible_collections.immutable.infra.plugins.module_utils.deploy._analysis import AnalysisError
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._analysis import Figures
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen import BlueGreenError
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen import ColourStatus
@@ -710,8 +711,19 @@ class AwsBackend:
                 states[alarm["AlarmName"]] = alarm.get("StateValue")
         return states
 
+    def _prometheus(self, settings):
+        from ansible_collections.immutable.infra.plugins.module_utils.deploy._prometheus import PrometheusSource
+
+        return PrometheusSource(settings.prometheus, self.app, self.env)
+
     def analysis_preflight(self, settings) -> None:
-        """The named alarms exist (a typo would otherwise pass every window); before any change."""
+        """The named alarms exist (a typo would otherwise pass every window) and Prometheus, when given, answers its
+        queries; before any change."""
+        if settings.prometheus is not None:
+            try:
+                self._prometheus(settings).preflight(settings.latency_percentile, settings.window)
+            except AnalysisError as exc:
+                raise BlueGreenError(f"{exc}; nothing was changed", failed_check="analysis") from None
         if not settings.cloudwatch_alarms:
             return
         if self.cloudwatch is None:
@@ -730,6 +742,7 @@ class AwsBackend:
 
     def analysis_begin(self, colour: str, settings) -> dict:
         mark = {"colour": colour, "settings": settings, "alarms": set(), "unhealthy": set(), "samples": 0}
+        mark["started"] = time.time()  # Prometheus' queries are evaluated over [started, end] in wall-clock time
         self.analysis_sample(mark)
         return mark
 
@@ -760,11 +773,14 @@ class AwsBackend:
 
     def analysis_end(self, mark: dict) -> Figures:
         self.analysis_sample(mark)
-        return Figures(
-            alarms=sorted(mark["alarms"]),
-            unhealthy=sorted(mark["unhealthy"]),
-            notes=[f"{mark['samples']} looks at the alarms and targets during the window"],
-        )
+        figures = Figures()
+        settings = mark["settings"]
+        if settings.prometheus is not None:
+            figures = self._prometheus(settings).figures(mark["colour"], mark["started"], time.time(), settings)
+        figures.alarms = sorted(mark["alarms"])
+        figures.unhealthy = sorted(mark["unhealthy"])
+        figures.notes.append(f"{mark['samples']} looks at the alarms and targets during the window")
+        return figures
 
     def details(self) -> dict:
         return {

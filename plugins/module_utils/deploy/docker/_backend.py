@@ -298,9 +298,21 @@ class DockerBackend:
             lock.release()
 
     # -- analysis (deploy/_analysis.py) ----------------------------------------------------------------------------
-    def analysis_preflight(self, settings, wait: float = 3.0) -> str:
+    def _prometheus(self, settings):
+        from ansible_collections.immutable.infra.plugins.module_utils.deploy._prometheus import PrometheusSource
+
+        return PrometheusSource(settings.prometheus, self.app, self.env, wall=self.wall)
+
+    def analysis_preflight(self, settings, wait: float = 3.0) -> str | None:
         """The analysis log to read; fail before any change when nginx does not write it. A router set up in the same
-        run was just reloaded: its master opens the new log within moments, so wait for it a little."""
+        run was just reloaded: its master opens the new log within moments, so wait for it a little. With
+        analysis.prometheus: Prometheus answers each query (no log is read)."""
+        if settings.prometheus is not None:
+            try:
+                self._prometheus(settings).preflight(settings.latency_percentile, settings.window)
+            except _analysis.AnalysisError as exc:
+                raise BlueGreenError(f"{exc}; nothing was changed", failed_check="analysis") from None
+            return None
         path = settings.access_log or self.analysis_log
         deadline = time.monotonic() + wait
         while not os.path.isfile(path):
@@ -321,11 +333,15 @@ class DockerBackend:
         return path
 
     def analysis_begin(self, colour: str, settings):
+        if settings.prometheus is not None:
+            return {"colour": colour, "settings": settings, "started": self.wall()}
         path = settings.access_log or self.analysis_log
         return {"colour": colour, "settings": settings, "mark": _analysis.mark_log(path, self.wall())}
 
     def analysis_end(self, mark) -> _analysis.Figures:
         settings = mark["settings"]
+        if settings.prometheus is not None:
+            return self._prometheus(settings).figures(mark["colour"], mark["started"], self.wall(), settings)
         return _analysis.read_window(mark["mark"], mark["colour"], self.wall(), settings.count_4xx)
 
     def details(self) -> dict:
