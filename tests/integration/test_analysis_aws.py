@@ -8,6 +8,7 @@ import json
 import time
 
 import pytest
+from test_analysis_prometheus import prometheus  # noqa: F401  # pylint: disable=unused-import
 from test_bg_swap_aws import AwsEnv
 from test_bg_swap_aws import amis  # noqa: F401  # pylint: disable=unused-import
 from test_bg_swap_aws import client
@@ -66,3 +67,25 @@ def test_an_alarm_during_a_weighted_step_puts_the_listener_back_and_ok_alarms_pa
     assert [(s["step"], s["verdict"]) for s in good["analysis"]] == [(20, "passed"), (100, "passed")]
     assert aws.weights() == {"green": 100}
     assert good["api_calls_by_operation"]["cloudwatch.describe_alarms"] >= 4
+
+
+def test_prometheus_figures_judge_an_aws_step_besides_the_alarms(aws, prometheus):  # noqa: F811
+    """backend=aws with analysis.prometheus: the thresholds apply to the figures of the team's Prometheus (here
+    constant PromQL on the real server: 100 requests, 40 % errors), the listener goes back to blue."""
+    queries = {
+        "requests": 'vector(100) + 0 * scalar(absent(nothing{env="{env}",colour="{colour}"}))',
+        "error_rate": "vector(0.4)",
+    }
+    analysis = {
+        "window": 1,
+        "min_requests": 10,
+        "max_error_rate": 0.05,
+        "cloudwatch_alarms": [aws.alarm],
+        "prometheus": dict(queries, url=prometheus.url),
+    }
+    result = aws.swap(artifact=aws.amis[1], traffic_steps=[20, 100], analysis=analysis)
+    assert result.get("failed") and result["failed_check"] == "analysis" and result["rolled_back"] is True, result
+    [step] = result["analysis"]
+    assert (step["step"], step["verdict"], step["requests"], step["error_rate"]) == (20, "failed", 100, 0.4), step
+    assert step["alarms"] == [] and f"figures from Prometheus {prometheus.url}" in step["detail"]
+    assert aws.weights() == {"blue": 100}
