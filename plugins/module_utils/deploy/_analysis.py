@@ -116,16 +116,21 @@ def _number(raw: dict, key: str, low: float, high: float | None, whole: bool = F
     return number
 
 
+def given_keys(raw: dict, keys: tuple, where: str) -> dict:
+    """The keys set (not None) of a settings mapping; AnalysisError naming the unknown ones and the known."""
+    unknown = sorted(set(raw) - set(keys))
+    if unknown:
+        raise AnalysisError(f"{where}: unknown key(s) {unknown}; the keys are {', '.join(keys)}")
+    return {key: value for key, value in raw.items() if value is not None}
+
+
 def validate(raw: dict | None, backend: str = "docker") -> Settings | None:
     """bg_swap's `analysis` option checked before anything changes; None when analysis is not configured."""
     if raw is None or raw == {}:
         return None
     if not isinstance(raw, dict):
         raise AnalysisError(f"analysis must be a mapping such as {{window: 30, min_requests: 20}}, got {raw!r}")
-    unknown = sorted(set(raw) - set(KEYS))
-    if unknown:
-        raise AnalysisError(f"analysis: unknown key(s) {unknown}; the keys are {', '.join(KEYS)}")
-    given = {key: value for key, value in raw.items() if value is not None}
+    given = given_keys(raw, KEYS, "analysis")
     if "window" not in given:
         raise AnalysisError("analysis.window is required: the seconds to observe the new colour after each step")
     prometheus = None

@@ -32,6 +32,7 @@ from urllib.error import HTTPError
 from ansible_collections.immutable.infra.plugins.module_utils.common._http import open_url
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._analysis import AnalysisError
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._analysis import Figures
+from ansible_collections.immutable.infra.plugins.module_utils.deploy._analysis import given_keys
 
 KEYS = ("url", "requests", "error_rate", "latency_ms", "headers", "timeout")
 QUERIES = ("requests", "error_rate", "latency_ms")
@@ -59,10 +60,7 @@ def validate(raw) -> PrometheusSettings:
     """analysis.prometheus checked before anything changes (AnalysisError names the key and the fix)."""
     if not isinstance(raw, dict):
         raise AnalysisError(f"analysis.prometheus must be a mapping such as {EXAMPLE}")
-    unknown = sorted(set(raw) - set(KEYS))
-    if unknown:
-        raise AnalysisError(f"analysis.prometheus: unknown key(s) {unknown}; the keys are {', '.join(KEYS)}")
-    given = {key: value for key, value in raw.items() if value is not None}
+    given = given_keys(raw, KEYS, "analysis.prometheus")
     missing = [key for key in ("url", "requests", "error_rate") if not given.get(key)]
     if missing:
         raise AnalysisError(
