@@ -34,6 +34,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import 
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import aws_swap_args
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import env_region
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import env_tag_args
+from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import fleet_analysis_problem
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import fleet_batch
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import fleet_group
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import fleet_hosts
@@ -195,6 +196,9 @@ class ActionModule(InProcessModuleAction):
         if params["step"] in ("plan", "record"):
             out["fleet"] = {"hosts": hosts}
             if hosts and params["step"] == "plan":
+                problem = fleet_analysis_problem(settings, env)
+                if problem:
+                    raise PromotionError(problem)
                 return self._fleet_plan(params, task_vars, out, hosts)
             if params["step"] == "record":
                 if not hosts:

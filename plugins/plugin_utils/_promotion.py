@@ -326,6 +326,19 @@ def analysis_secrets(settings) -> set:
     return found
 
 
+def fleet_analysis_problem(settings: dict, env: str) -> str | None:
+    """A fleet environment cannot pass analysis.prometheus.headers to its hosts: their bg_swap gets the analysis from
+    the promotion's plan (a result, where the header values are hidden). Refused before the lock or any host."""
+    analysis = env_analysis(settings, env)
+    if not analysis_secrets({"analysis": analysis}):
+        return None
+    return (
+        f"the analysis of {env} (a fleet: its hosts run bg_swap) has prometheus.headers, which cannot be passed to"
+        " the hosts (the header values are secrets, hidden in the promotion's plan): use a Prometheus the hosts may"
+        " query without headers, or leave analysis.prometheus out for this environment; nothing was changed"
+    )
+
+
 def _analysis_for(analysis, backend: str):
     """The keys of a shared analysis setting that apply to the backend (a mapping may hold both kinds). With
     `prometheus` (request figures from Prometheus, either backend) the thresholds apply to aws too."""

@@ -21,6 +21,7 @@ from ansible_collections.immutable.infra.plugins.module_utils.deploy._prometheus
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._prometheus import render
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import _analysis_for
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import analysis_secrets
+from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import fleet_analysis_problem
 
 TOKEN = "Bearer s3cr3t-token"
 QUERIES = {
@@ -211,3 +212,7 @@ def test_the_promotion_hides_the_header_values_and_gives_aws_the_thresholds():
     assert analysis_secrets(settings) == {TOKEN, "k2"} and analysis_secrets({"analysis": {"window": 5}}) == set()
     assert _analysis_for(dict(shared, cloudwatch_alarms=["a"]), "aws")["min_requests"] == 10
     assert "min_requests" not in _analysis_for({"window": 5, "min_requests": 10}, "aws")
+    # a fleet's hosts get the analysis from the plan (a result, secrets hidden): headers are refused there
+    resolved = {"analysis": shared, "environments": {"prod": {}, "dev": {"analysis": prom()}}}
+    assert "the analysis of prod (a fleet" in fleet_analysis_problem(resolved, "prod")
+    assert TOKEN not in fleet_analysis_problem(resolved, "prod") and fleet_analysis_problem(resolved, "dev") is None
