@@ -24,6 +24,7 @@ from conftest import run_playbook
 from moto_fixtures import FAKE_ENV
 from moto_fixtures import start_moto
 from moto_fixtures import stop_moto
+from test_analysis_prometheus import prometheus  # noqa: F401  # pylint: disable=unused-import
 
 PLAYBOOKS = REPO_ROOT / "playbooks"
 MOTO_PORT = 5058
@@ -611,3 +612,40 @@ def test_a_rollout_aborted_by_its_analysis_is_recorded_with_its_verdicts(chain, 
     assert (step["step"], step["verdict"]) == (50, "inconclusive") and step["requests"] < 5
     res = c.run("promote.yml", **{"from": "staging", "to": "prod", "artifact": two["id"]})
     assert res.returncode != 0 and "was aborted in 'staging' by its analysis" in res.stdout, show(res)
+
+
+def test_an_abort_on_prometheus_figures_is_recorded_and_the_header_value_shown_nowhere(chain, artifacts, prometheus):  # noqa: F811
+    """promotion_analysis with prometheus (constant PromQL on a real Debian prometheus: 100 requests, 40 % errors):
+    the rollout aborts at the first weighted step, the ledger records the abort with the Prometheus figures, the run
+    fails; the Authorization header's value is in neither the output (-v) nor the ledger."""
+    one, two = artifacts
+    c = chain()
+    c.stage_two_in_dev(two)
+    secret = "Bearer prom-" + os.urandom(6).hex()
+    group_vars = c.inventory / "group_vars" / "all" / "promotion.yml"
+    settings = json.loads(group_vars.read_text())
+    settings["promotion_traffic_steps"] = [50, 100]
+    settings["promotion_analysis"] = {
+        "window": 1,
+        "min_requests": 10,
+        "prometheus": {
+            "url": prometheus.url,
+            "requests": 'vector(100) + 0 * scalar(absent(nothing{env="{env}",colour="{colour}"}))',
+            "error_rate": "vector(0.4)",
+            "headers": {"Authorization": secret},
+        },
+    }
+    group_vars.write_text(json.dumps(settings))
+
+    res = run_playbook(
+        PLAYBOOKS / "promote.yml", {"from": "dev", "to": "staging"}, "-i", str(c.inventory), "-v", env=c.extra_env
+    )
+    assert res.returncode != 0 and "the abort is recorded in the ledger" in res.stdout, show(res)
+    assert secret not in res.stdout + res.stderr and secret not in c.ledger_path.read_text()
+    staging = c.entry("staging")
+    assert staging["live"] == one["id"] and one["digest"] in c.running_digests("staging")
+    item = staging["history"][-1]
+    assert (item["action"], item["id"], item["verified"]) == ("abort", two["id"], False)
+    [step] = item["evidence"]["analysis"]
+    assert (step["step"], step["verdict"], step["requests"], step["error_rate"]) == (50, "failed", 100, 0.4), step
+    assert step["detail"].startswith("error rate 40.0% (about 40 of 100 requests to green were errors"), step
