@@ -14,8 +14,9 @@ immutable_setup
 # ShellCheck for ansible-test sanity's shell checks, rsync for the sanity tree, skopeo to read pushed labels
 # with a client independent of ours (test_bake_labels.py), openssh-client for the AMI bakes' provisioning over
 # ansible.builtin.ssh to the sshd stand-in and ssh-keygen (test_bake_playbook_ami.py, test_crash_safety_ami.py),
-# chromium to render the promotion board headless (test_board.py: screenshot and DOM)
-apt_install nginx-light wrk shellcheck rsync skopeo openssh-client chromium
+# chromium to render the promotion board headless (test_board.py: screenshot and DOM), prometheus for the
+# analysis' Prometheus source (the tests start their own on loopback: test_analysis_prometheus.py)
+apt_install nginx-light wrk shellcheck rsync skopeo openssh-client chromium prometheus
 cd "$root"
 steps="${IMMUTABLE_TEST_STEPS:-lint sanity galaxy molecule matrix docs ee pytest}"
 declare -A took
