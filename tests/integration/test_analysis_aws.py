@@ -87,5 +87,6 @@ def test_prometheus_figures_judge_an_aws_step_besides_the_alarms(aws, prometheus
     assert result.get("failed") and result["failed_check"] == "analysis" and result["rolled_back"] is True, result
     [step] = result["analysis"]
     assert (step["step"], step["verdict"], step["requests"], step["error_rate"]) == (20, "failed", 100, 0.4), step
-    assert step["alarms"] == [] and f"figures from Prometheus {prometheus.url}" in step["detail"]
+    assert step["alarms"] == [] and step["unhealthy_targets"] == [], step
+    assert f"figures from Prometheus {prometheus.url}" in step["detail"]
     assert aws.weights() == {"blue": 100}

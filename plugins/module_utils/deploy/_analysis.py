@@ -97,6 +97,7 @@ class Figures:
     latency_value_ms: float | None = None
     unavailable: str | None = None  # why the source gave no usable figures: the verdict is inconclusive
     source: str = "log"  # log | prometheus
+    targets_checked: bool = False  # aws: the new colour's target health was looked at during the window
 
 
 def _number(raw: dict, key: str, low: float, high: float | None, whole: bool = False):
@@ -257,7 +258,7 @@ def verdict(step: int, colour: str, figures: Figures, settings: Settings, window
             )
         if settings.cloudwatch_alarms:
             parts.append(f"no alarm in ALARM ({', '.join(settings.cloudwatch_alarms)})")
-        if not measured and settings.target_health:
+        if figures.targets_checked or (not measured and settings.target_health):
             parts.append(f"all targets of {colour} healthy")
         reasons.append("; ".join(parts) or f"{window_txt} observed")
     detail = "; ".join(reasons + list(figures.notes))
@@ -271,7 +272,7 @@ def verdict(step: int, colour: str, figures: Figures, settings: Settings, window
         "window_s": round(window_s, 3),
         "detail": detail,
     }
-    if settings.cloudwatch_alarms or figures.unhealthy or (not measured and figures.source != "prometheus"):
+    if settings.cloudwatch_alarms or figures.targets_checked or (not measured and figures.source != "prometheus"):
         item["alarms"] = sorted(set(figures.alarms))
         item["unhealthy_targets"] = sorted(set(figures.unhealthy))
     return item

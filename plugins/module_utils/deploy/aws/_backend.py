@@ -779,6 +779,7 @@ class AwsBackend:
             figures = self._prometheus(settings).figures(mark["colour"], mark["started"], time.time(), settings)
         figures.alarms = sorted(mark["alarms"])
         figures.unhealthy = sorted(mark["unhealthy"])
+        figures.targets_checked = bool(settings.target_health)
         figures.notes.append(f"{mark['samples']} looks at the alarms and targets during the window")
         return figures
 
