@@ -130,7 +130,7 @@ from ansible_collections.immutable.infra.plugins.module_utils.registry._client i
 from ansible_collections.immutable.infra.plugins.module_utils.registry._client import RegistryError
 from ansible_collections.immutable.infra.plugins.module_utils.registry._client import parse_repository
 from ansible_collections.immutable.infra.plugins.module_utils.registry._client import registry_argument_spec
-from ansible_collections.immutable.infra.plugins.module_utils.registry._client import registry_client
+from ansible_collections.immutable.infra.plugins.module_utils.registry._client import registry_clients
 from ansible_collections.immutable.infra.plugins.module_utils.supply._diff import artifact_diff
 from ansible_collections.immutable.infra.plugins.module_utils.supply._diff import summary_lines
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import SbomError
@@ -146,7 +146,7 @@ ARGUMENT_SPEC = dict(
 )
 
 
-def read_side(module, clients, artifact_id, option):
+def read_side(module, client_for, artifact_id, option):
     """({id, sbom, record}, sbom document, record or None) of one artifact."""
     params = module.params
     repository = str(artifact_id).partition("@")[0]
@@ -157,12 +157,6 @@ def read_side(module, clients, artifact_id, option):
             msg=f"{option} {artifact_id!r} is not a container artifact ID <repository>@sha256:<hex>: {exc}"
         )
     app = params["app"] or path.rsplit("/", 1)[-1]
-
-    def client_for(registry_host):
-        if registry_host not in clients:
-            clients[registry_host] = registry_client(registry_host, params, open_url, module.run_command)
-        return clients[registry_host]
-
     try:
         where, data = read_sbom(client_for(host), artifact_id, params["artifacts_dir"], app)
         record_where, record = find_record(artifact_id, params["artifacts_dir"], app, client_for)
@@ -180,9 +174,9 @@ def read_side(module, clients, artifact_id, option):
 
 def run_module(module):
     params = module.params
-    clients = {}
-    old_side, old_sbom, old_record = read_side(module, clients, params["from_artifact"], "from_artifact")
-    new_side, new_sbom, new_record = read_side(module, clients, params["to_artifact"], "to_artifact")
+    client_for = registry_clients(params, open_url, module.run_command)
+    old_side, old_sbom, old_record = read_side(module, client_for, params["from_artifact"], "from_artifact")
+    new_side, new_sbom, new_record = read_side(module, client_for, params["to_artifact"], "to_artifact")
     diff = artifact_diff(old_sbom, new_sbom, old_record, new_record)
     module.exit_json(
         changed=False,

@@ -184,7 +184,7 @@ from ansible_collections.immutable.infra.plugins.module_utils.registry._client i
 from ansible_collections.immutable.infra.plugins.module_utils.registry._client import REGISTRY_REQUIRED_TOGETHER
 from ansible_collections.immutable.infra.plugins.module_utils.registry._client import RegistryError
 from ansible_collections.immutable.infra.plugins.module_utils.registry._client import registry_argument_spec
-from ansible_collections.immutable.infra.plugins.module_utils.registry._client import registry_client
+from ansible_collections.immutable.infra.plugins.module_utils.registry._client import registry_clients
 from ansible_collections.immutable.infra.plugins.module_utils.supply._freshness import FreshnessError
 from ansible_collections.immutable.infra.plugins.module_utils.supply._freshness import MirrorIndex
 from ansible_collections.immutable.infra.plugins.module_utils.supply._freshness import apt_sources
@@ -249,12 +249,7 @@ def checked_inputs(module):
 def run_module(module):
     params = module.params
     sources, artifacts = checked_inputs(module)
-    clients = {}
-
-    def client_for(registry_host):
-        if registry_host not in clients:
-            clients[registry_host] = registry_client(registry_host, params, open_url, module.run_command)
-        return clients[registry_host]
+    client_for = registry_clients(params, open_url, module.run_command)
 
     mirror = MirrorIndex(sources, open_url, timeout=params["mirror_timeout"])
     try:

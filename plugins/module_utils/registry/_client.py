@@ -598,3 +598,16 @@ def registry_client(registry_host, params, open_url, run_command):
         timeout=params["timeout"],
         helper_runner=credential_helper_runner(run_command),
     )
+
+
+def registry_clients(params, open_url, run_command):
+    """client_for(registry_host): one registry_client() per registry host, made on first use, for modules that read
+    several artifacts (and their records) from possibly several registries."""
+    clients = {}
+
+    def client_for(registry_host):
+        if registry_host not in clients:
+            clients[registry_host] = registry_client(registry_host, params, open_url, run_command)
+        return clients[registry_host]
+
+    return client_for
