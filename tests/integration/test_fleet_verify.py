@@ -352,6 +352,26 @@ def test_repair_on_the_controller_without_a_group(app_ref: str, tmp_path: Path):
         assert [item["action"] for item in history] == ["deploy", "repair"]
         assert history[-1]["reason"] == "drift repaired on localhost"
         assert run(REPO_ROOT / "playbooks" / "verify.yml").returncode == 0
+
+        # the live ID revoked, then drifted again: repair refuses to start fresh containers of it, changes nothing
+        # (kind=artifact: this test pushed the image itself, so no bake record names it)
+        res = run(
+            REPO_ROOT / "playbooks" / "revoke.yml", artifact=app_ref, kind="artifact", reason="CVE-2026-0001 in the page"
+        )
+        assert res.returncode == 0, show(res)
+        subprocess.run(["docker", "exec", fresh["Name"].lstrip("/"), "touch", "/usr/bin/x"], check=True)
+        ledger_before = ledger_path.read_bytes()
+        res = run(REPO_ROOT / "playbooks" / "repair.yml")
+        assert res.returncode != 0, show(res)
+        assert f"dev: runs a REVOKED artifact: {app_ref} is revoked" in flat(res), show(res)
+        assert "CVE-2026-0001 in the page" in flat(res) and "-e allow_revoked_repair=true" in flat(res), show(res)
+        assert live()["Id"] == fresh["Id"] and ledger_path.read_bytes() == ledger_before
+        # told to: the repair runs, and the verification that ends it still flags the revoked artifact
+        res = run(REPO_ROOT / "playbooks" / "repair.yml", allow_revoked_repair=True)
+        assert live()["Id"] != fresh["Id"], show(res)
+        assert res.returncode != 0 and "dev: runs a REVOKED artifact" in flat(res), show(res)
+        history = json.loads(ledger_path.read_text())["apps"][app]["dev"]["history"]
+        assert [item["action"] for item in history] == ["deploy", "repair", "repair"]
     finally:
         for suffix in ("blue", "green", "byhand"):
             subprocess.run(["docker", "rm", "--force", f"{app}-dev-{suffix}"], capture_output=True, check=False)
