@@ -356,7 +356,10 @@ def test_repair_on_the_controller_without_a_group(app_ref: str, tmp_path: Path):
         # the live ID revoked, then drifted again: repair refuses to start fresh containers of it, changes nothing
         # (kind=artifact: this test pushed the image itself, so no bake record names it)
         res = run(
-            REPO_ROOT / "playbooks" / "revoke.yml", artifact=app_ref, kind="artifact", reason="CVE-2026-0001 in the page"
+            REPO_ROOT / "playbooks" / "revoke.yml",
+            artifact=app_ref,
+            kind="artifact",
+            reason="CVE-2026-0001 in the page",
         )
         assert res.returncode == 0, show(res)
         subprocess.run(["docker", "exec", fresh["Name"].lstrip("/"), "touch", "/usr/bin/x"], check=True)
