@@ -53,6 +53,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import 
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import summary_lines
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import swap_args
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import swap_state
+from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import swarm_swap_args
 
 FILE_LEDGER_ONLY = {"backend": ("file", ("file",))}
 DOCKER_ONLY = {"backend": ("docker", ("docker",))}
@@ -212,6 +213,8 @@ class ActionModule(InProcessModuleAction):
             failed = self._switch_docker(params, task_vars, out)
         elif settings["backend"] == "aws":
             failed = self._switch_aws(aws, task_vars, out)
+        elif settings["backend"] == "swarm":
+            failed = self._switch_swarm(task_vars, out)
         else:
             failed = None
         if failed:
@@ -422,6 +425,28 @@ class ActionModule(InProcessModuleAction):
         out["changed"] = bool(swap.get("changed"))
         return None
 
+    def _switch_swarm(self, task_vars, out):
+        """bg_swap backend=swarm (docs/swarm.md), as a module: it drives the manager's docker CLI."""
+        from ansible_collections.immutable.infra.plugins.modules import bg_swap
+
+        settings, request = out["settings"], out["request"]
+        args = swarm_swap_args(settings, request["env"], out["artifact_id"], swap_state(request["action"]))
+        with self._timed(out, "swap"):
+            swap = self.run_module_step(
+                "immutable.infra.bg_swap",
+                bg_swap,
+                args,
+                task_vars,
+                check_mode=self._check_mode(),
+                only_when=DOCKER_ONLY,
+            )
+        swap.pop("invocation", None)
+        out["swap"] = swap
+        if swap.get("failed"):
+            return {"msg": swap.get("msg", "bg_swap failed")}
+        out["changed"] = bool(swap.get("changed"))
+        return None
+
     # -- one module each ---------------------------------------------------------------------------------------
 
     def _router(self, settings, env, task_vars, check_mode):
@@ -559,9 +584,10 @@ def _client_for(params):
 
 def _ami_reader(aws, settings):
     """read_ami for find_record: EC2 clients of promotion_aws (amazon.aws's options, aliases resolved), one per
-    region of the artifact (an AMI ID alone: promotion_aws.region, else AWS_REGION)."""
+    region of the artifact (an AMI ID alone: promotion_aws.region, else AWS_REGION); S3 clients for the AMIs'
+    evidence (the verification gate, docs/supply-chain.md "AMIs")."""
 
-    def ec2_for(region):
+    def ec2_for(region, service="ec2"):
         import boto3
         from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
         from ansible_collections.amazon.aws.plugins.module_utils.modules import aws_argument_spec
@@ -575,7 +601,7 @@ def _ami_reader(aws, settings):
             "aws_session_token": given.get("session_token") or None,
         }
         session = boto3.session.Session(profile_name=given.get("profile") or None)
-        return session.client("ec2", **{key: value for key, value in kwargs.items() if value is not None})
+        return session.client(service, **{key: value for key, value in kwargs.items() if value is not None})
 
     from ansible_collections.immutable.infra.plugins.module_utils.artifact._ami_record import ami_reader
 

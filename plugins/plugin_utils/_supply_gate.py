@@ -13,6 +13,7 @@ what they need (records, the registry, the ledger through the ledger modules) fo
 
 from __future__ import annotations
 
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._ami_record import ami_map
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._records import RecordError
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._remote import find_record
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._remote import local_records
@@ -22,6 +23,7 @@ from ansible_collections.immutable.infra.plugins.module_utils.ledger._model impo
 from ansible_collections.immutable.infra.plugins.module_utils.ledger._model import now_seconds
 from ansible_collections.immutable.infra.plugins.module_utils.ledger._model import show_id
 from ansible_collections.immutable.infra.plugins.module_utils.registry._client import RegistryError
+from ansible_collections.immutable.infra.plugins.module_utils.supply._ami_evidence import EvidenceError
 from ansible_collections.immutable.infra.plugins.module_utils.supply._policy import PolicyError
 from ansible_collections.immutable.infra.plugins.module_utils.supply._policy import check_revocation
 from ansible_collections.immutable.infra.plugins.module_utils.supply._policy import check_signature
@@ -61,8 +63,8 @@ def _checked(policy, revocations, verify, artifact_id, record, kind, where, allo
         return check_signature(policy, verify, artifact_id, kind, app, env, allow_unsigned)
     except PolicyError as exc:
         raise PromotionError(exc.message) from None
-    except (RegistryError, LedgerError) as exc:
-        detail = f"the verification gate cannot read what it checks ({exc.message})"
+    except (RegistryError, LedgerError, EvidenceError) as exc:
+        detail = f"the verification gate cannot read what it checks ({getattr(exc, 'message', exc)})"
         raise PromotionError(refusal(app, env, artifact_id, detail, "retry once the registry answers")) from None
 
 
@@ -82,6 +84,8 @@ def verification_gate(params, out, policy, client_for, read_ami) -> None:
     def verify(keys, required):
         from ansible_collections.immutable.infra.plugins.module_utils.supply._sign import verify_artifact
 
+        if kind == "ami":
+            return read_ami.verify(artifact_id, keys, record, require_provenance=required)
         repository, host, path, digest = split_id(artifact_id)
         return verify_artifact(client_for(host), repository, path, digest, keys, record, require_provenance=required)
 
@@ -97,10 +101,13 @@ def verification_gate(params, out, policy, client_for, read_ami) -> None:
     live = (gate.get("before") or {}).get("live") if isinstance(gate.get("before"), dict) else None
     if action == "rollback" or not live or same_artifact_id(live, artifact_id):
         return
-    if not (_is_container(live) and _is_container(artifact_id)):
-        return  # AMIs have no SBOM yet (docs/supply-chain.md)
+    amis = ami_map(live) is not None and ami_map(artifact_id) is not None
+    if not amis and not (_is_container(live) and _is_container(artifact_id)):
+        return  # a container against an AMI: no package diff
 
     def read_sbom(image_id):
+        if amis:
+            return read_ami.sbom(image_id)  # the S3 object its tags name, checked against their sha256
         from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import read_sbom as read
 
         return read(client_for(split_id(image_id)[1]), image_id, settings["artifacts_dir"], app)[1]

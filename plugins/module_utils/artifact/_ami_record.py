@@ -17,6 +17,7 @@ import json
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._records import RecordError
 from ansible_collections.immutable.infra.plugins.module_utils.bake.ami._common import ROLE_IMAGE
 from ansible_collections.immutable.infra.plugins.module_utils.bake.ami._common import TAG_BAKE_ID
+from ansible_collections.immutable.infra.plugins.module_utils.bake.ami._common import TAG_BASE_AMI
 from ansible_collections.immutable.infra.plugins.module_utils.bake.ami._common import TAG_CREATED
 from ansible_collections.immutable.infra.plugins.module_utils.bake.ami._common import TAG_FINGERPRINT
 from ansible_collections.immutable.infra.plugins.module_utils.bake.ami._common import TAG_REVISION
@@ -81,9 +82,35 @@ def read_ami_record(ec2_for, artifact_id):
         "revision": tags.get(TAG_REVISION, ""),
         "created": tags.get(TAG_CREATED, ""),
         "version": "",
+        "base": {"image": tags[TAG_BASE_AMI], "id": tags[TAG_BASE_AMI]} if tags.get(TAG_BASE_AMI) else None,
     }
 
 
+class AmiReader:
+    """read_ami for find_record (called with an artifact ID: the AMIs' tags through ec2_for(region)), and what the
+    verification gate reads of an AMI artifact: its signature and provenance (verify), its SBOM (sbom), in the S3
+    bucket its tags name (supply/_ami_evidence.py). ec2_for(region, service) gives a client of that AWS service."""
+
+    def __init__(self, ec2_for):
+        self.ec2_for = ec2_for
+
+    def __call__(self, artifact_id):
+        return read_ami_record(self.ec2_for, artifact_id)
+
+    def _s3_for(self, region):
+        return self.ec2_for(region, "s3")
+
+    def verify(self, artifact_id, public_keys, record, require_provenance=True):
+        from ansible_collections.immutable.infra.plugins.module_utils.supply._ami_evidence import verify_ami
+
+        return verify_ami(self.ec2_for, self._s3_for, ami_map(artifact_id), public_keys, record, require_provenance)
+
+    def sbom(self, artifact_id):
+        from ansible_collections.immutable.infra.plugins.module_utils.supply._ami_evidence import read_ami_sbom
+
+        return read_ami_sbom(self.ec2_for, self._s3_for, ami_map(artifact_id))
+
+
 def ami_reader(ec2_for):
-    """read_ami for find_record: the AMIs' tags through ec2_for(region)."""
-    return lambda artifact_id: read_ami_record(ec2_for, artifact_id)
+    """read_ami for find_record (and the gate's AMI checks): an AmiReader over ec2_for(region[, service])."""
+    return AmiReader(ec2_for)

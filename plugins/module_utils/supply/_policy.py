@@ -134,6 +134,18 @@ FIXES = {
     "no_record": "bake it (the record and the provenance come from the same bake)",
     "invalid": "delete the broken tag and sign the artifact again (a bake with bake_signing_key)",
 }
+# an AMI's evidence is S3 objects named by its tags (supply/_ami_evidence.py), not registry tags
+AMI_FIXES = dict(
+    FIXES,
+    missing="sign it: bake it with bake_ami_evidence_bucket and bake_signing_key (a cached re-bake of an AMI that has"
+    " its SBOM signs it without rebuilding)",
+    other_digest="its evidence tags or objects were moved or copied from another AMI: bake it again with"
+    " bake_ami_evidence_bucket and bake_signing_key (the tags and objects are rewritten), or deploy another artifact",
+    tampered="its evidence in S3 was replaced or modified after signing: bake it again with bake_ami_evidence_bucket"
+    " and bake_signing_key, or deploy another artifact",
+    subject_mismatch="its provenance is about other AMIs: bake it again with bake_signing_key",
+    invalid="bake it again with bake_ami_evidence_bucket and bake_signing_key (the evidence is rewritten)",
+)
 
 
 def refusal(app, env, artifact_id, detail, fix) -> str:
@@ -166,14 +178,15 @@ def check_signature(policy, verify, artifact_id, kind, app, env, allow_unsigned=
     even where they are required; an invalid one is still refused."""
     if not policy["keys"]:
         return {"checked": False, "line": None}
-    if kind != "container":
+    if kind not in ("container", "ami"):
         if policy["required"]:
             raise PolicyError(
                 refusal(
                     app,
                     env,
                     artifact_id,
-                    f"{policy['where']}.required is true, but only container artifacts are signed ({kind} is not)",
+                    f"{policy['where']}.required is true, but only container and AMI artifacts are signed"
+                    f" ({kind} is not)",
                     f"set {policy['where']}.required: false for this environment",
                 )
             )
@@ -185,7 +198,8 @@ def check_signature(policy, verify, artifact_id, kind, app, env, allow_unsigned=
         status = found["status"]
         if status == "valid" or (status in ("missing", "no_record") and not required):
             continue
-        fix = FIXES.get(status, FIXES["invalid"]).format(where=policy["where"], key_ids=", ".join(policy["key_ids"]))
+        fixes = AMI_FIXES if kind == "ami" else FIXES
+        fix = fixes.get(status, fixes["invalid"]).format(where=policy["where"], key_ids=", ".join(policy["key_ids"]))
         if status == "missing":
             fix += f", or do not require signatures here: {policy['where']}.required: false"
         raise PolicyError(refusal(app, env, artifact_id, f"{part} check failed: {found['detail']}", fix))

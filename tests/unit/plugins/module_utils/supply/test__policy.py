@@ -149,13 +149,20 @@ def test_allow_unsigned_rollback_allows_missing_but_never_invalid():
         check_signature(policy, lambda *a: result("other_digest"), ART, "container", "web", "prod", True)
 
 
-def test_required_signatures_refuse_an_ami_artifact():
-    with pytest.raises(PolicyError, match="only container artifacts are signed"):
-        check_signature(policy_of(True), pytest.fail, "ami-0123456789abcdef0", "ami", "web", "prod")
-    assert (
-        check_signature(policy_of(False), pytest.fail, "ami-0123456789abcdef0", "ami", "web", "prod")["checked"]
-        is False
-    )
+def test_amis_are_verified_like_containers_and_other_kinds_refused_where_required():
+    asked = []
+
+    def verify(keys, required):
+        asked.append(required)
+        missing = {"status": "missing", "detail": "no signature: ami-0123456789abcdef0 carries no tag"}
+        return {"signature": missing, "provenance": dict(missing, detail="no provenance")}
+
+    with pytest.raises(PolicyError, match="bake_ami_evidence_bucket and bake_signing_key"):
+        check_signature(policy_of(True), verify, "ami-0123456789abcdef0", "ami", "web", "prod")
+    assert check_signature(policy_of(False), verify, "ami-0123456789abcdef0", "ami", "web", "prod")["checked"]
+    assert asked == [True, False]
+    with pytest.raises(PolicyError, match="only container and AMI artifacts are signed"):
+        check_signature(policy_of(True), pytest.fail, "vm-1", "vm", "web", "prod")
 
 
 def test_revocation_of_the_artifact_and_of_its_base():

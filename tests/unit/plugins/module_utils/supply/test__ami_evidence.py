@@ -1,0 +1,275 @@
+"""An AMI's SBOM, signature and provenance (supply/_ami_evidence.py): the signed payload, storing them in S3 with
+their sha256 in the AMIs' tags, and the gate's verification of every way they can be wrong, against moto's EC2 and
+S3 in process (the whole bake runs against moto_server in tests/integration/test_bake_playbook_ami.py)."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import boto3
+import moto
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._ami_record import ami_reader
+from ansible_collections.immutable.infra.plugins.module_utils.supply._ami_evidence import TAG_EVIDENCE
+from ansible_collections.immutable.infra.plugins.module_utils.supply._ami_evidence import TAG_SBOM
+from ansible_collections.immutable.infra.plugins.module_utils.supply._ami_evidence import EvidenceError
+from ansible_collections.immutable.infra.plugins.module_utils.supply._ami_evidence import ami_payload
+from ansible_collections.immutable.infra.plugins.module_utils.supply._ami_evidence import build_ami_statement
+from ansible_collections.immutable.infra.plugins.module_utils.supply._ami_evidence import ensure_evidence
+from ansible_collections.immutable.infra.plugins.module_utils.supply._ami_evidence import location
+from ansible_collections.immutable.infra.plugins.module_utils.supply._ami_evidence import normalise_sbom
+from ansible_collections.immutable.infra.plugins.module_utils.supply._ami_evidence import parse_payload
+from ansible_collections.immutable.infra.plugins.module_utils.supply._ami_evidence import read_ami_sbom
+from ansible_collections.immutable.infra.plugins.module_utils.supply._ami_evidence import statement_amis
+from ansible_collections.immutable.infra.plugins.module_utils.supply._ami_evidence import verify_ami
+from ansible_collections.immutable.infra.plugins.module_utils.supply._policy import PolicyError
+from ansible_collections.immutable.infra.plugins.module_utils.supply._policy import check_signature
+from ansible_collections.immutable.infra.plugins.module_utils.supply._sign import SignError
+from ansible_collections.immutable.infra.plugins.module_utils.supply._sign import key_id
+
+REGION, COPY = "us-east-1", "eu-west-1"
+BUCKET = "supply-evidence"
+FP = "sha256:" + "ab" * 32
+ROLE_FP = "sha256:" + "cd" * 32
+RAW = json.dumps(
+    {
+        "bomFormat": "CycloneDX",
+        "specVersion": "1.6",
+        "serialNumber": "urn:uuid:random",
+        "metadata": {
+            "timestamp": "2026-12-04T10:00:00Z",
+            "tools": {"components": [{"name": "syft", "version": "1.18.1"}]},
+            "component": {"bom-ref": "x", "type": "file", "name": "/"},
+        },
+        "components": [
+            {"name": "zlib1g", "version": "1:1.2.13", "purl": "pkg:deb/debian/zlib1g@1:1.2.13?arch=amd64"},
+            {"name": "bash", "version": "5.2.15-2+b7", "purl": "pkg:deb/debian/bash@5.2.15-2+b7?arch=amd64"},
+        ],
+    }
+).encode()
+
+
+def new_key():
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+@pytest.fixture
+def aws(monkeypatch):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    with moto.mock_aws():
+        clients = {}
+
+        def client_for(region, service="ec2"):
+            region = region or REGION
+            if (region, service) not in clients:
+                clients[(region, service)] = boto3.client(service, region_name=region)
+            return clients[(region, service)]
+
+        client_for(REGION, "s3").create_bucket(Bucket=BUCKET)
+
+        def image(region, name):
+            return client_for(region).register_image(Name=name, RootDeviceName="/dev/xvda")["ImageId"]
+
+        yield {"for": client_for, "s3": client_for(REGION, "s3"), "image": image}
+
+
+def bake_inputs(base="ami-0base0000000000000"):
+    return {
+        "fingerprint": FP,
+        "base_ami": base,
+        "roles": [{"name": "web", "fingerprint": ROLE_FP}],
+        "name": "web-ami",
+        "revision": "abc1234",
+        "source": "https://example.invalid/repo.git",
+        "version": "1.0.0",
+        "collection_version": "0.1.0",
+        "bake_id": "20261204T100000-abcdef",
+        "started": 1_780_000_000.0,
+        "finished": 1_780_000_100.0,
+    }
+
+
+def record(base="ami-0base0000000000000"):
+    return {"fingerprint": FP, "base": {"image": base, "id": base}, "roles": [{"name": "web", "fingerprint": ROLE_FP}]}
+
+
+def baked(aws, key, name="web"):
+    amis = {REGION: aws["image"](REGION, f"{name}-src"), COPY: aws["image"](COPY, f"{name}-copy")}
+    done = ensure_evidence(aws["for"], aws["s3"], amis, REGION, BUCKET, "evidence", RAW, key, bake_inputs())
+    return amis, done
+
+
+def tags_of(aws, region, ami):
+    image = aws["for"](region).describe_images(ImageIds=[ami])["Images"][0]
+    return {t["Key"]: t["Value"] for t in image.get("Tags") or []}
+
+
+def test_the_payload_binds_every_ami_with_its_region_the_account_and_the_sbom():
+    payload = ami_payload({COPY: "ami-2", REGION: "ami-1"}, "123456789012", "ef" * 32)
+    assert parse_payload(payload) == {
+        "amis": {COPY: "ami-2", REGION: "ami-1"},
+        "account": "123456789012",
+        "sbom": "ef" * 32,
+    }
+    # canonical: the same inputs in another order give the same bytes, another AMI other bytes
+    assert payload == ami_payload({REGION: "ami-1", COPY: "ami-2"}, "123456789012", "ef" * 32)
+    assert payload != ami_payload({REGION: "ami-9", COPY: "ami-2"}, "123456789012", "ef" * 32)
+    with pytest.raises(SignError, match="not an AMI signature payload"):
+        parse_payload(b'{"critical": {}}')
+
+
+def test_the_statement_names_the_amis_and_the_base_ami():
+    statement = build_ami_statement(
+        amis={REGION: "ami-1", COPY: "ami-2"},
+        account="123456789012",
+        sbom_sha256="ef" * 32,
+        base_region=REGION,
+        **bake_inputs(),
+    )
+    assert statement_amis(statement) == {REGION: "ami-1", COPY: "ami-2"}
+    names = [s["name"] for s in statement["subject"]]
+    assert f"arn:aws:ec2:{REGION}:123456789012:image/ami-1" in names
+    base = statement["predicate"]["buildDefinition"]["resolvedDependencies"][0]
+    assert base["annotations"]["amiId"] == "ami-0base0000000000000"
+
+
+def test_the_sbom_names_the_ami_and_is_deterministic():
+    first = normalise_sbom(RAW, "ami-1", REGION)
+    document = json.loads(first)
+    assert document["metadata"]["component"]["version"] == "ami-1"
+    assert "timestamp" not in document["metadata"]
+    assert [c["name"] for c in document["components"]] == ["bash", "zlib1g"]
+    assert normalise_sbom(RAW, "ami-1", REGION) == first
+
+
+def test_a_bad_bucket_name_is_refused_before_anything():
+    with pytest.raises(EvidenceError, match="bake_ami_evidence_bucket"):
+        location("s3://bucket/x", "p", "ami-1")
+
+
+def test_stored_tagged_and_verified_then_a_cached_rebake_reuses_every_object(aws):
+    key = new_key()
+    amis, done = baked(aws, key)
+    assert done["changed"] and done["reused"] == []
+    source_tags, copy_tags = tags_of(aws, REGION, amis[REGION]), tags_of(aws, COPY, amis[COPY])
+    assert source_tags[TAG_EVIDENCE] == f"s3://{BUCKET}/evidence/{amis[REGION]}/"
+    assert {k: v for k, v in copy_tags.items() if k.startswith("immutable-infra:")} == {
+        k: v for k, v in source_tags.items() if k.startswith("immutable-infra:")
+    }
+    result = verify_ami(aws["for"], lambda r: aws["s3"], amis, [key.public_key()], record())
+    assert result["verified"], result["problems"]
+    assert result["signature"]["key_id"] == key_id(key)
+    # a cached re-bake: no syft output, the same key -> the same bytes, nothing written
+    again = ensure_evidence(aws["for"], aws["s3"], amis, REGION, BUCKET, "evidence", None, key, bake_inputs())
+    assert again["changed"] is False
+    assert again["reused"] == ["sbom", "signature", "provenance"]
+    assert again["sbom"] == done["sbom"]
+    assert read_ami_sbom(aws["for"], lambda r: aws["s3"], amis) == done["sbom"]
+
+
+def test_the_gate_reads_one_ami_of_the_map_too(aws):
+    key = new_key()
+    amis, _done = baked(aws, key)
+    reader = ami_reader(aws["for"])
+    assert reader.verify(amis[REGION], [key.public_key()], record())["verified"]
+    # the copy alone, named by its region map entry, verifies too
+    assert reader.verify({COPY: amis[COPY]}, [key.public_key()], record())["verified"]
+
+
+def test_unsigned_is_missing_and_refused_only_where_required(aws):
+    amis = {REGION: aws["image"](REGION, "plain")}
+    result = verify_ami(aws["for"], lambda r: aws["s3"], amis, [new_key().public_key()], record())
+    assert result["signature"]["status"] == "missing"
+    assert "carries no immutable-infra:evidence tag" in result["signature"]["detail"]
+    policy = {"keys": [new_key().public_key()], "required": True, "where": "promotion_signature", "key_ids": ["k"]}
+
+    def verify(keys, required):
+        return verify_ami(aws["for"], lambda r: aws["s3"], amis, keys, record(), required)
+
+    with pytest.raises(PolicyError) as refused:
+        check_signature(policy, verify, amis[REGION], "ami", "web", "prod")
+    assert "bake_ami_evidence_bucket and bake_signing_key" in refused.value.message
+    assert "Nothing was pulled, switched, tagged or recorded" in refused.value.message
+    assert check_signature(dict(policy, required=False), verify, amis[REGION], "ami", "web", "prod")["checked"]
+
+
+def test_signed_with_another_key_is_wrong_key(aws):
+    amis, _done = baked(aws, new_key())
+    result = verify_ami(aws["for"], lambda r: aws["s3"], amis, [new_key().public_key()], record())
+    assert result["signature"]["status"] == "wrong_key"
+    assert result["provenance"]["status"] == "wrong_key"
+
+
+def test_an_object_replaced_in_the_bucket_is_tampered(aws):
+    key = new_key()
+    amis, _done = baked(aws, key)
+    sbom_key = f"evidence/{amis[REGION]}/sbom.cdx.json"
+    aws["s3"].put_object(Bucket=BUCKET, Key=sbom_key, Body=normalise_sbom(RAW.replace(b"5.2.15", b"5.3.00"), "x", "y"))
+    result = verify_ami(aws["for"], lambda r: aws["s3"], amis, [key.public_key()], record())
+    assert result["signature"]["status"] == "tampered"
+    assert "was replaced" in result["signature"]["detail"]
+    with pytest.raises(EvidenceError, match="was replaced"):
+        read_ami_sbom(aws["for"], lambda r: aws["s3"], amis)
+
+
+def test_tags_pointed_at_another_amis_evidence_are_refused(aws):
+    key = new_key()
+    amis, _done = baked(aws, key, "web")
+    other, _ = baked(aws, key, "other")
+    # the attacker copies the other bake's (valid, signed) evidence tags onto our AMIs
+    for region in (REGION, COPY):
+        tags = tags_of(aws, region, other[REGION] if region == REGION else other[COPY])
+        aws["for"](region).create_tags(
+            Resources=[amis[region]],
+            Tags=[{"Key": k, "Value": v} for k, v in tags.items() if k.startswith("immutable-infra:")],
+        )
+    result = verify_ami(aws["for"], lambda r: aws["s3"], amis, [key.public_key()], record())
+    assert result["signature"]["status"] == "other_digest"
+    assert "moved or copied from another AMI" in result["signature"]["detail"]
+    assert result["provenance"]["status"] == "subject_mismatch"
+
+
+def test_a_modified_statement_is_tampered_and_other_materials_mismatch(aws):
+    key = new_key()
+    amis, _done = baked(aws, key)
+    assert (
+        verify_ami(aws["for"], lambda r: aws["s3"], amis, [key.public_key()], dict(record(), fingerprint="sha256:00"))[
+            "provenance"
+        ]["status"]
+        == "materials_mismatch"
+    )
+    att_key = f"evidence/{amis[REGION]}/provenance.dsse.json"
+    envelope = json.loads(aws["s3"].get_object(Bucket=BUCKET, Key=att_key)["Body"].read())
+    statement = json.loads(base64.b64decode(envelope["payload"]))
+    statement["predicate"]["buildDefinition"]["internalParameters"]["fingerprint"] = "sha256:" + "00" * 32
+    envelope["payload"] = base64.b64encode(json.dumps(statement).encode()).decode()
+    body = json.dumps(envelope).encode()
+    aws["s3"].put_object(Bucket=BUCKET, Key=att_key, Body=body)
+    # whoever can write the object may move the tag too: the signature still refuses it
+    import hashlib
+
+    for region in (REGION, COPY):
+        aws["for"](region).create_tags(
+            Resources=[amis[region]],
+            Tags=[{"Key": "immutable-infra:provenance-sha256", "Value": hashlib.sha256(body).hexdigest()}],
+        )
+    result = verify_ami(aws["for"], lambda r: aws["s3"], amis, [key.public_key()], record())
+    assert result["provenance"]["status"] == "tampered"
+    assert "modified after signing" in result["provenance"]["detail"]
+
+
+def test_without_a_key_only_the_sbom_is_kept(aws):
+    amis = {REGION: aws["image"](REGION, "sbom-only")}
+    done = ensure_evidence(aws["for"], aws["s3"], amis, REGION, BUCKET, "", RAW, None, bake_inputs())
+    assert set(done["sha256s"]) == {"sbom"}
+    assert tags_of(aws, REGION, amis[REGION])[TAG_SBOM] == done["sha256s"]["sbom"]
+    result = verify_ami(aws["for"], lambda r: aws["s3"], amis, [new_key().public_key()], record(), False)
+    assert result["signature"]["status"] == "missing"
+    # a cached AMI baked without evidence and no syft output: nothing to keep, said plainly
+    bare = {REGION: aws["image"](REGION, "bare")}
+    assert ensure_evidence(aws["for"], aws["s3"], bare, REGION, BUCKET, "", None, None, bake_inputs())["sbom"] is None
