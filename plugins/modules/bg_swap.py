@@ -39,7 +39,7 @@ options:
   backend:
     description: Where the two colours run.
     type: str
-    choices: [docker, aws]
+    choices: [docker, aws, ecs]
     default: docker
   app:
     description:
@@ -282,18 +282,18 @@ options:
     type: str
   listener_arn:
     description:
-      - ARN of the ALB listener whose default action switches traffic (aws). Give it, or O(load_balancer_name) and
+      - ARN of the ALB listener whose default action switches traffic (aws, ecs). Give it, or O(load_balancer_name) and
         O(listener_port).
     type: str
   load_balancer_name:
-    description: Name of the ALB, to find the listener on O(listener_port) (aws).
+    description: Name of the ALB, to find the listener on O(listener_port) (aws, ecs).
     type: str
   listener_port:
-    description: Port of the production listener on O(load_balancer_name) (aws).
+    description: Port of the production listener on O(load_balancer_name) (aws, ecs).
     type: int
   target_groups:
     description:
-      - Target group names per colour, a dict with the keys C(blue) and C(green) (aws). Unset colours default to
+      - Target group names per colour, a dict with the keys C(blue) and C(green) (aws, ecs). Unset colours default to
         C(<app>-<env>-blue) and C(<app>-<env>-green).
     type: dict
   asg_names:
@@ -321,6 +321,29 @@ options:
         the next run. Keep it longer than a whole deployment (replacement, gate, steps and pauses).
     type: int
     default: 1800
+  cluster:
+    description:
+      - Name or ARN of the ECS cluster of the service (ecs). Required with O(backend=ecs).
+      - O(backend=ecs) deploys ECS task sets behind the ALB listener (O(listener_arn), or O(load_balancer_name) and
+        O(listener_port)) and its two target groups (O(target_groups)); the lock, the state parameter and the
+        analysis are the aws backend's. See C(docs/ecs.md).
+    type: str
+  service:
+    description:
+      - The ECS service (ecs), created with the C(EXTERNAL) deployment controller; each colour is one of its task
+        sets (C(externalId) blue or green). Default C(<app>-<env>).
+    type: str
+  task_family:
+    description:
+      - Task definition family (ecs) a first deployment starts from (its latest revision); later deployments start
+        from the live colour's task definition. A new revision differs only by the container's image, O(artifact)
+        (a digest reference; mutable tags are refused). Default the service name.
+    type: str
+  container_name:
+    description:
+      - The container of the task definition that gets O(artifact) and serves the target group (ecs). Needed when
+        the task definition has more than one container. Its first port mapping is registered in the target group.
+    type: str
 extends_documentation_fragment:
   - amazon.aws.common.modules
   - amazon.aws.region.modules
@@ -406,6 +429,19 @@ EXAMPLES = r"""
     env: prod
     state: rolled_back
     listener_arn: "{{ prod_listener_arn }}"
+
+- name: Deploy a container image to ECS task sets behind an ALB listener, in weighted steps (docs/ecs.md)
+  immutable.infra.bg_swap:
+    backend: ecs
+    region: eu-west-1
+    app: web
+    env: prod
+    cluster: web-prod
+    artifact: "{{ record.id }}"
+    load_balancer_name: web-prod
+    listener_port: 443
+    traffic_steps: [10, 50, 100]
+    step_pause: 60
 """
 
 RETURN = r"""
@@ -500,12 +536,12 @@ analysis:
     - {step: 20, verdict: passed, requests: 61, errors: 0, error_rate: 0.0, latency_ms: {p: 95, value: 3.0},
        window_s: 2.0, detail: "61 requests to green in 2.0 s, error rate 0.0%, p95 latency 3 ms"}
 listener_arn:
-  description: The listener that switches traffic (aws backend).
-  returned: when backend is aws
+  description: The listener that switches traffic (aws and ecs backends).
+  returned: when backend is aws or ecs
   type: str
 target_groups:
-  description: Target group ARN per colour (aws backend).
-  returned: when backend is aws
+  description: Target group ARN per colour (aws and ecs backends).
+  returned: when backend is aws or ecs
   type: dict
 asg_names:
   description: Auto Scaling group name per colour (aws backend).
@@ -521,23 +557,39 @@ launch_template_versions:
   type: dict
   sample: {green: 3}
 lock_parameter:
-  description: The SSM parameter used as deploy lock (aws backend).
-  returned: when backend is aws
+  description: The SSM parameter used as deploy lock (aws and ecs backends).
+  returned: when backend is aws or ecs
   type: str
   sample: /immutable-infra/locks/web/prod
 state_parameter:
-  description: The SSM parameter recording the last deployment or rollback (aws backend).
-  returned: when backend is aws
+  description: The SSM parameter recording the last deployment or rollback (aws and ecs backends).
+  returned: when backend is aws or ecs
   type: str
   sample: /immutable-infra/bg-state/web/prod
+cluster:
+  description: The ECS cluster (ecs backend).
+  returned: when backend is ecs
+  type: str
+  sample: web-prod
+service:
+  description: The ECS service whose task sets are the colours (ecs backend).
+  returned: when backend is ecs
+  type: str
+  sample: web-prod
+task_definitions:
+  description: Task definition ARN this run put on a colour, per colour (ecs backend; empty when none).
+  returned: when backend is ecs
+  type: dict
+  sample: {green: "arn:aws:ecs:eu-west-1:123456789012:task-definition/web-prod:7"}
 api_calls:
-  description: Number of AWS API calls this run made (aws backend; retries of throttled calls are not counted).
-  returned: when backend is aws
+  description: Number of AWS API calls this run made (aws and ecs backends; retries of throttled calls are not
+    counted).
+  returned: when backend is aws or ecs
   type: int
   sample: 31
 api_calls_by_operation:
-  description: The AWS API calls of this run per C(service.operation) (aws backend).
-  returned: when backend is aws
+  description: The AWS API calls of this run per C(service.operation) (aws and ecs backends).
+  returned: when backend is aws or ecs
   type: dict
   sample: {elbv2.modify_listener: 1, autoscaling.update_auto_scaling_group: 2}
 """
@@ -563,7 +615,7 @@ from ansible_collections.immutable.infra.plugins.module_utils.docker._engine imp
 
 def argument_spec():
     return dict(
-        backend=dict(type="str", choices=["docker", "aws"], default="docker"),
+        backend=dict(type="str", choices=["docker", "aws", "ecs"], default="docker"),
         app=dict(type="str", required=True),
         env=dict(type="str", required=True),
         artifact=dict(type="str"),
@@ -627,6 +679,10 @@ def argument_spec():
         desired_capacity=dict(type="int"),
         instance_type=dict(type="str"),
         lock_ttl=dict(type="int", default=1800),
+        cluster=dict(type="str"),
+        service=dict(type="str"),
+        task_family=dict(type="str"),
+        container_name=dict(type="str"),
     )
 
 
@@ -734,6 +790,55 @@ def aws_backend(module):
     )
 
 
+def ecs_backend(module):
+    """backend=ecs (docs/ecs.md): the aws backend's listener, target groups, lock and retries, ECS task sets."""
+    p = module.params
+    if not p["cluster"]:
+        raise BlueGreenError("backend=ecs needs cluster: the name of the ECS cluster that runs the service")
+    validate_artifact("docker", p["artifact"])  # a digest reference, never a mutable tag, before any AWS call
+    if not p["listener_arn"] and not (p["load_balancer_name"] and p["listener_port"]):
+        raise BlueGreenError(
+            "backend=ecs needs the listener that switches traffic: listener_arn, or load_balancer_name and "
+            "listener_port"
+        )
+    if p["lock_ttl"] < 60:
+        raise BlueGreenError(f"lock_ttl must be at least 60 seconds, got {p['lock_ttl']}")
+    from ansible_collections.amazon.aws.plugins.module_utils.botocore import check_sdk_version_supported
+    from ansible_collections.amazon.aws.plugins.module_utils.exceptions import AnsibleBotocoreError
+    from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
+
+    try:
+        check_sdk_version_supported(warn=module.warn)
+    except AnsibleBotocoreError as exc:
+        raise BlueGreenError(
+            f"backend=ecs needs boto3 and botocore on the host running the module: {exc.message}"
+        ) from None
+    from ansible_collections.immutable.infra.plugins.module_utils.deploy.ecs._backend import EcsBackend
+
+    retry = AWSRetry.jittered_backoff(retries=10)
+    services = ["ecs", "elbv2", "ssm"]
+    if (p["analysis"] or {}).get("cloudwatch_alarms"):
+        services.append("cloudwatch")
+    clients = {name: module.client(name, retry_decorator=retry) for name in services}
+    return EcsBackend(
+        clients,
+        p["app"],
+        p["env"],
+        cluster=p["cluster"],
+        service=p["service"],
+        task_family=p["task_family"],
+        container_name=p["container_name"],
+        wait_timeout=max(p["health_timeout"], 60.0),
+        listener_arn=p["listener_arn"],
+        load_balancer_name=p["load_balancer_name"],
+        listener_port=p["listener_port"],
+        target_groups=p["target_groups"],
+        lock_ttl=p["lock_ttl"],
+        poll_interval=p["health_interval"],
+        region=module.region,
+    )
+
+
 ARGUMENT_SPEC = argument_spec()
 MODULE_OPTIONS = dict(
     required_if=[("state", "deployed", ["artifact"])],
@@ -772,7 +877,10 @@ def run_module(module):
             raise BlueGreenError("health_checks_required must be at least 1")
         if p["router"] and p["backend"] != "docker":
             raise BlueGreenError("router is for backend=docker only: leave it out for backend=aws")
-        backend = aws_backend(module) if p["backend"] == "aws" else docker_backend(module)
+        if p["backend"] == "ecs":
+            backend = ecs_backend(module)
+        else:
+            backend = aws_backend(module) if p["backend"] == "aws" else docker_backend(module)
         router = None
         if p["router"]:
             started = time.monotonic()
@@ -790,14 +898,14 @@ def run_module(module):
             result["router"] = {key: router[key] for key in ("changed", "files_changed", "started", "reloaded")}
             result["timings"] = dict(result.get("timings") or {}, router=router_seconds)
             result["changed"] = bool(result.get("changed")) or router["changed"]
-        if p["backend"] == "aws":
+        if p["backend"] in ("aws", "ecs"):
             # counted again after the lock was released, so its calls are included
             result.update(
                 api_calls=backend.api_calls(), api_calls_by_operation=backend.details()["api_calls_by_operation"]
             )
     except BlueGreenError as exc:
         extra = dict(exc.extra)
-        if p["backend"] == "aws" and backend is not None:
+        if p["backend"] in ("aws", "ecs") and backend is not None:
             extra.setdefault("api_calls", backend.api_calls())
         module.fail_json(msg=exc.msg, **extra)
     module.exit_json(**result)

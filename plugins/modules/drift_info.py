@@ -21,6 +21,9 @@ description:
     colour running a digest the ledger never recorded in that environment are reported too."
   - "V(aws): every InService instance of O(environments[].auto_scaling_groups) must run the ledger's AMI for
     O(region) (an AMI ID, or the region's entry of a region map)."
+  - "V(ecs): the PRIMARY task set of the ECS service (the live colour of M(immutable.infra.bg_swap) O(backend=ecs))
+    must run the ledger's digest reference in its task definition's container; a service changed by hand to a task
+    definition with another image, and a task set without a blue/green C(externalId), are reported (docs/ecs.md)."
 author:
   - immutable.infra contributors (@immutable-infra)
 options:
@@ -41,7 +44,7 @@ options:
       backend:
         description: How the environment runs its artifact.
         type: str
-        choices: [docker, aws]
+        choices: [docker, aws, ecs]
         default: docker
       expected:
         description:
@@ -61,6 +64,15 @@ options:
         type: list
         elements: str
         default: []
+      cluster:
+        description: V(ecs) only. The ECS cluster of the service.
+        type: str
+      service:
+        description: V(ecs) only. The ECS service whose task sets are the colours. Default C(<app>-<name>).
+        type: str
+      container_name:
+        description: V(ecs) only. The container that runs the artifact, when the task definition has several.
+        type: str
   writable_paths:
     description:
       - V(docker) only. Paths the live container may change at run time; C(docker diff) entries under them (and
@@ -157,7 +169,8 @@ environments:
     - "V(docker): C(live_colour), C(container), C(running), C(started_with), C(image_digests),
       C(filesystem_changes), C(extra_containers) (named C(<app>-<env>-*) but not a colour), and with
       O(only_colours) C(foreign_containers) (the names of the other containers).
-      V(aws): C(region), C(instances) (group, instance_id, image_id)."
+      V(aws): C(region), C(instances) (group, instance_id, image_id).
+      V(ecs): C(cluster), C(service), C(task_sets) (id, external_id, status, task_definition, image)."
   returned: always
   type: dict
   sample: {prod: {backend: docker, live_colour: green, container: web-prod-green, mismatches: []}}
@@ -182,11 +195,14 @@ def main():
             required=True,
             options=dict(
                 name=dict(type="str", required=True),
-                backend=dict(type="str", choices=["docker", "aws"], default="docker"),
+                backend=dict(type="str", choices=["docker", "aws", "ecs"], default="docker"),
                 expected=dict(type="raw"),
                 known_ids=dict(type="list", elements="raw", default=[]),
                 nginx_conf_dir=dict(type="path"),
                 auto_scaling_groups=dict(type="list", elements="str", default=[]),
+                cluster=dict(type="str"),
+                service=dict(type="str"),
+                container_name=dict(type="str"),
             ),
         ),
         writable_paths=dict(
@@ -202,7 +218,7 @@ def main():
         argument_spec=with_hidden_access_key(argument_spec), supports_check_mode=True, check_boto3=False
     )
     app = module.params["app"]
-    docker_envs, aws_envs = [], []
+    docker_envs, aws_envs, ecs_envs = [], [], []
     for env in module.params["environments"]:
         if env["backend"] == "docker":
             if not env.get("nginx_conf_dir"):
@@ -211,6 +227,10 @@ def main():
                     f"{app}-{env['name']}.upstream.conf"
                 )
             docker_envs.append(dict(env, app=app))
+        elif env["backend"] == "ecs":
+            if not env.get("cluster"):
+                module.fail_json(msg=f"environment {env['name']!r} (ecs) needs cluster: the ECS cluster of its service")
+            ecs_envs.append(env)
         else:
             aws_envs.append(env)
 
@@ -239,6 +259,21 @@ def main():
             except Exception as exc:  # pylint: disable=broad-exception-caught  # botocore errors, reported as such
                 module.fail_json_aws(exc, msg=f"could not read the instances of environment {env['name']!r}")
             results[env["name"]] = aws_findings(instances, missing, env.get("expected"), region)
+
+    if ecs_envs:
+        if not module.region:
+            module.fail_json(msg="ecs environments need region (or AWS_REGION / AWS_DEFAULT_REGION)")
+        from ansible_collections.immutable.infra.plugins.module_utils.deploy.ecs._drift import EcsInspector
+        from ansible_collections.immutable.infra.plugins.module_utils.deploy.ecs._drift import ecs_findings
+
+        inspector = EcsInspector(module.client("ecs"))
+        for env in ecs_envs:
+            service = env.get("service") or f"{app}-{env['name']}"
+            try:
+                found = inspector.read(env["cluster"], service, env.get("container_name"))
+            except Exception as exc:  # pylint: disable=broad-exception-caught  # botocore errors, reported as such
+                module.fail_json_aws(exc, msg=f"could not read ECS service {service} of environment {env['name']!r}")
+            results[env["name"]] = ecs_findings(found, env["cluster"], service, env.get("expected"))
 
     mismatches = [f"{name}: {item}" for name, res in results.items() for item in res["mismatches"]]
     module.exit_json(changed=False, drift=bool(mismatches), mismatches=mismatches, environments=results)
