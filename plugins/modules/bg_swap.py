@@ -813,9 +813,10 @@ def ecs_backend(module):
         raise BlueGreenError(
             f"backend=ecs needs boto3 and botocore on the host running the module: {exc.message}"
         ) from None
+    from ansible_collections.immutable.infra.plugins.module_utils.deploy.ecs._backend import EXTRA_RETRY_CODES
     from ansible_collections.immutable.infra.plugins.module_utils.deploy.ecs._backend import EcsBackend
 
-    retry = AWSRetry.jittered_backoff(retries=10)
+    retry = AWSRetry.jittered_backoff(retries=10, catch_extra_error_codes=list(EXTRA_RETRY_CODES))
     services = ["ecs", "elbv2", "ssm"]
     if (p["analysis"] or {}).get("cloudwatch_alarms"):
         services.append("cloudwatch")

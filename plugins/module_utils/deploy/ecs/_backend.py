@@ -56,6 +56,9 @@ from ansible_collections.immutable.infra.plugins.module_utils.deploy.aws._backen
 from ansible_collections.immutable.infra.plugins.module_utils.deploy.aws._backend import failure
 
 CLUSTER_MISSING = ("ClusterNotFoundException",)
+# ECS says ThrottlingException, which amazon.aws's AWSRetry does not retry by default (it knows "Throttling"):
+# bg_swap passes these as catch_extra_error_codes
+EXTRA_RETRY_CODES = ("ThrottlingException",)
 TASK_DEFINITION_MISSING = ("ClientException", "InvalidParameterException")
 # the task definition fields register_task_definition takes back (describe_task_definition adds others: arn,
 # revision, status, requiresAttributes, compatibilities, registeredAt/By)
