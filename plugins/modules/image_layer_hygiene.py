@@ -14,9 +14,9 @@ description:
   - Reads the image from the registry by digest and checks each of its layers on its own with the rules of
     M(immutable.infra.image_hygiene) (host and user SSH keys, histories, a non-empty machine-id, client credential
     files, private keys and token-shaped strings in files, O(forbidden) globs).
-  - Why each layer: a file written in one layer and removed in a later one is only hidden by a whiteout; its bytes
+  - "Why each layer: a file written in one layer and removed in a later one is only hidden by a whiteout; its bytes
     stay in the earlier layer's blob, which the registry serves to anyone who may pull the image. A check of the
-    merged file system (what M(immutable.infra.image_hygiene) does on a bake's builder) cannot see it.
+    merged file system (what M(immutable.infra.image_hygiene) does on a bake's builder) cannot see it."
   - A bake of this collection pushes one layer above its base, checked before the push; this module is the proof
     for any image, for example one made by C(docker build), or one a team receives.
   - Only the paths the rules read are unpacked, to a temporary directory removed at the end; whiteouts are not
