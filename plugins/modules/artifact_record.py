@@ -189,6 +189,11 @@ options:
         C(signed=false) with the other keys null when the bake had no signing key. Omitted, the record has no
         C(signature) field.
     type: dict
+  ami_sbom:
+    description:
+      - O(kind=ami) only. The record's C(sbom) field of an AMI, as M(immutable.infra.artifact_ami_evidence) returns
+        it (the SBOM is in S3, its C(reference) an C(s3://) URL; C(docs/supply-chain.md), "AMIs").
+    type: dict
 extends_documentation_fragment:
   - immutable.infra.registry
 attributes:
@@ -373,6 +378,7 @@ ARGUMENT_SPEC = dict(
     publish=dict(type="bool", default=False),
     sbom=dict(type="bool", default=False),
     signature=dict(type="dict"),
+    ami_sbom=dict(type="dict"),
     **registry_argument_spec(),
 )
 MODULE_OPTIONS = dict(
@@ -385,7 +391,7 @@ MODULE_OPTIONS = dict(
     ],
 )
 RECORD_OPTIONS = tuple(
-    key for key in ARGUMENT_SPEC if key not in ("path", "publish", "sbom") + tuple(registry_argument_spec())
+    key for key in ARGUMENT_SPEC if key not in ("path", "publish", "sbom", "ami_sbom") + tuple(registry_argument_spec())
 )
 
 
@@ -399,13 +405,18 @@ def run_module(module):
     try:
         record = build_record(**{key: params[key] for key in RECORD_OPTIONS})
         validate(record, params["bake_id"])
+        if params["ami_sbom"]:
+            if params["kind"] != "ami":
+                raise RecordError("ami_sbom is for kind=ami only: a container's SBOM comes with sbom=true")
+            record = build_record(**{key: params[key] for key in RECORD_OPTIONS}, sbom=params["ami_sbom"])
+            validate(record, params["bake_id"])
         client = None
         if params["publish"] or params["sbom"]:
             if params["kind"] != "container":
                 raise RecordError(
                     "publish is for kind=container only: an AMI's record is kept with the AMI"
                     if params["publish"]
-                    else "sbom is for kind=container only: an AMI's SBOM is not generated yet (docs/supply-chain.md)"
+                    else "sbom is for kind=container only: an AMI's SBOM comes from artifact_ami_evidence (ami_sbom)"
                 )
             try:
                 client = registry_client(split_id(record["id"])[1], params, open_url, module.run_command)

@@ -11,15 +11,21 @@ and sharing, cleanup of the instance, key pair, security group, key file and kno
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import boto3
 import pytest
 from conftest import REPO_ROOT
 from conftest import read_valid_record
 from conftest import run_playbook
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ami_standin import SSH_USER  # noqa: E402
@@ -32,6 +38,7 @@ from moto_fixtures import ec2_client  # noqa: E402
 from moto_fixtures import register_base_ami  # noqa: E402
 from moto_fixtures import start_moto  # noqa: E402
 from moto_fixtures import stop_moto  # noqa: E402
+from test_promotion import Chain  # noqa: E402
 
 pytestmark = pytest.mark.moto
 
@@ -41,6 +48,7 @@ REGION = "us-east-1"
 COPY_REGIONS = ["eu-west-1", "us-west-2"]
 ACCOUNT = "111122223333"
 TAG = "immutable-infra:"
+BUCKET = "ami-evidence"
 # No credentials from the host, no metadata-service probing: only what the tests pass.
 AWS_ENV = {
     "AWS_EC2_METADATA_DISABLED": "true",
@@ -74,7 +82,9 @@ def aws(moto):
     """A registered base AMI, a VPC and a subnet in the source region."""
     ec2 = ec2_client(moto)
     base, _vpc, subnet = base_ami_and_subnet(ec2, 43)
-    return {"endpoint": moto, "ec2": ec2, "base_ami": base, "subnet": subnet}
+    s3 = boto3.client("s3", endpoint_url=moto, region_name=REGION, **FAKE_KEYS)
+    s3.create_bucket(Bucket=BUCKET)
+    return {"endpoint": moto, "ec2": ec2, "base_ami": base, "subnet": subnet, "s3": s3}
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +112,18 @@ def work(tmp_path_factory):
         roles, "broken", "- name: Fail on purpose\n  ansible.builtin.command: /bin/false\n  changed_when: false\n"
     )
     (root / "keys").mkdir()
+    # the signing key of every bake here (docs/supply-chain.md, "AMIs"), outside the bake's key directory
+    key = ec.generate_private_key(ec.SECP256R1())
+    (root / "signing.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    (root / "signing.pub").write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    other = ec.generate_private_key(ec.SECP256R1()).public_key()
+    (root / "other.pub").write_bytes(
+        other.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     return {"root": root, "roles": roles, "artifacts": root / "artifacts", "keys": root / "keys"}
 
 
@@ -149,6 +171,9 @@ def bake(
         "bake_ami_tags": {"app": app},
         "bake_ami_poll_interval": 1,
         "bake_ami_key_dir": str(work["keys"]),
+        # the AMI's SBOM (syft on the builder), signature and provenance, in moto's S3
+        "bake_ami_evidence_bucket": BUCKET,
+        "bake_signing_key_path": str(work["root"] / "signing.pem"),
         # a stand-in answers within seconds; without one, a builder launched by mistake fails in a minute
         "bake_ami_ssh_timeout": 60,
         **(box.bake_vars if box else {}),
@@ -200,7 +225,18 @@ def baked(aws, work, standin_image):
         proc = bake(aws, work, app, "-vvv", box=box, env={"ANSIBLE_HOST_KEY_CHECKING": "False"})
         assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
         record = latest(work, f"{app}-ami")
-        yield {"app": app, "proc": proc, "record": record, "instances_before": before, "box": box}
+        objects = evidence_objects(aws, record)
+        yield {"app": app, "proc": proc, "record": record, "instances_before": before, "box": box, "objects": objects}
+
+
+def evidence_objects(aws, record) -> dict:
+    """{name: (bytes, LastModified)} of the AMI's evidence objects in S3."""
+    prefix = f"immutable-infra/{record['id'][REGION]}/"
+    found = {}
+    for name in ("sbom.cdx.json", "signature.json", "provenance.dsse.json"):
+        got = aws["s3"].get_object(Bucket=BUCKET, Key=prefix + name)
+        found[name] = (got["Body"].read(), got["LastModified"])
+    return found
 
 
 def test_ami_bake_copies_tags_shares_and_records_every_region(aws, baked):
@@ -292,6 +328,10 @@ def test_cache_hit_launches_nothing(aws, work, baked):
     assert all_instances(aws["ec2"]) == before
     assert aws["ec2"].describe_key_pairs()["KeyPairs"] == keys_before
     assert said(proc, "cached (nothing launched)")
+    # the same SBOM, signature and provenance: reused from S3 (no builder, so no syft), not one object rewritten
+    assert record["sbom"] == baked["record"]["sbom"] and record["signature"] == baked["record"]["signature"]
+    assert evidence_objects(aws, record) == baked["objects"]
+    assert said(proc, f"sbom: {record['sbom']['reference']}")
 
 
 def test_a_failing_role_removes_the_builder_and_records_nothing(aws, work, baked, standin_image):
@@ -447,3 +487,93 @@ def test_a_builder_that_never_accepts_the_key_fails_the_bake_and_removes_everyth
     assert list(work["keys"].iterdir()) == []  # the key file and the known_hosts file
     assert latest(work, f"{baked['app']}-ami") == record_before
     assert "PRIVATE KEY" not in proc.stdout + proc.stderr
+
+
+# -- the AMI's SBOM, signature and provenance (docs/supply-chain.md, "AMIs") -------------------------------------
+
+
+def test_the_ami_carries_its_sbom_signature_and_provenance_in_s3_named_by_its_tags(aws, work, baked):
+    record, objects = baked["record"], baked["objects"]
+    source = record["id"][REGION]
+    location = f"s3://{BUCKET}/immutable-infra/{source}/"
+    assert record["sbom"]["reference"] == location + "sbom.cdx.json"
+    assert record["signature"]["signed"] is True and record["signature"]["signature"] == location + "signature.json"
+    sbom = objects["sbom.cdx.json"][0]
+    assert record["sbom"]["sha256"] == "sha256:" + hashlib.sha256(sbom).hexdigest()
+    # syft read the builder's filesystem: Debian packages with purls, the stand-in's sshd among them
+    document = json.loads(sbom)
+    assert document["metadata"]["component"]["version"] == source
+    purls = [c.get("purl", "") for c in document["components"]]
+    assert any(p.startswith("pkg:deb/debian/openssh-server@") for p in purls), purls[:10]
+    assert record["sbom"]["packages"] == len(document["components"]) > 50
+    # the local copy is the same bytes
+    assert (work["artifacts"] / f"{baked['app']}-ami" / record["sbom"]["path"]).read_bytes() == sbom
+    # the source AMI and every copy name the objects and their sha256
+    for region, ami in record["id"].items():
+        tags = tags_of(ec2_client(aws["endpoint"], region).describe_images(ImageIds=[ami])["Images"][0])
+        assert tags[f"{TAG}evidence"] == location, region
+        for name, tag in (
+            ("sbom.cdx.json", "sbom"),
+            ("signature.json", "signature"),
+            ("provenance.dsse.json", "provenance"),
+        ):
+            assert tags[f"{TAG}{tag}-sha256"] == hashlib.sha256(objects[name][0]).hexdigest(), (region, name)
+    # the signed payload binds every AMI with its region and the SBOM
+    signed = json.loads(objects["signature.json"][0])
+    payload = json.loads(base64.b64decode(signed["payload"]))
+    assert payload["critical"]["image"]["amis"] == record["id"]
+    assert payload["critical"]["sbom"]["sha256"] == hashlib.sha256(sbom).hexdigest()
+    # syft left nothing on the builder, and its raw output nothing on the controller
+    assert baked["box"].sh("ls /tmp /var/tmp").stdout.count("immutable-infra-sbom-") == 0
+    assert list(work["keys"].iterdir()) == []
+
+
+def test_the_gate_passes_the_signed_ami_and_refuses_it_unsigned_wrongly_signed_or_tampered(aws, work, baked, tmp_path):
+    record = baked["record"]
+    chain = Chain(tmp_path, f"{baked['app']}-ami", [record], backend="none", env=AWS_ENV)
+    group_vars = chain.inventory / "group_vars" / "all"
+    trusted = {"required": True, "public_keys": [str(work["root"] / "signing.pub")]}
+    (group_vars / "aws.yml").write_text(
+        json.dumps(
+            {
+                "promotion_aws": {"region": REGION, "endpoint_url": aws["endpoint"], **FAKE_KEYS},
+                "promotion_signature": trusted,
+            }
+        )
+    )
+    res = chain.run("deploy.yml", env="dev")
+    assert res.returncode == 0, res.stdout[-5000:]
+    assert "signature: valid (sha256:" in res.stdout and "provenance: valid" in res.stdout, res.stdout[-3000:]
+    ledger = chain.ledger_path.read_bytes()
+
+    def refused(text: str, **extra) -> None:
+        res = chain.run("promote.yml", **{"from": "dev", "to": "staging"}, **extra)
+        assert res.returncode != 0, res.stdout[-3000:]
+        assert said(res, text), res.stdout[-3000:]
+        assert said(res, "Nothing was pulled, switched, tagged or recorded")
+        assert chain.ledger_path.read_bytes() == ledger
+
+    # signed by a key the policy does not trust
+    other = {"required": True, "public_keys": [str(work["root"] / "other.pub")]}
+    refused("is not signed by a trusted key", promotion_signature=other)
+    # the SBOM object replaced by another (its sha256 is no longer the one the AMIs' tags name)
+    source = record["id"][REGION]
+    key = f"immutable-infra/{source}/sbom.cdx.json"
+    kept = aws["s3"].get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    aws["s3"].put_object(Bucket=BUCKET, Key=key, Body=kept.replace(b"openssh-server", b"openssh-zerver"))
+    try:
+        refused("it was replaced")
+    finally:
+        aws["s3"].put_object(Bucket=BUCKET, Key=key, Body=kept)
+    # unsigned: the evidence tags removed from every AMI (a bake without bake_ami_evidence_bucket)
+    removed = {}
+    for region, ami in record["id"].items():
+        ec2 = ec2_client(aws["endpoint"], region)
+        tags = tags_of(ec2.describe_images(ImageIds=[ami])["Images"][0])
+        removed[region] = [{"Key": k, "Value": v} for k, v in tags.items() if k.startswith(f"{TAG}evidence")]
+        ec2.delete_tags(Resources=[ami], Tags=[{"Key": t["Key"]} for t in removed[region]])
+    try:
+        refused("signature check failed: no signature")
+    finally:
+        for region, ami in record["id"].items():
+            ec2_client(aws["endpoint"], region).create_tags(Resources=[ami], Tags=removed[region])
