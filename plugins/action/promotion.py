@@ -32,6 +32,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import 
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import ami_for_region
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import analysis_secrets
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import aws_swap_args
+from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import ecs_swap_args
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import env_region
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import env_tag_args
 from ansible_collections.immutable.infra.plugins.plugin_utils._promotion import fleet_analysis_problem
@@ -213,6 +214,8 @@ class ActionModule(InProcessModuleAction):
             failed = self._switch_docker(params, task_vars, out)
         elif settings["backend"] == "aws":
             failed = self._switch_aws(aws, task_vars, out)
+        elif settings["backend"] == "ecs":
+            failed = self._switch_ecs(params, aws, task_vars, out)
         elif settings["backend"] == "swarm":
             failed = self._switch_swarm(task_vars, out)
         else:
@@ -423,6 +426,43 @@ class ActionModule(InProcessModuleAction):
         if swap.get("failed"):
             return {"msg": swap.get("msg", "bg_swap failed")}
         out["changed"] = bool(swap.get("changed"))
+        return None
+
+    def _switch_ecs(self, params, aws, task_vars, out):
+        """The env tag's plan, bg_swap backend=ecs (docs/ecs.md; as a module: it needs AWS clients), the env tag."""
+        from ansible_collections.immutable.infra.plugins.modules import bg_swap
+
+        settings, request, artifact_id = out["settings"], out["request"], out["artifact_id"]
+        env = request["env"]
+        record = record_of(out["records"], artifact_id)
+        with self._timed(out, "env_tag_plan"):
+            planned = self._env_tag(params, settings, env, record, task_vars, check_mode=True)
+        if planned.get("failed"):
+            return {"tag": planned, "msg": f"the environment tag {env} cannot be added: {planned.get('msg', '')}"}
+        region = env_region(settings, env, os.environ)
+        args = ecs_swap_args(settings, env, artifact_id, region, swap_state(request["action"]), aws)
+        with self._timed(out, "swap"):
+            swap = self.run_module_step(
+                "immutable.infra.bg_swap",
+                bg_swap,
+                args,
+                task_vars,
+                check_mode=self._check_mode(),
+                only_when=DOCKER_ONLY,
+            )
+        swap.pop("invocation", None)  # the module's arguments: the AWS connection is not the result's business
+        out["swap"] = swap
+        if swap.get("failed"):
+            return {"msg": swap.get("msg", "bg_swap failed")}
+        out["changed"] = bool(swap.get("changed"))
+        with self._timed(out, "env_tag"):
+            out["tag"] = self._env_tag(params, settings, env, record, task_vars, self._check_mode())
+        if out["tag"].get("failed"):
+            return {
+                "msg": f"{settings['app']}/{env} now runs {artifact_id}, but the environment tag failed, so the"
+                f" ledger was not updated: {out['tag'].get('msg', '')}"
+            }
+        out["changed"] = out["changed"] or bool(out["tag"].get("changed"))
         return None
 
     def _switch_swarm(self, task_vars, out):

@@ -33,7 +33,7 @@ from ansible_collections.immutable.infra.plugins.module_utils.common._locks impo
 from ansible_collections.immutable.infra.plugins.module_utils.common._locks import iso_time
 
 APP_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
-BACKENDS = ("docker", "aws", "none")
+BACKENDS = ("docker", "aws", "ecs", "none")
 ACTIONS = ("deploy", "promote", "rollback")
 LEDGER_CONNECTION = ("backend", "path", "prefix", "region", "endpoint_url")
 AMI_ID = re.compile(r"^ami-[0-9a-f]{8,17}$")
@@ -140,8 +140,8 @@ def settings_problem(settings: dict, check_envs: list, usage: str) -> str | None
         return (
             f"invalid settings: app {json.dumps(settings['app'])} must be lower-case letters, digits, '.', '_' and"
             " '-'; promotion_chain must be a list such as [dev, staging, prod]; promotion_artifacts_dir must be set;"
-            f" promotion_backend {json.dumps(settings['backend'])} must be docker, aws or none (none: gate and"
-            " record in the ledger only, see docs/promotion.md)"
+            f" promotion_backend {json.dumps(settings['backend'])} must be {', '.join(BACKENDS[:-1])} or none"
+            " (none: gate and record in the ledger only, see docs/promotion.md)"
         )
     environments = settings["environments"]
     for env in check_envs:
@@ -177,6 +177,19 @@ def settings_problem(settings: dict, check_envs: list, usage: str) -> str | None
                 f"environment {env} has no aws settings in promotion_environments: give it listener_arn (or"
                 " load_balancer_name and listener_port), and optionally region, target_groups, asg_names,"
                 ' launch_templates, desired_capacity (docs/promotion.md, "aws backend")'
+            )
+        if settings["backend"] == "ecs" and not (
+            isinstance(envcfg, dict)
+            and envcfg.get("cluster")
+            and (
+                envcfg.get("listener_arn")
+                or (envcfg.get("load_balancer_name") and str(envcfg.get("listener_port") or ""))
+            )
+        ):
+            return (
+                f"environment {env} has no ecs settings in promotion_environments: give it cluster and listener_arn"
+                " (or load_balancer_name and listener_port), and optionally region, service, task_family,"
+                ' container_name, target_groups (docs/ecs.md, "Promotion")'
             )
     return None
 
@@ -445,6 +458,37 @@ def aws_swap_args(settings: dict, env: str, ami: str, region: str, state: str, c
     args = dict(connection)
     args.update(backend="aws", app=settings["app"], env=env, state=state, artifact=ami, region=region)
     args.update({key: envcfg[key] for key in AWS_SWAP_OPTIONS if envcfg.get(key) is not None})
+    args.update({key: envcfg.get(key, settings[key]) for key in AWS_SWAP_DEFAULTS})
+    if env_analysis(settings, env):
+        args["analysis"] = _analysis_for(env_analysis(settings, env), "aws")
+    return args
+
+
+# bg_swap (ecs backend, docs/ecs.md) options an environment of promotion_environments may set
+ECS_SWAP_OPTIONS = (
+    "cluster",
+    "service",
+    "task_family",
+    "container_name",
+    "listener_arn",
+    "load_balancer_name",
+    "listener_port",
+    "target_groups",
+    "step_pause",
+    "health_checks_required",
+    "verify_timeout",
+    "old_colour_action",
+    "lock_ttl",
+)
+
+
+def ecs_swap_args(settings: dict, env: str, artifact_id, region: str, state: str, connection: dict) -> dict:
+    """bg_swap's arguments (ecs backend): the AWS connection (promotion_aws), the environment's cluster, service,
+    listener and gate settings, the artifact's digest reference (bg_swap refuses anything else)."""
+    envcfg = settings["environments"][env]
+    args = dict(connection)
+    args.update(backend="ecs", app=settings["app"], env=env, state=state, artifact=artifact_id, region=region)
+    args.update({key: envcfg[key] for key in ECS_SWAP_OPTIONS if envcfg.get(key) is not None})
     args.update({key: envcfg.get(key, settings[key]) for key in AWS_SWAP_DEFAULTS})
     if env_analysis(settings, env):
         args["analysis"] = _analysis_for(env_analysis(settings, env), "aws")

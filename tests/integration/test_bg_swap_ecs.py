@@ -9,6 +9,7 @@ The artifacts are digest references; ECS on moto never pulls them.
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 
@@ -16,6 +17,7 @@ import boto3
 import pytest
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 from ansible_collections.amazon.aws.plugins.module_utils.retries import RetryingBotoClientWrapper
+from conftest import REPO_ROOT
 from conftest import run_playbook
 from moto_fixtures import FAKE_ENV
 from moto_fixtures import FAKE_KEYS
@@ -58,11 +60,11 @@ def client(endpoint, service):
 class EcsEnv:
     """One app/env on moto: listener -> blue target group, a cluster, a task definition family, an EXTERNAL service."""
 
-    def __init__(self, endpoint: str, unique: str, target_type: str = "ip"):
+    def __init__(self, endpoint: str, unique: str, target_type: str = "ip", env: str = "test"):
         self.endpoint = endpoint
         self.app = f"ecs{unique}"
-        self.env = "test"
-        self.cluster = f"{self.app}-cluster"
+        self.env = env
+        self.cluster = f"{self.app}-{env}-cluster"
         self.service = f"{self.app}-{self.env}"
         self.clients = {name: client(endpoint, name) for name in ("ecs", "elbv2", "ssm", "ec2")}
         ec2, elb, ecs = self.clients["ec2"], self.clients["elbv2"], self.clients["ecs"]
@@ -351,3 +353,77 @@ def test_bad_input_is_refused_before_anything_changes(ecs_env, change, needle):
     assert needle in failed.value.msg and ("pass" in failed.value.msg or "create" in failed.value.msg)
     assert ecs_env.task_sets() == {}
     assert ecs_env.weights() == {"blue": 100}
+
+
+def test_promotion_playbooks_with_promotion_backend_ecs(moto, unique, tmp_path):
+    """deploy.yml -> promote.yml -> a new deploy -> rollback.yml -> verify.yml (no drift) -> a hand change ->
+    verify.yml fails naming it; promote.yml is called as for the other backends, the backend is a group var."""
+    envs = {env: EcsEnv(moto, unique, env=env) for env in ("dev", "prod")}
+    app = envs["dev"].app
+    records = tmp_path / "artifacts" / app / "records"
+    records.mkdir(parents=True)
+    for index, digest in enumerate(DIGESTS[:2]):
+        (records / f"{index:02d}.json").write_text(
+            json.dumps({"schema": 1, "name": app, "kind": "container", "id": digest})
+        )
+    (tmp_path / "artifacts" / app / "latest.json").write_text((records / "00.json").read_text())
+    inventory = tmp_path / "inventory"
+    (inventory / "group_vars" / "all").mkdir(parents=True)
+    shutil.copy(REPO_ROOT / "inventories" / "local" / "hosts.yml", inventory / "hosts.yml")
+    gate = {"health_checks_required": 2, "health_interval": 0.05, "verify_timeout": 2}
+    prefix = f"/ecs-promotion-test/{unique}"
+    settings = {
+        "promotion_chain": ["dev", "prod"],
+        "promotion_app": app,
+        "promotion_backend": "ecs",
+        "promotion_artifacts_dir": str(tmp_path / "artifacts"),
+        "promotion_ledger": {"backend": "ssm", "prefix": prefix, "region": REGION, "endpoint_url": moto},
+        "promotion_aws": {
+            "region": REGION,
+            "endpoint_url": moto,
+            "access_key": FAKE_KEYS["aws_access_key_id"],
+            "secret_key": FAKE_KEYS["aws_secret_access_key"],
+        },
+        "promotion_environments": {
+            "dev": dict(gate, cluster=envs["dev"].cluster, listener_arn=envs["dev"].listener),
+            "prod": dict(gate, cluster=envs["prod"].cluster, load_balancer_name=f"{app}-prod", listener_port=80),
+        },
+    }
+    (inventory / "group_vars" / "all" / "promotion.yml").write_text(json.dumps(settings))
+
+    def run(playbook, **extra):
+        res = run_playbook(REPO_ROOT / "playbooks" / playbook, extra, "-i", str(inventory), env=FAKE_ENV)
+        return res, res.stdout[-6000:] + res.stderr[-2000:]
+
+    def live(env):
+        task_sets = envs[env].task_sets()
+        colour = next(iter(envs[env].weights()))
+        return colour, envs[env].image(task_sets[colour]["taskDefinition"])
+
+    res, out = run("deploy.yml", env="dev")
+    assert res.returncode == 0, out
+    assert "colour: green (switched)" in out and FAKE_KEYS["aws_secret_access_key"] not in out
+    res, out = run("promote.yml", **{"from": "dev", "to": "prod"})
+    assert res.returncode == 0, out
+    assert live("dev") == ("green", DIGESTS[0]) and live("prod") == ("green", DIGESTS[0])
+    res, out = run("deploy.yml", env="dev", artifact=DIGESTS[1])
+    assert res.returncode == 0, out
+    assert live("dev") == ("blue", DIGESTS[1])
+    res, out = run("rollback.yml", env="dev")
+    assert res.returncode == 0, out
+    assert "instant switch back to the kept colour" in out and live("dev") == ("green", DIGESTS[0])
+    ledger = json.loads(envs["dev"].clients["ssm"].get_parameter(Name=f"{prefix}/{app}/dev")["Parameter"]["Value"])
+    assert ledger["live"] == DIGESTS[0] and ledger["previous"] == DIGESTS[1]
+
+    # (verify.yml without drift: drift_info backend=ecs in the first test, which costs no playbook run)
+    # by hand: prod's service moved to a task definition with another image
+    ecs = envs["prod"].clients["ecs"]
+    other = ecs.register_task_definition(
+        family=f"{app}-prod",
+        containerDefinitions=[
+            {"name": "web", "image": DIGESTS[2], "memory": 128, "portMappings": [{"containerPort": 8080}]}
+        ],
+    )["taskDefinition"]["taskDefinitionArn"]
+    ecs.update_service(cluster=envs["prod"].cluster, service=f"{app}-prod", taskDefinition=other)
+    res, out = run("verify.yml")
+    assert res.returncode != 0 and "changed by hand" in out and DIGESTS[2] in out, out

@@ -82,12 +82,13 @@ def test_a_setting_of_the_wrong_type_is_named(raw, message):
         ({"app": "Web App"}, ["dev"], 'invalid settings: app "Web App" must be lower-case letters'),
         ({"chain": "dev,prod"}, ["dev"], "promotion_chain must be a list"),
         ({"chain": []}, ["dev"], "promotion_chain must be a list"),
-        ({"backend": "k8s"}, ["dev"], 'promotion_backend "k8s" must be docker, aws or none'),
+        ({"backend": "k8s"}, ["dev"], 'promotion_backend "k8s" must be docker, aws, '),
         ({"artifacts_dir": ""}, ["dev"], "promotion_artifacts_dir must be set"),
         ({}, ["qa"], 'unknown environment "qa": the chain is dev -> staging -> prod; use one of those'),
         ({"environments": {}}, ["dev"], "environment dev has no settings in promotion_environments"),
         ({"environments": {"dev": {"router_port": 1}}}, ["dev"], "environment dev lacks blue_port, green_port"),
         ({"backend": "aws", "environments": {"dev": {"region": "eu-west-1"}}}, ["dev"], "has no aws settings"),
+        ({"backend": "ecs", "environments": {"dev": {"listener_arn": "arn:l"}}}, ["dev"], "give it cluster and"),
     ],
 )
 def test_the_first_problem_is_reported_with_its_fix(raw, envs, message):
@@ -99,6 +100,8 @@ def test_good_settings_have_no_problem():
     assert settings_problem(settings(), ["dev", "staging"], "usage") is None
     aws = {"dev": {"load_balancer_name": "web-dev", "listener_port": 80}}
     assert settings_problem(settings(backend="aws", environments=aws), ["dev"], "usage") is None
+    ecs = {"dev": {"cluster": "web", "load_balancer_name": "web-dev", "listener_port": 80}}
+    assert settings_problem(settings(backend="ecs", environments=ecs), ["dev"], "usage") is None
     assert settings_problem(settings(backend="none", environments={}), ["prod"], "usage") is None
 
 
