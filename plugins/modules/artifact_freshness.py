@@ -21,7 +21,9 @@ description:
   - Fails, naming the environment, the artifact and the threshold, when an artifact is older than O(max_age_days) or
     has more than O(max_outdated) outdated packages (unless O(fail_on_threshold=false), when RV(problems) says it).
     Without thresholds it only reports.
-  - Read only, never changes anything. An AMI (no SBOM yet) gets its age only.
+  - Read only, never changes anything. An AMI's packages come from the SBOM its local record names (the bake's local
+    copy, else the S3 object, read with the usual C(AWS_*) environment; both checked against the record's sha256);
+    an AMI without a local record, or baked without C(bake_ami_evidence_bucket), gets its age only.
 options:
   artifacts:
     description:
@@ -144,7 +146,7 @@ artifacts:
       sample: [{"name": "openssl", "installed": "3.0.15-1~deb12u1", "candidate": "3.0.16-1~deb12u1",
                 "suite": "bookworm-security", "arch": "amd64"}]
     outdated_count:
-      description: How many; null when its packages were not checked (no SBOM, an AMI).
+      description: How many; null when its packages were not checked (no SBOM).
       type: int
     note:
       description: Why its packages were not checked, or null.

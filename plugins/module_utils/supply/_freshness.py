@@ -400,13 +400,56 @@ class _LazyClient:
         return getattr(self._client_for(self._host), name)
 
 
+def ami_sbom_document(record, artifacts_dir, s3_for=None):
+    """(SBOM document or None, record, note) of an AMI, from its record's sbom field (docs/supply-chain.md, "AMIs"):
+    the bake's local copy, else the S3 object it names (s3_for(): an S3 client; default boto3's, from the usual AWS_*
+    environment), either checked against the record's sha256."""
+    sbom = (record or {}).get("sbom")
+    if not isinstance(sbom, dict) or not sbom.get("sha256"):
+        return None, record, "packages not checked (an AMI baked without bake_ami_evidence_bucket: no SBOM)"
+    import hashlib
+
+    expected = str(sbom["sha256"]).split(":", 1)[-1]
+    data = None
+    if sbom.get("path") and record.get("name"):
+        try:
+            with open(os.path.join(artifacts_dir, record["name"], sbom["path"]), "rb") as handle:
+                data = handle.read()
+        except OSError:
+            data = None
+    if data is None or hashlib.sha256(data).hexdigest() != expected:
+        from ansible_collections.immutable.infra.plugins.module_utils.supply._ami_evidence import EvidenceError
+        from ansible_collections.immutable.infra.plugins.module_utils.supply._ami_evidence import get_object
+        from ansible_collections.immutable.infra.plugins.module_utils.supply._ami_evidence import split_location
+
+        reference = str(sbom.get("reference") or "")
+        if s3_for is None:
+
+            def s3_for():
+                import boto3
+
+                return boto3.client("s3")
+
+        try:
+            bucket, key = split_location(reference)
+            data = get_object(s3_for(), bucket, key)
+        except EvidenceError as exc:
+            raise FreshnessError(f"cannot read the AMI's SBOM: {exc}") from None
+        if data is None or hashlib.sha256(data).hexdigest() != expected:
+            raise FreshnessError(
+                f"the SBOM {reference} is missing or is not the one the record names ({sbom['sha256']})"
+            )
+    return json.loads(data), record, None
+
+
 def read_artifact(artifact_id, artifacts_dir, app, client_for):
     """(SBOM document or None, record or None, note) of a live artifact, by the readers of the promotion and the
-    package diff: the local copies first, then the registry's (client_for(registry host) gives its client). An AMI
-    has no SBOM yet (note says so). RecordError, SbomError or RegistryError when one is refused or unreadable."""
+    package diff: the local copies first, then the registry's (client_for(registry host) gives its client). An AMI's
+    comes from its record's sbom field (ami_sbom_document). RecordError, SbomError or RegistryError when one is
+    refused or unreadable."""
     record = find_record(artifact_id, artifacts_dir, app, client_for)[1]
     if not (isinstance(artifact_id, str) and "@" in artifact_id):
-        return None, record, "packages not checked (an AMI: no SBOM yet)"
+        return ami_sbom_document(record, artifacts_dir)
     data = read_sbom(_LazyClient(client_for, split_id(artifact_id)[1]), artifact_id, artifacts_dir, app)[1]
     if data is None:
         return None, record, "packages not checked (no SBOM: rebake with bake_sbom=true)"

@@ -273,3 +273,56 @@ def test_without_a_key_only_the_sbom_is_kept(aws):
     # a cached AMI baked without evidence and no syft output: nothing to keep, said plainly
     bare = {REGION: aws["image"](REGION, "bare")}
     assert ensure_evidence(aws["for"], aws["s3"], bare, REGION, BUCKET, "", None, None, bake_inputs())["sbom"] is None
+
+
+def test_freshness_reads_an_amis_sbom_locally_else_from_s3_checked_against_the_record(aws, tmp_path):
+    from ansible_collections.immutable.infra.plugins.module_utils.supply._freshness import FreshnessError
+    from ansible_collections.immutable.infra.plugins.module_utils.supply._freshness import ami_sbom_document
+
+    amis, done = baked(aws, new_key())
+    sha = "sha256:" + done["sha256s"]["sbom"]
+    local = tmp_path / "web-ami" / "sbom" / f"{amis[REGION]}.cdx.json"
+    local.parent.mkdir(parents=True)
+    local.write_bytes(done["sbom"])
+    record = {
+        "name": "web-ami",
+        "kind": "ami",
+        "id": amis,
+        "sbom": {
+            "path": f"sbom/{amis[REGION]}.cdx.json",
+            "sha256": sha,
+            "reference": done["location"] + "sbom.cdx.json",
+        },
+    }
+
+    def no_s3():
+        raise AssertionError("the local copy is enough")
+
+    document, _record, note = ami_sbom_document(record, str(tmp_path), no_s3)
+    assert note is None and [c["name"] for c in document["components"]] == ["bash", "zlib1g"]
+    local.write_bytes(b"{}")  # another runner's disk: not this SBOM, so the shared copy in S3 is read
+    assert ami_sbom_document(record, str(tmp_path), lambda: aws["s3"])[0] == document
+    aws["s3"].put_object(Bucket=BUCKET, Key=f"evidence/{amis[REGION]}/sbom.cdx.json", Body=b"{}")
+    with pytest.raises(FreshnessError, match="is not the one the record names"):
+        ami_sbom_document(record, str(tmp_path), lambda: aws["s3"])
+    assert "no SBOM" in ami_sbom_document(dict(record, sbom=None), str(tmp_path))[2]
+
+
+def test_the_promotion_prints_the_package_diff_between_two_amis(aws, tmp_path):
+    from ansible_collections.immutable.infra.plugins.plugin_utils._supply_gate import verification_gate
+
+    key = new_key()
+    live, _ = baked(aws, key, "live")
+    candidate = {REGION: aws["image"](REGION, "candidate")}
+    upgraded = RAW.replace(b"5.2.15-2+b7", b"5.2.15-3")
+    ensure_evidence(aws["for"], aws["s3"], candidate, REGION, BUCKET, "evidence", upgraded, key, bake_inputs())
+    out = {
+        "settings": {"app": "web", "artifacts_dir": str(tmp_path)},
+        "request": {"env": "staging", "action": "promote"},
+        "gate": {"revocations": [], "before": {"live": {REGION: live[REGION]}}},
+        "artifact_id": candidate,
+    }
+    policy = {"keys": [], "required": False, "where": "promotion_signature", "key_ids": []}
+    verification_gate({"step": "apply"}, out, policy, None, ami_reader(aws["for"]))
+    assert out["supply"]["diff"]["counts"] == {"added": 0, "removed": 0, "upgraded": 1, "downgraded": 0}
+    assert "^ bash 5.2.15-2+b7 -> 5.2.15-3" in out["supply"]["diff"]["changes"]
