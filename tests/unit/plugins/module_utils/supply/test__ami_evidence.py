@@ -326,3 +326,19 @@ def test_the_promotion_prints_the_package_diff_between_two_amis(aws, tmp_path):
     verification_gate({"step": "apply"}, out, policy, None, ami_reader(aws["for"]))
     assert out["supply"]["diff"]["counts"] == {"added": 0, "removed": 0, "upgraded": 1, "downgraded": 0}
     assert "^ bash 5.2.15-2+b7 -> 5.2.15-3" in out["supply"]["diff"]["changes"]
+
+
+def test_a_revoked_base_ami_refuses_an_ami_whose_tags_name_it(aws):
+    from ansible_collections.immutable.infra.plugins.module_utils.supply._policy import check_revocation
+    from ansible_collections.immutable.infra.plugins.module_utils.supply._revocation import new_revocation
+
+    base = "ami-0123456789abcdef0"
+    ami = aws["image"](REGION, "from-a-bad-base")
+    tags = {"immutable-infra:fingerprint": FP, "immutable-infra:role": "image", "immutable-infra:base-ami": base}
+    aws["for"](REGION).create_tags(Resources=[ami], Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
+    _where, found = ami_reader(aws["for"])({REGION: ami})  # no local record: the AMI's tags
+    assert found["base"]["id"] == base
+    now = 1_800_000_000.0
+    revoked = new_revocation(base, "base", "broken base", "bob", now - 60)
+    with pytest.raises(PolicyError, match=f"baked from the revoked base image {base}"):
+        check_revocation([revoked], {REGION: ami}, found, now, "web", "prod", "deploy")
