@@ -319,6 +319,14 @@ def test_gate_failure_keeps_traffic_and_lock_held_changes_nothing(moto, unique):
     assert "not healthy: " + instance in failed.value.msg
     assert failed.value.extra["failed_check"] == "health_gate" and "traffic stays on green" in failed.value.msg
     assert ecs_env.weights() == {"green": 100}
+    # a rerun reuses the idle colour's revision and task set: nothing registered or created twice
+    ecs = ecs_env.clients["ecs"]
+    revisions = ecs.list_task_definitions(familyPrefix=ecs_env.service)["taskDefinitionArns"]
+    blue_set = ecs_env.task_sets()["blue"]["taskSetArn"]
+    with pytest.raises(BlueGreenError):
+        flow(ecs_env.backend(), health_timeout=0.2).deploy(DIGESTS[1])
+    assert ecs.list_task_definitions(familyPrefix=ecs_env.service)["taskDefinitionArns"] == revisions
+    assert ecs_env.task_sets()["blue"]["taskSetArn"] == blue_set
 
     # another run holds the lock: refused, nothing changed
     ssm = ecs_env.clients["ssm"]

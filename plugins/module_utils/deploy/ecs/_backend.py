@@ -324,8 +324,12 @@ class EcsBackend(AwsBackend):
         task_sets = self._task_sets(service)
         template = self._template(task_sets)
         container = self._container(template)
+        current = task_sets.get(colour)
+        idle = self._task_definition(current["taskDefinition"]) if current else {}
         if image_of(template, container) == artifact:
             arn = template["taskDefinitionArn"]
+        elif idle and image_of(idle, container) == artifact:
+            arn = idle["taskDefinitionArn"]  # a rerun after a failed gate: the revision is there already
         else:
             registered = self._call(
                 self.ecs,
@@ -338,7 +342,6 @@ class EcsBackend(AwsBackend):
         self.registered[colour] = arn
         self.expected[colour] = artifact
         tg_arn = self._resolve_target_groups()[colour]
-        current = task_sets.get(colour)
         if (
             current
             and current["taskDefinition"] == arn
