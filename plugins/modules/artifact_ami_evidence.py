@@ -157,7 +157,7 @@ from ansible_collections.immutable.infra.plugins.module_utils.supply._ami_eviden
 from ansible_collections.immutable.infra.plugins.module_utils.supply._ami_evidence import ensure_evidence
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sign import SignError
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sign import key_id
-from ansible_collections.immutable.infra.plugins.module_utils.supply._sign import load_private_key
+from ansible_collections.immutable.infra.plugins.module_utils.supply._sign import read_private_key
 
 ARGUMENT_SPEC = dict(
     amis=dict(type="dict", required=True),
@@ -181,22 +181,6 @@ ARGUMENT_SPEC = dict(
 )
 
 
-def read_key(params):
-    """The private key, or None without one; SignError names the problem, never the key."""
-    if params["private_key_path"]:
-        where = f"the signing key {params['private_key_path']}"
-        try:
-            with open(params["private_key_path"], "rb") as handle:
-                pem = handle.read()
-        except OSError as exc:
-            raise SignError(f"cannot read {where}: {exc.strerror}: check bake_signing_key_path") from None
-    elif params["private_key"]:
-        where, pem = "the signing key (bake_signing_key)", params["private_key"]
-    else:
-        return None
-    return load_private_key(pem, params["private_key_password"], where=where)
-
-
 def sbom_field(result, local):
     if result["sbom"] is None:
         return None
@@ -216,7 +200,7 @@ def sbom_field(result, local):
 def run_module(module):
     params = module.params
     try:
-        key = read_key(params)
+        key = read_private_key(params)
     except SignError as exc:
         module.fail_json(msg=f"{exc}. Nothing was stored")
     raw = None

@@ -197,8 +197,8 @@ from ansible_collections.immutable.infra.plugins.module_utils.supply._provenance
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sign import SignError
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sign import attestation_tag
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sign import key_id
-from ansible_collections.immutable.infra.plugins.module_utils.supply._sign import load_private_key
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sign import public_pem
+from ansible_collections.immutable.infra.plugins.module_utils.supply._sign import read_private_key
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sign import sign_artifact
 
 ARGUMENT_SPEC = dict(
@@ -230,25 +230,11 @@ MODULE_OPTIONS = dict(
 )
 
 
-def read_key(params):
-    """The private key from private_key or private_key_path; SignError names the problem, never the key."""
-    if params["private_key_path"]:
-        where = f"the signing key {params['private_key_path']}"
-        try:
-            with open(params["private_key_path"], "rb") as handle:
-                pem = handle.read()
-        except OSError as exc:
-            raise SignError(f"cannot read {where}: {exc.strerror}: check bake_signing_key_path") from None
-    else:
-        where, pem = "the signing key (bake_signing_key)", params["private_key"]
-    return load_private_key(pem, params["private_key_password"], where=where)
-
-
 def run_module(module):
     """The module's work; also called in process by its action plugin (plugin_utils/_in_process.py)."""
     params = module.params
     try:
-        key = read_key(params)
+        key = read_private_key(params)
     except SignError as exc:
         module.fail_json(msg=f"{exc}. Nothing was signed")
     result = {"changed": False, "signed": False, "key_id": key_id(key), "public_key": public_pem(key)}

@@ -30,6 +30,7 @@ from ansible_collections.immutable.infra.plugins.module_utils.supply._sign impor
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sign import key_id
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sign import matching_key
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sign import sign_bytes
+from ansible_collections.immutable.infra.plugins.module_utils.supply._sign import verification
 
 TAG_EVIDENCE = "immutable-infra:evidence"
 TAG_SBOM = "immutable-infra:sbom-sha256"
@@ -170,15 +171,7 @@ def ami_materials_problems(statement, record) -> list:
     if recorded_base and statement_base(statement) != recorded_base:
         problems.append(f"base AMI {statement_base(statement)} (record: {recorded_base})")
     if record.get("roles"):
-        recorded = [{"name": role["name"], "fingerprint": role["fingerprint"]} for role in record["roles"]]
-        if claimed["roles"] != recorded:
-            problems.append(
-                "roles "
-                + ", ".join(f"{r['name']}={r['fingerprint'][:19]}" for r in claimed["roles"])
-                + " (record: "
-                + ", ".join(f"{r['name']}={r['fingerprint'][:19]}" for r in recorded)
-                + ")"
-            )
+        problems.extend(_provenance.roles_problems(claimed, record))
     return problems
 
 
@@ -271,14 +264,23 @@ def _object(s3, bucket, key, expected):
     return data, None
 
 
+def _checked_object(s3, where, tags, name, tag, what):
+    """(reference, bytes, None) of an evidence object whose sha256 is its tag's, else (reference, None, result)."""
+    bucket, prefix = where
+    reference = f"s3://{bucket}/{prefix}{OBJECTS[name]}"
+    data, problem = _object(s3, bucket, prefix + OBJECTS[name], tags[tag])
+    if data is None:
+        return reference, None, _result("missing", f"no {what}: {problem}", reference)
+    if problem:
+        return reference, None, _result("tampered", problem + "; refused", reference)
+    return reference, data, None
+
+
 def _check_ami_signature(s3, where, tags, images, public_keys):
     bucket, prefix = where
-    reference = f"s3://{bucket}/{prefix}{OBJECTS['signature']}"
-    data, problem = _object(s3, bucket, prefix + OBJECTS["signature"], tags[TAG_SIGNATURE])
-    if data is None:
-        return _result("missing", f"no signature: {problem}", reference)
-    if problem:
-        return _result("tampered", problem + "; refused", reference)
+    reference, data, refused = _checked_object(s3, where, tags, "signature", TAG_SIGNATURE, "signature")
+    if refused:
+        return refused
     try:
         document = json.loads(data)
         payload = base64.b64decode(document["payload"], validate=True)
@@ -321,13 +323,9 @@ def _check_ami_signature(s3, where, tags, images, public_keys):
 
 
 def _check_ami_provenance(s3, where, tags, images, public_keys, record):
-    bucket, prefix = where
-    reference = f"s3://{bucket}/{prefix}{OBJECTS['provenance']}"
-    data, problem = _object(s3, bucket, prefix + OBJECTS["provenance"], tags[TAG_PROVENANCE])
-    if data is None:
-        return _result("missing", f"no provenance: {problem}", reference)
-    if problem:
-        return _result("tampered", problem + "; refused", reference)
+    reference, data, refused = _checked_object(s3, where, tags, "provenance", TAG_PROVENANCE, "provenance")
+    if refused:
+        return refused
     try:
         envelope = json.loads(data)
         payload, key = dsse_verify(envelope, public_keys)
@@ -395,10 +393,7 @@ def verify_ami(ec2_for, s3_for, amis, public_keys, record, require_provenance=Tr
             s3 = s3_for(next(iter(images)))
             signature = _check_ami_signature(s3, where, tags, images, public_keys)
             provenance = _check_ami_provenance(s3, where, tags, images, public_keys, record)
-    problems = [] if signature["status"] == "valid" else [signature["detail"]]
-    if provenance["status"] != "valid" and (require_provenance or provenance["status"] != "missing"):
-        problems.append(provenance["detail"])
-    return {"verified": not problems, "problems": problems, "signature": signature, "provenance": provenance}
+    return verification(signature, provenance, require_provenance)
 
 
 def read_ami_sbom(ec2_for, s3_for, amis):

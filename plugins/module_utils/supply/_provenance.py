@@ -149,6 +149,20 @@ def materials(statement):
     return result
 
 
+def roles_problems(claimed, record):
+    """[one sentence] when the roles (name, fingerprint, in order) of claimed materials differ from the record's."""
+    recorded = [{"name": role["name"], "fingerprint": role["fingerprint"]} for role in record.get("roles") or []]
+    if claimed["roles"] == recorded:
+        return []
+    return [
+        "roles "
+        + ", ".join(f"{r['name']}={r['fingerprint'][:19]}" for r in claimed["roles"])
+        + " (record: "
+        + ", ".join(f"{r['name']}={r['fingerprint'][:19]}" for r in recorded)
+        + ")"
+    ]
+
+
 def materials_problems(statement, record):
     """What differs between the statement's materials and the artifact record (sentences; [] when they agree): the
     fingerprint, the base image ID and each role's fingerprint, in order."""
@@ -158,15 +172,7 @@ def materials_problems(statement, record):
         problems.append(f"fingerprint {claimed['fingerprint']} (record: {record.get('fingerprint')})")
     if claimed["base"] != (record.get("base") or {}).get("id"):
         problems.append(f"base image {claimed['base']} (record: {(record.get('base') or {}).get('id')})")
-    recorded = [{"name": role["name"], "fingerprint": role["fingerprint"]} for role in record.get("roles") or []]
-    if claimed["roles"] != recorded:
-        problems.append(
-            "roles "
-            + ", ".join(f"{r['name']}={r['fingerprint'][:19]}" for r in claimed["roles"])
-            + " (record: "
-            + ", ".join(f"{r['name']}={r['fingerprint'][:19]}" for r in recorded)
-            + ")"
-        )
+    problems.extend(roles_problems(claimed, record))
     # not the revision: a cached re-bake from a later commit writes a new record of the same image (same fingerprint)
     # while the attestation of the bake that built it stays
     return problems

@@ -127,6 +127,23 @@ def load_public_key(pem, where="the public key"):
     return key
 
 
+def read_private_key(params):
+    """The private key of a module's private_key / private_key_path / private_key_password options, None when neither
+    is given; SignError names the problem, never the key."""
+    if params.get("private_key_path"):
+        where = f"the signing key {params['private_key_path']}"
+        try:
+            with open(params["private_key_path"], "rb") as handle:
+                pem = handle.read()
+        except OSError as exc:
+            raise SignError(f"cannot read {where}: {exc.strerror}: check bake_signing_key_path") from None
+    elif params.get("private_key"):
+        where, pem = "the signing key (bake_signing_key)", params["private_key"]
+    else:
+        return None
+    return load_private_key(pem, params.get("private_key_password"), where=where)
+
+
 def public_pem(key):
     """The PEM text of a public key (or of a private key's public half)."""
     if isinstance(key, ec.EllipticCurvePrivateKey):
@@ -533,6 +550,12 @@ def verify_artifact(client, repository, path, digest, public_keys, record, requi
     it finds, only RegistryError for a registry it cannot read."""
     signature = _check_signature(client, repository, path, digest, public_keys)
     provenance = _check_attestation(client, repository, path, digest, public_keys, record)
+    return verification(signature, provenance, require_provenance)
+
+
+def verification(signature, provenance, require_provenance=True):
+    """{verified, problems, signature, provenance} of the two checks' results (a missing provenance is a problem only
+    where it is required)."""
     problems = [] if signature["status"] == "valid" else [signature["detail"]]
     if provenance["status"] != "valid" and (require_provenance or provenance["status"] != "missing"):
         problems.append(provenance["detail"])
