@@ -217,7 +217,7 @@ class ActionModule(InProcessModuleAction):
         elif settings["backend"] == "ecs":
             failed = self._switch_ecs(params, aws, task_vars, out)
         elif settings["backend"] == "swarm":
-            failed = self._switch_swarm(task_vars, out)
+            failed = self._switch_swarm(params, task_vars, out)
         else:
             failed = None
         if failed:
@@ -465,12 +465,15 @@ class ActionModule(InProcessModuleAction):
         out["changed"] = out["changed"] or bool(out["tag"].get("changed"))
         return None
 
-    def _switch_swarm(self, task_vars, out):
-        """bg_swap backend=swarm (docs/swarm.md), as a module: it drives the manager's docker CLI."""
+    def _switch_swarm(self, params, task_vars, out):
+        """bg_swap backend=swarm (docs/swarm.md), as a module: it drives the manager's docker CLI. The registry login
+        of the environment tag goes with the services (--with-registry-auth), so every node can pull."""
         from ansible_collections.immutable.infra.plugins.modules import bg_swap
 
         settings, request = out["settings"], out["request"]
         args = swarm_swap_args(settings, request["env"], out["artifact_id"], swap_state(request["action"]))
+        if params.get("registry_username"):
+            args.update(registry_username=params["registry_username"], registry_password=params["registry_password"])
         with self._timed(out, "swap"):
             swap = self.run_module_step(
                 "immutable.infra.bg_swap",

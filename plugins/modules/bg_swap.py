@@ -39,7 +39,7 @@ options:
   backend:
     description: Where the two colours run.
     type: str
-    choices: [docker, aws, ecs]
+    choices: [docker, aws, ecs, swarm]
     default: docker
   app:
     description:
@@ -266,6 +266,58 @@ options:
         description: The router's directory (its own C(nginx.conf), C(conf.d), logs and pid file).
         type: path
         required: true
+  swarm:
+    description:
+      - O(backend=swarm) (docs/swarm.md) - run bg_swap on a manager of the swarm. Each colour is a service
+        C(<app>-<env>-blue|green) pinned to O(artifact) (a digest reference) with endpoint mode C(dnsrr) on the
+        attachable overlay network O(swarm.network); the router service C(<app>-<env>-router) (nginx, one task on this
+        manager, O(swarm.router_port) published in host mode) reaches their tasks by Docker's DNS and is what a switch
+        rewrites. O(container_port), O(health_path), O(container_env), O(registry_username) and
+        O(registry_password) apply as for docker; the health gate asks every task of the new service from the router.
+      - State (live, previous) is a label of the router service; the lock is the swarm config C(<app>-<env>-bg-lock).
+    type: dict
+    suboptions:
+      router_image:
+        description:
+          - Digest reference of the router image, built from C(extensions/swarm-router) on the collection's base image
+            and pushed to your registry (never pulled from Docker Hub). Mutable tags are refused.
+        type: str
+        required: true
+      router_port:
+        description: Port the router publishes (mode host) on this manager.
+        type: int
+        default: 8000
+      replicas:
+        description: Tasks per colour; the gate waits until every one is running and answers 2xx at O(health_path).
+        type: int
+        default: 2
+      network:
+        description: The attachable overlay network of the colours and the router (created when missing).
+        type: str
+      health_cmd:
+        description:
+          - A container healthcheck command for the colours' tasks (C(--health-cmd)); without it the image's own
+            C(HEALTHCHECK), if any, applies. Swarm holds a task in C(starting) until it is healthy.
+        type: str
+      update_parallelism:
+        description: The services' C(--update-parallelism).
+        type: int
+        default: 1
+      update_order:
+        description: The services' C(--update-order).
+        type: str
+        choices: [start-first, stop-first]
+        default: start-first
+      restart_condition:
+        description: The services' C(--restart-condition).
+        type: str
+        choices: [any, on-failure, none]
+        default: any
+      docker_host:
+        description:
+          - The manager's Docker Engine (C(DOCKER_HOST), for example V(ssh://deploy@manager1)) when bg_swap does not
+            run on the manager itself (the promotion playbooks run it on the controller).
+        type: str
   docker_binary:
     description: The docker CLI command.
     type: str
@@ -442,6 +494,18 @@ EXAMPLES = r"""
     listener_port: 443
     traffic_steps: [10, 50, 100]
     step_pause: 60
+
+- name: Deploy to a Docker Swarm as two services behind the swarm router (run on a manager; docs/swarm.md)
+  immutable.infra.bg_swap:
+    backend: swarm
+    app: web
+    env: prod
+    artifact: "{{ record.id }}"
+    swarm:
+      router_image: "registry.example.com/immutable-infra/swarm-router@sha256:{{ router_digest }}"
+      router_port: 8080
+      replicas: 3
+    traffic_steps: [10, 50, 100]
 """
 
 RETURN = r"""
@@ -535,6 +599,31 @@ analysis:
   sample:
     - {step: 20, verdict: passed, requests: 61, errors: 0, error_rate: 0.0, latency_ms: {p: 95, value: 3.0},
        window_s: 2.0, detail: "61 requests to green in 2.0 s, error rate 0.0%, p95 latency 3 ms"}
+services:
+  description: The service of each colour (swarm backend).
+  returned: when backend is swarm
+  type: dict
+  sample: {blue: web-prod-blue, green: web-prod-green}
+router_service:
+  description: The router service, whose C(router.conf) each switch rewrites (swarm backend).
+  returned: when backend is swarm
+  type: str
+  sample: web-prod-router
+router_port:
+  description: The port the router publishes in host mode on the manager (swarm backend).
+  returned: when backend is swarm
+  type: int
+  sample: 8080
+network:
+  description: The overlay network of the colours and the router (swarm backend).
+  returned: when backend is swarm
+  type: str
+  sample: web-prod
+replicas:
+  description: Tasks per colour (swarm backend).
+  returned: when backend is swarm
+  type: int
+  sample: 3
 listener_arn:
   description: The listener that switches traffic (aws and ecs backends).
   returned: when backend is aws or ecs
@@ -615,7 +704,7 @@ from ansible_collections.immutable.infra.plugins.module_utils.docker._engine imp
 
 def argument_spec():
     return dict(
-        backend=dict(type="str", choices=["docker", "aws", "ecs"], default="docker"),
+        backend=dict(type="str", choices=["docker", "aws", "ecs", "swarm"], default="docker"),
         app=dict(type="str", required=True),
         env=dict(type="str", required=True),
         artifact=dict(type="str"),
@@ -666,6 +755,20 @@ def argument_spec():
         router=dict(
             type="dict",
             options=dict(listen=dict(type="str", required=True), self_contained_dir=dict(type="path", required=True)),
+        ),
+        swarm=dict(
+            type="dict",
+            options=dict(
+                router_image=dict(type="str", required=True),
+                router_port=dict(type="int", default=8000),
+                replicas=dict(type="int", default=2),
+                network=dict(type="str"),
+                health_cmd=dict(type="str"),
+                update_parallelism=dict(type="int", default=1),
+                update_order=dict(type="str", choices=["start-first", "stop-first"], default="start-first"),
+                restart_condition=dict(type="str", choices=["any", "on-failure", "none"], default="any"),
+                docker_host=dict(type="str"),
+            ),
         ),
         docker_binary=dict(type="str", default="docker"),
         registry_username=dict(type="str"),
@@ -840,6 +943,45 @@ def ecs_backend(module):
     )
 
 
+def swarm_backend(module):
+    """backend=swarm (docs/swarm.md): two services and an nginx router service, through the docker CLI."""
+    p = module.params
+    if not p["swarm"]:
+        raise BlueGreenError(
+            "backend=swarm needs the swarm option with at least router_image: the digest reference of the router image "
+            "built from extensions/swarm-router (docs/swarm.md)"
+        )
+    validate_artifact("docker", p["artifact"])  # a digest reference, never a mutable tag, before anything is read
+    if p["analysis"]:
+        raise BlueGreenError("analysis is not available for backend=swarm yet: leave it out (docs/swarm.md)")
+    from ansible_collections.immutable.infra.plugins.module_utils.deploy.swarm._backend import SwarmBackend
+
+    s = p["swarm"]
+
+    def run(args, environ_update=None, **kwargs):
+        return module.run_command(args, environ_update=dict(environ_update or {}, LC_ALL="C"), **kwargs)
+
+    return SwarmBackend(
+        run,
+        p["app"],
+        p["env"],
+        s["router_image"],
+        router_port=s["router_port"],
+        replicas=s["replicas"],
+        network=s["network"],
+        container_port=p["container_port"],
+        health_path=p["health_path"],
+        health_cmd=s["health_cmd"],
+        update_parallelism=s["update_parallelism"],
+        update_order=s["update_order"],
+        restart_condition=s["restart_condition"],
+        container_env=p["container_env"],
+        docker_binary=p["docker_binary"],
+        registry_auth=(p["registry_username"], p["registry_password"] or "") if p["registry_username"] else None,
+        docker_host=s["docker_host"],
+    )
+
+
 ARGUMENT_SPEC = argument_spec()
 MODULE_OPTIONS = dict(
     required_if=[("state", "deployed", ["artifact"])],
@@ -880,6 +1022,8 @@ def run_module(module):
             raise BlueGreenError("router is for backend=docker only: leave it out for backend=aws")
         if p["backend"] == "ecs":
             backend = ecs_backend(module)
+        elif p["backend"] == "swarm":
+            backend = swarm_backend(module)
         else:
             backend = aws_backend(module) if p["backend"] == "aws" else docker_backend(module)
         router = None

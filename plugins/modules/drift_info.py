@@ -44,7 +44,7 @@ options:
       backend:
         description: How the environment runs its artifact.
         type: str
-        choices: [docker, aws, ecs]
+        choices: [docker, aws, ecs, swarm]
         default: docker
       expected:
         description:
@@ -72,6 +72,16 @@ options:
         type: str
       container_name:
         description: V(ecs) only. The container that runs the artifact, when the task definition has several.
+        type: str
+      docker_host:
+        description:
+          - V(swarm) only. The swarm manager's Docker Engine (C(DOCKER_HOST)) when the module does not run on it.
+          - The live colour is read from the router service's file; every task of the live service must run the
+            expected digest; an extra C(<app>-<env>-*) service or a container beside the tasks on the environment's
+            network is drift (docs/swarm.md).
+        type: str
+      network:
+        description: V(swarm) only. The environment's overlay network. Default C(<app>-<name>).
         type: str
   writable_paths:
     description:
@@ -195,7 +205,7 @@ def main():
             required=True,
             options=dict(
                 name=dict(type="str", required=True),
-                backend=dict(type="str", choices=["docker", "aws", "ecs"], default="docker"),
+                backend=dict(type="str", choices=["docker", "aws", "ecs", "swarm"], default="docker"),
                 expected=dict(type="raw"),
                 known_ids=dict(type="list", elements="raw", default=[]),
                 nginx_conf_dir=dict(type="path"),
@@ -203,6 +213,8 @@ def main():
                 cluster=dict(type="str"),
                 service=dict(type="str"),
                 container_name=dict(type="str"),
+                docker_host=dict(type="str"),
+                network=dict(type="str"),
             ),
         ),
         writable_paths=dict(
@@ -218,7 +230,7 @@ def main():
         argument_spec=with_hidden_access_key(argument_spec), supports_check_mode=True, check_boto3=False
     )
     app = module.params["app"]
-    docker_envs, aws_envs, ecs_envs = [], [], []
+    docker_envs, aws_envs, ecs_envs, swarm_envs = [], [], [], []
     for env in module.params["environments"]:
         if env["backend"] == "docker":
             if not env.get("nginx_conf_dir"):
@@ -231,6 +243,8 @@ def main():
             if not env.get("cluster"):
                 module.fail_json(msg=f"environment {env['name']!r} (ecs) needs cluster: the ECS cluster of its service")
             ecs_envs.append(env)
+        elif env["backend"] == "swarm":
+            swarm_envs.append(env)
         else:
             aws_envs.append(env)
 
@@ -274,6 +288,15 @@ def main():
             except Exception as exc:  # pylint: disable=broad-exception-caught  # botocore errors, reported as such
                 module.fail_json_aws(exc, msg=f"could not read ECS service {service} of environment {env['name']!r}")
             results[env["name"]] = ecs_findings(found, env["cluster"], service, env.get("expected"))
+
+    if swarm_envs:
+        from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen import BlueGreenError
+        from ansible_collections.immutable.infra.plugins.module_utils.deploy.swarm._drift import check_swarm
+
+        try:
+            results.update(check_swarm(module.run_command, app, swarm_envs, module.params["docker_binary"]))
+        except BlueGreenError as exc:
+            module.fail_json(msg=exc.msg)
 
     mismatches = [f"{name}: {item}" for name, res in results.items() for item in res["mismatches"]]
     module.exit_json(changed=False, drift=bool(mismatches), mismatches=mismatches, environments=results)

@@ -33,7 +33,7 @@ from ansible_collections.immutable.infra.plugins.module_utils.common._locks impo
 from ansible_collections.immutable.infra.plugins.module_utils.common._locks import iso_time
 
 APP_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
-BACKENDS = ("docker", "aws", "ecs", "none")
+BACKENDS = ("docker", "aws", "swarm", "ecs", "none")
 ACTIONS = ("deploy", "promote", "rollback")
 LEDGER_CONNECTION = ("backend", "path", "prefix", "region", "endpoint_url")
 AMI_ID = re.compile(r"^ami-[0-9a-f]{8,17}$")
@@ -163,6 +163,12 @@ def settings_problem(settings: dict, check_envs: list, usage: str) -> str | None
                     f"environment {env} lacks {', '.join(missing)} in promotion_environments (router_port, blue_port,"
                     " green_port, router_dir): add them to the inventory"
                 )
+        if settings["backend"] == "swarm" and not (isinstance(envcfg, dict) and envcfg.get("router_image")):
+            return (
+                f"environment {env} has no swarm settings in promotion_environments: give it router_image (the digest"
+                " of the swarm router image) and optionally router_port, replicas, network, docker_host"
+                ' (docs/swarm.md, "Promotion")'
+            )
         problem = analysis_problem(settings, env)
         if problem:
             return problem
@@ -407,6 +413,27 @@ def swap_args(settings: dict, env: str, artifact_id, state: str = "deployed") ->
         "health_interval": settings["health_interval"],
         "traffic_steps": settings["traffic_steps"],
         **({"analysis": _analysis_for(env_analysis(settings, env), "docker")} if env_analysis(settings, env) else {}),
+    }
+
+
+SWARM_OPTIONS = ("router_image", "router_port", "replicas", "network", "health_cmd", "docker_host")
+
+
+def swarm_swap_args(settings: dict, env: str, artifact_id, state: str = "deployed") -> dict:
+    """bg_swap's arguments (swarm backend, docs/swarm.md): the environment's swarm settings, the promotion's gate."""
+    envcfg = settings["environments"][env]
+    return {
+        "backend": "swarm",
+        "app": settings["app"],
+        "env": env,
+        "state": state,
+        "artifact": artifact_id,
+        "swarm": {key: envcfg[key] for key in SWARM_OPTIONS if envcfg.get(key) not in (None, "")},
+        "container_port": envcfg.get("container_port", settings["container_port"]),
+        "health_path": settings["health_path"],
+        "health_timeout": settings["health_timeout"],
+        "health_interval": settings["health_interval"],
+        "traffic_steps": settings["traffic_steps"],
     }
 
 

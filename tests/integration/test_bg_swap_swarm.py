@@ -1,0 +1,339 @@
+"""bg_swap backend=swarm, live (docs/swarm.md): a 3-node Docker Swarm on three of the session fleet's hosts.
+
+The swarm is made by this module (init on one host, the other two join as workers) and left at its end, so the main
+engine and the other tests' hosts are untouched. The controller drives the manager's engine through DOCKER_HOST (a
+socat relay inside the manager, published by the fleet's front door); the nodes pull the artifacts by digest through
+their registry relays with the credentials bg_swap hands to the swarm. The router image is built here from
+extensions/swarm-router on the base image and pushed like any artifact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import REPO_ROOT
+from conftest import run_playbook
+from fleet_hosts import Fleet
+
+ROUTER_DIR = REPO_ROOT / "extensions" / "swarm-router"
+APP_DIR = REPO_ROOT / "tests" / "integration" / "files" / "bg_app"
+PLAYBOOKS = REPO_ROOT / "playbooks"
+DOCKER_PORT = 18003  # the manager's engine, relayed by socat inside the manager (front-door port)
+# router services, published in host mode on the manager (front-door ports): bg_swap's tests, the promotion's
+ROUTER_PORTS = {"dev": 18002}
+PROMOTION_PORTS = {"dev": 18000, "staging": 18001}
+APP = "swarmweb"
+
+
+def show(res) -> str:
+    return f"rc={res.returncode}\nSTDOUT:\n{res.stdout[-6000:]}\nSTDERR:\n{res.stderr[-3000:]}"
+
+
+def sh(*cmd, input_text=None, check=True, env=None) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, capture_output=True, text=True, input=input_text, check=False, env=env)
+    if check and proc.returncode != 0:
+        pytest.fail(f"{' '.join(cmd)} failed: {proc.stderr or proc.stdout}")
+    return proc
+
+
+def inputs_hash(directory: Path, base_image: str) -> str:
+    digest = hashlib.sha256(base_image.encode())
+    for path in sorted(directory.iterdir()):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@pytest.fixture(scope="module")
+def images(registry, base_image):
+    """Digest references pushed to the local registry: the router, and the test app's v1, v2 and `sick` (its
+    /healthz answers 500)."""
+    config = tempfile.mkdtemp(prefix="swarm-docker-config-")
+    sh("docker", "--config", config, "login", registry["address"], "-u", registry["username"], "--password-stdin",
+       input_text=registry["password"])  # fmt: skip
+    refs, built = {}, []
+    try:
+        router_tag = f"{registry['address']}/immutable-infra/swarm-router:{inputs_hash(ROUTER_DIR, base_image)}"
+        if sh("docker", "image", "inspect", router_tag, check=False).returncode != 0:
+            sh("docker", "build", "--quiet", "--build-arg", f"BASE_IMAGE={base_image}", "-t", router_tag,
+               str(ROUTER_DIR))  # fmt: skip
+        repo = f"{registry['address']}/swarmtest-{time.time_ns() % 10**8}/web"
+        for name, health in (("v1", 200), ("v2", 200), ("sick", 500)):
+            tag = f"{repo}:{name}"
+            sh("docker", "build", "--quiet", "--build-arg", f"BASE={base_image}", "--build-arg", f"VERSION={name}",
+               "--build-arg", f"HEALTH={health}", "-t", tag, str(APP_DIR))  # fmt: skip
+            built.append(tag)
+        for tag in [router_tag] + built:
+            sh("docker", "--config", config, "push", "--quiet", tag)
+            ref = sh("docker", "image", "inspect", "--format", "{{index .RepoDigests 0}}", tag).stdout.strip()
+            assert re.match(r".+@sha256:[0-9a-f]{64}$", ref), ref
+            refs[tag.rsplit(":", 1)[1] if tag != router_tag else "router"] = ref
+        refs["tag_v1"] = f"{repo}:v1"
+        yield refs
+    finally:
+        for tag in built:
+            sh("docker", "image", "rm", "--force", tag, check=False)
+        shutil.rmtree(config, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def swarm(fleet: Fleet, images):
+    """Three fleet hosts as one swarm (manager + 2 workers); DOCKER_HOST of the manager for the controller."""
+    if len(fleet.hosts) < 3:
+        pytest.skip("the swarm tests need 3 fleet hosts")
+    manager, workers = fleet.hosts[-3], fleet.hosts[-2:]
+    hosts = [manager, *workers]
+    try:
+        manager.docker("swarm", "init", "--advertise-addr", manager.ip)
+        token = manager.docker("swarm", "join-token", "--quiet", "worker").stdout.strip()
+        fleet.parallel(lambda host: host.docker("swarm", "join", "--token", token, f"{manager.ip}:2377"), workers)
+        manager.sh(
+            f"nohup socat TCP-LISTEN:{DOCKER_PORT},bind=127.0.0.1,fork,reuseaddr UNIX-CONNECT:/var/run/docker.sock"
+            " >/dev/null 2>&1 &"
+        )
+        docker_host = "tcp://" + manager.url(DOCKER_PORT).split("//", 1)[1].rstrip("/")
+        for _attempt in range(50):
+            if (
+                sh("docker", "-H", docker_host, "info", "--format", "{{.Swarm.Nodes}}", check=False).stdout.strip()
+                == "3"
+            ):
+                break
+            time.sleep(0.2)
+        yield {"manager": manager, "workers": workers, "docker_host": docker_host, "hosts": hosts}
+    finally:
+        for host in reversed(hosts):  # workers first, then the manager: the swarm is gone, its services with it
+            host.docker("swarm", "leave", "--force", check=False)
+        manager.sh(f"pkill -f 'TCP-LISTEN:{DOCKER_PORT}' || true", check=False)
+        fleet.parallel(
+            lambda host: host.sh("docker network rm docker_gwbridge >/dev/null 2>&1; true", check=False), hosts
+        )
+
+
+def mdocker(swarm, *args, check=True) -> subprocess.CompletedProcess:
+    """The manager's docker CLI, from the controller."""
+    return sh("docker", "-H", swarm["docker_host"], *args, check=check)
+
+
+def router_get(swarm, env: str) -> tuple[int, str, str]:
+    url = swarm["manager"].url(ROUTER_PORTS[env])
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return resp.status, resp.headers.get("X-Colour", ""), resp.read().decode().strip()
+
+
+def task_images(swarm, service: str) -> dict:
+    """task ID -> image of the running tasks of service."""
+    ids = mdocker(swarm, "service", "ps", "-q", "--no-trunc", "--filter", "desired-state=running", service)
+    ids = ids.stdout.split()
+    tasks = json.loads(mdocker(swarm, "inspect", "--type", "task", *ids).stdout) if ids else []
+    return {t["ID"]: t["Spec"]["ContainerSpec"]["Image"] for t in tasks if t["Status"]["State"] == "running"}
+
+
+def bg_swap_play(tmp_path: Path, swarm, registry, images, tasks: list) -> subprocess.CompletedProcess:
+    """A play on localhost with one bg_swap task per item (swarm defaults filled in); results in results.json."""
+    defaults = {
+        "backend": "swarm",
+        "app": APP,
+        "registry_username": registry["username"],
+        "registry_password": registry["password"],
+        "health_interval": 0.3,
+        "health_checks_required": 2,
+        "health_timeout": 40,
+    }
+    play_tasks = []
+    for index, task in enumerate(tasks):
+        args = dict(defaults, **task)
+        args["swarm"] = dict(
+            {"router_image": images["router"], "docker_host": swarm["docker_host"],
+             "router_port": ROUTER_PORTS[args["env"]]},
+            **task.get("swarm", {}),
+        )  # fmt: skip
+        play_tasks.append(
+            {
+                "name": f"bg_swap {index}",
+                "immutable.infra.bg_swap": args,
+                "register": f"r{index}",
+                "ignore_errors": True,
+            }
+        )
+    out = tmp_path / "results.json"
+    results = "{{ [" + ", ".join(f"r{i}" for i in range(len(tasks))) + "] | to_json }}"
+    play_tasks.append({"name": "results", "ansible.builtin.copy": {"content": results, "dest": str(out)}})
+    playbook = tmp_path / "swarm.yml"
+    playbook.write_text(json.dumps([{"hosts": "localhost", "gather_facts": False, "tasks": play_tasks}]))
+    res = run_playbook(playbook, None, "-i", str(REPO_ROOT / "inventories" / "local" / "hosts.yml"))
+    assert out.exists(), show(res)
+    res.results = json.loads(out.read_text())
+    print(f"play of {len(tasks)} bg_swap tasks:", [r.get("timings") for r in res.results])
+    return res
+
+
+def test_bad_input_is_refused_before_anything_changes(fleet: Fleet, swarm, registry, images, tmp_path):
+    """A mutable tag, a missing router image digest, and an engine outside any swarm: clear messages, nothing made."""
+    outside = fleet.hosts[0]
+    outside.sh(
+        f"nohup socat TCP-LISTEN:{DOCKER_PORT + 1},bind=127.0.0.1,fork,reuseaddr UNIX-CONNECT:/var/run/docker.sock"
+        " >/dev/null 2>&1 &"
+    )
+    try:
+        not_in_swarm = "tcp://" + outside.url(DOCKER_PORT + 1).split("//", 1)[1].rstrip("/")
+        res = bg_swap_play(
+            tmp_path, swarm, registry, images,
+            [
+                {"env": "dev", "artifact": images["tag_v1"]},
+                {"env": "dev", "artifact": images["v1"], "swarm": {"router_image": images["router"].split("@")[0]}},
+                {"env": "dev", "artifact": images["v1"], "swarm": {"docker_host": not_in_swarm}},
+                {"env": "dev", "state": "rolled_back"},
+            ],
+        )  # fmt: skip
+    finally:
+        outside.sh(f"pkill -f 'TCP-LISTEN:{DOCKER_PORT + 1}' || true", check=False)
+    tag, router, outside_swarm, nothing = res.results
+    assert tag["failed"] and "not an immutable image reference" in tag["msg"] and "never a mutable tag" in tag["msg"]
+    assert router["failed"] and "swarm.router_image" in router["msg"] and "extensions/swarm-router" in router["msg"]
+    assert outside_swarm["failed"] and "not part of a swarm" in outside_swarm["msg"]
+    assert "docker swarm init" in outside_swarm["msg"]
+    assert nothing["failed"] and "nothing to roll back to" in nothing["msg"]
+    assert mdocker(swarm, "service", "ls", "-q").stdout.split() == []
+    assert registry["password"] not in res.stdout + res.stderr
+
+
+def test_deploy_sick_green_switch_under_load_drift_rollback(swarm, registry, images, tmp_path):
+    """v1 on blue; a sick release on green fails its gate with blue untouched; v2 on green in steps 50/100 with wrk
+    through the router: 0 non-2xx; the live service changed by hand is drift; the rollback switches back to blue."""
+    first = bg_swap_play(tmp_path, swarm, registry, images, [{"env": "dev", "artifact": images["v1"]}])
+    assert not first.results[0].get("failed"), show(first)
+    assert first.results[0]["live_colour"] == "blue"
+    assert router_get(swarm, "dev")[1:] == ("blue", "v1")
+    blue_tasks = task_images(swarm, f"{APP}-dev-blue")
+    assert set(blue_tasks.values()) == {images["v1"]} and len(blue_tasks) == 2
+
+    # a release whose health check fails: the gate stops it; blue keeps the traffic and its very tasks
+    sick = bg_swap_play(
+        tmp_path, swarm, registry, images, [{"env": "dev", "artifact": images["sick"], "health_timeout": 5}]
+    ).results[0]
+    assert sick["failed"] and sick["failed_check"] == "health_gate" and sick["rolled_back"] is False, sick
+    assert "traffic stays on blue" in sick["msg"] and ": 500" in sick["msg"], sick
+    assert router_get(swarm, "dev")[1:] == ("blue", "v1")
+    assert task_images(swarm, f"{APP}-dev-blue") == blue_tasks
+
+    wrk = subprocess.Popen(
+        ["wrk", "-t1", "-c4", "-d60s", "--timeout", "5s", swarm["manager"].url(ROUTER_PORTS["dev"])],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(1)
+        second = bg_swap_play(
+            tmp_path, swarm, registry, images,
+            [{"env": "dev", "artifact": images["v2"], "traffic_steps": [50, 100]},
+             {"env": "dev", "artifact": images["v2"]}],
+        )  # fmt: skip
+        time.sleep(1)
+    finally:
+        wrk.send_signal(signal.SIGINT)
+        load = wrk.communicate(timeout=30)[0]
+    deployed, again = second.results
+    assert not deployed.get("failed"), show(second)
+    assert (deployed["live_colour"], deployed["previous_colour"]) == ("green", "blue")
+    assert deployed["traffic_steps"] == [50, 100]
+    assert again["changed"] is False
+    requests = re.search(r"(\d+) requests in", load)
+    assert requests and int(requests.group(1)) > 100, load
+    assert "Non-2xx" not in load and "Socket errors" not in load, load
+    assert router_get(swarm, "dev")[1:] == ("green", "v2")
+    green_tasks = task_images(swarm, f"{APP}-dev-green")
+    assert set(green_tasks.values()) == {images["v2"]} and len(green_tasks) == 2
+    assert drift_play(tmp_path, swarm, images["v2"], known=[images["v1"]])["drift"] is False
+
+    # the live service updated by hand (docker service update --image): drift, named
+    mdocker(swarm, "service", "update", "--detach", "--quiet", "--no-resolve-image", "--image", images["v1"],
+            f"{APP}-dev-green")  # fmt: skip
+    drift = drift_play(tmp_path, swarm, images["v2"], known=[images["v1"]])
+    assert drift["drift"] is True, drift
+    assert any(f"live service {APP}-dev-green is set to run {images['v1']}" in m for m in drift["mismatches"]), drift
+
+    # rollback: the kept colour (blue, v1) takes the traffic again
+    back = bg_swap_play(tmp_path, swarm, registry, images, [{"env": "dev", "state": "rolled_back"}]).results[0]
+    assert not back.get("failed"), back
+    assert back["live_colour"] == "blue" and back["rollback_method"] == "switch_back"
+    assert router_get(swarm, "dev")[1:] == ("blue", "v1")
+    for name in ("blue", "green", "router"):
+        mdocker(swarm, "service", "rm", f"{APP}-dev-{name}", check=False)
+
+
+def drift_play(tmp_path: Path, swarm, expected: str, known: list) -> dict:
+    out = tmp_path / "drift.json"
+    env = {"name": "dev", "backend": "swarm", "expected": expected, "known_ids": known,
+           "docker_host": swarm["docker_host"]}  # fmt: skip
+    play = [
+        {
+            "hosts": "localhost",
+            "gather_facts": False,
+            "tasks": [
+                {"immutable.infra.drift_info": {"app": APP, "environments": [env]}, "register": "d"},
+                {"ansible.builtin.copy": {"content": "{{ d | to_json }}", "dest": str(out)}},
+            ],
+        }
+    ]
+    playbook = tmp_path / "drift.yml"
+    playbook.write_text(json.dumps(play))
+    res = run_playbook(playbook, None, "-i", str(REPO_ROOT / "inventories" / "local" / "hosts.yml"))
+    assert out.exists(), show(res)
+    return json.loads(out.read_text())
+
+
+def test_promotion_deploy_promote_rollback_same_digest(swarm, registry, images, tmp_path):
+    """deploy.yml dev -> promote.yml dev->staging -> rollback.yml staging with promotion_backend: swarm (a group
+    var): staging runs the very digest dev ran, and the rollback goes back to it."""
+    root = tmp_path / "chain"
+    records = root / "artifacts" / (APP + "p") / "records"
+    records.mkdir(parents=True)
+    for index, name in enumerate(("v1", "v2")):
+        (records / f"{index:02d}-{name}.json").write_text(json.dumps({"id": images[name], "kind": "container"}))
+    (root / "artifacts" / (APP + "p") / "latest.json").write_text(json.dumps({"id": images["v1"]}))
+    inventory = root / "inventory"
+    (inventory / "group_vars" / "all").mkdir(parents=True)
+    shutil.copy(REPO_ROOT / "inventories" / "local" / "hosts.yml", inventory / "hosts.yml")
+    envs = {
+        env: {"router_image": images["router"], "router_port": port, "docker_host": swarm["docker_host"]}
+        for env, port in PROMOTION_PORTS.items()
+    }
+    settings = {
+        "promotion_chain": ["dev", "staging"],
+        "promotion_app": APP + "p",
+        "promotion_backend": "swarm",
+        "promotion_artifacts_dir": str(root / "artifacts"),
+        "promotion_ledger": {"backend": "file", "path": str(root / "ledger.json")},
+        "promotion_environments": envs,
+        "promotion_health_interval": 0.3,
+        "promotion_health_timeout": 40,
+    }
+    (inventory / "group_vars" / "all" / "promotion.yml").write_text(json.dumps(settings))
+    env = {"IMMUTABLE_REGISTRY_USER": registry["username"], "IMMUTABLE_REGISTRY_PASSWORD": registry["password"]}
+
+    def run(playbook, **extra):
+        res = run_playbook(PLAYBOOKS / playbook, extra, "-i", str(inventory), env=env)
+        assert res.returncode == 0, show(res)
+        return res
+
+    # dev's and staging's routers on the same swarm: each its own services, router and port
+    run("deploy.yml", env="dev")
+    run("promote.yml", **{"from": "dev", "to": "staging"})
+    run("deploy.yml", env="dev", artifact=images["v2"])
+    run("promote.yml", **{"from": "dev", "to": "staging"})
+    ledger = json.loads((root / "ledger.json").read_text())["apps"][APP + "p"]
+    assert ledger["staging"]["live"] == ledger["dev"]["live"] == images["v2"]
+    assert set(task_images(swarm, f"{APP}p-staging-green").values()) == {images["v2"]}
+    run("rollback.yml", env="staging")
+    ledger = json.loads((root / "ledger.json").read_text())["apps"][APP + "p"]
+    assert ledger["staging"]["live"] == images["v1"]
+    with urllib.request.urlopen(swarm["manager"].url(PROMOTION_PORTS["staging"]), timeout=5) as resp:
+        assert (resp.headers.get("X-Colour"), resp.read().decode().strip()) == ("blue", "v1")
