@@ -659,16 +659,18 @@ class AwsBackend:
             state.update(previous=previous, previous_artifact=status.artifact)
         return state
 
+    def record_fields(self) -> dict:
+        """What the state parameter records besides the state (the ecs backend, a subclass, records its own)."""
+        return {"backend": "aws", "listener_arn": self.listener_arn, "launch_template_versions": dict(self.versions)}
+
     def record(self, state: dict) -> None:
         state = dict(
             state,
             schema=1,
             app=self.app,
             env=self.env,
-            backend="aws",
-            listener_arn=self.listener_arn,
-            launch_template_versions=dict(self.versions),
             updated=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **self.record_fields(),
         )
         self._call(
             self.ssm,

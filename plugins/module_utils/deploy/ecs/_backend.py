@@ -19,25 +19,15 @@ traffic. A colour "runs" an artifact when its task set's task definition has tha
 
 from __future__ import annotations
 
-import json
 import math
-import time
 
 from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto3_error_code
 
 try:
-    from botocore.exceptions import BotoCoreError
-    from botocore.exceptions import ClientError
     from botocore.exceptions import WaiterError
     from botocore.waiter import WaiterModel
     from botocore.waiter import create_waiter_with_client
 except ImportError:  # bg_swap imports this module only after check_sdk_version_supported() found botocore
-
-    class BotoCoreError(Exception):
-        pass
-
-    class ClientError(Exception):
-        pass
 
     class WaiterError(Exception):
         pass
@@ -455,28 +445,14 @@ class EcsBackend(AwsBackend):
         except BlueGreenError as exc:
             raise BlueGreenError(exc.msg, failed_check="switch") from None
 
-    def record(self, state: dict) -> None:
-        state = dict(
-            state,
-            schema=1,
-            app=self.app,
-            env=self.env,
-            backend="ecs",
-            cluster=self.cluster,
-            service=self.service_name,
-            listener_arn=self.listener_arn,
-            task_definitions=dict(self.registered),
-            updated=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        )
-        self._call(
-            self.ssm,
-            "put_parameter",
-            f"write {self.state_name}",
-            Name=self.state_name,
-            Value=json.dumps(state, sort_keys=True),
-            Type="String",
-            Overwrite=True,
-        )
+    def record_fields(self) -> dict:
+        return {
+            "backend": "ecs",
+            "cluster": self.cluster,
+            "service": self.service_name,
+            "listener_arn": self.listener_arn,
+            "task_definitions": dict(self.registered),
+        }
 
     def details(self) -> dict:
         return {
