@@ -499,20 +499,18 @@ def ensure_evidence(ec2_for, s3, amis, region, bucket, prefix, raw_sbom, private
     wanted = {TAG_EVIDENCE: where, TAG_SBOM: sha256s["sbom"]}
     if "signature" in sha256s:
         wanted.update({TAG_SIGNATURE: sha256s["signature"], TAG_PROVENANCE: sha256s["provenance"]})
+    # a bake without a key leaves a signature made before alone: signing is added, never taken away
     for image_region, (ami, tags, _owner) in images.items():
         missing = [{"Key": k, "Value": v} for k, v in sorted(wanted.items()) if tags.get(k) != v]
-        stale = [{"Key": k} for k in EVIDENCE_TAGS if k not in wanted and k in tags]
-        if missing or stale:
-            changed = True
-            if check_mode:
-                continue
-            try:
-                if missing:
-                    ec2_for(image_region).create_tags(Resources=[ami], Tags=missing)
-                if stale:
-                    ec2_for(image_region).delete_tags(Resources=[ami], Tags=stale)
-            except Exception as exc:  # noqa: BLE001 - botocore's errors
-                raise EvidenceError(f"cannot tag {ami} with its evidence ({type(exc).__name__}: {exc})") from None
+        if not missing:
+            continue
+        changed = True
+        if check_mode:
+            continue
+        try:
+            ec2_for(image_region).create_tags(Resources=[ami], Tags=missing)
+        except Exception as exc:  # noqa: BLE001 - botocore's errors
+            raise EvidenceError(f"cannot tag {ami} with its evidence ({type(exc).__name__}: {exc})") from None
     return {
         "changed": changed,
         "sbom": sbom,

@@ -342,3 +342,11 @@ def test_a_revoked_base_ami_refuses_an_ami_whose_tags_name_it(aws):
     revoked = new_revocation(base, "base", "broken base", "bob", now - 60)
     with pytest.raises(PolicyError, match=f"baked from the revoked base image {base}"):
         check_revocation([revoked], {REGION: ami}, found, now, "web", "prod", "deploy")
+
+
+def test_a_bake_without_a_key_leaves_the_signature_alone(aws):
+    key = new_key()
+    amis, _done = baked(aws, key)
+    again = ensure_evidence(aws["for"], aws["s3"], amis, REGION, BUCKET, "evidence", None, None, bake_inputs())
+    assert again["changed"] is False and again["reused"] == ["sbom"]
+    assert verify_ami(aws["for"], lambda r: aws["s3"], amis, [key.public_key()], record())["verified"]
