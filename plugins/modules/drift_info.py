@@ -21,9 +21,10 @@ description:
     colour running a digest the ledger never recorded in that environment are reported too."
   - "V(aws): every InService instance of O(environments[].auto_scaling_groups) must run the ledger's AMI for
     O(region) (an AMI ID, or the region's entry of a region map)."
-  - "V(ecs): the PRIMARY task set of the ECS service (the live colour of M(immutable.infra.bg_swap) O(backend=ecs))
-    must run the ledger's digest reference in its task definition's container; a service changed by hand to a task
-    definition with another image, and a task set without a blue/green C(externalId), are reported (docs/ecs.md)."
+  - "V(ecs): the PRIMARY task set of the ECS service (the live colour of M(immutable.infra.bg_swap) with
+    O(immutable.infra.bg_swap#module:backend=ecs)) must run the ledger's digest reference in its task definition's
+    container; a service changed by hand to a task definition with another image, and a task set without a
+    blue/green C(externalId), are reported (docs/ecs.md)."
 author:
   - immutable.infra contributors (@immutable-infra)
 options:

@@ -345,6 +345,15 @@ def test_gate_failure_keeps_traffic_and_lock_held_changes_nothing(moto, unique):
     }
 
 
+def test_check_mode_plans_and_changes_nothing(ecs_env):
+    result = BlueGreen(ecs_env.backend(), Options(), check_mode=True).deploy(DIGESTS[0])
+    assert result["changed"] and result["plan"]["deploy_to"] == "green"
+    assert result["plan"]["cluster"] == ecs_env.cluster and result["plan"]["service"] == ecs_env.service
+    assert ecs_env.task_sets() == {} and ecs_env.weights() == {"blue": 100}
+    ecs = ecs_env.clients["ecs"]
+    assert len(ecs.list_task_definitions(familyPrefix=ecs_env.service)["taskDefinitionArns"]) == 1
+
+
 @pytest.mark.parametrize(
     ("change", "needle"),
     [
