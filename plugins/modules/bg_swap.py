@@ -324,8 +324,10 @@ options:
     default: docker
   registry_username:
     description:
-      - User for the registry of O(artifact) (docker backend), when the image must be pulled. The pull then uses a
-        temporary C(DOCKER_CONFIG) directory holding only this login, removed right after (as
+      - User for the registry of O(artifact) (docker backend), when the image must be pulled. The pull then goes
+        through the Engine API on the local daemon's socket with this login in the request's C(X-Registry-Auth) header
+        only (where the docker CLI is used instead - another O(docker_binary), C(DOCKER_HOST) or context - through a
+        temporary C(DOCKER_CONFIG) directory holding only this login, removed right after, as
         M(immutable.infra.push_image) pushes), so no credentials stay on the host. Without it, C(docker pull) uses
         the host's own docker login, if any.
     type: str

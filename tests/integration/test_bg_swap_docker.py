@@ -437,6 +437,35 @@ def test_missing_image_fails_and_nothing_switches(router, images):
     assert_serving(router, "blue", "v1")
 
 
+def test_registry_login_pulls_through_the_engine_api_and_a_wrong_one_changes_nothing(
+    router, images, registry, base_image, docker_config
+):
+    """With registry_username/password bg_swap pulls through the local daemon's socket (the login only in the
+    request's header); an image that is not there yet is pulled, a wrong password fails before anything changes."""
+    assert not failed(router.swap(artifact=images["v1"]))
+    version = "p" + os.urandom(4).hex()  # an image no other test has built: removed here, so it must be pulled
+    with pushed_web_images(registry, base_image, docker_config, "bgpull", {version: {"HEALTH": 200}}) as pushed:
+        fresh = pushed[version]
+        sh("docker", "image", "rm", "--force", f"{pushed['repo']}:{version}")
+        assert sh("docker", "image", "inspect", fresh, check=False).returncode != 0, "the image must be pulled"
+        wrong = "wrong-" + os.urandom(6).hex()
+        refused = router.swap(artifact=fresh, registry_username=registry["username"], registry_password=wrong)
+        assert failed(refused) and "could not be pulled" in refused["msg"] and fresh in refused["msg"], refused
+        assert wrong not in json.dumps(refused)
+        assert router.container("green") is None
+        assert_serving(router, "blue", "v1")
+        login = {"registry_username": registry["username"], "registry_password": registry["password"]}
+        pulled = router.swap(artifact=fresh, **login)
+        assert not failed(pulled) and pulled["live_colour"] == "green", pulled
+        assert registry["password"] not in json.dumps(pulled)
+        assert_serving(router, "green", version)
+        assert router.container("green")["Config"]["Labels"]["immutable.infra.artifact"] == fresh
+        missing = pushed["repo"] + "@sha256:" + "0" * 64
+        absent = router.swap(artifact=missing, **login)
+        assert failed(absent) and "could not be pulled" in absent["msg"] and missing in absent["msg"], absent
+        assert_serving(router, "green", version)
+
+
 def test_port_collision_is_reported(router, images):
     assert not failed(router.swap(artifact=images["v1"]))
     squatter = socket.socket()

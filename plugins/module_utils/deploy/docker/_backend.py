@@ -10,10 +10,15 @@ docker_engine() picks (the Engine API's unix socket for reads, the docker CLI ot
 
 from __future__ import annotations
 
+import base64
+import http.client
+import json
 import os
 import socket
 import time
 from contextlib import contextmanager
+from urllib.parse import quote
+from urllib.parse import urlencode
 
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import COLOURS
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import DEPLOY_LABEL_APP
@@ -31,7 +36,7 @@ from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen 
 from ansible_collections.immutable.infra.plugins.module_utils.deploy.docker._nginx_switch import SwitchError
 from ansible_collections.immutable.infra.plugins.module_utils.docker._cli import DockerCli
 from ansible_collections.immutable.infra.plugins.module_utils.docker._interface import DockerError
-from ansible_collections.immutable.infra.plugins.module_utils.registry._push import TemporaryDockerConfig
+from ansible_collections.immutable.infra.plugins.module_utils.docker._socket import _UnixConnection
 
 
 def http_get(url: str, timeout: float = 5.0):
@@ -64,6 +69,73 @@ def port_in_use(port: int) -> bool:
     finally:
         sock.close()
     return False
+
+
+def split_reference(artifact: str) -> tuple[str, str]:
+    """(name, tag or digest) of an image reference, as the Engine API's fromImage and tag: `repo@sha256:...` gives
+    the digest, `repo:tag` the tag, a bare name `latest`."""
+    if "@" in artifact:
+        name, digest = artifact.split("@", 1)
+        return name, digest
+    name, sep, tag = artifact.rpartition(":")
+    if sep and "/" not in tag:
+        return name, tag
+    return artifact, "latest"
+
+
+def socket_request(socket_path: str, method: str, url_path: str, body=None, headers=None, timeout=None):
+    """One request to the Engine API on the local daemon's unix socket: (status, response text), or None when the
+    socket does not answer (the caller then uses the CLI). body: sent as JSON. No timeout by default, as the CLI."""
+    headers = dict(headers or {})
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    conn = _UnixConnection(socket_path, timeout)
+    try:
+        conn.request(method, url_path, body=data, headers=headers)
+        response = conn.getresponse()
+        return response.status, response.read().decode("utf-8", "replace")
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
+
+
+def daemon_message(text: str) -> str:
+    """The daemon's error message in an Engine API answer ({"message": ...}), else the answer itself."""
+    try:
+        message = json.loads(text).get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return f"Error response from daemon: {message or text.strip()}"
+
+
+def pull_through_socket(socket_path: str, artifact: str, registry: str, username: str, password: str):
+    """Pull artifact through the Engine API on the local daemon's unix socket, the credentials only in the request's
+    X-Registry-Auth header: no docker CLI process, no DOCKER_CONFIG written to disk. (rc, out, err) like the CLI's
+    `docker pull` (err: the daemon's message), or None when the socket does not answer (the caller then uses the CLI).
+    """
+    name, tag = split_reference(artifact)
+    auth = json.dumps({"username": username, "password": password, "serveraddress": registry})
+    headers = {"X-Registry-Auth": base64.urlsafe_b64encode(auth.encode()).decode("ascii")}
+    answer = socket_request(
+        socket_path, "POST", f"/images/create?{urlencode({'fromImage': name, 'tag': tag})}", headers=headers
+    )
+    if answer is None:
+        return None
+    status, text = answer
+    if status != 200:
+        return 1, "", daemon_message(text)
+    # a streamed answer: one JSON object per line; a failed pull ends with an error object, still with status 200
+    for line in text.splitlines():
+        try:
+            message = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(message, dict) and message.get("error"):
+            return 1, "", str((message.get("errorDetail") or {}).get("message") or message["error"])
+    return 0, "", ""
 
 
 class DockerBackend:
@@ -128,12 +200,23 @@ class DockerBackend:
             raise BlueGreenError(exc.message) from None
 
     def _pull(self, artifact: str) -> tuple[int, str, str]:
-        """docker pull; with registry_auth, through a temporary DOCKER_CONFIG holding only that registry's login
-        (removed right after, as push_image does): no credentials stay on the host."""
+        """docker pull; with registry_auth, through the Engine API on the local daemon's socket with the login in the
+        request's header only, else (the CLI engine, or the socket did not answer) through a temporary DOCKER_CONFIG
+        holding only that registry's login (removed right after, as push_image does): no credentials stay on the
+        host either way."""
         if not self.registry_auth:
             return self._run(["pull", "--quiet", artifact], check=False)
         registry = artifact.split("/", 1)[0] if "/" in artifact else "docker.io"
         username, password = self.registry_auth
+        engine_socket = getattr(self.cli, "socket", None)  # EngineApi: the local daemon's socket
+        if engine_socket is not None:
+            answer = pull_through_socket(engine_socket.path, artifact, registry, username, password)
+            if answer is not None:
+                rc, out, err = answer
+                return rc, self.cli.mask(out), self.cli.mask(err)
+        # imported here: only this fallback needs it (bg_swap's payload imports less on every host)
+        from ansible_collections.immutable.infra.plugins.module_utils.registry._push import TemporaryDockerConfig
+
         with TemporaryDockerConfig(registry, username, password) as config_dir:
             try:
                 rc, out, err = self.cli.run(
@@ -142,6 +225,16 @@ class DockerBackend:
             except DockerError as exc:
                 raise BlueGreenError(exc.message) from None
         return rc, self.cli.mask(out), self.cli.mask(err)
+
+    def _remove(self, name: str) -> None:
+        """docker rm --force name: through the Engine API on the local daemon's socket (no docker CLI process), the
+        CLI when there is no socket or it answers anything but removed (204) or already gone (404)."""
+        engine_socket = getattr(self.cli, "socket", None)
+        if engine_socket is not None:
+            answer = engine_socket.request("DELETE", f"/containers/{quote(name, safe='')}?force=1")
+            if answer is not None and answer[0] in (204, 404):
+                return
+        self._run(["rm", "--force", name])
 
     def name(self, colour: str) -> str:
         return colour_name(self.app, self.env, colour)
@@ -192,7 +285,7 @@ class DockerBackend:
             return  # the idle colour already runs this artifact (e.g. after a rollback): the gate still checks it
         port = self.ports[colour]
         if current.exists:
-            self._run(["rm", "--force", name])
+            self._remove(name)
             # docker-proxy releases the published port shortly after the container is gone
             for _attempt in range(50):
                 if not self.port_check(port):
@@ -204,6 +297,29 @@ class DockerBackend:
                 f"free it or choose another {colour}_port",
                 failed_check="deploy",
             )
+        rc, out, err = self._run_container(name, colour, artifact, port)
+        if rc != 0:
+            self._run(["rm", "--force", name], check=False)
+            raise BlueGreenError(
+                f"docker run of {artifact} as {name} failed: {(err or out).strip()}", failed_check="deploy"
+            )
+
+    def _labels(self, colour: str, artifact: str) -> dict:
+        return {
+            DEPLOY_LABEL_APP: self.app,
+            DEPLOY_LABEL_ENV: self.env,
+            DEPLOY_LABEL_COLOUR: colour,
+            DEPLOY_LABEL_ARTIFACT: artifact,
+        }
+
+    def _run_container(self, name: str, colour: str, artifact: str, port: int) -> tuple[int, str, str]:
+        """docker run --detach of the colour: through the Engine API on the local daemon's socket (create and start,
+        no docker CLI process), the CLI when there is no socket or it does not answer. (rc, out, err)."""
+        engine_socket = getattr(self.cli, "socket", None)
+        if engine_socket is not None:
+            answer = self._run_through_socket(engine_socket.path, name, colour, artifact, port)
+            if answer is not None:
+                return answer
         args = [
             "run",
             "--detach",
@@ -213,23 +329,38 @@ class DockerBackend:
             "unless-stopped",
             "--publish",
             f"127.0.0.1:{port}:{self.container_port}",
-            "--label",
-            f"{DEPLOY_LABEL_APP}={self.app}",
-            "--label",
-            f"{DEPLOY_LABEL_ENV}={self.env}",
-            "--label",
-            f"{DEPLOY_LABEL_COLOUR}={colour}",
-            "--label",
-            f"{DEPLOY_LABEL_ARTIFACT}={artifact}",
         ]
+        for key, value in self._labels(colour, artifact).items():
+            args += ["--label", f"{key}={value}"]
         for key, value in sorted(self.container_env.items()):
             args += ["--env", f"{key}={value}"]
-        rc, out, err = self._run(args + [artifact], check=False)
-        if rc != 0:
-            self._run(["rm", "--force", name], check=False)
-            raise BlueGreenError(
-                f"docker run of {artifact} as {name} failed: {(err or out).strip()}", failed_check="deploy"
-            )
+        return self._run(args + [artifact], check=False)
+
+    def _run_through_socket(self, socket_path: str, name: str, colour: str, artifact: str, port: int):
+        """The CLI's `docker run --detach --restart unless-stopped --publish 127.0.0.1:<port>:<container_port>
+        --label ... --env ...` as the Engine API's create and start; None when the socket does not answer."""
+        target = f"{self.container_port}/tcp"
+        body = {
+            "Image": artifact,
+            "Labels": self._labels(colour, artifact),
+            "Env": [f"{key}={value}" for key, value in sorted(self.container_env.items())],
+            "ExposedPorts": {target: {}},
+            "HostConfig": {
+                "RestartPolicy": {"Name": "unless-stopped"},
+                "PortBindings": {target: [{"HostIp": "127.0.0.1", "HostPort": str(port)}]},
+            },
+        }
+        answer = socket_request(socket_path, "POST", f"/containers/create?{urlencode({'name': name})}", body=body)
+        if answer is None:
+            return None
+        if answer[0] != 201:
+            return 1, "", self.cli.mask(daemon_message(answer[1]))
+        answer = socket_request(socket_path, "POST", f"/containers/{quote(name, safe='')}/start")
+        if answer is None:
+            return self._run(["start", name], check=False)
+        if answer[0] not in (204, 304):
+            return 1, "", self.cli.mask(daemon_message(answer[1]))
+        return 0, "", ""
 
     def start(self, colour: str) -> None:
         port = self.ports[colour]

@@ -121,3 +121,90 @@ def test_port_in_use_sees_a_listener_but_not_the_time_wait_a_removed_container_l
     states = subprocess.run(["ss", "-tan", f"sport = :{port}"], capture_output=True, text=True, check=True).stdout
     assert "TIME-WAIT" in states
     assert not port_in_use(port)
+
+
+# -- the Engine API's pull (bg_swap with registry_username): what a real daemon does not answer on demand ---------
+
+
+class FakeDaemon:
+    """An HTTP server on a unix socket answering every request with one canned answer; records the requests."""
+
+    def __init__(self, path, status, body):
+        import http.server
+        import socketserver
+        import threading
+
+        requests = self.requests = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802  (http.server's method name)
+                requests.append((self.path, dict(self.headers)))
+                data = body.encode()
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+            daemon_threads = True
+
+            def get_request(self):
+                request, _addr = super().get_request()
+                return request, ("local", 0)  # BaseHTTPRequestHandler wants a (host, port) client address
+
+        self.server = Server(str(path), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_split_reference_gives_the_engine_api_name_and_tag_or_digest():
+    from ansible_collections.immutable.infra.plugins.module_utils.deploy.docker._backend import split_reference
+
+    assert split_reference(DIGEST) == ("127.0.0.1:5000/web", "sha256:" + "a" * 64)
+    assert split_reference("127.0.0.1:5000/web:1.4") == ("127.0.0.1:5000/web", "1.4")
+    assert split_reference("127.0.0.1:5000/web") == ("127.0.0.1:5000/web", "latest")
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (200, '{"status":"Pulling from web"}\n{"status":"Digest: sha256:aa"}\n', (0, "", "")),
+        # a pull that fails once the stream began still answers 200: the error is the stream's last object
+        (
+            200,
+            '{"status":"Pulling from web"}\n{"errorDetail":{"message":"unexpected EOF"},"error":"unexpected EOF"}\n',
+            (1, "", "unexpected EOF"),
+        ),
+        (404, '{"message":"manifest unknown"}', (1, "", "Error response from daemon: manifest unknown")),
+    ],
+)
+def test_pull_through_the_socket_reads_the_daemon_answer_and_sends_the_login_only_in_a_header(
+    tmp_path, status, body, expected
+):
+    import base64
+
+    from ansible_collections.immutable.infra.plugins.module_utils.deploy.docker._backend import pull_through_socket
+
+    daemon = FakeDaemon(tmp_path / "docker.sock", status, body)
+    try:
+        answer = pull_through_socket(str(tmp_path / "docker.sock"), DIGEST, "127.0.0.1:5000", "ci", "s3cret")
+    finally:
+        daemon.close()
+    assert answer == expected
+    ((path, headers),) = daemon.requests
+    assert path == f"/images/create?fromImage=127.0.0.1%3A5000%2Fweb&tag=sha256%3A{'a' * 64}"
+    assert "s3cret" not in path
+    login = json.loads(base64.urlsafe_b64decode(headers["X-Registry-Auth"]))
+    assert login == {"username": "ci", "password": "s3cret", "serveraddress": "127.0.0.1:5000"}
+
+
+def test_pull_through_a_socket_that_does_not_answer_falls_back_to_the_cli(tmp_path):
+    from ansible_collections.immutable.infra.plugins.module_utils.deploy.docker._backend import pull_through_socket
+
+    assert pull_through_socket(str(tmp_path / "absent.sock"), DIGEST, "127.0.0.1:5000", "ci", "s3cret") is None
