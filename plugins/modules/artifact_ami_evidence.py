@@ -22,16 +22,18 @@ description:
     C(provenance.dsse.json). The AMI and every copy get the tags C(immutable-infra:evidence) (that location),
     C(immutable-infra:sbom-sha256), C(immutable-infra:signature-sha256) and C(immutable-infra:provenance-sha256)."
 author:
-  - immutable.infra contributors
+  - immutable.infra contributors (@immutable-infra)
 attributes:
   check_mode:
     support: full
+    description: Reads the AMIs and the bucket and says whether anything would be written or tagged; writes nothing.
   diff_mode:
     support: none
+    description: No diff.
 options:
   amis:
-    description: "The bake's AMIs, C({region: ami_id}), as C(bake_ami) O(state=captured) or O(state=cached) returns
-      them."
+    description: "The bake's AMIs, C({region: ami_id}), as M(immutable.infra.bake_ami) returns them with
+      C(state=captured) or C(state=cached)."
     type: dict
     required: true
   bucket:

@@ -475,7 +475,8 @@ def ensure_evidence(ec2_for, s3, amis, region, bucket, prefix, raw_sbom, private
         payload = ami_payload(amis, account, sha256s["sbom"])
         kept = get_object(s3, bucket, key_prefix + OBJECTS["signature"])
         if kept is not None and _kept_signature(kept, public_key, payload):
-            signature, _ = kept, reused.append("signature")
+            signature = kept
+            reused.append("signature")
         else:
             signature, changed = signature_document(private_key, payload), True
             if not check_mode:
@@ -483,7 +484,8 @@ def ensure_evidence(ec2_for, s3, amis, region, bucket, prefix, raw_sbom, private
         sha256s["signature"] = sha256_hex(signature)
         kept = get_object(s3, bucket, key_prefix + OBJECTS["provenance"])
         if kept is not None and _kept_provenance(kept, public_key, amis, sha256s["sbom"]):
-            envelope, _ = kept, reused.append("provenance")
+            envelope = kept
+            reused.append("provenance")
         else:
             statement = build_ami_statement(
                 amis=amis, account=account, sbom_sha256=sha256s["sbom"], base_region=region, **bake

@@ -220,7 +220,7 @@ def test_an_object_replaced_in_the_bucket_is_tampered(aws):
 def test_tags_pointed_at_another_amis_evidence_are_refused(aws):
     key = new_key()
     amis, _done = baked(aws, key, "web")
-    other, _ = baked(aws, key, "other")
+    other = baked(aws, key, "other")[0]
     # the attacker copies the other bake's (valid, signed) evidence tags onto our AMIs
     for region in (REGION, COPY):
         tags = tags_of(aws, region, other[REGION] if region == REGION else other[COPY])
@@ -312,7 +312,7 @@ def test_the_promotion_prints_the_package_diff_between_two_amis(aws, tmp_path):
     from ansible_collections.immutable.infra.plugins.plugin_utils._supply_gate import verification_gate
 
     key = new_key()
-    live, _ = baked(aws, key, "live")
+    live = baked(aws, key, "live")[0]
     candidate = {REGION: aws["image"](REGION, "candidate")}
     upgraded = RAW.replace(b"5.2.15-2+b7", b"5.2.15-3")
     ensure_evidence(aws["for"], aws["s3"], candidate, REGION, BUCKET, "evidence", upgraded, key, bake_inputs())
