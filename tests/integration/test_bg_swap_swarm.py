@@ -138,7 +138,8 @@ def task_images(swarm, service: str) -> dict:
 
 
 def bg_swap_play(tmp_path: Path, swarm, registry, images, tasks: list) -> subprocess.CompletedProcess:
-    """A play on localhost with one bg_swap task per item (swarm defaults filled in); results in results.json."""
+    """A play on localhost with one bg_swap task per item (swarm defaults filled in), or a drift_info task for an item
+    {"drift": expected, "known": [...]}; every result, in order, as res.results. One ansible-playbook run (~5 s)."""
     defaults = {
         "backend": "swarm",
         "app": APP,
@@ -150,6 +151,12 @@ def bg_swap_play(tmp_path: Path, swarm, registry, images, tasks: list) -> subpro
     }
     play_tasks = []
     for index, task in enumerate(tasks):
+        if "drift" in task:
+            env = {"name": "dev", "backend": "swarm", "expected": task["drift"], "known_ids": task["known"],
+                   "docker_host": swarm["docker_host"]}  # fmt: skip
+            drift = {"immutable.infra.drift_info": {"app": APP, "environments": [env]}, "register": f"r{index}"}
+            play_tasks.append(drift)
+            continue
         args = dict(defaults, **task)
         args["swarm"] = dict(
             {"router_image": images["router"], "docker_host": swarm["docker_host"],
@@ -169,38 +176,47 @@ def bg_swap_play(tmp_path: Path, swarm, registry, images, tasks: list) -> subpro
     play_tasks.append({"name": "results", "ansible.builtin.copy": {"content": results, "dest": str(out)}})
     playbook = tmp_path / "swarm.yml"
     playbook.write_text(json.dumps([{"hosts": "localhost", "gather_facts": False, "tasks": play_tasks}]))
+    started = time.monotonic()
     res = run_playbook(playbook, None, "-i", str(REPO_ROOT / "inventories" / "local" / "hosts.yml"))
+    res.seconds = round(time.monotonic() - started, 1)
     assert out.exists(), show(res)
     res.results = json.loads(out.read_text())
-    print(f"play of {len(tasks)} bg_swap tasks:", [r.get("timings") for r in res.results])
+    print(f"play of {len(tasks)} tasks in {res.seconds} s:", [r.get("timings") for r in res.results])
     return res
 
 
 def test_bad_input_is_refused_before_anything_changes(fleet: Fleet, swarm, registry, images, tmp_path):
-    """A mutable tag, a missing router image digest, and an engine outside any swarm: clear messages, nothing made."""
-    outside = fleet.hosts[0]
-    outside.sh(
+    """A mutable tag, a router image without digest, an engine outside any swarm, a worker, nothing to roll back to:
+    clear messages, nothing made."""
+    outside, worker = fleet.hosts[0], swarm["workers"][0]
+    relay = (
         f"nohup socat TCP-LISTEN:{DOCKER_PORT + 1},bind=127.0.0.1,fork,reuseaddr UNIX-CONNECT:/var/run/docker.sock"
         " >/dev/null 2>&1 &"
     )
+    outside.sh(relay)
+    worker.sh(relay)
     try:
         not_in_swarm = "tcp://" + outside.url(DOCKER_PORT + 1).split("//", 1)[1].rstrip("/")
+        on_worker = "tcp://" + worker.url(DOCKER_PORT + 1).split("//", 1)[1].rstrip("/")
         res = bg_swap_play(
             tmp_path, swarm, registry, images,
             [
                 {"env": "dev", "artifact": images["tag_v1"]},
                 {"env": "dev", "artifact": images["v1"], "swarm": {"router_image": images["router"].split("@")[0]}},
                 {"env": "dev", "artifact": images["v1"], "swarm": {"docker_host": not_in_swarm}},
+                {"env": "dev", "artifact": images["v1"], "swarm": {"docker_host": on_worker}},
                 {"env": "dev", "state": "rolled_back"},
             ],
         )  # fmt: skip
     finally:
-        outside.sh(f"pkill -f 'TCP-LISTEN:{DOCKER_PORT + 1}' || true", check=False)
-    tag, router, outside_swarm, nothing = res.results
+        for host in (outside, worker):
+            host.sh(f"pkill -f 'TCP-LISTEN:{DOCKER_PORT + 1}' || true", check=False)
+    tag, router, outside_swarm, from_worker, nothing = res.results
     assert tag["failed"] and "not an immutable image reference" in tag["msg"] and "never a mutable tag" in tag["msg"]
     assert router["failed"] and "swarm.router_image" in router["msg"] and "extensions/swarm-router" in router["msg"]
     assert outside_swarm["failed"] and "not part of a swarm" in outside_swarm["msg"]
     assert "docker swarm init" in outside_swarm["msg"]
+    assert from_worker["failed"] and "is a swarm worker: run bg_swap on a manager node" in from_worker["msg"]
     assert nothing["failed"] and "nothing to roll back to" in nothing["msg"]
     assert mdocker(swarm, "service", "ls", "-q").stdout.split() == []
     assert registry["password"] not in res.stdout + res.stderr
@@ -209,21 +225,17 @@ def test_bad_input_is_refused_before_anything_changes(fleet: Fleet, swarm, regis
 def test_deploy_sick_green_switch_under_load_drift_rollback(swarm, registry, images, tmp_path):
     """v1 on blue; a sick release on green fails its gate with blue untouched; v2 on green in steps 50/100 with wrk
     through the router: 0 non-2xx; the live service changed by hand is drift; the rollback switches back to blue."""
-    first = bg_swap_play(tmp_path, swarm, registry, images, [{"env": "dev", "artifact": images["v1"]}])
-    assert not first.results[0].get("failed"), show(first)
-    assert first.results[0]["live_colour"] == "blue"
-    assert router_get(swarm, "dev")[1:] == ("blue", "v1")
-    blue_tasks = task_images(swarm, f"{APP}-dev-blue")
-    assert set(blue_tasks.values()) == {images["v1"]} and len(blue_tasks) == 2
-
+    first, sick = bg_swap_play(
+        tmp_path, swarm, registry, images,
+        [{"env": "dev", "artifact": images["v1"]}, {"env": "dev", "artifact": images["sick"], "health_timeout": 8}],
+    ).results  # fmt: skip
+    assert not first.get("failed") and first["live_colour"] == "blue", first
     # a release whose health check fails: the gate stops it; blue keeps the traffic and its very tasks
-    sick = bg_swap_play(
-        tmp_path, swarm, registry, images, [{"env": "dev", "artifact": images["sick"], "health_timeout": 5}]
-    ).results[0]
     assert sick["failed"] and sick["failed_check"] == "health_gate" and sick["rolled_back"] is False, sick
     assert "traffic stays on blue" in sick["msg"] and ": 500" in sick["msg"], sick
     assert router_get(swarm, "dev")[1:] == ("blue", "v1")
-    assert task_images(swarm, f"{APP}-dev-blue") == blue_tasks
+    history = mdocker(swarm, "service", "ps", "--format", "{{.Image}} {{.DesiredState}}", f"{APP}-dev-blue").stdout
+    assert sorted(history.splitlines()) == [f"{images['v1']} Running"] * 2  # never restarted nor replaced
 
     wrk = subprocess.Popen(
         ["wrk", "-t1", "-c4", "-d60s", "--timeout", "5s", swarm["manager"].url(ROUTER_PORTS["dev"])],
@@ -231,17 +243,15 @@ def test_deploy_sick_green_switch_under_load_drift_rollback(swarm, registry, ima
     )  # fmt: skip
     try:
         time.sleep(1)
-        second = bg_swap_play(
+        deployed, again, clean = bg_swap_play(
             tmp_path, swarm, registry, images,
             [{"env": "dev", "artifact": images["v2"], "traffic_steps": [50, 100]},
-             {"env": "dev", "artifact": images["v2"]}],
-        )  # fmt: skip
-        time.sleep(1)
+             {"env": "dev", "artifact": images["v2"]}, {"drift": images["v2"], "known": [images["v1"]]}],
+        ).results  # fmt: skip
     finally:
         wrk.send_signal(signal.SIGINT)
         load = wrk.communicate(timeout=30)[0]
-    deployed, again = second.results
-    assert not deployed.get("failed"), show(second)
+    assert not deployed.get("failed"), deployed
     assert (deployed["live_colour"], deployed["previous_colour"]) == ("green", "blue")
     assert deployed["traffic_steps"] == [50, 100]
     assert again["changed"] is False
@@ -251,43 +261,23 @@ def test_deploy_sick_green_switch_under_load_drift_rollback(swarm, registry, ima
     assert router_get(swarm, "dev")[1:] == ("green", "v2")
     green_tasks = task_images(swarm, f"{APP}-dev-green")
     assert set(green_tasks.values()) == {images["v2"]} and len(green_tasks) == 2
-    assert drift_play(tmp_path, swarm, images["v2"], known=[images["v1"]])["drift"] is False
+    assert clean["drift"] is False, clean
 
-    # the live service updated by hand (docker service update --image): drift, named
+    # the live service updated by hand (docker service update --image): drift, named; then the rollback
     mdocker(swarm, "service", "update", "--detach", "--quiet", "--no-resolve-image", "--image", images["v1"],
             f"{APP}-dev-green")  # fmt: skip
-    drift = drift_play(tmp_path, swarm, images["v2"], known=[images["v1"]])
+    drift, back = bg_swap_play(
+        tmp_path, swarm, registry, images,
+        [{"drift": images["v2"], "known": [images["v1"]]}, {"env": "dev", "state": "rolled_back"}],
+    ).results  # fmt: skip
     assert drift["drift"] is True, drift
     assert any(f"live service {APP}-dev-green is set to run {images['v1']}" in m for m in drift["mismatches"]), drift
-
     # rollback: the kept colour (blue, v1) takes the traffic again
-    back = bg_swap_play(tmp_path, swarm, registry, images, [{"env": "dev", "state": "rolled_back"}]).results[0]
     assert not back.get("failed"), back
     assert back["live_colour"] == "blue" and back["rollback_method"] == "switch_back"
     assert router_get(swarm, "dev")[1:] == ("blue", "v1")
     for name in ("blue", "green", "router"):
         mdocker(swarm, "service", "rm", f"{APP}-dev-{name}", check=False)
-
-
-def drift_play(tmp_path: Path, swarm, expected: str, known: list) -> dict:
-    out = tmp_path / "drift.json"
-    env = {"name": "dev", "backend": "swarm", "expected": expected, "known_ids": known,
-           "docker_host": swarm["docker_host"]}  # fmt: skip
-    play = [
-        {
-            "hosts": "localhost",
-            "gather_facts": False,
-            "tasks": [
-                {"immutable.infra.drift_info": {"app": APP, "environments": [env]}, "register": "d"},
-                {"ansible.builtin.copy": {"content": "{{ d | to_json }}", "dest": str(out)}},
-            ],
-        }
-    ]
-    playbook = tmp_path / "drift.yml"
-    playbook.write_text(json.dumps(play))
-    res = run_playbook(playbook, None, "-i", str(REPO_ROOT / "inventories" / "local" / "hosts.yml"))
-    assert out.exists(), show(res)
-    return json.loads(out.read_text())
 
 
 def test_promotion_deploy_promote_rollback_same_digest(swarm, registry, images, tmp_path):
@@ -337,3 +327,9 @@ def test_promotion_deploy_promote_rollback_same_digest(swarm, registry, images, 
     assert ledger["staging"]["live"] == images["v1"]
     with urllib.request.urlopen(swarm["manager"].url(PROMOTION_PORTS["staging"]), timeout=5) as resp:
         assert (resp.headers.get("X-Colour"), resp.read().decode().strip()) == ("blue", "v1")
+    run("verify.yml")  # drift_info backend=swarm for both environments: every task runs its ledger ID (exit 0)
+    checked = json.loads((root / "artifacts" / (APP + "p") / "verify.json").read_text())
+    assert {name: (env["checked"], env["drift"]) for name, env in checked["environments"].items()} == {
+        "dev": (True, False),
+        "staging": (True, False),
+    }, checked

@@ -240,7 +240,14 @@ class SwarmBackend:
         while True:
             container = self._router_container()
             if container:
-                return self.run_docker(["exec", "-i", container] + argv, check=False, data=data)
+                rc, out, err = self.run_docker(["exec", "-i", container] + argv, check=False, data=data)
+                # 126/137 or "not running": the task was being replaced between `docker ps` and `docker exec`
+                low = (err or "").lower()
+                gone = rc in (126, 137) or "is not running" in low or "no such container" in low
+                if not gone or time.monotonic() >= deadline:
+                    return rc, out, err
+                time.sleep(0.2)
+                continue
             if time.monotonic() >= deadline:
                 errors = "; ".join(self._failed_tasks(self.router)[:3]) or "no error reported"
                 raise BlueGreenError(
@@ -430,8 +437,13 @@ class SwarmBackend:
     def set_traffic(self, weights: dict) -> None:
         weights = {c: int(w) for c, w in weights.items() if int(w) > 0}
         self._write_router(weights)
-        self.run_docker(["service", "update", "--detach", "--quiet", "--label-add",
-                   f"{WEIGHTS_LABEL}={json.dumps(weights, sort_keys=True)}", self.router])  # fmt: skip
+        self._label_router(WEIGHTS_LABEL, weights)
+
+    def _label_router(self, key: str, value: dict) -> None:
+        """A label of the router service (no task is restarted by a label change)."""
+        label = f"{key}={json.dumps(value, sort_keys=True)}"
+        args = ["service", "update", "--detach", "--quiet", "--no-resolve-image", "--label-add", label, self.router]
+        self.run_docker(args)
 
     def verify(self, colour: str) -> HealthResult:
         url = f"http://127.0.0.1:{_router.ROUTER_PORT}/"
@@ -470,8 +482,7 @@ class SwarmBackend:
             backend="swarm",
             updated=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         )
-        self.run_docker(["service", "update", "--detach", "--quiet", "--label-add",
-                   f"{STATE_LABEL}={json.dumps(state, sort_keys=True)}", self.router])  # fmt: skip
+        self._label_router(STATE_LABEL, state)
 
     @contextmanager
     def lock(self):
