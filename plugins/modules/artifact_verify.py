@@ -6,7 +6,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: artifact_verify
-short_description: Verify a container artifact's signature and signed provenance against trusted keys and its record
+short_description: Verify an artifact's signature and signed provenance against trusted keys and its record
 version_added: 0.3.0
 author:
   - immutable.infra contributors (@immutable-infra)
@@ -19,12 +19,17 @@ description:
   - the DSSE envelope's signature verifies (a modified statement is refused), the statement's subject is this
     digest, and its materials (fingerprint, base image ID, each role's fingerprint, source revision) equal the
     artifact record's (the local record under O(artifacts_dir), else the one kept in the registry).
+  - "An AMI artifact (an AMI ID, or a region map C({region: ami-...}) as JSON) is checked the same way from the S3
+    objects its tags name (C(docs/supply-chain.md), \"AMIs\"): the objects' sha256 against the tags, the signature
+    against the trusted keys and over every AMI of the artifact with its region and account, the provenance's
+    subjects and materials against the record (the local one under O(artifacts_dir)/O(name), else the AMIs' tags).
+    AWS credentials come from the usual C(AWS_*) environment or profile; see O(region) and O(endpoint_url)."
   - Read only. Returns a structured result (RV(verified), RV(problems), RV(signature), RV(provenance)) for a
     promotion gate; with O(fail_on_error=true) (the default) the task fails with the problems as its message.
   - Documentation in C(docs/supply-chain.md).
 options:
   artifact:
-    description: The artifact, C(<repository>@sha256:<64 hex>) (never a tag).
+    description: The artifact, C(<repository>@sha256:<64 hex>) (never a tag), or an AMI ID or region map (JSON).
     type: str
     required: true
   public_keys:
@@ -40,6 +45,12 @@ options:
     type: path
   name:
     description: The artifact name whose local records are searched; default the repository's last path component.
+    type: str
+  region:
+    description: For an AMI ID without a region, the region to look it up in (default the C(AWS_REGION)/profile one).
+    type: str
+  endpoint_url:
+    description: For AMIs, another EC2 and S3 endpoint (a test service); default AWS's own.
     type: str
   require_provenance:
     description: Also require the provenance attestation (otherwise a missing one is reported, not a problem).
@@ -143,6 +154,7 @@ record:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._ami_record import ami_map
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._records import RecordError
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._remote import find_record
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._remote import split_id
@@ -152,6 +164,7 @@ from ansible_collections.immutable.infra.plugins.module_utils.registry._client i
 from ansible_collections.immutable.infra.plugins.module_utils.registry._client import RegistryError
 from ansible_collections.immutable.infra.plugins.module_utils.registry._client import registry_argument_spec
 from ansible_collections.immutable.infra.plugins.module_utils.registry._client import registry_client
+from ansible_collections.immutable.infra.plugins.module_utils.supply._ami_evidence import EvidenceError
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sign import SignError
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sign import load_public_key
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sign import verify_artifact
@@ -161,6 +174,8 @@ ARGUMENT_SPEC = dict(
     public_keys=dict(type="list", elements="str", required=True),
     artifacts_dir=dict(type="path"),
     name=dict(type="str"),
+    region=dict(type="str"),
+    endpoint_url=dict(type="str"),
     require_provenance=dict(type="bool", default=True),
     fail_on_error=dict(type="bool", default=True),
     **registry_argument_spec(),
@@ -192,10 +207,39 @@ def trusted_keys(entries):
     return keys
 
 
+def verify_ami_artifact(params, keys, artifact):
+    """(result, where the record came from) of an AMI artifact, through boto3's usual credentials."""
+    import boto3
+
+    from ansible_collections.immutable.infra.plugins.module_utils.artifact._ami_record import ami_reader
+
+    session = boto3.session.Session()
+
+    def client_for(region, service="ec2"):
+        kwargs = {"region_name": region or params["region"], "endpoint_url": params["endpoint_url"]}
+        return session.client(service, **{key: value for key, value in kwargs.items() if value})
+
+    reader = ami_reader(client_for)
+    try:
+        where, record = find_record(artifact, params["artifacts_dir"], params["name"] or "", None, reader)
+    except RecordError as exc:
+        where, record = f"refused: {exc}", None
+    return reader.verify(artifact, keys, record, require_provenance=params["require_provenance"]), where
+
+
 def run_module(module):
     """The module's work; also called in process by its action plugin (plugin_utils/_in_process.py)."""
     params = module.params
     artifact = params["artifact"]
+    if ami_map(artifact) is not None:
+        try:
+            result, where = verify_ami_artifact(params, trusted_keys(params["public_keys"]), artifact)
+        except (SignError, EvidenceError) as exc:
+            module.fail_json(msg=f"cannot verify {artifact}: {exc}", verified=False, problems=[str(exc)])
+        result.update(changed=False, artifact=artifact, record=where)
+        if not result["verified"] and params["fail_on_error"]:
+            module.fail_json(msg=f"{artifact} is refused: " + " | ".join(result["problems"]), **result)
+        module.exit_json(**result)
     try:
         keys = trusted_keys(params["public_keys"])
         repository, host, path, digest = split_id(artifact)

@@ -32,6 +32,7 @@ from ami_standin import SSH_USER  # noqa: E402
 from ami_standin import StandIn  # noqa: E402
 from ami_standin import ensure_image  # noqa: E402
 from ami_standin import stand_in  # noqa: E402
+from moto_fixtures import FAKE_ENV  # noqa: E402
 from moto_fixtures import FAKE_KEYS  # noqa: E402
 from moto_fixtures import base_ami_and_subnet  # noqa: E402
 from moto_fixtures import ec2_client  # noqa: E402
@@ -577,3 +578,21 @@ def test_the_gate_passes_the_signed_ami_and_refuses_it_unsigned_wrongly_signed_o
     finally:
         for region, ami in record["id"].items():
             ec2_client(aws["endpoint"], region).create_tags(Resources=[ami], Tags=removed[region])
+
+
+def test_verify_artifact_checks_an_ami_by_hand(aws, work, baked):
+    record = baked["record"]
+    args = {
+        "artifact": record["id"],
+        "verify_name": f"{baked['app']}-ami",
+        "bake_artifacts_dir": str(work["artifacts"]),
+        "verify_aws_endpoint_url": aws["endpoint"],
+        "verify_aws_region": REGION,
+    }
+    env = {**AWS_ENV, **FAKE_ENV}
+    playbook = REPO_ROOT / "playbooks" / "verify_artifact.yml"
+    res = run_playbook(playbook, {**args, "verify_public_keys": str(work["root"] / "signing.pub")}, env=env)
+    assert res.returncode == 0, res.stdout[-3000:]
+    assert said(res, "provenance signed by sha256:") and said(res, "materials match"), res.stdout[-3000:]
+    res = run_playbook(playbook, {**args, "verify_public_keys": str(work["root"] / "other.pub")}, env=env)
+    assert res.returncode != 0 and said(res, "is not signed by a trusted key"), res.stdout[-3000:]
