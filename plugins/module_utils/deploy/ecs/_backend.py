@@ -424,7 +424,16 @@ class EcsBackend(AwsBackend):
             parts.append("not healthy: " + ", ".join(bad))
         if image != expected:
             parts.append(f"runs {image}, not {expected}")
+        # ECS reports computedDesiredCount for every task set (moto_server does not: it runs no task); a colour that
+        # wants no task would pass every count above and serve nothing
+        idle = "computedDesiredCount" in task_set and desired == 0
+        if idle:
+            parts.append(
+                f"no task is desired: {self.service_name}'s desiredCount (or the task set's scale) is 0, so nothing"
+                " would serve; give the service a desiredCount of at least 1"
+            )
         ok = image == expected and stability == "STEADY_STATE" and running >= desired and len(healthy) >= desired
+        ok = ok and not idle
         return HealthResult(ok and not bad, "; ".join(parts))
 
     def set_traffic(self, weights: dict) -> None:

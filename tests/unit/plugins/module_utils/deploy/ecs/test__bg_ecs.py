@@ -149,3 +149,45 @@ def test_drift_findings():
     mismatches = ecs_findings(dict(found, task_sets=[live, stray]), "web", "web-prod", DIGEST)["mismatches"]
     assert mismatches == [f"task set ecs-svc/9 of web-prod runs {other} and was not made by bg_swap (externalId None)"]
     assert "does not exist" in ecs_findings(None, "web", "web-prod", DIGEST)["mismatches"][0]
+
+
+@pytest.mark.parametrize(
+    ("counts", "healthy", "why"),
+    [
+        ({"computedDesiredCount": 0, "runningCount": 0}, False, "no task is desired: web-prod's desiredCount"),
+        ({"computedDesiredCount": 2, "runningCount": 2}, True, "2/2 tasks running"),
+        ({}, True, "0/0 tasks running"),  # no counts reported (moto_server): judged on the rest
+    ],
+)
+def test_a_colour_that_wants_no_task_fails_the_gate(counts, healthy, why):
+    """ECS reports how many tasks a task set wants; a colour that wants none would pass every count and serve
+    nothing, so the gate refuses it. moto reports no counts at all: that case is judged on the rest."""
+    backend, stubs = stubbed_backend()
+    steady = dict(task_set("STEADY_STATE"), **counts)
+    stubs["ecs"].add_response(
+        "describe_services",
+        {"services": [service([steady])], "failures": []},
+        {"cluster": "web", "services": ["web-prod"]},
+    )
+    image = {"name": "web", "image": DIGEST, "portMappings": [{"containerPort": 8080}]}
+    stubs["ecs"].add_response(
+        "describe_task_definition",
+        {
+            "taskDefinition": {
+                "taskDefinitionArn": steady["taskDefinition"],
+                "family": "web-prod",
+                "revision": 2,
+                "containerDefinitions": [image],
+            }
+        },
+        {"taskDefinition": steady["taskDefinition"]},
+    )
+    tg_arn = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web-prod-green/1"
+    backend.tg_arns = {"blue": tg_arn.replace("green", "blue"), "green": tg_arn}
+    targets = [{"Target": {"Id": f"10.0.0.{i}", "Port": 8080}, "TargetHealth": {"State": "healthy"}} for i in (1, 2)]
+    stubs["elbv2"].add_response(
+        "describe_target_health", {"TargetHealthDescriptions": targets[: counts.get("runningCount", 0)]},
+        {"TargetGroupArn": tg_arn},
+    )  # fmt: skip
+    result = backend.check_health("green")
+    assert result.ok is healthy and why in result.detail, result.detail
