@@ -186,8 +186,8 @@ def bg_swap_play(tmp_path: Path, swarm, registry, images, tasks: list) -> subpro
 
 
 def test_bad_input_is_refused_before_anything_changes(fleet: Fleet, swarm, registry, images, tmp_path):
-    """A mutable tag, a router image without digest, an engine outside any swarm, a worker, nothing to roll back to:
-    clear messages, nothing made."""
+    """A mutable tag, a router image without digest, an engine outside any swarm, a worker, nothing to roll back to,
+    the lock held by another run: clear messages, nothing made."""
     outside, worker = fleet.hosts[0], swarm["workers"][0]
     relay = (
         f"nohup socat TCP-LISTEN:{DOCKER_PORT + 1},bind=127.0.0.1,fork,reuseaddr UNIX-CONNECT:/var/run/docker.sock"
@@ -195,6 +195,8 @@ def test_bad_input_is_refused_before_anything_changes(fleet: Fleet, swarm, regis
     )
     outside.sh(relay)
     worker.sh(relay)
+    holder = json.dumps({"owner": "ci-runner-7:4242", "at": "2026-12-04T10:00:00Z"})
+    sh("docker", "-H", swarm["docker_host"], "config", "create", f"{APP}-dev-bg-lock", "-", input_text=holder)
     try:
         not_in_swarm = "tcp://" + outside.url(DOCKER_PORT + 1).split("//", 1)[1].rstrip("/")
         on_worker = "tcp://" + worker.url(DOCKER_PORT + 1).split("//", 1)[1].rstrip("/")
@@ -206,18 +208,24 @@ def test_bad_input_is_refused_before_anything_changes(fleet: Fleet, swarm, regis
                 {"env": "dev", "artifact": images["v1"], "swarm": {"docker_host": not_in_swarm}},
                 {"env": "dev", "artifact": images["v1"], "swarm": {"docker_host": on_worker}},
                 {"env": "dev", "state": "rolled_back"},
+                {"env": "dev", "artifact": images["v1"]},
             ],
         )  # fmt: skip
     finally:
+        mdocker(swarm, "config", "rm", f"{APP}-dev-bg-lock", check=False)
         for host in (outside, worker):
             host.sh(f"pkill -f 'TCP-LISTEN:{DOCKER_PORT + 1}' || true", check=False)
-    tag, router, outside_swarm, from_worker, nothing = res.results
+    tag, router, outside_swarm, from_worker, nothing, locked = res.results
     assert tag["failed"] and "not an immutable image reference" in tag["msg"] and "never a mutable tag" in tag["msg"]
     assert router["failed"] and "swarm.router_image" in router["msg"] and "extensions/swarm-router" in router["msg"]
     assert outside_swarm["failed"] and "not part of a swarm" in outside_swarm["msg"]
     assert "docker swarm init" in outside_swarm["msg"]
     assert from_worker["failed"] and "is a swarm worker: run bg_swap on a manager node" in from_worker["msg"]
     assert nothing["failed"] and "nothing to roll back to" in nothing["msg"]
+    # another run holds the lock (a swarm config object): refused, the holder and the way out named
+    assert locked["failed"] and locked["failed_check"] == "lock", locked
+    assert "held by ci-runner-7:4242 since 2026-12-04T10:00:00Z" in locked["msg"], locked
+    assert f"docker config rm {APP}-dev-bg-lock" in locked["msg"]
     assert mdocker(swarm, "service", "ls", "-q").stdout.split() == []
     assert registry["password"] not in res.stdout + res.stderr
 

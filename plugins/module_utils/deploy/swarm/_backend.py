@@ -447,7 +447,8 @@ class SwarmBackend:
 
     def verify(self, colour: str) -> HealthResult:
         url = f"http://127.0.0.1:{_router.ROUTER_PORT}/"
-        _rc, out, err = self._router_exec(["python3", "-c", _router.VERIFY_SCRIPT, url, str(self.probe_timeout)])
+        argv = ["python3", "-c", _router.VERIFY_SCRIPT, str(_router.ROUTER_PORT), "/", str(self.probe_timeout)]
+        _rc, out, err = self._router_exec(argv)
         try:
             got = json.loads(out.strip().splitlines()[-1])
         except (ValueError, IndexError):

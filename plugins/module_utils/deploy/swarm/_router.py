@@ -21,10 +21,11 @@ WEIGHTS_LINE = re.compile(r"^# weights: (?P<json>\{.*\})$", re.M)
 CONF_PATH = "/etc/nginx/bg/router.conf"
 ROUTER_PORT = 80  # the port nginx listens on inside the router task
 
-# Run by `python3 -` inside the router task: every address the colour's name resolves to (one per running task,
-# endpoint mode dnsrr), each asked for the health path; one JSON line. Reads its arguments from argv.
+# Run with `python3 -c` inside the router task (plain http.client: this is the router's Python, not Ansible's).
+# PROBE: every address the colour's name resolves to (one per running task, endpoint mode dnsrr), each asked for the
+# health path; one JSON line.
 PROBE_SCRIPT = r"""
-import json, socket, sys, urllib.request, urllib.error
+import http.client, json, socket, sys
 name, port, path, timeout = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
 out = {"addresses": [], "results": {}}
 try:
@@ -33,24 +34,24 @@ except OSError as exc:
     out["dns_error"] = str(exc)
 for addr in out["addresses"]:
     try:
-        with urllib.request.urlopen(f"http://{addr}:{port}{path}", timeout=timeout) as resp:
-            out["results"][addr] = resp.status
-    except urllib.error.HTTPError as exc:
-        out["results"][addr] = exc.code
+        conn = http.client.HTTPConnection(addr, port, timeout=timeout)
+        conn.request("GET", path)
+        out["results"][addr] = conn.getresponse().status
+        conn.close()
     except Exception as exc:
         out["results"][addr] = f"{type(exc).__name__}: {exc}"
 print(json.dumps(out))
 """
 
-# GET the router itself from inside its task: status and X-Colour, one JSON line.
+# VERIFY: GET the router itself from inside its task: status and X-Colour, one JSON line.
 VERIFY_SCRIPT = r"""
-import json, sys, urllib.request, urllib.error
-url, timeout = sys.argv[1], float(sys.argv[2])
+import http.client, json, sys
+port, path, timeout = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
 try:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
-        print(json.dumps({"status": resp.status, "colour": resp.headers.get("X-Colour", "")}))
-except urllib.error.HTTPError as exc:
-    print(json.dumps({"status": exc.code, "colour": (exc.headers or {}).get("X-Colour", "")}))
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    conn.request("GET", path)
+    resp = conn.getresponse()
+    print(json.dumps({"status": resp.status, "colour": resp.getheader("X-Colour", "")}))
 except Exception as exc:
     print(json.dumps({"status": None, "error": f"{type(exc).__name__}: {exc}"}))
 """
