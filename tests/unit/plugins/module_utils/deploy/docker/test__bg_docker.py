@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import socket
 import subprocess
 
@@ -187,8 +189,6 @@ def test_split_reference_gives_the_engine_api_name_and_tag_or_digest():
 def test_pull_through_the_socket_reads_the_daemon_answer_and_sends_the_login_only_in_a_header(
     tmp_path, status, body, expected
 ):
-    import base64
-
     from ansible_collections.immutable.infra.plugins.module_utils.deploy.docker._backend import pull_through_socket
 
     daemon = FakeDaemon(tmp_path / "docker.sock", status, body)
@@ -208,3 +208,25 @@ def test_pull_through_a_socket_that_does_not_answer_falls_back_to_the_cli(tmp_pa
     from ansible_collections.immutable.infra.plugins.module_utils.deploy.docker._backend import pull_through_socket
 
     assert pull_through_socket(str(tmp_path / "absent.sock"), DIGEST, "127.0.0.1:5000", "ci", "s3cret") is None
+
+
+def test_without_the_engine_socket_the_login_goes_to_a_temporary_docker_config_removed_after_the_pull():
+    """The CLI engine (another docker_binary, DOCKER_HOST or context): `docker pull` with a DOCKER_CONFIG that holds
+    only this registry's login, gone once the pull ended."""
+    seen = []
+
+    def run_command(cmd, environ_update=None, **_kwargs):
+        if cmd[1] == "pull":
+            config = environ_update["DOCKER_CONFIG"]
+            with open(os.path.join(config, "config.json"), encoding="utf-8") as handle:
+                seen.append((config, json.load(handle)))
+        return FakeDocker()(cmd)
+
+    docker = DockerBackend(
+        run_command, None, "web", "prod", {"blue": 8101, "green": 8102}, port_check=lambda port: False,
+        registry_auth=("ci", "s3cret"),
+    )  # fmt: skip
+    docker.prepare("green", DIGEST)
+    ((config, content),) = seen
+    assert content == {"auths": {"127.0.0.1:5000": {"auth": base64.b64encode(b"ci:s3cret").decode()}}}
+    assert not os.path.exists(config)
