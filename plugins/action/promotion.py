@@ -4,8 +4,8 @@
 """immutable.infra.promotion: the promotion playbooks' settings check, gate, switch, tag and record in one task.
 
 The flow goes one way, each part only after the one before succeeded: settings -> ledger gate (check mode) ->
-docker: router (when needed), environment tag plan, bg_swap, environment tag; aws: the AMI of the environment's
-region, bg_swap backend=aws -> ledger record -> summary. How a rollback goes (switch back or deploy) is bg_swap's
+docker, swarm, ecs: router (docker, when needed), environment tag plan, bg_swap, environment tag; aws: the AMI
+of the environment's region, bg_swap backend=aws -> ledger record -> summary. How a rollback goes (switch back or deploy) is bg_swap's
 decision. Each part is the collection's own module (ledger, router, bg_swap, push_image), run in process on the
 controller (plugin_utils/_in_process.py) or as a module where it needs its own process and AWS clients (the SSM
 ledger, bg_swap backend=aws). One task instead of many saves the start-up of each, which was most of a promotion's
@@ -429,18 +429,36 @@ class ActionModule(InProcessModuleAction):
         return None
 
     def _switch_ecs(self, params, aws, task_vars, out):
-        """The env tag's plan, bg_swap backend=ecs (docs/ecs.md; as a module: it needs AWS clients), the env tag."""
+        """bg_swap backend=ecs (docs/ecs.md; as a module: it needs AWS clients) between the environment tag's plan
+        and the tag."""
         from ansible_collections.immutable.infra.plugins.modules import bg_swap
 
-        settings, request, artifact_id = out["settings"], out["request"], out["artifact_id"]
-        env = request["env"]
+        settings, request = out["settings"], out["request"]
+        region = env_region(settings, request["env"], os.environ)
+        args = ecs_swap_args(settings, request["env"], out["artifact_id"], region, swap_state(request["action"]), aws)
+        return self._tagged_switch(params, task_vars, out, bg_swap, args)
+
+    def _switch_swarm(self, params, task_vars, out):
+        """bg_swap backend=swarm (docs/swarm.md; as a module: it drives the manager's docker CLI) between the
+        environment tag's plan and the tag. The registry login goes with the services (--with-registry-auth), so
+        every node can pull."""
+        from ansible_collections.immutable.infra.plugins.modules import bg_swap
+
+        settings, request = out["settings"], out["request"]
+        args = swarm_swap_args(settings, request["env"], out["artifact_id"], swap_state(request["action"]))
+        if params.get("registry_username"):
+            args.update(registry_username=params["registry_username"], registry_password=params["registry_password"])
+        return self._tagged_switch(params, task_vars, out, bg_swap, args)
+
+    def _tagged_switch(self, params, task_vars, out, bg_swap, args):
+        """The environment tag's plan (a tag that cannot be added stops the run before anything changes), bg_swap
+        with args, then the tag (a tag that fails after the switch leaves the ledger alone)."""
+        settings, env, artifact_id = out["settings"], out["request"]["env"], out["artifact_id"]
         record = record_of(out["records"], artifact_id)
         with self._timed(out, "env_tag_plan"):
             planned = self._env_tag(params, settings, env, record, task_vars, check_mode=True)
         if planned.get("failed"):
             return {"tag": planned, "msg": f"the environment tag {env} cannot be added: {planned.get('msg', '')}"}
-        region = env_region(settings, env, os.environ)
-        args = ecs_swap_args(settings, env, artifact_id, region, swap_state(request["action"]), aws)
         with self._timed(out, "swap"):
             swap = self.run_module_step(
                 "immutable.infra.bg_swap",
@@ -450,7 +468,7 @@ class ActionModule(InProcessModuleAction):
                 check_mode=self._check_mode(),
                 only_when=DOCKER_ONLY,
             )
-        swap.pop("invocation", None)  # the module's arguments: the AWS connection is not the result's business
+        swap.pop("invocation", None)  # the module's arguments (connections, the registry login) are not a result
         out["swap"] = swap
         if swap.get("failed"):
             return {"msg": swap.get("msg", "bg_swap failed")}
@@ -463,31 +481,6 @@ class ActionModule(InProcessModuleAction):
                 f" ledger was not updated: {out['tag'].get('msg', '')}"
             }
         out["changed"] = out["changed"] or bool(out["tag"].get("changed"))
-        return None
-
-    def _switch_swarm(self, params, task_vars, out):
-        """bg_swap backend=swarm (docs/swarm.md), as a module: it drives the manager's docker CLI. The registry login
-        of the environment tag goes with the services (--with-registry-auth), so every node can pull."""
-        from ansible_collections.immutable.infra.plugins.modules import bg_swap
-
-        settings, request = out["settings"], out["request"]
-        args = swarm_swap_args(settings, request["env"], out["artifact_id"], swap_state(request["action"]))
-        if params.get("registry_username"):
-            args.update(registry_username=params["registry_username"], registry_password=params["registry_password"])
-        with self._timed(out, "swap"):
-            swap = self.run_module_step(
-                "immutable.infra.bg_swap",
-                bg_swap,
-                args,
-                task_vars,
-                check_mode=self._check_mode(),
-                only_when=DOCKER_ONLY,
-            )
-        swap.pop("invocation", None)
-        out["swap"] = swap
-        if swap.get("failed"):
-            return {"msg": swap.get("msg", "bg_swap failed")}
-        out["changed"] = bool(swap.get("changed"))
         return None
 
     # -- one module each ---------------------------------------------------------------------------------------
