@@ -847,11 +847,13 @@ def ensure_router(module) -> dict:
         raise BlueGreenError(f"router {p['app']}/{p['env']}: {exc}; nothing was switched") from None
 
 
-def aws_backend(module):
+def aws_clients(module, backend, services, extra_retry_codes=()):
+    """The checks both AWS backends make before any call (the listener, lock_ttl, boto3 on this host), then their
+    clients, retried with jittered backoff (also on extra_retry_codes), CloudWatch's when the analysis reads alarms."""
     p = module.params
     if not p["listener_arn"] and not (p["load_balancer_name"] and p["listener_port"]):
         raise BlueGreenError(
-            "backend=aws needs the listener that switches traffic: listener_arn, or load_balancer_name and "
+            f"backend={backend} needs the listener that switches traffic: listener_arn, or load_balancer_name and "
             "listener_port"
         )
     if p["lock_ttl"] < 60:
@@ -866,16 +868,20 @@ def aws_backend(module):
         check_sdk_version_supported(warn=module.warn)
     except AnsibleBotocoreError as exc:
         raise BlueGreenError(
-            f"backend=aws needs boto3 and botocore on the host running the module: {exc.message}"
+            f"backend={backend} needs boto3 and botocore on the host running the module: {exc.message}"
         ) from None
+    retry = AWSRetry.jittered_backoff(retries=10, catch_extra_error_codes=list(extra_retry_codes) or None)
+    if (p["analysis"] or {}).get("cloudwatch_alarms"):
+        services = [*services, "cloudwatch"]
+    return {name: module.client(name, retry_decorator=retry) for name in services}
+
+
+def aws_backend(module):
+    p = module.params
+    clients = aws_clients(module, "aws", ["ec2", "autoscaling", "elbv2", "ssm"])
     # after the check: it imports botocore
     from ansible_collections.immutable.infra.plugins.module_utils.deploy.aws._backend import AwsBackend
 
-    retry = AWSRetry.jittered_backoff(retries=10)
-    services = ["ec2", "autoscaling", "elbv2", "ssm"]
-    if (p["analysis"] or {}).get("cloudwatch_alarms"):
-        services.append("cloudwatch")
-    clients = {name: module.client(name, retry_decorator=retry) for name in services}
     return AwsBackend(
         clients,
         p["app"],
@@ -901,32 +907,11 @@ def ecs_backend(module):
     if not p["cluster"]:
         raise BlueGreenError("backend=ecs needs cluster: the name of the ECS cluster that runs the service")
     validate_artifact("docker", p["artifact"])  # a digest reference, never a mutable tag, before any AWS call
-    if not p["listener_arn"] and not (p["load_balancer_name"] and p["listener_port"]):
-        raise BlueGreenError(
-            "backend=ecs needs the listener that switches traffic: listener_arn, or load_balancer_name and "
-            "listener_port"
-        )
-    if p["lock_ttl"] < 60:
-        raise BlueGreenError(f"lock_ttl must be at least 60 seconds, got {p['lock_ttl']}")
-    from ansible_collections.amazon.aws.plugins.module_utils.botocore import check_sdk_version_supported
-    from ansible_collections.amazon.aws.plugins.module_utils.exceptions import AnsibleBotocoreError
-    from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
+    # importable without botocore (its botocore imports are guarded); aws_clients() then checks boto3 is there
+    from ansible_collections.immutable.infra.plugins.module_utils.deploy.ecs import _backend as ecs
 
-    try:
-        check_sdk_version_supported(warn=module.warn)
-    except AnsibleBotocoreError as exc:
-        raise BlueGreenError(
-            f"backend=ecs needs boto3 and botocore on the host running the module: {exc.message}"
-        ) from None
-    from ansible_collections.immutable.infra.plugins.module_utils.deploy.ecs._backend import EXTRA_RETRY_CODES
-    from ansible_collections.immutable.infra.plugins.module_utils.deploy.ecs._backend import EcsBackend
-
-    retry = AWSRetry.jittered_backoff(retries=10, catch_extra_error_codes=list(EXTRA_RETRY_CODES))
-    services = ["ecs", "elbv2", "ssm"]
-    if (p["analysis"] or {}).get("cloudwatch_alarms"):
-        services.append("cloudwatch")
-    clients = {name: module.client(name, retry_decorator=retry) for name in services}
-    return EcsBackend(
+    clients = aws_clients(module, "ecs", ["ecs", "elbv2", "ssm"], ecs.EXTRA_RETRY_CODES)
+    return ecs.EcsBackend(
         clients,
         p["app"],
         p["env"],
