@@ -5,11 +5,11 @@
 
 The flow goes one way, each part only after the one before succeeded: settings -> ledger gate (check mode) ->
 docker, swarm, ecs: router (docker, when needed), environment tag plan, bg_swap, environment tag; aws: the AMI
-of the environment's region, bg_swap backend=aws -> ledger record -> summary. How a rollback goes (switch back or deploy) is bg_swap's
-decision. Each part is the collection's own module (ledger, router, bg_swap, push_image), run in process on the
-controller (plugin_utils/_in_process.py) or as a module where it needs its own process and AWS clients (the SSM
-ledger, bg_swap backend=aws). One task instead of many saves the start-up of each, which was most of a promotion's
-time beyond the health gate (docs/promotion.md).
+of the environment's region, bg_swap backend=aws -> ledger record -> summary. How a rollback goes (switch back or
+deploy) is bg_swap's decision. Each part is the collection's own module (ledger, router, bg_swap, push_image), run in
+process on the controller (plugin_utils/_in_process.py) or as a module where it needs its own process and AWS clients
+(the SSM ledger, bg_swap backend=aws). One task instead of many saves the start-up of each, which was most of a
+promotion's time beyond the health gate (docs/promotion.md).
 """
 
 from __future__ import annotations
@@ -370,37 +370,10 @@ class ActionModule(InProcessModuleAction):
             if out["router"].get("failed"):
                 return {"msg": f"the router of {app}/{env} could not be set up: {out['router'].get('msg', '')}"}
             out["changed"] = bool(out["router"].get("changed"))
-        record = record_of(out["records"], artifact_id)
-        # the tag's plan first (registry credentials, a tag held by another digest): refused, nothing switched
-        with self._timed(out, "env_tag_plan"):
-            planned = self._env_tag(params, settings, env, record, task_vars, check_mode=True)
-        if planned.get("failed"):
-            return {
-                "tag": planned,
-                "msg": f"the environment tag {env} cannot be added to {artifact_id}, so nothing was switched or"
-                f" recorded: {planned.get('msg', '')}",
-            }
         from ansible_collections.immutable.infra.plugins.modules import bg_swap
 
         args = swap_args(settings, env, artifact_id, swap_state(request["action"]))
-        with self._timed(out, "swap"):
-            out["swap"] = self.run_module_step(
-                "immutable.infra.bg_swap", bg_swap, args, task_vars, check_mode=check_mode, only_when=DOCKER_ONLY
-            )
-        if out["swap"].get("failed"):
-            return {"msg": out["swap"].get("msg", "bg_swap failed")}
-        out["changed"] = out["changed"] or bool(out["swap"].get("changed"))
-        with self._timed(out, "env_tag"):
-            tag = self._env_tag(params, settings, env, record, task_vars, check_mode)
-        out["tag"] = tag
-        if tag.get("failed"):
-            return {
-                "msg": f"{app}/{env} now runs {artifact_id}, but adding the environment tag failed, so the ledger was"
-                " not updated (verify.yml reports the drift; run the playbook again once the registry answers):"
-                f" {tag.get('msg', '')}"
-            }
-        out["changed"] = out["changed"] or bool(tag.get("changed"))
-        return None
+        return self._tagged_switch(params, task_vars, out, bg_swap, args)
 
     def _switch_aws(self, aws, task_vars, out):
         """The AMI of the environment's region, then bg_swap backend=aws (as a module: it needs AWS clients)."""
@@ -451,14 +424,19 @@ class ActionModule(InProcessModuleAction):
         return self._tagged_switch(params, task_vars, out, bg_swap, args)
 
     def _tagged_switch(self, params, task_vars, out, bg_swap, args):
-        """The environment tag's plan (a tag that cannot be added stops the run before anything changes), bg_swap
-        with args, then the tag (a tag that fails after the switch leaves the ledger alone)."""
+        """The environment tag's plan (registry credentials, a tag held by another digest: refused before anything
+        is switched), bg_swap with args, then the tag (a tag that fails after the switch leaves the ledger alone)."""
         settings, env, artifact_id = out["settings"], out["request"]["env"], out["artifact_id"]
+        app = settings["app"]
         record = record_of(out["records"], artifact_id)
         with self._timed(out, "env_tag_plan"):
             planned = self._env_tag(params, settings, env, record, task_vars, check_mode=True)
         if planned.get("failed"):
-            return {"tag": planned, "msg": f"the environment tag {env} cannot be added: {planned.get('msg', '')}"}
+            return {
+                "tag": planned,
+                "msg": f"the environment tag {env} cannot be added to {artifact_id}, so nothing was switched or"
+                f" recorded: {planned.get('msg', '')}",
+            }
         with self._timed(out, "swap"):
             swap = self.run_module_step(
                 "immutable.infra.bg_swap",
@@ -472,13 +450,14 @@ class ActionModule(InProcessModuleAction):
         out["swap"] = swap
         if swap.get("failed"):
             return {"msg": swap.get("msg", "bg_swap failed")}
-        out["changed"] = bool(swap.get("changed"))
+        out["changed"] = bool(out.get("changed")) or bool(swap.get("changed"))  # the router may have changed
         with self._timed(out, "env_tag"):
             out["tag"] = self._env_tag(params, settings, env, record, task_vars, self._check_mode())
         if out["tag"].get("failed"):
             return {
-                "msg": f"{settings['app']}/{env} now runs {artifact_id}, but the environment tag failed, so the"
-                f" ledger was not updated: {out['tag'].get('msg', '')}"
+                "msg": f"{app}/{env} now runs {artifact_id}, but adding the environment tag failed, so the ledger was"
+                " not updated (verify.yml reports the drift; run the playbook again once the registry answers):"
+                f" {out['tag'].get('msg', '')}"
             }
         out["changed"] = out["changed"] or bool(out["tag"].get("changed"))
         return None
