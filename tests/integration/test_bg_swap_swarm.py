@@ -271,7 +271,10 @@ def test_deploy_sick_green_switch_under_load_drift_rollback(swarm, registry, ima
     assert set(green_tasks.values()) == {images["v2"]} and len(green_tasks) == 2
     assert clean["drift"] is False, clean
 
-    # the live service updated by hand (docker service update --image): drift, named; then the rollback
+    # a container started by hand on the environment's network (the router image: the manager has it), and the live
+    # service updated by hand (docker service update --image): both drift, named; then the rollback
+    mdocker(swarm, "run", "--detach", "--name", f"{APP}-dev-byhand", "--network", f"{APP}-dev", "--entrypoint",
+            "sleep", images["router"], "600")  # fmt: skip
     mdocker(swarm, "service", "update", "--detach", "--quiet", "--no-resolve-image", "--image", images["v1"],
             f"{APP}-dev-green")  # fmt: skip
     drift, back = bg_swap_play(
@@ -280,6 +283,9 @@ def test_deploy_sick_green_switch_under_load_drift_rollback(swarm, registry, ima
     ).results  # fmt: skip
     assert drift["drift"] is True, drift
     assert any(f"live service {APP}-dev-green is set to run {images['v1']}" in m for m in drift["mismatches"]), drift
+    byhand = f"container {APP}-dev-byhand is on the network {APP}-dev of {APP}/dev but is no task of its services"
+    assert any(byhand in m for m in drift["mismatches"]), drift
+    mdocker(swarm, "rm", "--force", f"{APP}-dev-byhand")
     # rollback: the kept colour (blue, v1) takes the traffic again
     assert not back.get("failed"), back
     assert back["live_colour"] == "blue" and back["rollback_method"] == "switch_back"
