@@ -172,26 +172,13 @@ def settings_problem(settings: dict, check_envs: list, usage: str) -> str | None
         problem = analysis_problem(settings, env)
         if problem:
             return problem
-        if settings["backend"] == "aws" and not (
-            isinstance(envcfg, dict)
-            and (
-                envcfg.get("listener_arn")
-                or (envcfg.get("load_balancer_name") and str(envcfg.get("listener_port") or ""))
-            )
-        ):
+        if settings["backend"] == "aws" and not names_a_listener(envcfg):
             return (
                 f"environment {env} has no aws settings in promotion_environments: give it listener_arn (or"
                 " load_balancer_name and listener_port), and optionally region, target_groups, asg_names,"
                 ' launch_templates, desired_capacity (docs/promotion.md, "aws backend")'
             )
-        if settings["backend"] == "ecs" and not (
-            isinstance(envcfg, dict)
-            and envcfg.get("cluster")
-            and (
-                envcfg.get("listener_arn")
-                or (envcfg.get("load_balancer_name") and str(envcfg.get("listener_port") or ""))
-            )
-        ):
+        if settings["backend"] == "ecs" and not (names_a_listener(envcfg) and envcfg.get("cluster")):
             return (
                 f"environment {env} has no ecs settings in promotion_environments: give it cluster and listener_arn"
                 " (or load_balancer_name and listener_port), and optionally region, service, task_family,"
@@ -324,6 +311,13 @@ def analysis_problem(settings: dict, env: str) -> str | None:
     except AnalysisError as exc:
         return f"invalid settings: {where}: {exc} (docs/progressive.md)"
     return None
+
+
+def names_a_listener(envcfg) -> bool:
+    """Whether an environment's settings name the ALB listener that switches its traffic (aws and ecs backends)."""
+    return isinstance(envcfg, dict) and bool(
+        envcfg.get("listener_arn") or (envcfg.get("load_balancer_name") and str(envcfg.get("listener_port") or ""))
+    )
 
 
 def analysis_secrets(settings) -> set:
