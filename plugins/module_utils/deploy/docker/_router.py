@@ -118,7 +118,16 @@ def nginx_runs(router_dir: str) -> bool:
         os.kill(pid, 0)
     except (OSError, ValueError):
         return False
-    return True
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    """A master that exited but was not reaped yet (a container whose init reaps late) still answers kill(pid, 0)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def router_is_up(router_dir: str, app: str, env: str) -> bool:

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -109,13 +110,28 @@ def test_a_stopped_nginx_is_started_again_without_rewriting(router_dir):
     commands, port = Commands(), free_port()
     router(router_dir, commands, port).ensure()
     os.kill(int((router_dir / "nginx.pid").read_text()), signal.SIGQUIT)
-    for _attempt in range(100):
-        if not nginx_runs(str(router_dir)):
-            break
+    deadline = time.monotonic() + 60  # a graceful quit waits for its workers, which takes seconds on a loaded machine
+    while nginx_runs(str(router_dir)):
+        assert time.monotonic() < deadline, "nginx did not quit within 60 s of SIGQUIT"
         time.sleep(0.05)
     result = router(router_dir, commands, port).ensure()
     assert result["started"] and result["files_changed"] == []
     assert router_is_up(str(router_dir), "web", "dev")
+
+
+def test_a_master_that_exited_but_was_not_reaped_does_not_count_as_running(tmp_path):
+    child = subprocess.Popen(["true"])  # not waited for: it stays a zombie until poll()
+    try:
+        (tmp_path / "nginx.pid").write_text(str(child.pid))
+        deadline = time.monotonic() + 30
+        while not (Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert not nginx_runs(str(tmp_path))
+    finally:
+        child.wait()
+    (tmp_path / "nginx.pid").write_text(str(os.getpid()))
+    assert nginx_runs(str(tmp_path))
 
 
 def test_the_router_modules_documentation_matches_its_argument_spec():
