@@ -76,15 +76,21 @@ def find_syft(which=shutil.which, environ=None):
     )
 
 
+def offline_environment():
+    """syft's environment for any scan: this process's without its SYFT_* settings, no update check, no per-file
+    metadata (the packages are what the SBOM is for: the same document, less work)."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SYFT_")}
+    env["SYFT_CHECK_FOR_APP_UPDATE"] = "false"
+    env["SYFT_FILE_METADATA_SELECTION"] = "none"
+    return env
+
+
 def syft_environment(client, docker_config=None):
     """syft's environment for a registry scan: offline (no update check), the registry's scheme and credentials.
 
     The credentials go through the environment of the child process only, never its arguments (which other users
     may read) and never the output."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("SYFT_")}
-    env["SYFT_CHECK_FOR_APP_UPDATE"] = "false"
-    # the packages are what the SBOM is for: no per-file metadata (same document, less work)
-    env["SYFT_FILE_METADATA_SELECTION"] = "none"
+    env = offline_environment()
     env["SYFT_REGISTRY_INSECURE_USE_HTTP"] = "true" if client.scheme == "http" else "false"
     if not client.validate_certs:
         env["SYFT_REGISTRY_INSECURE_SKIP_TLS_VERIFY"] = "true"
