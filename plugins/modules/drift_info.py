@@ -74,6 +74,11 @@ options:
       container_name:
         description: V(ecs) only. The container that runs the artifact, when the task definition has several.
         type: str
+      region:
+        description:
+          - V(ecs) only. The AWS region of this environment's cluster when it is not the module's O(region) (each
+            environment of a chain may live in its own region).
+        type: str
       docker_host:
         description:
           - V(swarm) only. The swarm manager's Docker Engine (C(DOCKER_HOST)) when the module does not run on it.
@@ -214,6 +219,7 @@ def main():
                 cluster=dict(type="str"),
                 service=dict(type="str"),
                 container_name=dict(type="str"),
+                region=dict(type="str"),
                 docker_host=dict(type="str"),
                 network=dict(type="str"),
             ),
@@ -276,13 +282,21 @@ def main():
             results[env["name"]] = aws_findings(instances, missing, env.get("expected"), region)
 
     if ecs_envs:
-        if not module.region:
-            module.fail_json(msg="ecs environments need region (or AWS_REGION / AWS_DEFAULT_REGION)")
+        unplaced = [env["name"] for env in ecs_envs if not (env.get("region") or module.region)]
+        if unplaced:
+            module.fail_json(
+                msg=f"ecs environment(s) {', '.join(unplaced)} need a region: the environment's region, the module's "
+                "region, or AWS_REGION / AWS_DEFAULT_REGION"
+            )
         from ansible_collections.immutable.infra.plugins.module_utils.deploy.ecs._drift import EcsInspector
         from ansible_collections.immutable.infra.plugins.module_utils.deploy.ecs._drift import ecs_findings
 
-        inspector = EcsInspector(module.client("ecs"))
+        inspectors = {}
         for env in ecs_envs:
+            region = env.get("region") or module.region
+            if region not in inspectors:
+                inspectors[region] = EcsInspector(module.client("ecs", region=region))
+            inspector = inspectors[region]
             service = env.get("service") or f"{app}-{env['name']}"
             try:
                 found = inspector.read(env["cluster"], service, env.get("container_name"))

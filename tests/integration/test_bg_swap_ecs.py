@@ -35,6 +35,7 @@ from ansible_collections.immutable.infra.plugins.module_utils.deploy.ecs._drift 
 
 MOTO_PORT = 5081
 REGION = "eu-west-1"
+OTHER_REGION = "eu-central-1"
 REPO = "127.0.0.1:5000/ecsweb"
 DIGESTS = [f"{REPO}@sha256:{str(n) * 64}" for n in range(1, 4)]
 
@@ -53,24 +54,25 @@ def moto():
         stop_moto(process)
 
 
-def client(endpoint, service):
-    return boto3.client(service, endpoint_url=endpoint, region_name=REGION, **FAKE_KEYS)
+def client(endpoint, service, region=REGION):
+    return boto3.client(service, endpoint_url=endpoint, region_name=region, **FAKE_KEYS)
 
 
 class EcsEnv:
     """One app/env on moto: listener -> blue target group, a cluster, a task definition family, an EXTERNAL service."""
 
-    def __init__(self, endpoint: str, unique: str, target_type: str = "ip", env: str = "test"):
+    def __init__(self, endpoint: str, unique: str, target_type: str = "ip", env: str = "test", region: str = REGION):
         self.endpoint = endpoint
+        self.region = region
         self.app = f"ecs{unique}"
         self.env = env
         self.cluster = f"{self.app}-{env}-cluster"
         self.service = f"{self.app}-{self.env}"
-        self.clients = {name: client(endpoint, name) for name in ("ecs", "elbv2", "ssm", "ec2")}
+        self.clients = {name: client(endpoint, name, region) for name in ("ecs", "elbv2", "ssm", "ec2")}
         ec2, elb, ecs = self.clients["ec2"], self.clients["elbv2"], self.clients["ecs"]
         vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
         self.subnets = [
-            ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{n}.0/24", AvailabilityZone=f"{REGION}{az}")["Subnet"][
+            ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{n}.0/24", AvailabilityZone=f"{region}{az}")["Subnet"][
                 "SubnetId"
             ]
             for n, az in ((1, "a"), (2, "b"))
@@ -114,7 +116,7 @@ class EcsEnv:
         )
 
     def backend(self, **kwargs) -> EcsBackend:
-        args = dict(cluster=self.cluster, listener_arn=self.listener, region=REGION, poll_interval=0.05)
+        args = dict(cluster=self.cluster, listener_arn=self.listener, region=self.region, poll_interval=0.05)
         args.update(kwargs)
         # wrapped as AnsibleAWSModule.client(retry_decorator=...) does in bg_swap
         retry = AWSRetry.jittered_backoff(retries=3)
@@ -375,7 +377,10 @@ def test_bad_input_is_refused_before_anything_changes(ecs_env, change, needle):
 def test_promotion_playbooks_with_promotion_backend_ecs(moto, unique, tmp_path):
     """deploy.yml -> promote.yml -> a new deploy -> rollback.yml -> verify.yml (no drift) -> a hand change ->
     verify.yml fails naming it; promote.yml is called as for the other backends, the backend is a group var."""
-    envs = {env: EcsEnv(moto, unique, env=env) for env in ("dev", "prod")}
+    # prod in another region than promotion_aws's: deploy, promote and verify must all go to the environment's own
+    envs = {
+        env: EcsEnv(moto, unique, env=env, region=region) for env, region in (("dev", REGION), ("prod", OTHER_REGION))
+    }
     app = envs["dev"].app
     records = tmp_path / "artifacts" / app / "records"
     records.mkdir(parents=True)
@@ -403,7 +408,13 @@ def test_promotion_playbooks_with_promotion_backend_ecs(moto, unique, tmp_path):
         },
         "promotion_environments": {
             "dev": dict(gate, cluster=envs["dev"].cluster, listener_arn=envs["dev"].listener),
-            "prod": dict(gate, cluster=envs["prod"].cluster, load_balancer_name=f"{app}-prod", listener_port=80),
+            "prod": dict(
+                gate,
+                cluster=envs["prod"].cluster,
+                load_balancer_name=f"{app}-prod",
+                listener_port=80,
+                region=OTHER_REGION,
+            ),
         },
     }
     (inventory / "group_vars" / "all" / "promotion.yml").write_text(json.dumps(settings))
