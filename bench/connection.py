@@ -7,10 +7,13 @@ in turn, so they share the machine's drift:
   immutable.infra.builder          one relay and agent per builder (plugins/connection/builder.py)
   community.docker.docker_api      the Engine API's exec over the socket, per command
   community.docker.docker          the docker CLI, per command (--with-cli)
+  floor (local --check)            the same play on the controller in check mode (connection local), against a
+                                   temp directory tree that makes every task report a change: Ansible's own cost
+                                   per task (worker, templating, module payload, Python start) without any container
 
-Prints the median wall time of each connection over --runs runs, each run's spread, and the ratio
-builder / docker_api (and per run: the plays of one run ran back to back). Needs scripts/setup.sh to have run
-(venv active, Docker Engine, base image).
+Prints the median wall time of each connection over --runs runs, each run's spread, and the ratios
+builder / docker_api and builder / floor (target <= 1.5, issue 17), also per run: the plays of one run ran back to
+back. Needs scripts/setup.sh to have run (venv active, Docker Engine, base image).
 """
 
 from __future__ import annotations
@@ -31,18 +34,20 @@ STATE = Path(os.environ.get("IMMUTABLE_STATE_DIR", ROOT / ".local"))
 BUILDER = "immutable.infra.builder"
 DOCKER_API = "community.docker.docker_api"
 DOCKER_CLI = "community.docker.docker"
+FLOOR = "floor (local --check)"
+TARGET_FLOOR_RATIO = 1.5
 
 
-def workload() -> list[dict]:
+def workload(root: str) -> list[dict]:
     """25 tasks: a directory tree, files with content, edits of those files."""
     tasks: list[dict] = []
     for i in range(9):
-        tasks.append({"ansible.builtin.file": {"path": f"/opt/bench/d{i}", "state": "directory", "mode": "0755"}})
+        tasks.append({"ansible.builtin.file": {"path": f"{root}/d{i}", "state": "directory", "mode": "0755"}})
     for i in range(8):
         tasks.append(
             {
                 "ansible.builtin.copy": {
-                    "dest": f"/opt/bench/d{i}/app.conf",
+                    "dest": f"{root}/d{i}/app.conf",
                     "content": f"name=bench{i}\nport={8000 + i}\nlevel=info\n",
                     "mode": "0644",
                 }
@@ -52,7 +57,7 @@ def workload() -> list[dict]:
         tasks.append(
             {
                 "ansible.builtin.lineinfile": {
-                    "path": f"/opt/bench/d{i}/app.conf",
+                    "path": f"{root}/d{i}/app.conf",
                     "regexp": "^level=",
                     "line": "level=debug",
                 }
@@ -62,11 +67,20 @@ def workload() -> list[dict]:
     return tasks
 
 
-def play_file(work: Path) -> Path:
-    play = [{"hosts": "all", "gather_facts": False, "tasks": workload()}]
-    path = work / "play.yml"
+def play_file(work: Path, root: str, name: str) -> Path:
+    play = [{"hosts": "all", "gather_facts": False, "tasks": workload(root)}]
+    path = work / name
     path.write_text(json.dumps(play, indent=1))  # JSON is YAML
     return path
+
+
+def floor_tree(root: Path) -> None:
+    """The tree as it is before the play's changes, so that in check mode each of the 25 tasks reports one."""
+    for i in range(9):
+        (root / f"d{i}").mkdir(mode=0o700, parents=True)
+        (root / f"d{i}").chmod(0o700)
+    for i in range(8):
+        (root / f"d{i}" / "app.conf").write_text("name=old\nlevel=info\n")
 
 
 def docker(*args: str) -> str:
@@ -74,8 +88,12 @@ def docker(*args: str) -> str:
 
 
 def timed_play(play: Path, container: str, connection: str, env: dict[str, str]) -> float:
-    cmd = ["ansible-playbook", str(play), "-i", f"{container},", "-c", connection]
-    cmd += ["-e", "ansible_python_interpreter=/usr/bin/python3"]
+    if connection == FLOOR:
+        cmd = ["ansible-playbook", str(play), "-i", "localhost,", "-c", "local", "--check"]
+        cmd += ["-e", f"ansible_python_interpreter={sys.executable}"]
+    else:
+        cmd = ["ansible-playbook", str(play), "-i", f"{container},", "-c", connection]
+        cmd += ["-e", "ansible_python_interpreter=/usr/bin/python3"]
     start = time.perf_counter()
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     took = time.perf_counter() - start
@@ -91,7 +109,7 @@ def main() -> None:
     args = parser.parse_args()
 
     base = os.environ.get("IMMUTABLE_BASE_IMAGE", "immutable-infra/base:bookworm")
-    connections = [BUILDER, DOCKER_API] + ([DOCKER_CLI] if args.with_cli else [])
+    connections = [BUILDER, DOCKER_API] + ([DOCKER_CLI] if args.with_cli else []) + [FLOOR]
     env = dict(os.environ)
     env.update(
         {
@@ -101,11 +119,17 @@ def main() -> None:
     )
     results: dict[str, list[float]] = {name: [] for name in connections}
     with tempfile.TemporaryDirectory(prefix="bench-connection-") as work:
-        play = play_file(Path(work))
+        play = play_file(Path(work), "/opt/bench", "play.yml")
+        # check mode writes nothing, so one tree serves every run of the floor
+        floor_tree(Path(work) / "tree")
+        floor_play = play_file(Path(work), str(Path(work) / "tree"), "floor.yml")
         for run in range(args.runs):
             # alternate the order, so neither connection always runs first after the other's clean-up
             order = connections if run % 2 == 0 else list(reversed(connections))
             for connection in order:
+                if connection == FLOOR:
+                    results[connection].append(timed_play(floor_play, "localhost", connection, env))
+                    continue
                 container = f"bench-conn-{uuid.uuid4().hex[:8]}"
                 docker("run", "-d", "--name", container, base, "sleep", "infinity")
                 try:
@@ -122,6 +146,11 @@ def main() -> None:
     ratio = med[BUILDER] / med[DOCKER_API]
     paired = [ours / theirs for ours, theirs in zip(results[BUILDER], results[DOCKER_API], strict=True)]
     print(f"  builder / docker_api: {ratio:.2f} (per run: {', '.join(f'{r:.2f}' for r in paired)})")
+    floor_paired = [ours / floor for ours, floor in zip(results[BUILDER], results[FLOOR], strict=True)]
+    print(
+        f"  builder / floor: {med[BUILDER] / med[FLOOR]:.2f} (per run: {', '.join(f'{r:.2f}' for r in floor_paired)};"
+        f" median {statistics.median(floor_paired):.2f}; target <= {TARGET_FLOOR_RATIO})"
+    )
 
 
 if __name__ == "__main__":
