@@ -192,6 +192,24 @@ def said(proc, text: str) -> bool:
     return " ".join(text.split()) in " ".join(proc.stdout.split())
 
 
+def signing_key_id(key) -> str:
+    """supply/_sign.py's key ID: sha256 of the public key's DER."""
+    der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return "sha256:" + hashlib.sha256(der).hexdigest()
+
+
+def task_status(proc, name: str) -> str | None:
+    """The first result line's status (ok, changed, skipping, failed, fatal) of the task whose name starts so."""
+    lines = proc.stdout.splitlines()
+    for index, line in enumerate(lines):
+        if line.startswith(f"TASK [{name}"):
+            for following in lines[index + 1 :]:
+                status = following.split(":", 1)[0]
+                if status in ("ok", "changed", "skipping", "failed", "fatal"):
+                    return status
+    return None
+
+
 def latest(work, name: str) -> dict:
     """latest.json, after validating it and its bake's record against docs/artifact-record.schema.json."""
     return read_valid_record(work["artifacts"], name)
@@ -320,7 +338,8 @@ def test_cleanup_leaves_no_instance_key_pair_security_group_or_key_file(aws, wor
 def test_cache_hit_launches_nothing(aws, work, baked):
     before = all_instances(aws["ec2"])
     keys_before = aws["ec2"].describe_key_pairs()["KeyPairs"]
-    proc = bake(aws, work, baked["app"])
+    # skipped tasks shown (ansible.cfg hides them) so that the skip of the evidence step can be asserted
+    proc = bake(aws, work, baked["app"], env={"ANSIBLE_DISPLAY_SKIPPED_HOSTS": "True"})
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
     record = latest(work, f"{baked['app']}-ami")
     assert record["cached"] is True
@@ -333,6 +352,10 @@ def test_cache_hit_launches_nothing(aws, work, baked):
     assert record["sbom"] == baked["record"]["sbom"] and record["signature"] == baked["record"]["signature"]
     assert evidence_objects(aws, record) == baked["objects"]
     assert said(proc, f"sbom: {record['sbom']['reference']}")
+    # the AMI's tags name this signing key: the evidence step did not run at all (nor the raw SBOM's removal)
+    assert task_status(proc, "Store the evidence") == "skipping"
+    assert task_status(proc, "Remove the builder's raw SBOM") == "skipping"
+    assert said(proc, "evidence kept: the AMI's tags name this signing key")
 
 
 def test_a_failing_role_removes_the_builder_and_records_nothing(aws, work, baked, standin_image):
@@ -596,3 +619,40 @@ def test_verify_artifact_checks_an_ami_by_hand(aws, work, baked):
     assert said(res, "provenance signed by sha256:") and said(res, "materials match"), res.stdout[-3000:]
     res = run_playbook(playbook, {**args, "verify_public_keys": str(work["root"] / "other.pub")}, env=env)
     assert res.returncode != 0 and said(res, "is not signed by a trusted key"), res.stdout[-3000:]
+
+
+def test_a_cached_rebake_with_another_signing_key_runs_the_evidence_step_and_re_signs(aws, work, baked, tmp_path):
+    record = baked["record"]
+    assert baked["objects"]["signature.json"]  # the shared bake's evidence, restored below
+    images = {region: ec2_client(aws["endpoint"], region) for region in record["id"]}
+    tags_before = {
+        region: tags_of(ec2.describe_images(ImageIds=[record["id"][region]])["Images"][0])
+        for region, ec2 in images.items()
+    }
+    assert {tags[f"{TAG}signing-key"] for tags in tags_before.values()} == {record["signature"]["key_id"]}
+    other = ec.generate_private_key(ec.SECP256R1())
+    (tmp_path / "other.pem").write_bytes(
+        other.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    try:
+        proc = bake(aws, work, baked["app"], extra={"bake_signing_key_path": str(tmp_path / "other.pem")})
+        assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
+        rebaked = latest(work, f"{baked['app']}-ami")
+        assert rebaked["cached"] is True and rebaked["id"] == record["id"]
+        assert task_status(proc, "Store the evidence") == "changed"
+        assert not said(proc, "evidence kept")
+        # signed again with the new key; the SBOM is the same object
+        assert rebaked["signature"]["key_id"] == signing_key_id(other) != record["signature"]["key_id"]
+        assert rebaked["sbom"] == record["sbom"]
+        objects = evidence_objects(aws, rebaked)
+        assert objects["sbom.cdx.json"][0] == baked["objects"]["sbom.cdx.json"][0]
+        assert objects["signature.json"][0] != baked["objects"]["signature.json"][0]
+        for region, ec2 in images.items():
+            tags = tags_of(ec2.describe_images(ImageIds=[record["id"][region]])["Images"][0])
+            assert tags[f"{TAG}signing-key"] == signing_key_id(other), region
+    finally:
+        for name, (data, _modified) in baked["objects"].items():
+            aws["s3"].put_object(Bucket=BUCKET, Key=f"immutable-infra/{record['id'][REGION]}/{name}", Body=data)
+        for region, ec2 in images.items():
+            kept = [{"Key": k, "Value": v} for k, v in tags_before[region].items() if k.startswith(TAG)]
+            ec2.create_tags(Resources=[record["id"][region]], Tags=kept)

@@ -37,6 +37,10 @@ TAG_SBOM = "immutable-infra:sbom-sha256"
 TAG_SIGNATURE = "immutable-infra:signature-sha256"
 TAG_PROVENANCE = "immutable-infra:provenance-sha256"
 EVIDENCE_TAGS = (TAG_EVIDENCE, TAG_SBOM, TAG_SIGNATURE, TAG_PROVENANCE)
+# the key ID (supply/_sign.py key_id) that made the signature and the provenance the tags name: written last, on the
+# source AMI after its copies, so a cached re-bake with the same key can skip the evidence step (bake_ami_capture.yml).
+# A hint for the bake only: verification reads the objects and never trusts this tag.
+TAG_KEY = "immutable-infra:signing-key"
 AMI_SIGNATURE_TYPE = "immutable.infra ami signature"
 OBJECTS = {"sbom": "sbom.cdx.json", "signature": "signature.json", "provenance": "provenance.dsse.json"}
 
@@ -500,9 +504,16 @@ def ensure_evidence(ec2_for, s3, amis, region, bucket, prefix, raw_sbom, private
 
     wanted = {TAG_EVIDENCE: where, TAG_SBOM: sha256s["sbom"]}
     if "signature" in sha256s:
-        wanted.update({TAG_SIGNATURE: sha256s["signature"], TAG_PROVENANCE: sha256s["provenance"]})
-    # a bake without a key leaves a signature made before alone: signing is added, never taken away
-    for image_region, (ami, tags, _owner) in images.items():
+        wanted.update(
+            {
+                TAG_SIGNATURE: sha256s["signature"],
+                TAG_PROVENANCE: sha256s["provenance"],
+                TAG_KEY: key_id(private_key),
+            }
+        )
+    # a bake without a key leaves a signature made before alone: signing is added, never taken away. The source AMI
+    # is tagged last: its key tag then says that every copy carries the same evidence.
+    for image_region, (ami, tags, _owner) in sorted(images.items(), key=lambda item: item[0] == region):
         missing = [{"Key": k, "Value": v} for k, v in sorted(wanted.items()) if tags.get(k) != v]
         if not missing:
             continue

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._ami_record import ami_reader
 from ansible_collections.immutable.infra.plugins.module_utils.supply._ami_evidence import TAG_EVIDENCE
+from ansible_collections.immutable.infra.plugins.module_utils.supply._ami_evidence import TAG_KEY
 from ansible_collections.immutable.infra.plugins.module_utils.supply._ami_evidence import TAG_SBOM
 from ansible_collections.immutable.infra.plugins.module_utils.supply._ami_evidence import EvidenceError
 from ansible_collections.immutable.infra.plugins.module_utils.supply._ami_evidence import ami_payload
@@ -350,3 +351,30 @@ def test_a_bake_without_a_key_leaves_the_signature_alone(aws):
     again = ensure_evidence(aws["for"], aws["s3"], amis, REGION, BUCKET, "evidence", None, None, bake_inputs())
     assert again["changed"] is False and again["reused"] == ["sbom"]
     assert verify_ami(aws["for"], lambda r: aws["s3"], amis, [key.public_key()], record())["verified"]
+
+
+def test_the_signing_key_tag_names_the_key_and_goes_on_the_source_ami_last(aws):
+    key, other = new_key(), new_key()
+    amis, _done = baked(aws, key)
+    assert {tags_of(aws, r, a)[TAG_KEY] for r, a in amis.items()} == {key_id(key)}
+    # another key re-signs and moves the tag (what a cached re-bake with another key relies on)
+    tagged = []
+
+    class Recording:
+        """The region's real (moto) EC2 client; records the order of create_tags calls."""
+
+        def __init__(self, region):
+            self.region, self.client = region or REGION, aws["for"](region)
+
+        def __getattr__(self, name):
+            return getattr(self.client, name)
+
+        def create_tags(self, **kwargs):
+            tagged.append(self.region)
+            return self.client.create_tags(**kwargs)
+
+    again = ensure_evidence(Recording, aws["s3"], amis, REGION, BUCKET, "evidence", None, other, bake_inputs())
+    assert again["changed"] and again["reused"] == ["sbom"]
+    assert {tags_of(aws, r, a)[TAG_KEY] for r, a in amis.items()} == {key_id(other)}
+    assert tagged[-1] == REGION and COPY in tagged
+    assert verify_ami(aws["for"], lambda r: aws["s3"], amis, [other.public_key()], record())["verified"]
