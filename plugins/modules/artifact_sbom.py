@@ -17,12 +17,28 @@ description:
     that digest, else the one kept in the registry beside the image, tag C(sha256-<hex>.sbom).
   - The registry's SBOM is checked before it is used, its blob against its digest and the document against the image
     it must describe. An altered or copied one fails the task naming the tag to remove.
-  - Read only, never changes anything.
+  - Read only, never changes anything (but O(dest)).
+  - With O(package_tree_from) it reads no SBOM but takes, for the bake, the package tree of a running builder, the
+    files syft's image catalogers read for packages (dpkg's database and copyright files, os-release, every Python
+    C(*.dist-info)/C(*.egg-info), apk and rpm databases, installed C(package.json) and gem specifications), written
+    by the builder itself (C(sh), C(find) and C(tar) in it) as one tar to O(package_tree_dest) with one
+    C(docker exec). M(immutable.infra.artifact_record) makes the SBOM from it
+    (O(immutable.infra.artifact_record#module:sbom_tree)).
+    A tree that cannot be taken (no C(sh), C(find) or C(tar) in the image, the exec failing) or that holds no package
+    database is not an error; RV(package_tree.taken) is false with the reason, and the SBOM comes from the image scan.
 options:
   image:
-    description: The artifact's ID, C(<repository>@sha256:<64 hex>) (never a tag).
+    description:
+      - The artifact's ID, C(<repository>@sha256:<64 hex>) (never a tag).
+      - Required unless O(package_tree_from) is given.
     type: str
-    required: true
+  package_tree_from:
+    description:
+      - The running container (name or ID) whose package tree to take, the bake's builder; needs O(package_tree_dest).
+    type: str
+  package_tree_dest:
+    description: The file the package tree (an uncompressed tar) is written to; removed when the tree cannot be used.
+    type: path
   artifacts_dir:
     description: The bakes' artifacts directory (C(bake_artifacts_dir)); without it only the registry is read.
     type: path
@@ -72,6 +88,12 @@ EXAMPLES = r"""
     image: 127.0.0.1:5000/web@sha256:9c1e0d5b2f0e3a4c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c
     dest: /srv/audit/web.cdx.json
 
+- name: Take the package tree of a builder for its SBOM (what playbooks/bake.yml does)
+  immutable.infra.artifact_sbom:
+    package_tree_from: "{{ bake_builder.container }}"
+    package_tree_dest: /tmp/web-tree.tar
+  register: tree
+
 - name: The same SBOM in SPDX 2.3 JSON
   immutable.infra.artifact_sbom:
     image: 127.0.0.1:5000/web@sha256:9c1e0d5b2f0e3a4c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c
@@ -115,6 +137,26 @@ sbom:
   description: The document, CycloneDX or SPDX (O(format)).
   returned: when O(content=true)
   type: dict
+package_tree:
+  description: With O(package_tree_from), whether the package tree was taken.
+  returned: when O(package_tree_from) is given
+  type: dict
+  contains:
+    taken:
+      description: Whether O(package_tree_dest) holds a usable package tree.
+      type: bool
+    path:
+      description: O(package_tree_dest) when taken.
+      type: str
+    digest:
+      description: The tree's content digest (names, modes, link targets and bytes; not times or owners) when taken.
+      type: str
+    size:
+      description: Its size in bytes when taken.
+      type: int
+    reason:
+      description: Why it was not taken, when not.
+      type: str
 """
 
 import json
@@ -124,6 +166,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.immutable.infra.plugins.module_utils.common._atomic import atomic_write
 from ansible_collections.immutable.infra.plugins.module_utils.common._http import open_url
+from ansible_collections.immutable.infra.plugins.module_utils.docker._engine import docker_engine
 from ansible_collections.immutable.infra.plugins.module_utils.registry._client import REGISTRY_MUTUALLY_EXCLUSIVE
 from ansible_collections.immutable.infra.plugins.module_utils.registry._client import REGISTRY_REQUIRED_TOGETHER
 from ansible_collections.immutable.infra.plugins.module_utils.registry._client import ImageReferenceError
@@ -135,11 +178,14 @@ from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom impor
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import packages
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import read_sbom
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import sha256_of
+from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom_tree import take_package_tree
 from ansible_collections.immutable.infra.plugins.module_utils.supply._spdx import SPDX_FORMAT
 from ansible_collections.immutable.infra.plugins.module_utils.supply._spdx import spdx_from_cyclonedx
 
 ARGUMENT_SPEC = dict(
-    image=dict(type="str", required=True),
+    image=dict(type="str"),
+    package_tree_from=dict(type="str"),
+    package_tree_dest=dict(type="path"),
     artifacts_dir=dict(type="path"),
     app=dict(type="str"),
     dest=dict(type="path"),
@@ -147,10 +193,18 @@ ARGUMENT_SPEC = dict(
     format=dict(type="str", choices=["cyclonedx-json", "spdx-json"], default="cyclonedx-json"),
     **registry_argument_spec(),
 )
+MODULE_OPTIONS = dict(
+    supports_check_mode=True,
+    mutually_exclusive=REGISTRY_MUTUALLY_EXCLUSIVE + [("image", "package_tree_from")],
+    required_together=REGISTRY_REQUIRED_TOGETHER + [("package_tree_from", "package_tree_dest")],
+    required_one_of=[("image", "package_tree_from")],
+)
 
 
 def run_module(module):
     params = module.params
+    if params["package_tree_from"]:
+        take_tree(module)
     try:
         host, _path = parse_repository(params["image"].partition("@")[0])
         client = registry_client(host, params, open_url, module.run_command)
@@ -189,15 +243,18 @@ def run_module(module):
     module.exit_json(**result)
 
 
+def take_tree(module):
+    """The package tree of the running builder for the bake's SBOM (module_utils/supply/_sbom_tree.py)."""
+    params = module.params
+    if module.check_mode:
+        module.exit_json(changed=True, package_tree={"taken": False, "reason": "check mode: nothing taken"})
+    docker = docker_engine(module.run_command, docker_bin=module.get_bin_path("docker", required=True))
+    tree = take_package_tree(docker, params["package_tree_from"], params["package_tree_dest"])
+    module.exit_json(changed=tree["taken"], package_tree=tree)
+
+
 def main():
-    run_module(
-        AnsibleModule(
-            argument_spec=ARGUMENT_SPEC,
-            supports_check_mode=True,
-            mutually_exclusive=REGISTRY_MUTUALLY_EXCLUSIVE,
-            required_together=REGISTRY_REQUIRED_TOGETHER,
-        )
-    )
+    run_module(AnsibleModule(argument_spec=ARGUMENT_SPEC, **MODULE_OPTIONS))
 
 
 if __name__ == "__main__":

@@ -127,6 +127,9 @@ class EngineApi(DockerEngine):
     def exec(self, container, argv, data=None):
         return self.cli.exec(container, argv, data=data)
 
+    def exec_to_file(self, container, argv, path, timeout=None):
+        self.cli.exec_to_file(container, argv, path, timeout=timeout)
+
     def copy_paths(self, source, paths, target):
         self.cli.copy_paths(source, paths, target)
 

@@ -190,6 +190,23 @@ class DockerCli(DockerEngine):
         _rc, out, _err = self.run(args, data=data)
         return out
 
+    def exec_to_file(self, container, argv, path, timeout=None):
+        """`docker exec <container> <argv> > path`: one process, the output streamed as bytes, never held in memory."""
+        args = ["exec", container] + [str(a) for a in argv]
+        try:
+            with open(path, "wb") as out:
+                done = subprocess.run(
+                    [self.docker_bin] + args, stdout=out, stderr=subprocess.PIPE, timeout=timeout, check=False
+                )
+        except OSError as exc:
+            raise DockerError(
+                f"cannot run '{self.docker_bin}': {exc}: install the docker CLI or put it on PATH"
+            ) from None
+        except subprocess.TimeoutExpired:
+            raise DockerError(f"docker exec in {container} did not finish within {timeout} s") from None
+        if done.returncode != 0:
+            raise self.error(args, done.returncode, done.stderr.decode("utf-8", "replace"))
+
     def copy_paths(self, source, paths, target):
         """`docker exec -i <source> tar ... | docker cp - <target>:/`, streamed (binary, never held in memory)."""
         producer = ["exec", "-i", source] + TAR_CREATE

@@ -128,6 +128,11 @@ class DockerEngine(abc.ABC):
         """Run argv in a running container, with data (str) on its stdin; returns its stdout."""
 
     @abc.abstractmethod
+    def exec_to_file(self, container, argv, path, timeout=None):
+        """Run argv in a running container with its stdout written, as bytes and streamed, to the local file path;
+        DockerError when it exits non-zero or takes longer than timeout seconds."""
+
+    @abc.abstractmethod
     def copy_paths(self, source, paths, target):
         """Copy the paths (relative to /, no recursion: a directory comes as itself) from the running source
         container to the root of the target container, owners, modes and extended attributes kept, as one tar

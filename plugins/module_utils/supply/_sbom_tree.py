@@ -15,6 +15,7 @@ the image scan; tests/integration/test_supply_chain_sbom.py checks that both giv
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -25,10 +26,12 @@ import tarfile
 import tempfile
 
 from ansible_collections.immutable.infra.plugins.module_utils.common._atomic import atomic_write
+from ansible_collections.immutable.infra.plugins.module_utils.docker._interface import DockerError
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import SbomError
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import find_syft
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import offline_environment
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import syft_output
+from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import syft_version
 
 # The files syft's image catalogers read for packages, found from / on the root filesystem only. Needs sh, find and
 # tar (GNU or busybox); exits non-zero when it cannot write the tar. Relative names (no leading /) so the tar
@@ -253,6 +256,16 @@ def tree_of(document):
     return None
 
 
+def sbom_source_kind(sbom_file):
+    """What a kept SBOM file says it was made from: "package-tree", "image", or None when it cannot be read."""
+    try:
+        with open(sbom_file, "rb") as handle:
+            document = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return "package-tree" if isinstance(document, dict) and tree_of(document) else "image"
+
+
 # -- the cache ------------------------------------------------------------------------------------------------------
 
 
@@ -273,13 +286,38 @@ class TreeCache:
         self.path = os.path.join(directory, CACHE_INDEX)
         self.limit = limit
 
-    def _entries(self):
+    def _index(self):
         try:
             with open(self.path, encoding="utf-8") as handle:
-                entries = json.load(handle).get("entries")
-        except (OSError, ValueError, AttributeError):
-            return []
+                index = json.load(handle)
+        except (OSError, ValueError):
+            return {}
+        return index if isinstance(index, dict) else {}
+
+    def _entries(self):
+        entries = self._index().get("entries")
         return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+
+    def _write(self, index):
+        os.makedirs(self.directory, exist_ok=True)
+        atomic_write(self.path, (json.dumps(index, indent=1, sort_keys=True) + "\n").encode("utf-8"))
+
+    def syft_version(self, syft):
+        """syft's version, remembered in the index with the binary's path, size and mtime: a hit runs no syft."""
+        try:
+            info = os.stat(syft)
+        except OSError:
+            return syft_version(syft)
+        identity = {"path": os.path.realpath(syft), "size": info.st_size, "mtime_ns": info.st_mtime_ns}
+        index = self._index()
+        known = index.get("syft") if isinstance(index.get("syft"), dict) else {}
+        if known.get("version") and {k: known.get(k) for k in identity} == identity:
+            return known["version"]
+        version = syft_version(syft)
+        if version != "unknown":
+            with contextlib.suppress(OSError):
+                self._write(dict(index, syft=dict(identity, version=version)))
+        return version
 
     def get(self, key):
         """The bytes of the SBOM file made from this key, or None."""
@@ -306,5 +344,43 @@ class TreeCache:
             if e.get("key") != key and os.path.isfile(os.path.join(self.directory, str(e.get("sbom") or "")))
         ]
         kept = (kept + [{"key": key, "sbom": name}])[-self.limit :]
-        os.makedirs(self.directory, exist_ok=True)
-        atomic_write(self.path, (json.dumps({"entries": kept}, indent=1, sort_keys=True) + "\n").encode("utf-8"))
+        self._write(dict(self._index(), entries=kept))
+
+
+# -- taking the tree and making the SBOM ----------------------------------------------------------------------------
+
+
+def take_package_tree(docker, container, dest, timeout=300):
+    """Write the package tree of the running container to the file dest with one exec (docker: the engine interface,
+    module_utils/docker). {"taken": True, "path", "digest", "size"}, or {"taken": False, "reason"} (dest removed)
+    when it cannot be taken (no sh, find or tar in the image, exec failing) or holds no package database: the SBOM
+    then comes from the image scan."""
+    try:
+        docker.exec_to_file(container, ["sh", "-c", PACKAGE_TREE_COMMAND], dest, timeout=timeout)
+        if not has_package_database(dest):
+            raise SbomTreeError("the package tree holds no package database (dpkg, apk, rpm, Python)")
+        digest = package_tree_digest(dest)
+    except (DockerError, SbomTreeError, OSError) as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(dest)
+        return {"taken": False, "reason": str(exc)}
+    return {"taken": True, "path": dest, "digest": digest, "size": os.path.getsize(dest)}
+
+
+def package_tree_sbom(tar_path, image_id, cache_dir, syft=None, timeout=900):
+    """(raw CycloneDX bytes of the image image_id read from its package tree, details) with details {"source_kind":
+    "package-tree", "tree": digest, "cache": "hit" | "miss", "key"}. A hit (an SBOM in cache_dir made from the same
+    tree, syft version and catalogers) runs no syft. SbomTreeError when the tree cannot be used."""
+    repository, _sep, digest = str(image_id).partition("@")
+    tree = package_tree_digest(tar_path)
+    cache = TreeCache(cache_dir)
+    syft = syft or find_syft()
+    key = cache_key(tree, cache.syft_version(syft))
+    details = {"source_kind": "package-tree", "tree": tree, "key": key}
+    kept = cache.get(key)
+    if kept is not None:
+        return describe_image(kept, repository, digest, tree), dict(details, cache="hit")
+    if not has_package_database(tar_path):
+        raise SbomTreeError("the package tree holds no package database (dpkg, apk, rpm, Python)")
+    raw = scan_package_tree(tar_path, repository, syft=syft, timeout=timeout)
+    return describe_image(raw, repository, digest, tree), dict(details, cache="miss")

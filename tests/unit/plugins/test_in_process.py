@@ -18,6 +18,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils._in_process import
 
 IN_PROCESS_MODULES = [
     "artifact_record",
+    "artifact_sbom",
     "artifact_sign",
     "artifact_verify",
     "bake_builder",
