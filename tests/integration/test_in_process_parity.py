@@ -228,6 +228,25 @@ def test_artifact_record_gives_the_same_results_both_ways(tmp_path, unique):
     assert_same(ours, theirs)
 
 
+def test_artifact_sbom_takes_the_same_package_tree_both_ways(base_image, tmp_path, unique):
+    name = f"parity-tree-{unique}"
+    docker("run", "-d", "--name", name, "--entrypoint", "sleep", base_image, "300")
+    try:
+        dest_a, dest_b = tmp_path / "tree-a.tar", tmp_path / "tree-b.tar"
+        ours, theirs, _output = both_ways(
+            tmp_path,
+            "immutable.infra.artifact_sbom",
+            {"package_tree_from": name, "package_tree_dest": str(dest_a)},
+            {"package_tree_from": name, "package_tree_dest": str(dest_b)},
+            same=[(str(dest_b), str(dest_a))],
+        )
+    finally:
+        docker("rm", "-f", name, check=False)
+    assert ours.get("failed") is not True, ours
+    assert ours["package_tree"]["taken"] is True and ours["package_tree"]["digest"].startswith("sha256:")
+    assert_same(ours, theirs)
+
+
 def test_bake_builder_gives_the_same_results_both_ways(base_image, tmp_path, unique):
     app = f"parity{unique}"
     started = {"state": "started", "app": app, "image": base_image, "cache": False}

@@ -1,8 +1,9 @@
 """SBOMs, the package diff and bake_max_age end to end: real Docker, the real registry with auth, the real syft.
 
-One app, four bakes of a small role that builds and installs real Debian packages with dpkg inside the builder
-(no network): A (probe-a 1.0-1), A again (cached), A with the clock 31 days on and bake_max_age=30 (rebuilt), and
-B (probe-a 1.1-1, probe-b 2.0-1 added).
+One app, bakes of a small role that builds and installs real Debian packages with dpkg inside the builder and a
+Python package into a virtualenv (no network): A (probe-a 1.0-1), A with another image config (same packages: the
+package-tree SBOM comes from the cache), A again (cached), A with the clock 31 days on and bake_max_age=30
+(rebuilt), and B (probe-a 1.1-1, probe-b 2.0-1 added).
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ from test_bake_container import docker
 from test_bake_container import registry_digest
 from test_bake_container import registry_tags
 
+from ansible_collections.immutable.infra.plugins.module_utils.docker._engine import docker_engine
+from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import offline_environment
+from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import run_syft
+from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom_tree import take_package_tree
 from ansible_collections.immutable.infra.plugins.module_utils.supply._spdx import spdx_from_cyclonedx
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.slow]
@@ -43,9 +48,27 @@ PACKAGE_TASK = """
 """
 
 
+# what `pip install` leaves in a virtualenv, written by hand (the base image has no pip and the builder no network)
+PYTHON_TASK = """
+- name: Install the probe-py 3.2.1 Python package into a virtualenv
+  ansible.builtin.shell: |
+    set -e
+    python3 -m venv --without-pip /opt/probe-venv
+    sp=$(/opt/probe-venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    mkdir -p "$sp/probe_py" "$sp/probe_py-3.2.1.dist-info"
+    echo 'VERSION = "3.2.1"' > "$sp/probe_py/__init__.py"
+    cd "$sp/probe_py-3.2.1.dist-info"
+    printf 'Metadata-Version: 2.1\\nName: probe-py\\nVersion: 3.2.1\\nLicense: MIT\\n' > METADATA
+    printf 'probe_py\\n' > top_level.txt
+    printf 'pip\\n' > INSTALLER
+    printf 'probe_py/__init__.py,,\\nprobe_py-3.2.1.dist-info/METADATA,,\\n' > RECORD
+  changed_when: true
+"""
+
+
 def write_package_role(roles: Path, packages: dict[str, str]) -> None:
     (roles / "pkgprobe" / "tasks").mkdir(parents=True, exist_ok=True)
-    tasks = "---" + "".join(PACKAGE_TASK.format(name=n, version=v) for n, v in packages.items())
+    tasks = "---" + "".join(PACKAGE_TASK.format(name=n, version=v) for n, v in packages.items()) + PYTHON_TASK
     (roles / "pkgprobe" / "tasks" / "main.yml").write_text(tasks)
 
 
@@ -133,6 +156,83 @@ def test_the_sbom_names_every_installed_package_and_is_kept_with_the_artifact(sb
     assert {(p["name"], p["versionInfo"]) for p in spdx["packages"] if "versionInfo" in p} >= {
         (name, c["version"]) for name, c in found.items() if c.get("purl")
     }
+
+
+def parity_view(data: bytes) -> set[tuple]:
+    """What the package-tree SBOM guarantees to share with the image scan: name, version, purl, type, licenses."""
+    return {
+        (c.get("type"), c.get("name"), c.get("version"), c.get("purl"), json.dumps(c.get("licenses"), sort_keys=True))
+        for c in json.loads(data)["components"]
+    }
+
+
+def test_the_package_tree_sbom_has_the_components_of_the_image_scan(sbom_env, registry, tmp_path):
+    baker, app = sbom_env["baker"], sbom_env["app"]
+    record = baker.latest()
+    assert "from the package-tree, cache miss" in " ".join(sbom_env["cold"].stdout.split())
+    tree_sbom = (baker.artifacts / app / record["sbom"]["path"]).read_bytes()
+    document = json.loads(tree_sbom)
+    assert document["metadata"]["component"] == {
+        "bom-ref": document["metadata"]["component"]["bom-ref"],
+        "name": record["repository"],
+        "type": "container",
+        "version": record["digest"],
+    }
+    # the standard path: the real syft over the pushed image by digest, as bake_sbom_scope=image does
+    image_scan = run_syft(
+        record["id"],
+        dict(
+            offline_environment(),
+            SYFT_REGISTRY_INSECURE_USE_HTTP="true",
+            SYFT_REGISTRY_AUTH_AUTHORITY=registry["address"],
+            SYFT_REGISTRY_AUTH_USERNAME=registry["username"],
+            SYFT_REGISTRY_AUTH_PASSWORD=registry["password"],
+        ),
+    )
+    assert parity_view(tree_sbom) == parity_view(image_scan)
+    found = sbom_packages(tree_sbom)
+    assert found["probe-a"]["purl"].startswith("pkg:deb/debian/probe-a@1.0-1?arch=all")
+    assert found["probe-py"]["purl"] == "pkg:pypi/probe-py@3.2.1"
+    assert found["probe-py"]["licenses"][0]["license"] == {"id": "MIT"}
+    assert not [c for c in found.values() if c.get("purl", "").startswith("pkg:golang")]
+
+
+def test_a_config_only_change_reuses_the_package_tree_sbom_without_running_syft(sbom_env, registry):
+    baker, app, extra = sbom_env["baker"], sbom_env["app"], sbom_env["extra"]
+    cold = baker.latest()
+    relabelled = baker.run(extra=dict(extra, bake_version="1.0.1", bake_image_config={"labels": {"probe": "two"}}))
+    assert relabelled.returncode == 0, relabelled.stdout[-3000:]
+    record = baker.latest()
+    # pkgprobe ran again (the last role has no cache layer): the same packages, so the same package tree
+    assert not record["cached"] and record["digest"] != cold["digest"]
+    assert "(syft, from the package-tree, cache hit)" in " ".join(relabelled.stdout.split())
+    cold_sbom = json.loads((baker.artifacts / app / cold["sbom"]["path"]).read_bytes())
+    sbom = json.loads((baker.artifacts / app / record["sbom"]["path"]).read_bytes())
+    # the same components, the document of the new image (its digest, its own serial number)
+    assert sbom["components"] == cold_sbom["components"]
+    assert sbom["metadata"]["component"]["version"] == record["digest"]
+    assert sbom["serialNumber"] != cold_sbom["serialNumber"]
+    assert (
+        registry_sbom(registry, app, record["digest"]) == (baker.artifacts / app / record["sbom"]["path"]).read_bytes()
+    )
+    # the cache index is beside the SBOM files and names only files that exist
+    index = json.loads((baker.artifacts / app / "sbom" / "package-trees.json").read_text())
+    assert {entry["sbom"] for entry in index["entries"]} <= {p.name for p in (baker.artifacts / app / "sbom").iterdir()}
+    # the first image's inputs again: a cache hit of the cold bake, latest.json names it again for the tests below
+    again = baker.run(extra=extra)
+    assert again.returncode == 0 and baker.latest()["cached"] and baker.latest()["digest"] == cold["digest"]
+
+
+def test_a_builder_without_tar_gives_no_package_tree_and_the_reason(base_image, tmp_path):
+    name = f"notar{int(time.time() * 1000) % 10**8}"
+    docker("run", "-d", "--name", name, "--entrypoint", "sleep", base_image, "300")
+    try:
+        docker("exec", name, "rm", "-f", "/usr/bin/tar", "/bin/tar")
+        tree = take_package_tree(docker_engine(), name, str(tmp_path / "tree.tar"))
+    finally:
+        docker("rm", "-f", name, check=False)
+    assert tree["taken"] is False and "tar is not in the image" in tree["reason"]
+    assert not (tmp_path / "tree.tar").exists()
 
 
 def test_a_cached_rebake_keeps_the_byte_identical_sbom_and_an_old_one_is_rebuilt(sbom_env, registry):

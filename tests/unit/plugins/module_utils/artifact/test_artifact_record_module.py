@@ -185,3 +185,38 @@ def test_publish_is_for_container_records_only(tmp_path):
     assert result["failed"] is True
     assert "publish is for kind=container only" in result["msg"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_without_a_usable_package_tree_the_sbom_comes_from_the_image_scan(tmp_path, monkeypatch):
+    """The automatic fallback of bake_sbom_scope=packages: a tree with no package database (or none at all) sends the
+    SBOM step to the image scan, the result says so and why, and the temporary tree is removed. The registry and
+    syft are stood in for (the real path, both ways: tests/integration/test_supply_chain_sbom.py)."""
+    import tarfile
+
+    scans = []
+
+    def fake_ensure_sbom(client, image_id, artifacts_dir, app, publish, check_mode, generate):
+        generate(image_id)
+        return {"changed": True, "source": "syft", "file": str(tmp_path / "sbom.cdx.json"), "reference": None}
+
+    monkeypatch.setattr(artifact_record, "ensure_sbom", fake_ensure_sbom)
+    monkeypatch.setattr(artifact_record, "run_syft", lambda image_id, env: scans.append(image_id) or b"{}")
+    monkeypatch.setattr(artifact_record, "syft_environment", lambda client, docker_config: {})
+    tree = tmp_path / "tree.tar"
+    with tarfile.open(tree, "w") as archive:
+        info = tarfile.TarInfo("etc/hostname")
+        archive.addfile(info)
+    args = dict(CONTAINER, path=str(tmp_path / "artifacts"), sbom=True)
+    module = artifact_record.record_sbom
+    for extra, reason in (({"sbom_tree": str(tree)}, "no package database"), ({}, "no package tree was taken")):
+        params, _no_log, failed = validate_args("immutable.infra.artifact_record", artifact_record, dict(args, **extra))
+        assert not failed
+        result = module(InProcessModule(params, check_mode=False), None, {"id": CONTAINER["id"]})
+        assert result["source_kind"] == "image" and reason in result["fallback"] and result["cache"] is None
+    assert scans == [CONTAINER["id"], CONTAINER["id"]]
+    assert not tree.exists()
+    params, _no_log, failed = validate_args(
+        "immutable.infra.artifact_record", artifact_record, dict(args, sbom_scope="image", sbom_tree=str(tree))
+    )
+    result = module(InProcessModule(params, check_mode=False), None, {"id": CONTAINER["id"]})
+    assert result["source_kind"] == "image" and result["fallback"] is None and len(scans) == 3
