@@ -10,6 +10,9 @@ in turn, so they share the machine's drift:
   floor (local --check)            the same play on the controller in check mode (connection local), against a
                                    temp directory tree that makes every task report a change: Ansible's own cost
                                    per task (worker, templating, module payload, Python start) without any container
+  controller (local, for real)     the same play on the controller for real, into a fresh temp directory each run:
+                                   check mode skips part of the work (a changed copy runs only stat: no transfer, no
+                                   copy module), so builder / this row is the connection's own cost per task
 
 Prints the median wall time of each connection over --runs runs, each run's spread, and the ratios
 builder / docker_api and builder / floor (target <= 1.5, issue 17), also per run: the plays of one run ran back to
@@ -35,6 +38,7 @@ BUILDER = "immutable.infra.builder"
 DOCKER_API = "community.docker.docker_api"
 DOCKER_CLI = "community.docker.docker"
 FLOOR = "floor (local --check)"
+LOCAL = "controller (local, for real)"
 TARGET_FLOOR_RATIO = 1.5
 
 
@@ -88,8 +92,10 @@ def docker(*args: str) -> str:
 
 
 def timed_play(play: Path, container: str, connection: str, env: dict[str, str]) -> float:
-    if connection == FLOOR:
-        cmd = ["ansible-playbook", str(play), "-i", "localhost,", "-c", "local", "--check"]
+    if connection in (FLOOR, LOCAL):
+        cmd = ["ansible-playbook", str(play), "-i", "localhost,", "-c", "local"] + (
+            ["--check"] if connection == FLOOR else []
+        )
         cmd += ["-e", f"ansible_python_interpreter={sys.executable}"]
     else:
         cmd = ["ansible-playbook", str(play), "-i", f"{container},", "-c", connection]
@@ -109,7 +115,7 @@ def main() -> None:
     args = parser.parse_args()
 
     base = os.environ.get("IMMUTABLE_BASE_IMAGE", "immutable-infra/base:bookworm")
-    connections = [BUILDER, DOCKER_API] + ([DOCKER_CLI] if args.with_cli else []) + [FLOOR]
+    connections = [BUILDER, DOCKER_API] + ([DOCKER_CLI] if args.with_cli else []) + [FLOOR, LOCAL]
     env = dict(os.environ)
     env.update(
         {
@@ -129,6 +135,10 @@ def main() -> None:
             for connection in order:
                 if connection == FLOOR:
                     results[connection].append(timed_play(floor_play, "localhost", connection, env))
+                    continue
+                if connection == LOCAL:
+                    real_play = play_file(Path(work), str(Path(work) / f"real{run}"), f"real{run}.yml")
+                    results[connection].append(timed_play(real_play, "localhost", connection, env))
                     continue
                 container = f"bench-conn-{uuid.uuid4().hex[:8]}"
                 docker("run", "-d", "--name", container, base, "sleep", "infinity")
@@ -150,6 +160,11 @@ def main() -> None:
     print(
         f"  builder / floor: {med[BUILDER] / med[FLOOR]:.2f} (per run: {', '.join(f'{r:.2f}' for r in floor_paired)};"
         f" median {statistics.median(floor_paired):.2f}; target <= {TARGET_FLOOR_RATIO})"
+    )
+    local_paired = [ours / local for ours, local in zip(results[BUILDER], results[LOCAL], strict=True)]
+    print(
+        f"  builder / controller for real: {med[BUILDER] / med[LOCAL]:.2f}"
+        f" (per run: {', '.join(f'{r:.2f}' for r in local_paired)}; median {statistics.median(local_paired):.2f})"
     )
 
 

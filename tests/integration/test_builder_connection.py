@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import tempfile
 import time
@@ -173,3 +174,43 @@ def test_a_background_start_that_fails_leaves_the_connection_its_own_start(conta
     result = run_playbook(play, None, "-i", f"{name},", "-c", "immutable.infra.builder")
     assert result.returncode == 0, result.stdout[-3000:]
     assert docker("exec", name, "cat", "/tmp/raw.txt").strip() == "fallback-ok"
+
+
+def kill_relay(name: str) -> None:
+    """SIGKILL the relay serving a container: no clean stop, so its socket stays behind."""
+    relays = {
+        subprocess.run(["ps", "-o", "ppid=", "-p", pid], capture_output=True, text=True, check=True).stdout.strip()
+        for pid in relay_processes(name)
+    }
+    assert len(relays) == 1, relays
+    left = relay_sockets()
+    os.kill(int(relays.pop()), signal.SIGKILL)
+    assert relay_sockets() == left, "a killed relay leaves its socket: the case under test"
+
+
+def test_a_relay_killed_outright_is_replaced_or_bypassed_by_the_next_task(containers, tmp_path):
+    # A relay killed outright (OOM killer, kill -9) leaves its socket behind, and the next task finds it there. That
+    # task still works: a new relay replaces the dead one, or, when none can start (no Python left in the
+    # container), the task falls back to one docker exec per command.
+    name = containers("stale")
+    play = tmp_path / "command.yml"
+    play.write_text(
+        "- hosts: all\n  gather_facts: false\n  tasks:\n"
+        "    - ansible.builtin.command: echo {{ inventory_hostname }}\n      register: echoed\n"
+        "    - ansible.builtin.assert: {that: [echoed.stdout == inventory_hostname]}\n"
+    )
+    args = ("-i", f"{name},", "-c", "immutable.infra.builder", "-e", "ansible_python_interpreter=/usr/bin/python3")
+    first = run_playbook(play, None, *args)
+    assert first.returncode == 0, first.stdout[-3000:]
+    kill_relay(name)
+    replaced = run_playbook(play, None, *args)
+    assert replaced.returncode == 0, replaced.stdout[-3000:]
+    kill_relay(name)  # the new relay served the play: kill it as well, then take the agent's Python away
+    docker("exec", name, "sh", "-c", "rm -f /usr/bin/python3*")
+    raw = tmp_path / "raw.yml"
+    raw.write_text(
+        "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.raw: echo bypassed > /tmp/raw.txt\n"
+    )
+    bypassed = run_playbook(raw, None, "-i", f"{name},", "-c", "immutable.infra.builder")
+    assert bypassed.returncode == 0, bypassed.stdout[-3000:]
+    assert docker("exec", name, "cat", "/tmp/raw.txt").strip() == "bypassed"
