@@ -377,6 +377,7 @@ from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom impor
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import syft_environment
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom_tree import SbomTreeError
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom_tree import TreeCache
+from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom_tree import image_labels
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom_tree import package_tree_sbom
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom_tree import sbom_source_kind
 
@@ -507,7 +508,8 @@ def record_sbom(module, client, record):
             try:
                 if not params["sbom_tree"]:
                     raise SbomTreeError("no package tree was taken (sbom_tree)")
-                raw, details = package_tree_sbom(params["sbom_tree"], image_id, cache_dir)
+                labels = image_labels(client, image_id)
+                raw, details = package_tree_sbom(params["sbom_tree"], image_id, cache_dir, labels=labels)
                 made.update(details)
                 return raw
             except SbomTreeError as exc:

@@ -166,6 +166,12 @@ def parity_view(data: bytes) -> set[tuple]:
     }
 
 
+def labels_of(data: bytes) -> dict[str, str]:
+    prefix = "syft:image:labels:"
+    found = json.loads(data)["metadata"].get("properties") or []
+    return {p["name"][len(prefix) :]: p["value"] for p in found if p["name"].startswith(prefix)}
+
+
 def test_the_package_tree_sbom_has_the_components_of_the_image_scan(sbom_env, registry, tmp_path):
     baker, app = sbom_env["baker"], sbom_env["app"]
     record = baker.latest()
@@ -190,6 +196,8 @@ def test_the_package_tree_sbom_has_the_components_of_the_image_scan(sbom_env, re
         ),
     )
     assert parity_view(tree_sbom) == parity_view(image_scan)
+    # the image's labels as the image scan lists them (freshness and the SPDX form read the created label)
+    assert labels_of(tree_sbom) == labels_of(image_scan) and "org.opencontainers.image.created" in labels_of(tree_sbom)
     found = sbom_packages(tree_sbom)
     assert found["probe-a"]["purl"].startswith("pkg:deb/debian/probe-a@1.0-1?arch=all")
     assert found["probe-py"]["purl"] == "pkg:pypi/probe-py@3.2.1"
@@ -212,6 +220,8 @@ def test_a_config_only_change_reuses_the_package_tree_sbom_without_running_syft(
     assert sbom["components"] == cold_sbom["components"]
     assert sbom["metadata"]["component"]["version"] == record["digest"]
     assert sbom["serialNumber"] != cold_sbom["serialNumber"]
+    labels = labels_of(json.dumps(sbom).encode())
+    assert labels["probe"] == "two" and labels["org.opencontainers.image.version"] == "1.0.1"
     assert (
         registry_sbom(registry, app, record["digest"]) == (baker.artifacts / app / record["sbom"]["path"]).read_bytes()
     )

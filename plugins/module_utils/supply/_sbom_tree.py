@@ -27,6 +27,7 @@ import tempfile
 
 from ansible_collections.immutable.infra.plugins.module_utils.common._atomic import atomic_write
 from ansible_collections.immutable.infra.plugins.module_utils.docker._interface import DockerError
+from ansible_collections.immutable.infra.plugins.module_utils.registry._client import RegistryError
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import SbomError
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import find_syft
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import offline_environment
@@ -76,6 +77,7 @@ PACKAGE_DATABASES = re.compile(
 CATALOGERS = "image"
 CACHE_INDEX = "package-trees.json"
 CACHE_LIMIT = 64
+LABEL_PROPERTY = "syft:image:labels:"
 SOURCE_PROPERTY = "immutable-infra:sbom:source"
 TREE_PROPERTY = "immutable-infra:sbom:package-tree"
 _CHUNK = 1 << 20
@@ -223,10 +225,12 @@ def scan_package_tree(tar_path, source_name, syft=None, timeout=900) -> bytes:
 # -- the document -------------------------------------------------------------------------------------------------
 
 
-def describe_image(raw, repository, digest, tree_digest) -> bytes:
+def describe_image(raw, repository, digest, tree_digest, labels=None) -> bytes:
     """The tree's CycloneDX JSON made the SBOM of the image repository@digest: metadata.component is the image
-    (type container, name the repository, version the digest, as an image scan says), the properties say it was read
-    from the package tree (and which), nothing of the scanned directory is left. SbomError when raw is no CycloneDX."""
+    (type container, name the repository, version the digest, as an image scan says), the properties are the image's
+    labels as an image scan lists them (``syft:image:labels:<name>``, what freshness and the SPDX form read) and say
+    it was read from the package tree (and which); nothing of the scanned directory or of another image is left.
+    SbomError when raw is no CycloneDX."""
     try:
         document = json.loads(raw)
     except ValueError:
@@ -243,6 +247,10 @@ def describe_image(raw, repository, digest, tree_digest) -> bytes:
     metadata["properties"] = [
         {"name": SOURCE_PROPERTY, "value": "package-tree"},
         {"name": TREE_PROPERTY, "value": tree_digest},
+    ] + [  # as syft lists them: an empty label is left out
+        {"name": f"{LABEL_PROPERTY}{name}", "value": str(value)}
+        for name, value in sorted((labels or {}).items())
+        if str(value) != ""
     ]
     document["metadata"] = metadata
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
@@ -367,10 +375,24 @@ def take_package_tree(docker, container, dest, timeout=300):
     return {"taken": True, "path": dest, "digest": digest, "size": os.path.getsize(dest)}
 
 
-def package_tree_sbom(tar_path, image_id, cache_dir, syft=None, timeout=900):
+def image_labels(client, image_id):
+    """The labels of the pushed image (its config in the registry: client, a registry client), {} when unreadable."""
+    repository, _sep, digest = str(image_id).partition("@")
+    path = repository.split("/", 1)[1] if "/" in repository else repository
+    try:
+        found = client.manifest(path, digest)
+        config = client.config(path, found[2]) if found else {}
+    except (RegistryError, ValueError, TypeError, AttributeError, IndexError):
+        return {}  # the labels are a nicety: never fail the SBOM for them
+    labels = (config.get("config") or {}).get("Labels") if isinstance(config, dict) else None
+    return labels if isinstance(labels, dict) else {}
+
+
+def package_tree_sbom(tar_path, image_id, cache_dir, syft=None, timeout=900, labels=None):
     """(raw CycloneDX bytes of the image image_id read from its package tree, details) with details {"source_kind":
     "package-tree", "tree": digest, "cache": "hit" | "miss", "key"}. A hit (an SBOM in cache_dir made from the same
-    tree, syft version and catalogers) runs no syft. SbomTreeError when the tree cannot be used."""
+    tree, syft version and catalogers) runs no syft. labels: the image's labels (image_labels()), listed as an image
+    scan lists them. SbomTreeError when the tree cannot be used."""
     repository, _sep, digest = str(image_id).partition("@")
     tree = package_tree_digest(tar_path)
     cache = TreeCache(cache_dir)
@@ -379,8 +401,8 @@ def package_tree_sbom(tar_path, image_id, cache_dir, syft=None, timeout=900):
     details = {"source_kind": "package-tree", "tree": tree, "key": key}
     kept = cache.get(key)
     if kept is not None:
-        return describe_image(kept, repository, digest, tree), dict(details, cache="hit")
+        return describe_image(kept, repository, digest, tree, labels), dict(details, cache="hit")
     if not has_package_database(tar_path):
         raise SbomTreeError("the package tree holds no package database (dpkg, apk, rpm, Python)")
     raw = scan_package_tree(tar_path, repository, syft=syft, timeout=timeout)
-    return describe_image(raw, repository, digest, tree), dict(details, cache="miss")
+    return describe_image(raw, repository, digest, tree, labels), dict(details, cache="miss")

@@ -178,6 +178,11 @@ def test_the_sbom_describes_the_image_and_says_it_was_read_from_the_tree():
     component = document["metadata"]["component"]
     assert (component["name"], component["type"], component["version"]) == ("127.0.0.1:5000/web", "container", DIGEST)
     assert tree_of(document) == "sha256:tree"
+    labelled = json.loads(describe_image(raw_sbom([]), "r", DIGEST, "sha256:tree", {"b": "2", "a": 1, "empty": ""}))
+    assert labelled["metadata"]["properties"][2:] == [
+        {"name": "syft:image:labels:a", "value": "1"},
+        {"name": "syft:image:labels:b", "value": "2"},
+    ]
     with pytest.raises(Exception, match="no JSON"):
         describe_image(b"not json", "127.0.0.1:5000/web", DIGEST, "sha256:tree")
 
