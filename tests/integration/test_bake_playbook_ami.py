@@ -656,3 +656,42 @@ def test_a_cached_rebake_with_another_signing_key_runs_the_evidence_step_and_re_
         for region, ec2 in images.items():
             kept = [{"Key": k, "Value": v} for k, v in tags_before[region].items() if k.startswith(TAG)]
             ec2.create_tags(Resources=[record["id"][region]], Tags=kept)
+
+
+def sbom_packages(sbom: bytes) -> dict:
+    """{(name, version, purl): {the cataloger that found it, the package's source package}} of a CycloneDX document."""
+    found = {}
+    for component in json.loads(sbom)["components"]:
+        props = {p["name"]: p["value"] for p in component.get("properties") or []}
+        found[(component.get("name"), component.get("version"), component.get("purl") or "")] = {
+            "by": props.get("syft:package:foundBy", ""),
+            "source": props.get("syft:metadata:source") or component.get("name"),
+        }
+    return found
+
+
+def test_the_package_tree_and_the_full_scan_on_the_builder_list_the_same_packages(aws, work, baked, standin_image):
+    """The default SBOM (the builder's package tree, read by syft on the controller) against the full scan of the
+    builder's filesystem (syft copied there), which is also the automatic fallback: here the builder has no tar."""
+    app = f"amifull{time.time_ns() % 10**6}"
+    with stand_in(standin_image) as box:
+        box.sh("mv /usr/bin/tar /usr/bin/tar.hidden")
+        proc = bake(aws, work, app, box=box)
+        assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
+        assert said(proc, "the package tree could not be taken") and said(proc, "tar is not in the image")
+        assert box.sh("ls /tmp /var/tmp").stdout.count("immutable-infra-sbom-") == 0
+    full = evidence_objects(aws, latest(work, f"{app}-ami"))["sbom.cdx.json"][0]
+    tree = baked["objects"]["sbom.cdx.json"][0]
+    properties = {p["name"]: p["value"] for p in json.loads(tree)["metadata"].get("properties") or []}
+    assert properties["immutable-infra:sbom:source"] == "package-tree"
+    assert "immutable-infra:sbom:source" not in json.dumps(json.loads(full)["metadata"])
+    from_tree, from_full = sbom_packages(tree), sbom_packages(full)
+    assert len(from_tree) > 50
+    assert any(purl.startswith("pkg:deb/debian/openssh-server@") for _n, _v, purl in from_tree)
+    # the same packages, names, versions and purls; the full scan also reads the package notes inside ELF binaries
+    # (libsystemd0's say "systemd"), which name the source package of packages the tree lists from dpkg's database
+    assert set(from_tree) - set(from_full) == set()
+    extra = {key: found for key, found in from_full.items() if key not in from_tree}
+    assert all(found["by"].endswith("binary-package-cataloger") for found in extra.values()), extra
+    sources = {(found["source"], version) for (_name, version, _purl), found in from_tree.items()}
+    assert {(name, version) for name, version, _purl in extra} <= sources, extra

@@ -179,16 +179,32 @@ def ami_materials_problems(statement, record) -> list:
     return problems
 
 
-def normalise_sbom(raw: bytes, source_ami: str, region: str) -> bytes:
-    """syft's document of the builder's filesystem as the SBOM of the AMI: the container path's normalisation
-    (supply/_sbom.py) with metadata.component naming the AMI (version = the source AMI ID)."""
+def normalise_sbom(raw: bytes, source_ami: str, region: str, tree_digest=None) -> bytes:
+    """syft's document of the builder (its filesystem, or its package tree read on the controller: tree_digest) as the
+    SBOM of the AMI: the container path's normalisation (supply/_sbom.py) with metadata.component naming the AMI
+    (version = the source AMI ID) and, for a package tree, the properties that say so (supply/_sbom_tree.py)."""
     from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import normalise
+    from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom_tree import SOURCE_PROPERTY
+    from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom_tree import TREE_PROPERTY
 
     document = json.loads(normalise(raw, source_ami))
     document["serialNumber"] = "urn:uuid:" + str(uuid.uuid5(uuid.NAMESPACE_URL, f"immutable-infra:sbom:{source_ami}"))
     component = dict((document.get("metadata") or {}).get("component") or {})
     component.update({"type": "platform", "name": f"ec2:{region}/{source_ami}", "version": source_ami})
     document.setdefault("metadata", {})["component"] = component
+    if tree_digest:
+        # syft's bom-ref of a scanned directory depends on its (temporary) path
+        component["bom-ref"] = hashlib.sha256(f"ec2:{region}/{source_ami}".encode()).hexdigest()[:16]
+        properties = [
+            prop
+            for prop in document["metadata"].get("properties") or []
+            if not (isinstance(prop, dict) and prop.get("name") in (SOURCE_PROPERTY, TREE_PROPERTY))
+        ]
+        properties += [
+            {"name": SOURCE_PROPERTY, "value": "package-tree"},
+            {"name": TREE_PROPERTY, "value": tree_digest},
+        ]
+        document["metadata"]["properties"] = sorted(properties, key=lambda p: (p.get("name", ""), p.get("value", "")))
     return (json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8")
 
 
@@ -441,12 +457,15 @@ def _kept_provenance(data, public_key, amis, sbom_sha256):
     )
 
 
-def ensure_evidence(ec2_for, s3, amis, region, bucket, prefix, raw_sbom, private_key, bake, check_mode=False):
+def ensure_evidence(
+    ec2_for, s3, amis, region, bucket, prefix, raw_sbom, private_key, bake, check_mode=False, tree_digest=None
+):
     """Store (or reuse) the SBOM, the signature and the provenance of the AMIs of one bake and tag every AMI with
     where they are and their sha256. raw_sbom: syft's document of the builder (None on a cached re-bake: the kept
     SBOM is reused as is, nothing is generated). private_key None: the SBOM only. bake: the provenance's inputs
     (fingerprint, base_ami, roles [{name, fingerprint}], name, revision, source, version, collection_version,
-    bake_id, started, finished). Returns {changed, sbom: bytes or None, sha256s, location, account, reused}."""
+    bake_id, started, finished). tree_digest: raw_sbom was read from this package tree (supply/_sbom_tree.py).
+    Returns {changed, sbom: bytes or None, sha256s, location, account, reused}."""
     amis = normalise_amis(amis)
     if region not in amis:
         raise EvidenceError(f"the AMIs {json.dumps(amis)} have none in the bake's region {region}")
@@ -465,7 +484,7 @@ def ensure_evidence(ec2_for, s3, amis, region, bucket, prefix, raw_sbom, private
         else:
             reused.append("sbom")
     if sbom is None and raw_sbom is not None:
-        sbom = normalise_sbom(raw_sbom, source_ami, region)
+        sbom = normalise_sbom(raw_sbom, source_ami, region, tree_digest)
         if get_object(s3, bucket, key_prefix + OBJECTS["sbom"]) != sbom:
             changed = True
             if not check_mode:

@@ -148,6 +148,19 @@ def test_the_sbom_names_the_ami_and_is_deterministic():
     assert normalise_sbom(RAW, "ami-1", REGION) == first
 
 
+def test_an_sbom_read_from_the_package_tree_says_so_and_is_deterministic():
+    tree = "sha256:" + "12" * 32
+    document = json.loads(normalise_sbom(RAW, "ami-1", REGION, tree))
+    properties = {p["name"]: p["value"] for p in document["metadata"]["properties"]}
+    assert properties == {"immutable-infra:sbom:package-tree": tree, "immutable-infra:sbom:source": "package-tree"}
+    # syft's bom-ref of the scanned (temporary) directory is replaced by one of the AMI
+    assert document["metadata"]["component"]["bom-ref"] != "x"
+    assert (
+        normalise_sbom(RAW.replace(b'"bom-ref": "x"', b'"bom-ref": "y"'), "ami-1", REGION, tree)
+        == json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    )
+
+
 def test_a_bad_bucket_name_is_refused_before_anything():
     with pytest.raises(EvidenceError, match="bake_ami_evidence_bucket"):
         location("s3://bucket/x", "p", "ami-1")

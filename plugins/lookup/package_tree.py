@@ -1,0 +1,65 @@
+# Copyright: Contributors to the immutable.infra collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: package_tree
+author:
+  - immutable.infra contributors (@immutable-infra)
+version_added: 0.3.0
+short_description: The shell script that writes a machine's package tree, for the AMI bake's SBOM
+description:
+  - Gives C(playbooks/tasks/bake_ami_sbom.yml) the collection's one definition of the package tree
+    (C(docs/supply-chain.md), "SBOM"), so that the EC2 builder writes it over its own connection and the controller
+    reads it with syft.
+  - V(command) is a POSIX C(sh) script that writes, to its standard output, an uncompressed tar of the files syft's
+    image catalogers read for packages (dpkg's database and copyright files, os-release, apk, rpm and pacman
+    databases, every Python C(*.dist-info)/C(*.egg-info), installed C(package.json), gem specifications). It needs
+    C(sh), C(find) and C(tar) on the machine and exits non-zero when it cannot write the tar.
+  - V(databases) is an extended regular expression (for C(grep -Ei)) matching the member names of a tree that holds
+    a package database; a tree without any gives no useful SBOM.
+options:
+  _terms:
+    description: Which to return, V(command) or V(databases).
+    type: list
+    elements: str
+    required: true
+"""
+
+EXAMPLES = r"""
+- name: Write the package tree of the builder
+  ansible.builtin.shell:
+    cmd: |
+      exec > /tmp/tree.tar
+      {{ lookup('immutable.infra.package_tree', 'command') }}
+    executable: /bin/sh
+  changed_when: false
+"""
+
+RETURN = r"""
+_raw:
+  description: One string per term.
+  type: list
+  elements: str
+"""
+
+from ansible.errors import AnsibleLookupError
+from ansible.plugins.lookup import LookupBase
+
+from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom_tree import PACKAGE_DATABASES
+from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom_tree import PACKAGE_TREE_COMMAND
+
+VALUES = {"command": PACKAGE_TREE_COMMAND, "databases": PACKAGE_DATABASES.pattern}
+
+
+class LookupModule(LookupBase):
+    def run(self, terms, variables=None, **kwargs):
+        self.set_options(var_options=variables, direct=kwargs)
+        unknown = [term for term in terms if term not in VALUES]
+        if not terms or unknown:
+            raise AnsibleLookupError(
+                f"package_tree: {unknown or 'nothing'} asked: ask for 'command' (the sh script writing the tree) or"
+                " 'databases' (the pattern of its package databases)"
+            )
+        return [VALUES[term] for term in terms]
