@@ -391,6 +391,7 @@ def main() -> None:
     env = {key: value for key, value in os.environ.items() if not key.startswith("ANSIBLE_")}
     env.update(creds)
     env.update({"DOCKER_CONFIG": str(work / "docker-config"), "PACKER_CACHE_DIR": str(work / "packer-cache")})
+    env["PACKER_CONFIG_DIR"] = str(work / "packer-config")  # else Packer makes ~/.packer.d
     env["CHECKPOINT_DISABLE"] = "1"  # Packer's version check over the network
     context = work / "docker"
     shutil.copytree(DOCKER_CONTEXT, context)
