@@ -159,15 +159,21 @@ def _component_key(component):
     )
 
 
-def normalise(raw, image_id) -> bytes:
-    """The same image always gives the same bytes: timestamp dropped, serial number from the image ID, components,
-    dependencies and properties in a stable order, keys sorted, compact JSON with a final newline."""
+def parse_cyclonedx(raw, image_id):
+    """syft's raw output as a CycloneDX document (dict); SbomError naming the image when it is not one."""
     try:
         document = json.loads(raw)
     except ValueError:
         raise SbomError(f"syft wrote no JSON for {image_id}: {SYFT_FIX}") from None
     if not isinstance(document, dict) or document.get("bomFormat") != "CycloneDX":
         raise SbomError(f"syft wrote something else than a CycloneDX document for {image_id}")
+    return document
+
+
+def normalise(raw, image_id) -> bytes:
+    """The same image always gives the same bytes: timestamp dropped, serial number from the image ID, components,
+    dependencies and properties in a stable order, keys sorted, compact JSON with a final newline."""
+    document = parse_cyclonedx(raw, image_id)
     document["serialNumber"] = "urn:uuid:" + str(uuid.uuid5(uuid.NAMESPACE_URL, f"immutable-infra:sbom:{image_id}"))
     metadata = document.get("metadata") or {}
     metadata.pop("timestamp", None)

@@ -31,6 +31,7 @@ from ansible_collections.immutable.infra.plugins.module_utils.registry._client i
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import SbomError
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import find_syft
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import offline_environment
+from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import parse_cyclonedx
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import syft_output
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import syft_version
 
@@ -231,12 +232,7 @@ def describe_image(raw, repository, digest, tree_digest, labels=None) -> bytes:
     labels as an image scan lists them (``syft:image:labels:<name>``, what freshness and the SPDX form read) and say
     it was read from the package tree (and which); nothing of the scanned directory or of another image is left.
     SbomError when raw is no CycloneDX."""
-    try:
-        document = json.loads(raw)
-    except ValueError:
-        raise SbomError(f"syft wrote no JSON for the package tree of {repository}@{digest}") from None
-    if not isinstance(document, dict) or document.get("bomFormat") != "CycloneDX":
-        raise SbomError(f"syft wrote something else than a CycloneDX document for {repository}@{digest}")
+    document = parse_cyclonedx(raw, f"the package tree of {repository}@{digest}")
     metadata = document.get("metadata") or {}
     metadata["component"] = {
         "bom-ref": hashlib.sha256(f"{repository}@{digest}".encode()).hexdigest()[:16],
