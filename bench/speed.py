@@ -15,6 +15,8 @@ Per run (a fresh app name, so nothing is cached from an earlier run):
   last role     only shop_page changed (its defaults): our bake from the cache layer | docker build with its cache,
                 then push (only the new layers)
   nothing       the same inputs again: our no-op re-bake (a cache hit) | docker build with its cache, then push
+In each row docker build goes first in odd runs and our bake in even ones (the apt mirror, the page cache); Packer
+runs after both cold builds.
 
 Prints the medians over --runs runs, each run's figures, the ratios issue 17 sets as targets (from the medians and
 per run: the bakes of one run ran back to back) and, once, the per-step breakdown of an incremental bake
@@ -317,29 +319,30 @@ def clean_up(app: str, creds: dict[str, str], env: dict[str, str]) -> None:
         delete_repository(repo, creds)
 
 
-def one_run(project: Path, context: Path, app: str, env: dict[str, str], packer: bool) -> dict[str, float]:
+def one_run(project: Path, context: Path, app: str, env: dict[str, str], packer: bool, ours_first: bool) -> dict:
+    """One run's figures; in each row docker build and our bake take turns to go first, run by run."""
     got: dict[str, float] = {}
     playbook = write_bake_playbook(project, app)
-    bake = ["ansible-playbook", str(playbook)]
     tag = f"{REGISTRY}/{app}-docker"
-    # cold: docker build first, then ours, then Packer (each from the same local base image)
-    set_release(project, context, "one")
-    build, push = docker_build(context, f"{tag}:cold", "one", env, no_cache=True)
-    got["docker_cold"], got["docker_cold_push"] = build, build + push
-    got["ours_cold"] = run(bake, env, project)[0]
-    if packer:
-        got["packer_cold"] = run(
-            ["packer", "build", "-color=false", str(write_packer(project, app, f"{app}-packer"))], env, project
-        )[0]
-    # nothing changed
-    build, push = docker_build(context, f"{tag}:noop", "one", env, no_cache=False)
-    got["docker_noop"], got["docker_noop_push"] = build, build + push
-    got["ours_noop"] = run(bake, env, project)[0]
-    # only the last role changed
-    set_release(project, context, "two")
-    build, push = docker_build(context, f"{tag}:incremental", "two", env, no_cache=False)
-    got["docker_incremental"], got["docker_incremental_push"] = build, build + push
-    got["ours_incremental"] = run(bake, env, project)[0]
+
+    def pair(row: str, release: str) -> None:
+        def docker() -> None:
+            build, push = docker_build(context, f"{tag}:{row}", release, env, no_cache=row == "cold")
+            got[f"docker_{row}"], got[f"docker_{row}_push"] = build, build + push
+
+        def ours() -> None:
+            got[f"ours_{row}"] = run(["ansible-playbook", str(playbook)], env, project)[0]
+
+        set_release(project, context, release)
+        for step in (ours, docker) if ours_first else (docker, ours):
+            step()
+
+    pair("cold", "one")
+    if packer:  # from the same local base image, after both cold builds
+        template = write_packer(project, app, f"{app}-packer")
+        got["packer_cold"] = run(["packer", "build", "-color=false", str(template)], env, project)[0]
+    pair("noop", "one")  # nothing changed
+    pair("incremental", "two")  # only the last role changed
     return got
 
 
@@ -410,7 +413,7 @@ def main() -> None:
         for index in range(args.runs):
             app = f"speed{uuid.uuid4().hex[:8]}"
             apps.append(app)
-            got = one_run(project, context, app, env, packer=not args.no_packer)
+            got = one_run(project, context, app, env, packer=not args.no_packer, ours_first=index % 2 == 1)
             for key, value in got.items():
                 results.setdefault(key, []).append(value)
             print(f"run {index + 1}: " + ", ".join(f"{k} {v:.2f}s" for k, v in got.items()), flush=True)
