@@ -316,7 +316,9 @@ sbom:
   type: dict
   contains:
     source:
-      description: C(registry) or C(local) (reused) or C(syft) (generated in this run, or would be in check mode).
+      description:
+        - C(registry) or C(local) (reused) or C(syft) (made in this run, or would be in check mode; with
+          RV(sbom.cache=hit) from a kept SBOM of the same package tree, without running syft).
       type: str
     source_kind:
       description:

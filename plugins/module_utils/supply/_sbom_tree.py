@@ -36,8 +36,8 @@ from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom impor
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import syft_version
 
 # The files syft's image catalogers read for packages, found from / on the root filesystem only. Needs sh, find and
-# tar (GNU or busybox); exits non-zero when it cannot write the tar. Relative names (no leading /) so the tar
-# extracts anywhere.
+# tar (GNU or busybox); exits non-zero when it cannot write the tar. Relative names (no leading /; what find
+# prints starts with ./, which the reader drops) so the tar extracts anywhere.
 #  - dpkg (syft's dpkg-db-cataloger): status, status.d/*, info/*.list|*.md5sums|*.conffiles, and the copyright
 #    files under /usr/share/doc (licenses; a package's doc directory may be a symlink to another package's)
 #  - apk, rpm, pacman, portage-free DBs when present; os-release for the distro (and the purls' distro qualifier)
@@ -65,7 +65,7 @@ cd / || exit 4
     \( -name '*.dist-info' -o -name '*.egg-info' -o -name '*.DIST-INFO' -o -name '*.EGG-INFO' \
        -o \( -name package.json -path '*/node_modules/*' \) -o \( -name '*.gemspec' -path '*/specifications/*' \) \
        -o \( -name installed.json -path '*/composer/*' \) -o \( -name '*.json' -path '*/conda-meta/*' \) \) \
-    -print | sed 's|^\./||'
+    -print
 } | tar -cf - -T -
 """
 
@@ -88,11 +88,14 @@ class SbomTreeError(SbomError):
     """The package tree cannot be used (unsafe, empty of package databases, unreadable); the caller scans the image."""
 
 
-def _member_name(member):
-    name = member.name
+def _relative(name):
     while name.startswith("./"):
         name = name[2:]
     return name.rstrip("/")
+
+
+def _member_name(member):
+    return _relative(member.name)
 
 
 def _check_member(member):
@@ -186,7 +189,7 @@ def extract_tree(tar_path, root):
             elif member.issym():
                 os.symlink(member.linkname, target)
             elif member.islnk():
-                source = os.path.join(root, member.linkname.lstrip("./"))
+                source = os.path.join(root, _relative(member.linkname))
                 if os.path.islink(source) or not os.path.isfile(source):
                     raise SbomTreeError(f"the package tree holds a hard link {name!r} to a missing file: refused")
                 with open(source, "rb") as reader, open(target, "xb") as writer:

@@ -125,6 +125,20 @@ def test_the_tree_extracts_with_links_kept_as_links(tmp_path):
     assert stat.S_IMODE(os.stat(root / "var/lib/dpkg/status").st_mode) == 0o644
 
 
+def test_names_as_find_prints_them_and_hard_links_inside_the_tree_extract(tmp_path):
+    entries = [(f"./{name}", kind, payload, mode) for name, kind, payload, mode in TREE]
+    entries.append(("./var/lib/dpkg/.status-copy", "h", "./var/lib/dpkg/status", 0o644))
+    tar = make_tar(tmp_path / "dotted.tar", entries)
+    assert package_tree_digest(tar) != package_tree_digest(make_tar(tmp_path / "plain.tar", TREE))
+    assert package_tree_digest(make_tar(tmp_path / "plain2.tar", [(f"./{n}", k, p, m) for n, k, p, m in TREE])) == (
+        package_tree_digest(make_tar(tmp_path / "plain.tar", TREE))
+    )
+    root = tmp_path / "root"
+    root.mkdir()
+    extract_tree(tar, str(root))
+    assert (root / "var/lib/dpkg/.status-copy").read_bytes() == STATUS
+
+
 def test_a_tree_without_any_package_database_is_not_worth_scanning(tmp_path):
     assert has_package_database(make_tar(tmp_path / "a.tar", TREE))
     assert not has_package_database(make_tar(tmp_path / "b.tar", TREE[1:]))
