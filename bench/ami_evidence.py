@@ -84,8 +84,8 @@ def bake_vars(app: str, work: Path, aws: dict, evidence: bool, box_vars: dict, s
     return extra
 
 
-def timed_bake(extra: dict, work: Path) -> float:
-    env = ansible_env({**AWS_ENV, "ANSIBLE_ROLES_PATH": str(work / "roles")})
+def timed_bake(extra: dict, work: Path, env_extra: dict | None = None) -> tuple[float, str]:
+    env = ansible_env({**AWS_ENV, "ANSIBLE_ROLES_PATH": str(work / "roles"), **(env_extra or {})})
     start = time.perf_counter()
     done = subprocess.run(
         ["ansible-playbook", str(ROOT / "playbooks" / "bake.yml"), "-e", json.dumps(extra)],
@@ -94,13 +94,14 @@ def timed_bake(extra: dict, work: Path) -> float:
     took = time.perf_counter() - start
     if done.returncode != 0:
         sys.exit(f"bake of {extra['bake_name']} failed:\n{done.stdout[-3000:]}\n{done.stderr[-1000:]}")
-    return took
+    return took, done.stdout
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--scope", choices=["packages", "image"], default="packages", help="bake_sbom_scope")
+    parser.add_argument("--profile", action="store_true", help="print the 12 slowest tasks of each evidence bake")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-ami-evidence-"))
@@ -123,10 +124,21 @@ def main() -> None:
             for evidence in order:
                 app = f"bench-ami-{uuid.uuid4().hex[:6]}"
                 label = "evidence" if evidence else "plain"
+                profiled = args.profile and evidence
+                profile = {"ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks"} if profiled else {}
                 with stand_in(image) as box, box.boot(work / "keys"):
                     extra = bake_vars(app, work, aws, evidence, box.bake_vars, args.scope)
-                    results[f"cold_{label}"].append(timed_bake(extra, work))
-                results[f"cached_{label}"].append(timed_bake(extra, work))
+                    took, cold_out = timed_bake(extra, work, profile)
+                    results[f"cold_{label}"].append(took)
+                took, cached_out = timed_bake(extra, work, profile)
+                results[f"cached_{label}"].append(took)
+                if evidence:
+                    # the cached re-bake of (a) must have skipped the evidence step (bake_ami_capture.yml)
+                    print(f"  cached re-bake skipped the evidence step: {'evidence kept' in cached_out}", flush=True)
+                if profile:
+                    for name, out in (("cold", cold_out), ("cached", cached_out)):
+                        timings = out[out.rfind("=" * 20) :].splitlines()[1:13]
+                        print(f"  slowest tasks, {name} bake with evidence:\n    " + "\n    ".join(timings), flush=True)
             ratio = 100 * (results["cold_evidence"][-1] / results["cold_plain"][-1] - 1)
             extra_cached = results["cached_evidence"][-1] - results["cached_plain"][-1]
             print(

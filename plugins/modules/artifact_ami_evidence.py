@@ -11,11 +11,11 @@ version_added: 0.1.0
 description:
   - The AMI half of the supply chain (C(docs/supply-chain.md), "AMIs"), run by C(playbooks/bake.yml) after the
     capture of an AMI bake and on its cached re-bakes.
-  - The SBOM is read by syft on the controller from the builder's package tree (O(package_tree): the tar of its
+  - The SBOM is read by syft on the controller from the builder's package tree (O(package_tree), the tar of its
     package databases that C(playbooks/tasks/bake_ami_sbom.yml) fetched before the capture), or is the CycloneDX JSON
     that syft wrote of the builder's whole filesystem (O(sbom_path)); either way made deterministic and named after
-    the source AMI. On a cached re-bake (no O(sbom_path)) the SBOM kept in the
-    bucket is reused as is, when its sha256 is the one the AMI's tag names; nothing is generated.
+    the source AMI. On a cached re-bake (neither given) the SBOM kept in the bucket is reused as is, when its sha256
+    is the one the AMI's tag names; nothing is generated.
   - With a signing key, the payload that binds every AMI ID of the bake with its region, the owning account and the
     SBOM's sha256 is signed (ECDSA P-256, the container path's keys), and an in-toto/SLSA provenance statement
     (subjects the AMIs, materials the base AMI, each role's fingerprint, the source revision and the collection) is
