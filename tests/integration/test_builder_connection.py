@@ -167,13 +167,18 @@ def test_a_background_start_that_fails_leaves_the_connection_its_own_start(conta
     docker("exec", name, "sh", "-c", "rm -f /usr/bin/python3*")
     assert Client(docker="docker", container=name).start_in_background() is True
     # the failed relay released the start lock: the play falls back to one docker exec per command
+    assert_raw_task_runs(tmp_path, name, "fallback-ok")
+
+
+def assert_raw_task_runs(tmp_path: Path, name: str, word: str) -> None:
+    """A play of one raw task over the builder connection writes `word` into the container."""
     play = tmp_path / "raw.yml"
     play.write_text(
-        "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.raw: echo fallback-ok > /tmp/raw.txt\n"
+        f"- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.raw: echo {word} > /tmp/raw.txt\n"
     )
     result = run_playbook(play, None, "-i", f"{name},", "-c", "immutable.infra.builder")
     assert result.returncode == 0, result.stdout[-3000:]
-    assert docker("exec", name, "cat", "/tmp/raw.txt").strip() == "fallback-ok"
+    assert docker("exec", name, "cat", "/tmp/raw.txt").strip() == word
 
 
 def kill_relay(name: str) -> None:
@@ -207,10 +212,4 @@ def test_a_relay_killed_outright_is_replaced_or_bypassed_by_the_next_task(contai
     assert replaced.returncode == 0, replaced.stdout[-3000:]
     kill_relay(name)  # the new relay served the play: kill it as well, then take the agent's Python away
     docker("exec", name, "sh", "-c", "rm -f /usr/bin/python3*")
-    raw = tmp_path / "raw.yml"
-    raw.write_text(
-        "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.raw: echo bypassed > /tmp/raw.txt\n"
-    )
-    bypassed = run_playbook(raw, None, "-i", f"{name},", "-c", "immutable.infra.builder")
-    assert bypassed.returncode == 0, bypassed.stdout[-3000:]
-    assert docker("exec", name, "cat", "/tmp/raw.txt").strip() == "bypassed"
+    assert_raw_task_runs(tmp_path, name, "bypassed")
