@@ -40,7 +40,7 @@ from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom impor
 # prints starts with ./, which the reader drops) so the tar extracts anywhere.
 #  - dpkg (syft's dpkg-db-cataloger): status, status.d/*, info/*.list|*.md5sums|*.conffiles, and the copyright
 #    files under /usr/share/doc (licenses; a package's doc directory may be a symlink to another package's)
-#  - apk, rpm, pacman, portage-free DBs when present; os-release for the distro (and the purls' distro qualifier)
+#  - the apk, rpm, pacman and opkg databases when present; os-release for the distro (the purls' distro qualifier)
 #  - every *.dist-info / *.egg-info (whole: METADATA, RECORD, top_level.txt, direct_url.json, licenses, PKG-INFO)
 #  - installed node packages' package.json, gem specifications, composer's installed.json, conda-meta records
 PACKAGE_TREE_COMMAND = r"""
