@@ -82,7 +82,6 @@ def controller_syft():
 
 class LookupModule(LookupBase):
     def run(self, terms, variables=None, **kwargs):
-        self.set_options(var_options=variables, direct=kwargs)
         unknown = [term for term in terms if term not in VALUES and term != "syft"]
         if not terms or unknown:
             raise AnsibleLookupError(

