@@ -109,9 +109,12 @@ options:
         other than C(passed) puts all traffic back on the old colour and fails with RV(failed_check=analysis) and
         the figures in RV(analysis).
       - O(backend=docker) measures from the router's analysis log (written by nginx itself, one line per request with
-        the colour, status and request time; the role M(immutable.infra.router) sets it up). O(backend=aws) judges
-        on the CloudWatch alarms named in O(analysis.cloudwatch_alarms) and the new target group's target health.
-      - With O(analysis.prometheus) (either backend) the request figures come from the team's Prometheus instead of
+        the colour, status and request time; the role M(immutable.infra.router) sets it up). O(backend=swarm)
+        measures from the same kind of log, written inside the router's task only while a rollout is analysed
+        (bg_swap turns it on for the first window and off, the file removed, when the rollout ends) and read with
+        C(docker exec). O(backend=aws) and O(backend=ecs) judge on the CloudWatch alarms named in
+        O(analysis.cloudwatch_alarms) and the new target group's target health.
+      - With O(analysis.prometheus) (any backend) the request figures come from the team's Prometheus instead of
         the router's log; an answer with no usable figure (no sample, an error, no answer) is C(inconclusive).
       - "Verdict: N = requests to the new colour in the window, E = those answered 5xx (also 4xx with
         O(analysis.count_4xx)); C(inconclusive) when N < O(analysis.min_requests); C(failed) when E/N >
@@ -126,25 +129,28 @@ options:
         type: float
       min_requests:
         description:
-          - Fewest requests the new colour must have answered in the window (docker); fewer is C(inconclusive), so
-            an idle window never passes by accident. V(0) lets an idle window pass. Default V(10).
+          - Fewest requests the new colour must have answered in the window; fewer is C(inconclusive), so
+            an idle window never passes by accident. V(0) lets an idle window pass. Default V(10). Docker and swarm, or
+            any backend with O(analysis.prometheus).
         type: int
       max_error_rate:
         description:
-          - Highest share of error answers (0..1) the new colour may give in the window (docker). Default V(0.05).
+          - Highest share of error answers (0..1) the new colour may give in the window (docker, swarm).
+            Default V(0.05).
         type: float
       latency_percentile:
         description: Which percentile of the request times is reported and checked (1..100). Default V(95).
         type: float
       max_latency_ms:
-        description: Highest O(analysis.latency_percentile) of the request times, in ms (docker); unset - not checked.
+        description:
+          - Highest O(analysis.latency_percentile) of the request times, in ms (docker, swarm); unset - not checked.
         type: float
       count_4xx:
-        description: Count 4xx answers as errors too (docker); by default only 5xx are errors. Default V(false).
+        description: Count 4xx answers as errors too (docker, swarm); by default only 5xx are errors. Default V(false).
         type: bool
       access_log:
         description:
-          - The router's analysis log (docker). Default - C(<nginx_prefix>/logs/<app>-<env>.analysis.log) (the
+          - The router's analysis log (docker only). Default - C(<nginx_prefix>/logs/<app>-<env>.analysis.log) (the
             self-contained router's), or C(/var/log/nginx/<app>-<env>.analysis.log) without O(nginx_prefix).
         type: path
       cloudwatch_alarms:
@@ -939,8 +945,6 @@ def swarm_backend(module):
             "built from extensions/swarm-router (docs/swarm.md)"
         )
     validate_artifact("docker", p["artifact"])  # a digest reference, never a mutable tag, before anything is read
-    if p["analysis"]:
-        raise BlueGreenError("analysis is not available for backend=swarm yet: leave it out (docs/swarm.md)")
     from ansible_collections.immutable.infra.plugins.module_utils.deploy.swarm._backend import SwarmBackend
 
     s = p["swarm"]

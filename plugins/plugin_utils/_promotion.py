@@ -363,6 +363,8 @@ def _analysis_for(analysis, backend: str):
     if backend == "aws":
         # with prometheus the log's own keys (count_4xx, access_log) are kept, so validate() refuses them by name
         drop = () if analysis.get("prometheus") else REQUEST_KEYS
+    elif backend == "swarm":
+        drop = AWS_KEYS + ("access_log",)  # the docker router's log path: a swarm router has its own, in its task
     else:
         drop = AWS_KEYS
     return {key: value for key, value in analysis.items() if key not in drop}
@@ -428,6 +430,7 @@ def swarm_swap_args(settings: dict, env: str, artifact_id, state: str = "deploye
         "health_timeout": settings["health_timeout"],
         "health_interval": settings["health_interval"],
         "traffic_steps": settings["traffic_steps"],
+        **({"analysis": _analysis_for(env_analysis(settings, env), "swarm")} if env_analysis(settings, env) else {}),
     }
 
 

@@ -55,8 +55,8 @@ def inputs_hash(directory: Path, base_image: str) -> str:
 
 @pytest.fixture(scope="module")
 def images(registry, base_image):
-    """Digest references pushed to the local registry: the router, and the test app's v1, v2 and `sick` (its
-    /healthz answers 500)."""
+    """Digest references pushed to the local registry: the router, and the test app's v1, v2, `sick` (its
+    /healthz answers 500) and `flaky` (healthy, but every 5th request answers 500)."""
     config = tempfile.mkdtemp(prefix="swarm-docker-config-")
     sh("docker", "--config", config, "login", registry["address"], "-u", registry["username"], "--password-stdin",
        input_text=registry["password"])  # fmt: skip
@@ -67,10 +67,11 @@ def images(registry, base_image):
             sh("docker", "build", "--quiet", "--build-arg", f"BASE_IMAGE={base_image}", "-t", router_tag,
                str(ROUTER_DIR))  # fmt: skip
         repo = f"{registry['address']}/swarmtest-{time.time_ns() % 10**8}/web"
-        for name, health in (("v1", 200), ("v2", 200), ("sick", 500)):
+        for name, health, fail_every in (("v1", 200, 0), ("v2", 200, 0), ("sick", 500, 0), ("flaky", 200, 5)):
             tag = f"{repo}:{name}"
             sh("docker", "build", "--quiet", "--build-arg", f"BASE={base_image}", "--build-arg", f"VERSION={name}",
-               "--build-arg", f"HEALTH={health}", "-t", tag, str(APP_DIR))  # fmt: skip
+               "--build-arg", f"HEALTH={health}", "--build-arg", f"FAIL_EVERY={fail_every}", "-t", tag,
+               str(APP_DIR))  # fmt: skip
             built.append(tag)
         for tag in [router_tag] + built:
             sh("docker", "--config", config, "push", "--quiet", tag)
@@ -294,6 +295,52 @@ def test_deploy_sick_green_switch_under_load_drift_rollback(swarm, registry, ima
         mdocker(swarm, "service", "rm", f"{APP}-dev-{name}", check=False)
 
 
+def router_file(swarm, service: str, path: str) -> str | None:
+    """A file in the router service's task on the manager; None when it does not exist."""
+    container = mdocker(swarm, "ps", "-q", "--filter", f"label=com.docker.swarm.service.name={service}").stdout.split()
+    got = mdocker(swarm, "exec", container[0], "cat", path, check=False)
+    return got.stdout if got.returncode == 0 else None
+
+
+def test_analysis_aborts_a_flaky_release_at_the_first_step_and_passes_a_good_one(swarm, registry, images, tmp_path):
+    """Under load through the router, with analysis between the steps: the flaky release (20 % of its answers 500)
+    fails the 20 % window and all traffic goes back to blue; v2 passes the 20 % and 100 % windows with its figures.
+    The router's analysis log exists only during an analysed rollout: after each, no access_log and no file."""
+    router, log = f"{APP}-dev-router", "/var/log/nginx/bg-analysis.log"
+    analysis = {"window": 5, "min_requests": 5, "max_error_rate": 0.05}
+    (first,) = bg_swap_play(tmp_path, swarm, registry, images, [{"env": "dev", "artifact": images["v1"]}]).results
+    assert not first.get("failed") and first["live_colour"] == "blue", first
+    wrk = subprocess.Popen(
+        ["wrk", "-t1", "-c4", "-d120s", "--timeout", "5s", swarm["manager"].url(ROUTER_PORTS["dev"])],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(1)
+        flaky, good = bg_swap_play(
+            tmp_path, swarm, registry, images,
+            [{"env": "dev", "artifact": images["flaky"], "traffic_steps": [20, 100], "analysis": analysis},
+             {"env": "dev", "artifact": images["v2"], "traffic_steps": [20, 100], "analysis": analysis}],
+        ).results  # fmt: skip
+    finally:
+        wrk.send_signal(signal.SIGINT)
+        wrk.communicate(timeout=30)
+    assert flaky["failed"] and flaky["failed_check"] == "analysis" and flaky["rolled_back"] is True, flaky
+    (verdict,) = flaky["analysis"]
+    assert (verdict["step"], verdict["verdict"]) == (20, "failed"), verdict
+    assert verdict["requests"] >= 5 and verdict["errors"] >= 1 and "requests to green answered 5xx" in verdict["detail"]
+    assert "analysis at 20% of traffic on green: failed" in flaky["msg"] and "traffic is on blue again" in flaky["msg"]
+    # the good release: both windows measured and passed; green serves it
+    assert not good.get("failed"), good
+    assert [(item["step"], item["verdict"]) for item in good["analysis"]] == [(20, "passed"), (100, "passed")], good
+    assert all(item["requests"] >= 5 and item["errors"] == 0 for item in good["analysis"]), good
+    assert router_get(swarm, "dev")[1:] == ("green", "v2")
+    conf = router_file(swarm, router, "/etc/nginx/bg/router.conf")
+    assert conf and "# weights:" in conf and "access_log" not in conf, conf
+    assert router_file(swarm, router, log) is None
+    for name in ("blue", "green", "router"):
+        mdocker(swarm, "service", "rm", f"{APP}-dev-{name}", check=False)
+
+
 def test_promotion_deploy_promote_rollback_same_digest(swarm, registry, images, tmp_path):
     """deploy.yml dev -> promote.yml dev->staging -> rollback.yml staging with promotion_backend: swarm (a group
     var): staging runs the very digest dev ran, and the rollback goes back to it."""
@@ -310,6 +357,8 @@ def test_promotion_deploy_promote_rollback_same_digest(swarm, registry, images, 
         env: {"router_image": images["router"], "router_port": port, "docker_host": swarm["docker_host"]}
         for env, port in PROMOTION_PORTS.items()
     }
+    # staging's promotions are analysed (an idle 1 s window passes with min_requests 0): bg_swap gets the analysis
+    envs["staging"]["analysis"] = {"window": 1, "min_requests": 0}
     settings = {
         "promotion_chain": ["dev", "staging"],
         "promotion_app": APP + "p",
@@ -335,6 +384,8 @@ def test_promotion_deploy_promote_rollback_same_digest(swarm, registry, images, 
     run("promote.yml", **{"from": "dev", "to": "staging"})
     ledger = json.loads((root / "ledger.json").read_text())["apps"][APP + "p"]
     assert ledger["staging"]["live"] == ledger["dev"]["live"] == images["v2"]
+    analysed = ledger["staging"]["history"][-1]["evidence"]["analysis"]
+    assert [(item["step"], item["verdict"]) for item in analysed] == [(100, "passed")], analysed
     assert set(task_images(swarm, f"{APP}p-staging-green").values()) == {images["v2"]}
     run("rollback.yml", env="staging")
     ledger = json.loads((root / "ledger.json").read_text())["apps"][APP + "p"]

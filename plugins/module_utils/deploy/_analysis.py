@@ -47,6 +47,7 @@ THRESHOLD_KEYS = ("min_requests", "max_error_rate", "max_latency_ms")
 LOG_KEYS = ("count_4xx", "access_log")
 REQUEST_KEYS = THRESHOLD_KEYS + LOG_KEYS
 AWS_KEYS = ("cloudwatch_alarms", "target_health")
+SWARM_ANALYSIS_LOG = "/var/log/nginx/bg-analysis.log"  # inside the swarm router's task (swarm/_router.py)
 KEYS = ("window", "latency_percentile") + REQUEST_KEYS + AWS_KEYS + ("prometheus",)
 DEFAULTS = {
     "min_requests": 10,
@@ -154,10 +155,10 @@ def validate(raw: dict | None, backend: str = "docker") -> Settings | None:
         docker_only = sorted(set(given) & set(LOG_KEYS if prometheus else REQUEST_KEYS))
         if docker_only:
             raise AnalysisError(
-                f"analysis: {', '.join(docker_only)} apply to backend=docker only (measured from the router's log);"
-                " for backend=aws name CloudWatch alarms in analysis.cloudwatch_alarms (e.g. on the target group's"
-                " HTTPCode_Target_5XX_Count or TargetResponseTime), or give analysis.prometheus, and leave those keys"
-                " out"
+                f"analysis: {', '.join(docker_only)} apply to backend=docker and swarm only (measured from the"
+                " router's log); for backend=aws name CloudWatch alarms in analysis.cloudwatch_alarms (e.g. on the"
+                " target group's HTTPCode_Target_5XX_Count or TargetResponseTime), or give analysis.prometheus, and"
+                " leave those keys out"
             )
         if not given.get("cloudwatch_alarms") and given.get("target_health") is False and not prometheus:
             raise AnalysisError(
@@ -165,7 +166,12 @@ def validate(raw: dict | None, backend: str = "docker") -> Settings | None:
             )
     elif set(given) & set(AWS_KEYS):
         aws_only = ", ".join(sorted(set(given) & set(AWS_KEYS)))
-        raise AnalysisError(f"analysis: {aws_only} apply to backend=aws only: leave them out for backend=docker")
+        raise AnalysisError(f"analysis: {aws_only} apply to backend=aws only: leave them out for backend={backend}")
+    if backend == "swarm" and given.get("access_log") is not None:
+        raise AnalysisError(
+            "analysis.access_log does not apply to backend=swarm: bg_swap reads the router task's own log"
+            f" ({SWARM_ANALYSIS_LOG}, written only while a rollout is analysed); leave it out"
+        )
     values = dict(DEFAULTS, **given)
     settings = Settings(window=_number(values, "window", 0.1, 3600))
     settings.min_requests = _number(values, "min_requests", 0, None, whole=True)

@@ -19,6 +19,7 @@ the state is recorded and the old colour stopped) the sequence waits the window 
 colour's figures: analysis_begin(colour, settings) -> mark, optionally analysis_sample(mark) every
 analysis_sample_interval seconds during the window, analysis_end(mark) -> Figures. A verdict other than passed puts
 all traffic back on the old colour and raises BlueGreenError with failed_check "analysis" and the `analysis` list.
+Once the analysed rollout is over, passed or not, an optional analysis_finish() lets the backend stop measuring.
 A first deployment (no old colour) and a rollback are not analysed: there is nothing to go back to.
 
 The rollback decision lives here, once, for both backends: rollback(artifact) switches back to the kept colour
@@ -377,7 +378,15 @@ class BlueGreen:
 
     def _switch_and_verify(self, new: str, old: str | None, steps: list, analyse: bool = True) -> None:
         analysis = self.opts.analysis is not None and analyse and old is not None
+        try:
+            self._switch_and_verify_steps(new, old, steps, analysis)
+        finally:
+            # a backend that measures only while a rollout is analysed stops measuring (swarm: the router's log)
+            finish = getattr(self.backend, "analysis_finish", None) if analysis else None
+            if finish is not None:
+                finish()
 
+    def _switch_and_verify_steps(self, new: str, old: str | None, steps: list, analysis: bool) -> None:
         try:
             for index, step in enumerate(steps):
                 self._timed("switch", self.backend.set_traffic, _weights_for(step, new, old))

@@ -28,6 +28,7 @@ from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import DEPLOY_LABEL_COLOUR
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import DEPLOY_LABEL_ENV
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import colour_name
+from ansible_collections.immutable.infra.plugins.module_utils.deploy import _analysis
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen import DIGEST_REF
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen import BlueGreenError
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen import ColourStatus
@@ -106,6 +107,8 @@ class SwarmBackend:
         if registry_auth:
             self.cli.add_secret(registry_auth[1])
         self._node = None  # this manager's node ID, once read
+        self._weights = None  # the weights last written to the router
+        self._analysis_log = False  # whether the router writes its analysis log (only while a rollout is analysed)
         if self.replicas < 1:
             raise BlueGreenError(f"swarm.replicas must be at least 1, got {self.replicas}")
 
@@ -420,7 +423,8 @@ class SwarmBackend:
         return HealthResult(not bad and len(results) >= self.replicas, detail)
 
     def _write_router(self, weights: dict) -> None:
-        text = _router.render({c: self.service(c) for c in COLOURS}, weights, self.container_port)
+        services = {c: self.service(c) for c in COLOURS}
+        text = _router.render(services, weights, self.container_port, analysis_log=self._analysis_log)
         script = (
             f"c={_router.CONF_PATH}; cp $c $c.previous && cat > $c.new && mv $c.new $c && "
             "if nginx -t 2>/tmp/nginx-t.log; then nginx -s reload; else mv $c.previous $c; cat /tmp/nginx-t.log >&2; "
@@ -433,6 +437,7 @@ class SwarmBackend:
                 f"{(err or out).strip()[-500:]}",
                 failed_check="switch",
             )
+        self._weights = dict(weights)
 
     def set_traffic(self, weights: dict) -> None:
         weights = {c: int(w) for c, w in weights.items() if int(w) > 0}
@@ -520,6 +525,78 @@ class SwarmBackend:
             return f"held by {data.get('owner')} since {data.get('at')}"
         except (ValueError, TypeError):
             return "holder unknown"
+
+    # -- analysis (deploy/_analysis.py): the router task's own log, or Prometheus -------------------------------------
+    def _prometheus(self, settings):
+        from ansible_collections.immutable.infra.plugins.module_utils.deploy._prometheus import PrometheusSource
+
+        return PrometheusSource(settings.prometheus, self.app, self.env, wall=time.time)
+
+    def analysis_preflight(self, settings) -> None:
+        """Before any change: Prometheus answers each query. The router's log needs nothing: bg_swap turns it on."""
+        if settings.prometheus is None:
+            return
+        try:
+            self._prometheus(settings).preflight(settings.latency_percentile, settings.window)
+        except _analysis.AnalysisError as exc:
+            raise BlueGreenError(f"{exc}; nothing was changed", failed_check="analysis") from None
+
+    def _read_window(self, inode: str | None = None, offset: int | None = None) -> tuple:
+        """(the router's clock, the log's inode, its size, the log's lines since offset; none without an offset)."""
+        since = "" if offset is None else str(offset)
+        argv = ["sh", "-c", _router.WINDOW_SCRIPT, "window", _router.ANALYSIS_LOG, inode or "none", since]
+        rc, out, err = self._router_exec(argv)
+        try:
+            if rc != 0:
+                raise ValueError(err or out)
+            return _router.parse_window(out)
+        except (ValueError, IndexError):
+            raise _analysis.AnalysisError(
+                f"cannot read the analysis log {_router.ANALYSIS_LOG} in the router {self.router} (rc={rc}):"
+                f" {(err or out).strip()[-300:]}"
+            ) from None
+
+    def analysis_begin(self, colour: str, settings) -> dict:
+        """The window starts: the router writes its analysis log from now on (turned on once per rollout: one more
+        graceful reload with the same weights); the mark is the log's size on the router's own clock."""
+        if settings.prometheus is not None:
+            return {"colour": colour, "settings": settings, "started": time.time()}
+        if self._weights is None:
+            raise _analysis.AnalysisError("no weights were switched to in this run: nothing to analyse")
+        if not self._analysis_log:
+            self._analysis_log = True
+            try:
+                self._write_router(self._weights)
+            except BlueGreenError as exc:
+                raise _analysis.AnalysisError(f"could not turn on the router's analysis log: {exc.msg}") from None
+        started, inode, size, _data = self._read_window()
+        return {"colour": colour, "settings": settings, "started": started, "inode": inode, "offset": size}
+
+    def analysis_end(self, mark: dict) -> _analysis.Figures:
+        settings = mark["settings"]
+        if settings.prometheus is not None:
+            return self._prometheus(settings).figures(mark["colour"], mark["started"], time.time(), settings)
+        end, inode, _size, data = self._read_window(mark["inode"], mark["offset"])
+        notes = []
+        if mark["inode"] is not None and inode != mark["inode"]:
+            notes.append("the router's task was replaced during the window: only the new task's lines were counted")
+        figures = _analysis.parse_log(data, mark["colour"], mark["started"] - 1.0, end, settings.count_4xx)
+        figures.notes = notes + figures.notes
+        return figures
+
+    def analysis_finish(self) -> None:
+        """The rollout is over (passed or rolled back): the router stops writing its analysis log and the file goes,
+        with the weights it has. Best effort: a router that cannot be rewritten now gets the config without the log
+        at the next switch (a new bg_swap run starts with it off)."""
+        if not self._analysis_log:
+            return
+        self._analysis_log = False
+        try:
+            if self._weights is not None:
+                self._write_router(self._weights)
+            self._router_exec(["rm", "-f", _router.ANALYSIS_LOG])
+        except BlueGreenError:
+            pass
 
     def details(self) -> dict:
         return {

@@ -9,6 +9,10 @@ The router is an nginx service on the app's overlay network (image: extensions/s
 service by name: Docker's DNS (resolver 127.0.0.11) answers every task's address (endpoint mode dnsrr) and nginx
 goes round-robin over them. The first line after the header holds the weights as JSON, so the live colour is read
 back from the file the router runs with.
+
+With analysis (bg_swap's `analysis`, docs/progressive.md) nginx also writes ANALYSIS_LOG inside the router task, the
+docker router's tab-separated line per request, only while a rollout is being analysed: bg_swap turns it on for the
+first window and off again (the file removed) when the rollout ends, so a router never fills its task's disk.
 """
 
 from __future__ import annotations
@@ -16,10 +20,15 @@ from __future__ import annotations
 import json
 import re
 
+from ansible_collections.immutable.infra.plugins.module_utils.deploy._analysis import SWARM_ANALYSIS_LOG
+
 HEADER = "# Managed by immutable.infra.bg_swap (backend=swarm): rewritten at every switch, do not edit.\n"
 WEIGHTS_LINE = re.compile(r"^# weights: (?P<json>\{.*\})$", re.M)
 CONF_PATH = "/etc/nginx/bg/router.conf"
 ROUTER_PORT = 80  # the port nginx listens on inside the router task
+ANALYSIS_LOG = SWARM_ANALYSIS_LOG
+# the docker router's fields (deploy/_analysis.py parse_log reads both): colour, time, status, request time, upstream
+ANALYSIS_LOG_FORMAT = "$bg_colour\\t$msec\\t$status\\t$request_time\\t$upstream_addr"
 
 # Run with `python3 -c` inside the router task (plain http.client: this is the router's Python, not Ansible's).
 # PROBE: every address the colour's name resolves to (one per running task, endpoint mode dnsrr), each asked for the
@@ -56,9 +65,31 @@ except Exception as exc:
     print(json.dumps({"status": None, "error": f"{type(exc).__name__}: {exc}"}))
 """
 
+# WINDOW: the router's clock, then the log's inode and size; with an offset given, then the log from that offset when
+# it is still the file of that inode and no shorter, else all of it (made, replaced or truncated during the window).
+WINDOW_SCRIPT = r"""
+log=$1 inode=$2 offset=$3
+date +%s.%N
+set -- $(stat -c '%i %s' "$log" 2>/dev/null)
+echo "${1:-none} ${2:-0}"
+[ -n "$offset" ] && [ -n "$1" ] || exit 0
+if [ "$1" = "$inode" ] && [ "$2" -ge "$offset" ]; then tail -c +$((offset + 1)) "$log"; else cat "$log"; fi
+"""
 
-def render(services: dict, weights: dict, container_port: int, resolver_valid: str = "1s") -> str:
-    """router.conf for weights ({colour: percent}); services maps colour -> service name."""
+
+def parse_window(output: str) -> tuple:
+    """WINDOW_SCRIPT's answer: (the router's clock, the log's inode or None, its size, the log's bytes after them)."""
+    clock, _sep, rest = output.partition("\n")
+    stat, _sep, data = rest.partition("\n")
+    inode, size = (stat.split() + ["none", "0"])[:2]
+    return float(clock), (None if inode == "none" else inode), int(size), data.encode()
+
+
+def render(
+    services: dict, weights: dict, container_port: int, resolver_valid: str = "1s", analysis_log: bool = False
+) -> str:
+    """router.conf for weights ({colour: percent}); services maps colour -> service name. With analysis_log, nginx
+    writes ANALYSIS_LOG too."""
     active = [(c, int(w)) for c, w in sorted(weights.items()) if int(w) > 0]
     lines = [HEADER, f"# weights: {json.dumps(dict(active), sort_keys=True)}\n"]
     if not active:
@@ -77,9 +108,12 @@ def render(services: dict, weights: dict, container_port: int, resolver_valid: s
     for colour, name in sorted(services.items()):
         lines.append(f"    {colour} {name};\n")
     lines.append("}\n")
+    if analysis_log:
+        lines.append(f"log_format bg_analysis '{ANALYSIS_LOG_FORMAT}';\n")
     lines += [
         "server {\n",
         f"    listen {ROUTER_PORT};\n",
+        *([f"    access_log {ANALYSIS_LOG} bg_analysis;\n"] if analysis_log else []),
         "    # no client keep-alive: a reload's old workers then never close a connection a client is about to reuse\n",
         "    keepalive_timeout 0;\n",
         "    location / {\n",

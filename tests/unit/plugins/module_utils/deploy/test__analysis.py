@@ -60,7 +60,7 @@ def test_bad_settings_name_the_key_and_the_fix(raw, words):
 
 
 def test_aws_settings_refuse_the_request_thresholds_it_cannot_measure():
-    with pytest.raises(AnalysisError, match="max_error_rate, min_requests apply to backend=docker only"):
+    with pytest.raises(AnalysisError, match="max_error_rate, min_requests apply to backend=docker and swarm only"):
         validate({"window": 5, "min_requests": 20, "max_error_rate": 0.1, "cloudwatch_alarms": ["x"]}, "aws")
     settings = validate({"window": 5, "cloudwatch_alarms": ["web-5xx"]}, "aws")
     assert settings.cloudwatch_alarms == ["web-5xx"] and settings.target_health is True
@@ -249,6 +249,34 @@ def test_a_failed_step_puts_all_traffic_back_and_reports_the_figures():
     assert err.value.msg.endswith("rolled back: traffic is on blue again")
     assert backend.weights == {"blue": 100}
     assert not any(c[0] in ("record", "stop") for c in backend.calls)
+
+
+class FinishingBackend(AnalysedBackend):
+    """A backend that measures only during an analysed rollout (as swarm's router log) and is told when it ends."""
+
+    def analysis_finish(self):
+        self.calls.append(("analysis_finish", dict(self.weights)))
+
+
+def test_the_backend_is_told_once_the_analysed_rollout_ends_passed_or_rolled_back():
+    good, bad = Figures(50, 0, [2.0] * 50), Figures(50, 10, [2.0] * 50)
+    passed = FinishingBackend([good, good], live="blue", artifacts={"blue": DIGEST})
+    analysed(passed)[0].deploy(DIGEST2)
+    names = [c[0] for c in passed.calls]
+    assert names.count("analysis_finish") == 1
+    assert names.index("analysis_finish") > max(i for i, n in enumerate(names) if n == "analysis_end")
+    assert passed.calls[names.index("analysis_finish")][1] == {"green": 100}
+    aborted = FinishingBackend([bad], live="blue", artifacts={"blue": DIGEST})
+    with pytest.raises(BlueGreenError):
+        analysed(aborted)[0].deploy(DIGEST2)
+    # after the traffic went back: the finish sees the old colour live
+    assert [c for c in aborted.calls if c[0] == "analysis_finish"] == [("analysis_finish", {"blue": 100})]
+    # no analysis configured, or a first deployment: nothing to finish
+    unanalysed = FinishingBackend([], live="blue", artifacts={"blue": DIGEST})
+    BlueGreen(unanalysed, Options(traffic_steps=[20, 100], health_checks_required=1), clock=FakeClock()).deploy(DIGEST2)
+    first = FinishingBackend([], artifacts={})
+    analysed(first)[0].deploy(DIGEST)
+    assert not any(c[0] == "analysis_finish" for c in unanalysed.calls + first.calls)
 
 
 def test_an_idle_window_at_100_also_aborts():

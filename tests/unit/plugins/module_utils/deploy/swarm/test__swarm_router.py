@@ -3,10 +3,13 @@ nginx itself checks the rendered files in tests/integration/test_bg_swap_swarm.p
 
 from __future__ import annotations
 
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
+from ansible_collections.immutable.infra.plugins.module_utils.deploy._analysis import parse_log
 from ansible_collections.immutable.infra.plugins.module_utils.deploy.swarm import _router
 from ansible_collections.immutable.infra.plugins.module_utils.deploy.swarm._backend import is_digest_ref
 
@@ -55,3 +58,49 @@ def test_no_colour_answers_503_and_a_file_bg_swap_did_not_write_has_no_weights()
 )
 def test_only_a_digest_reference_is_accepted(ref, ok):
     assert is_digest_ref(ref) is ok
+
+
+def test_the_analysis_log_is_written_only_when_asked_in_the_docker_routers_format():
+    plain = _router.render(SERVICES, {"blue": 80, "green": 20}, 8080)
+    assert "access_log" not in plain and "log_format" not in plain
+    logged = _router.render(SERVICES, {"blue": 80, "green": 20}, 8080, analysis_log=True)
+    assert "log_format bg_analysis '$bg_colour\\t$msec\\t$status\\t$request_time\\t$upstream_addr';" in logged
+    assert f"access_log {_router.ANALYSIS_LOG} bg_analysis;" in logged
+    assert _router.parse_weights(logged) == {"blue": 80, "green": 20}
+    # no colour live: nothing to measure, no log
+    assert "access_log" not in _router.render(SERVICES, {}, 8080, analysis_log=True)
+
+
+def window(log: Path, inode=None, offset=None) -> tuple:
+    """WINDOW_SCRIPT run by a real sh (as in the router task), its answer parsed."""
+    argv = [
+        "sh",
+        "-c",
+        _router.WINDOW_SCRIPT,
+        "window",
+        str(log),
+        inode or "none",
+        "" if offset is None else str(offset),
+    ]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    return _router.parse_window(out)
+
+
+def test_the_window_script_gives_the_clock_the_mark_and_only_the_lines_written_since(tmp_path):
+    log = tmp_path / "bg-analysis.log"
+    before = time.time()
+    clock, inode, size, data = window(log)  # no log yet (turned on a moment ago): no inode, size 0
+    assert before - 1 <= clock <= time.time() + 1 and (inode, size, data) == (None, 0, b"")
+    log.write_bytes(b"blue\t1764900000.000\t200\t0.001\t10.0.0.5:8080\n")
+    _clock, inode, size, data = window(log)
+    assert inode == str(log.stat().st_ino) and size == log.stat().st_size and data == b""  # a mark reads no lines
+    with log.open("ab") as handle:
+        handle.write(b"green\t1764900001.000\t500\t0.002\t10.0.0.7:8080\n")
+    _clock, _inode, _size, data = window(log, inode, size)
+    assert data == b"green\t1764900001.000\t500\t0.002\t10.0.0.7:8080\n"
+    figures = parse_log(data, "green", 1764900000.5, 1764900002.0)
+    assert (figures.requests, figures.errors) == (1, 1)
+    # the log made during the window (no inode at the mark), truncated, or another file: all of it is read
+    assert window(log, None, 0)[3].count(b"\n") == 2
+    log.write_bytes(b"green\t1764900003.000\t200\t0.002\t10.0.0.7:8080\n")
+    assert window(log, inode, size)[3].count(b"\n") == 1
