@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up for immutable.infra: a pinned virtualenv, a Docker Engine that answers, a local registry with
-# htpasswd auth on 127.0.0.1 and a Debian bookworm base image. Sourced by scripts/bake-default.sh and
-# scripts/test-all.sh; can also be run on its own. Every failure prints one line that names the problem and the fix.
+# htpasswd auth on 127.0.0.1, a Debian bookworm base image and the local example's signing key pair. Sourced by
+# scripts/bake-default.sh and scripts/test-all.sh; can also be run on its own. Every failure prints one line that
+# names the problem and the fix.
 #
 # Knobs (environment):
 #   IMMUTABLE_VENV            virtualenv path                      (default: <repo>/.venv)
@@ -9,7 +10,7 @@
 #   IMMUTABLE_REGISTRY_PORT   local registry port on 127.0.0.1     (default: 5000)
 #   IMMUTABLE_BASE_IMAGE      base image name                      (default: immutable-infra/base:bookworm)
 #   IMMUTABLE_DEBIAN_MIRROR   Debian mirror for debootstrap        (default: read from this machine's apt sources)
-#   IMMUTABLE_SETUP_SKIP      space-separated parts to skip: venv docker registry base_image
+#   IMMUTABLE_SETUP_SKIP      space-separated parts to skip: venv docker registry base_image signing_key
 #   IMMUTABLE_SETUP_EXTRA     space-separated optional parts: base_image_trixie (Debian 13 image for Molecule)
 #   IMMUTABLE_BASE_IMAGE_TRIXIE  Debian 13 base image name            (default: immutable-infra/base:trixie)
 
@@ -240,6 +241,29 @@ build_base_image() {
     log "base image built: $image"
 }
 
+setup_signing_key() {
+    # the local example's signing key pair (docs/supply-chain.md, "Signatures"): made once, kept under the state
+    # directory (git ignores it), never printed; a team uses its own key from a vault instead
+    local dir="$IMMUTABLE_STATE_DIR/signing"
+    if [ -s "$dir/signing.pem" ] && [ -s "$dir/signing.pub.pem" ]; then
+        log "signing key present ($dir/signing.pem)"
+        return
+    fi
+    command -v openssl >/dev/null 2>&1 || apt_install openssl
+    mkdir -p "$dir"
+    chmod 700 "$dir"
+    (
+        umask 077
+        openssl ecparam -name prime256v1 -genkey -noout 2>/dev/null \
+            | openssl pkcs8 -topk8 -nocrypt -out "$dir/signing.pem.new" \
+            || die "could not make the signing key with openssl in $dir: check that openssl works, or set IMMUTABLE_SETUP_SKIP=signing_key"
+        openssl pkey -in "$dir/signing.pem.new" -pubout -out "$dir/signing.pub.pem" 2>/dev/null \
+            || die "could not write the public key of $dir/signing.pem.new with openssl"
+    )
+    mv "$dir/signing.pem.new" "$dir/signing.pem"
+    log "generated the local example's signing key $dir/signing.pem (public key: $dir/signing.pub.pem)"
+}
+
 link_collection() {
     # ansible.cfg points collections_path here, so FQCNs resolve to this checkout
     local parent="$IMMUTABLE_STATE_DIR/collections/ansible_collections/immutable"
@@ -255,6 +279,7 @@ immutable_setup() {
     skipped docker || setup_docker
     skipped registry || setup_registry
     skipped base_image || setup_base_image
+    skipped signing_key || setup_signing_key
     [[ " $IMMUTABLE_SETUP_EXTRA " != *" base_image_trixie "* ]] || setup_base_image_trixie
 }
 

@@ -31,6 +31,7 @@ def test_a_second_run_reuses_everything():
     assert "virtualenv up to date" in result.stderr
     assert "registry already running" in result.stderr
     assert "base image present" in result.stderr
+    assert "signing key present" in result.stderr
     assert "installing" not in result.stderr and "building" not in result.stderr
 
 
@@ -85,3 +86,27 @@ def test_a_failing_base_image_build_is_named_and_leaves_nothing(tmp_path):
     assert leftovers == []
     inspect = subprocess.run(["docker", "image", "inspect", image], capture_output=True, check=False)
     assert inspect.returncode != 0
+
+
+def test_the_local_examples_signing_key_pair_is_made_once_private_and_ignored_by_git(tmp_path):
+    from ansible_collections.immutable.infra.plugins.module_utils.supply._sign import key_id
+    from ansible_collections.immutable.infra.plugins.module_utils.supply._sign import load_public_key
+    from ansible_collections.immutable.infra.plugins.module_utils.supply._sign import read_private_key
+
+    state = tmp_path / "state"
+    env = {"IMMUTABLE_STATE_DIR": str(state), "IMMUTABLE_SETUP_SKIP": "venv docker registry base_image"}
+    first = run_setup(env)
+    assert first.returncode == 0, first.stderr
+    key, public = state / "signing" / "signing.pem", state / "signing" / "signing.pub.pem"
+    assert f"generated the local example's signing key {key}" in first.stderr
+    assert (key.stat().st_mode & 0o777, key.parent.stat().st_mode & 0o777) == (0o600, 0o700)
+    private = read_private_key({"private_key_path": str(key)})  # what the bake loads: EC P-256, no password
+    assert key_id(private) == key_id(load_public_key(public.read_bytes()))
+    assert "PRIVATE KEY" not in first.stdout + first.stderr
+    before = key.read_bytes()
+    second = run_setup(env)
+    assert second.returncode == 0 and f"signing key present ({key})" in second.stderr
+    assert key.read_bytes() == before
+    # under the default state directory the key is git-ignored: never committed
+    ignored = ["git", "-C", str(REPO_ROOT), "check-ignore", "-q", ".local/signing/signing.pem"]
+    assert subprocess.run(ignored, check=False).returncode == 0
