@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -128,6 +129,23 @@ def router_get(swarm, env: str) -> tuple[int, str, str]:
     url = swarm["manager"].url(ROUTER_PORTS[env])
     with urllib.request.urlopen(url, timeout=5) as resp:
         return resp.status, resp.headers.get("X-Colour", ""), resp.read().decode().strip()
+
+
+@contextmanager
+def router_load(swarm, env: str, seconds: int):
+    """wrk through the environment's router (on the manager's front-door port) while the block runs; its report in
+    the yielded dict's "output" afterwards."""
+    wrk = subprocess.Popen(
+        ["wrk", "-t1", "-c4", f"-d{seconds}s", "--timeout", "5s", swarm["manager"].url(ROUTER_PORTS[env])],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    report = {}
+    try:
+        time.sleep(1)
+        yield report
+    finally:
+        wrk.send_signal(signal.SIGINT)
+        report["output"] = wrk.communicate(timeout=30)[0]
 
 
 def task_images(swarm, service: str) -> dict:
@@ -246,20 +264,13 @@ def test_deploy_sick_green_switch_under_load_drift_rollback(swarm, registry, ima
     history = mdocker(swarm, "service", "ps", "--format", "{{.Image}} {{.DesiredState}}", f"{APP}-dev-blue").stdout
     assert sorted(history.splitlines()) == [f"{images['v1']} Running"] * 2  # never restarted nor replaced
 
-    wrk = subprocess.Popen(
-        ["wrk", "-t1", "-c4", "-d60s", "--timeout", "5s", swarm["manager"].url(ROUTER_PORTS["dev"])],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    try:
-        time.sleep(1)
+    with router_load(swarm, "dev", seconds=60) as wrk:
         deployed, again, clean = bg_swap_play(
             tmp_path, swarm, registry, images,
             [{"env": "dev", "artifact": images["v2"], "traffic_steps": [50, 100]},
              {"env": "dev", "artifact": images["v2"]}, {"drift": images["v2"], "known": [images["v1"]]}],
         ).results  # fmt: skip
-    finally:
-        wrk.send_signal(signal.SIGINT)
-        load = wrk.communicate(timeout=30)[0]
+    load = wrk["output"]
     assert not deployed.get("failed"), deployed
     assert (deployed["live_colour"], deployed["previous_colour"]) == ("green", "blue")
     assert deployed["traffic_steps"] == [50, 100]
@@ -310,20 +321,12 @@ def test_analysis_aborts_a_flaky_release_at_the_first_step_and_passes_a_good_one
     analysis = {"window": 5, "min_requests": 5, "max_error_rate": 0.05}
     (first,) = bg_swap_play(tmp_path, swarm, registry, images, [{"env": "dev", "artifact": images["v1"]}]).results
     assert not first.get("failed") and first["live_colour"] == "blue", first
-    wrk = subprocess.Popen(
-        ["wrk", "-t1", "-c4", "-d120s", "--timeout", "5s", swarm["manager"].url(ROUTER_PORTS["dev"])],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    try:
-        time.sleep(1)
+    with router_load(swarm, "dev", seconds=120):
         flaky, good = bg_swap_play(
             tmp_path, swarm, registry, images,
             [{"env": "dev", "artifact": images["flaky"], "traffic_steps": [20, 100], "analysis": analysis},
              {"env": "dev", "artifact": images["v2"], "traffic_steps": [20, 100], "analysis": analysis}],
         ).results  # fmt: skip
-    finally:
-        wrk.send_signal(signal.SIGINT)
-        wrk.communicate(timeout=30)
     assert flaky["failed"] and flaky["failed_check"] == "analysis" and flaky["rolled_back"] is True, flaky
     (verdict,) = flaky["analysis"]
     assert (verdict["step"], verdict["verdict"]) == (20, "failed"), verdict
