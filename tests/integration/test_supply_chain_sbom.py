@@ -245,6 +245,30 @@ def test_a_builder_without_tar_gives_no_package_tree_and_the_reason(base_image, 
     assert not (tmp_path / "tree.tar").exists()
 
 
+def test_a_record_that_cannot_be_written_leaves_no_package_tree_and_the_next_bake_writes_it(sbom_env, tmp_path):
+    """The record fails after the push and the tree were taken (its artifact directory is a file): the bake fails
+    naming the record, the tree tar is removed from TMPDIR, and the next bake finds the pushed image and records it."""
+    app = sbom_env["app"] + "r"
+    artifacts, tmpdir = tmp_path / "artifacts", tmp_path / "tmp"
+    artifacts.mkdir()
+    tmpdir.mkdir()
+    (artifacts / app).write_text("not a directory\n")
+    baker = Baker(sbom_env["baker"].registry, app, artifacts, roles_path=sbom_env["roles"])
+    extra = {"bake_roles": ["pkgprobe"]}
+    try:
+        failed = baker.run(extra=extra, env={"TMPDIR": str(tmpdir)})
+        flat = " ".join(failed.stdout.split())
+        assert failed.returncode != 0 and "writing the record of" in flat, failed.stdout[-3000:]
+        assert "Take the builder's package tree for the SBOM" in flat and "Push the artifact" in flat
+        assert list(tmpdir.glob("immutable-infra-tree-*")) == []
+        (artifacts / app).unlink()
+        again = baker.run(extra=extra, env={"TMPDIR": str(tmpdir)})
+        assert again.returncode == 0, again.stdout[-3000:]
+        assert baker.latest()["cached"] is True
+    finally:
+        docker("image", "rm", "-f", *docker("image", "ls", "-q", f"immutable-infra-cache/{app}").split(), check=False)
+
+
 def test_a_cached_rebake_keeps_the_byte_identical_sbom_and_an_old_one_is_rebuilt(sbom_env, registry):
     baker, app, extra = sbom_env["baker"], sbom_env["app"], sbom_env["extra"]
     first = baker.latest()
