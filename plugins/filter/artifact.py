@@ -3,7 +3,8 @@
 
 """Filters that give playbooks the artifact contract (module_utils/artifact/_contract.py) instead of copies of it.
 
-Documented in the sidecar files fingerprint_tag.yml, artifact_tags.yml and artifact_latest_path.yml.
+Documented in the sidecar files fingerprint_tag.yml, artifact_tags.yml, artifact_latest_path.yml and
+artifact_local_evidence.yml.
 """
 
 from __future__ import annotations
@@ -51,10 +52,23 @@ def artifact_latest_path(artifacts_dir, name):
     return _contract.latest_path(artifacts_dir, name)
 
 
+def artifact_local_evidence(digest, artifacts_dir, name):
+    """The files a bake keeps on its machine about one image (its SBOM and provenance envelope), existing or not."""
+    if not isinstance(digest, str) or not re.match(r"^sha256:[0-9a-f]{64}$", digest):
+        raise AnsibleFilterError(f"artifact_local_evidence: {digest!r} is not an image digest (sha256:<64 hex digits>)")
+    if not isinstance(artifacts_dir, str) or not artifacts_dir or not isinstance(name, str) or not name:
+        raise AnsibleFilterError(
+            f"artifact_local_evidence: needs the artifacts directory and an artifact name, got {artifacts_dir!r} and"
+            f" {name!r}: pass digest | immutable.infra.artifact_local_evidence(bake_artifacts_dir, bake_name)"
+        )
+    return _contract.local_evidence_paths(artifacts_dir, name, digest)
+
+
 class FilterModule:
     def filters(self):
         return {
             "fingerprint_tag": fingerprint_tag,
             "artifact_tags": artifact_tags,
             "artifact_latest_path": artifact_latest_path,
+            "artifact_local_evidence": artifact_local_evidence,
         }

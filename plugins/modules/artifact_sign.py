@@ -183,6 +183,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import provenance_relative_path
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._records import RecordError
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._remote import split_id
 from ansible_collections.immutable.infra.plugins.module_utils.common._atomic import atomic_write
@@ -195,7 +196,6 @@ from ansible_collections.immutable.infra.plugins.module_utils.registry._client i
 from ansible_collections.immutable.infra.plugins.module_utils.supply._provenance import ProvenanceError
 from ansible_collections.immutable.infra.plugins.module_utils.supply._provenance import build_statement
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sign import SignError
-from ansible_collections.immutable.infra.plugins.module_utils.supply._sign import attestation_tag
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sign import key_id
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sign import public_pem
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sign import read_private_key
@@ -271,7 +271,7 @@ def run_module(module):
     result.update(signed, signed=True, finished=finished)
     result["changed"] = signed["signature"]["changed"] or signed["attestation"]["changed"]
     if params["artifacts_dir"]:
-        target = os.path.join(params["artifacts_dir"], params["name"], "provenance", attestation_tag(digest) + ".json")
+        target = os.path.join(params["artifacts_dir"], params["name"], provenance_relative_path(digest))
         text = json.dumps(envelope, indent=2, sort_keys=True) + "\n"
         try:
             with open(target, encoding="utf-8") as handle:
@@ -291,9 +291,7 @@ def run_module(module):
         "key_id": result["key_id"],
         "signature": signed["signature"]["reference"],
         "attestation": signed["attestation"]["reference"],
-        "provenance": os.path.join("provenance", attestation_tag(digest) + ".json")
-        if params["artifacts_dir"]
-        else None,
+        "provenance": provenance_relative_path(digest) if params["artifacts_dir"] else None,
     }
     module.exit_json(**result)
 

@@ -18,6 +18,8 @@ import pytest
 from conftest import REPO_ROOT
 from conftest import run_playbook
 
+from ansible_collections.immutable.infra.plugins.module_utils.artifact import _contract
+
 GC = REPO_ROOT / "playbooks" / "gc.yml"
 MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 
@@ -142,6 +144,11 @@ def test_gc_keeps_newest_and_ledger_referenced_artifacts_dry_run_first(populated
     extra = {"gc_app": repo, "gc_keep": 2, "gc_ledger_path": str(path), "bake_artifacts_dir": str(tmp_path)}
     before = tags(registry, repo)
     assert len(before) == 10
+    # the bake's local copies of the SBOM and provenance of A3 (goes) and A5 (stays)
+    local = {name: _contract.local_evidence_paths(str(tmp_path), repo, digests[name]) for name in ("A3", "A5")}
+    for path in local["A3"] + local["A5"]:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text("{}\n")
 
     dry = run_playbook(GC, extra, "-vvv", env=env)
     assert dry.returncode == 0, dry.stdout[-3000:]
@@ -154,9 +161,13 @@ def test_gc_keeps_newest_and_ledger_referenced_artifacts_dry_run_first(populated
     assert checked.returncode == 0, checked.stdout[-3000:]
     assert tags(registry, repo) == before
 
+    assert all(Path(path).exists() for path in local["A3"] + local["A5"])  # neither the dry run nor check mode
+
     real = run_playbook(GC, dict(extra, gc_delete=True), env=env)
     assert real.returncode == 0, real.stdout[-3000:]
     assert "deleted 2 artifact(s)" in real.stdout
+    assert "local SBOM and provenance copies removed: 2" in real.stdout
+    assert [Path(path).exists() for path in local["A3"] + local["A5"]] == [False, False, True, True]
     after = tags(registry, repo)
     # A5, A6 newest; A1, A2 in the ledger; the hand-made image is not a bake artifact. A3 and A4 went, and with
     # A3 its version tag 1.3.0 (a manifest delete removes every tag of the digest).

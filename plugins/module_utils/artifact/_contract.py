@@ -94,6 +94,20 @@ def sbom_relative_path(digest: str) -> str:
     return f"sbom/{algorithm}-{hexdigest}.cdx.json"
 
 
+def provenance_relative_path(digest: str) -> str:
+    """The provenance envelope's path relative to <artifacts_dir>/<app> (the record's signature.provenance): named
+    after the image's attestation tag, sha256-<hex>.att."""
+    algorithm, _sep, hexdigest = str(digest).partition(":")
+    return f"provenance/{algorithm}-{hexdigest}.att.json"
+
+
+def local_evidence_paths(artifacts_dir: str, app: str, digest: str) -> list:
+    """What a bake keeps on its machine beside the records about one image: its SBOM and its provenance envelope
+    (gc.yml removes them with the image)."""
+    relative = (sbom_relative_path(digest), provenance_relative_path(digest))
+    return [os.path.join(artifacts_dir, app, path) for path in relative]
+
+
 def artifact_tags(fingerprint: str, version: str = "", extra_tags=()) -> list:
     """The tags a bake pushes, the content-addressed one first (a run killed after it leaves a findable image)."""
     return [fingerprint_tag(fingerprint)] + ([version] if version else []) + list(extra_tags)

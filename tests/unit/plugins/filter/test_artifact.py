@@ -82,3 +82,15 @@ def test_the_filters_work_in_a_template():
         "tag": "fp-" + HEX,
         "latest": "/srv/a/web/latest.json",
     }
+
+
+def test_local_evidence_names_the_sbom_and_provenance_files_the_bake_keeps(tmp_path):
+    digest = "sha256:" + "ab" * 32
+    sbom, provenance = artifact.artifact_local_evidence(digest, str(tmp_path), "web")
+    assert sbom == str(tmp_path / "web" / "sbom" / f"sha256-{'ab' * 32}.cdx.json")
+    assert provenance == str(tmp_path / "web" / "provenance" / f"sha256-{'ab' * 32}.att.json")
+    assert sbom == _contract.sbom_path(str(tmp_path), "web", digest)  # where the bake writes it
+    with pytest.raises(AnsibleFilterError, match="is not an image digest"):
+        artifact.artifact_local_evidence("web:1.0", str(tmp_path), "web")
+    with pytest.raises(AnsibleFilterError, match="needs the artifacts directory and an artifact name"):
+        artifact.artifact_local_evidence(digest, "", "web")
