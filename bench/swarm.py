@@ -89,6 +89,9 @@ def main() -> int:
         options = Options(health_checks_required=2, health_interval=0.3, health_timeout=120)
         BlueGreen(backend, options).deploy(images["v1"])
         artifacts = [images["v2"], images["v1"]]
+        if ANALYSIS_WINDOW:  # both artifacts pulled on the node before anything is compared
+            for artifact in artifacts:
+                BlueGreen(backend, options).deploy(artifact)
         for index in range(RUNS):
             if not ANALYSIS_WINDOW:
                 phases = promote(backend, options, artifacts[index % 2])
