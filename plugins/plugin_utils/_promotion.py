@@ -360,7 +360,7 @@ def _analysis_for(analysis, backend: str):
 
     if not isinstance(analysis, dict):
         return analysis
-    if backend == "aws":
+    if backend in ("aws", "ecs"):
         # with prometheus the log's own keys (count_4xx, access_log) are kept, so validate() refuses them by name
         drop = () if analysis.get("prometheus") else REQUEST_KEYS
     elif backend == "swarm":
@@ -515,7 +515,7 @@ def ecs_swap_args(settings: dict, env: str, artifact_id, region: str, state: str
     args.update({key: envcfg[key] for key in ECS_SWAP_OPTIONS if envcfg.get(key) is not None})
     args.update({key: envcfg.get(key, settings[key]) for key in AWS_SWAP_DEFAULTS})
     if env_analysis(settings, env):
-        args["analysis"] = _analysis_for(env_analysis(settings, env), "aws")
+        args["analysis"] = _analysis_for(env_analysis(settings, env), "ecs")
     return args
 
 

@@ -26,6 +26,7 @@ from moto_fixtures import start_moto
 from moto_fixtures import stop_moto
 
 from ansible_collections.immutable.infra.plugins.module_utils.aws._ssm_lock import SsmLock
+from ansible_collections.immutable.infra.plugins.module_utils.deploy._analysis import validate as validate_analysis
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen import BlueGreen
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen import BlueGreenError
 from ansible_collections.immutable.infra.plugins.module_utils.deploy._bluegreen import Options
@@ -345,6 +346,49 @@ def test_gate_failure_keeps_traffic_and_lock_held_changes_nothing(moto, unique):
     assert {c: ts["taskDefinition"] for c, ts in ecs_env.task_sets().items()} == {
         c: ts["taskDefinition"] for c, ts in before.items()
     }
+
+
+def test_an_alarm_during_a_weighted_step_puts_the_listener_back_and_an_ok_alarm_passes(ecs_env):
+    """The analysis between steps on ecs is the aws backend's (CloudWatch alarms, target health), here on moto: an
+    alarm put in ALARM while the listener holds the first step fails it and all traffic goes back; with the alarm OK
+    both steps pass. moto runs no task, so no target is ever registered: target_health is off here (docs/ecs.md)."""
+    cloudwatch = client(ecs_env.endpoint, "cloudwatch")
+    alarm = f"{ecs_env.app}-5xx"
+    cloudwatch.put_metric_alarm(
+        AlarmName=alarm, MetricName="HTTPCode_Target_5XX_Count", Namespace="AWS/ApplicationELB", Statistic="Sum",
+        Period=60, EvaluationPeriods=1, Threshold=5, ComparisonOperator="GreaterThanThreshold",
+    )  # fmt: skip
+    cloudwatch.set_alarm_state(AlarmName=alarm, StateValue="OK", StateReason="quiet")
+    ecs_env.clients["cloudwatch"] = cloudwatch  # bg_swap adds it when the analysis names alarms
+    flow(ecs_env.backend()).deploy(DIGESTS[0])
+    assert ecs_env.weights() == {"green": 100}
+    settings = validate_analysis({"window": 1.5, "cloudwatch_alarms": [alarm], "target_health": False}, "ecs")
+    raised = threading.Event()
+
+    def alarm_at_the_first_step():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not raised.is_set():
+            if ecs_env.weights() == {"blue": 20, "green": 80}:
+                cloudwatch.set_alarm_state(AlarmName=alarm, StateValue="ALARM", StateReason="5xx from blue")
+                raised.set()
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=alarm_at_the_first_step, daemon=True)
+    watcher.start()
+    with pytest.raises(BlueGreenError) as aborted:
+        flow(ecs_env.backend(), traffic_steps=[20, 100], analysis=settings).deploy(DIGESTS[1])
+    raised.set()
+    watcher.join(timeout=5)
+    extra = aborted.value.extra
+    assert extra["failed_check"] == "analysis" and extra["rolled_back"] is True, aborted.value.msg
+    [step] = extra["analysis"]
+    assert (step["step"], step["verdict"], step["alarms"]) == (20, "failed", [alarm]), step
+    assert ecs_env.weights() == {"green": 100}  # read back from moto: all traffic on the old target group
+
+    cloudwatch.set_alarm_state(AlarmName=alarm, StateValue="OK", StateReason="fixed")
+    good = flow(ecs_env.backend(), traffic_steps=[20, 100], analysis=settings).deploy(DIGESTS[1])
+    assert [(item["step"], item["verdict"]) for item in good["analysis"]] == [(20, "passed"), (100, "passed")]
+    assert ecs_env.weights() == {"blue": 100}
 
 
 def test_check_mode_plans_and_changes_nothing(ecs_env):

@@ -47,6 +47,8 @@ THRESHOLD_KEYS = ("min_requests", "max_error_rate", "max_latency_ms")
 LOG_KEYS = ("count_4xx", "access_log")
 REQUEST_KEYS = THRESHOLD_KEYS + LOG_KEYS
 AWS_KEYS = ("cloudwatch_alarms", "target_health")
+# the backends whose traffic an ALB listener switches: judged on CloudWatch alarms and target health (ecs reuses aws)
+ALB_BACKENDS = ("aws", "ecs")
 SWARM_ANALYSIS_LOG = "/var/log/nginx/bg-analysis.log"  # inside the swarm router's task (swarm/_router.py)
 KEYS = ("window", "latency_percentile") + REQUEST_KEYS + AWS_KEYS + ("prometheus",)
 DEFAULTS = {
@@ -151,22 +153,24 @@ def validate(raw: dict | None, backend: str = "docker") -> Settings | None:
                 "analysis.max_latency_ms needs analysis.prometheus.latency_ms (a PromQL query giving the"
                 " {quantile} percentile of the new colour's request times in ms), or leave max_latency_ms out"
             )
-    if backend == "aws":
+    if backend in ALB_BACKENDS:
         docker_only = sorted(set(given) & set(LOG_KEYS if prometheus else REQUEST_KEYS))
         if docker_only:
             raise AnalysisError(
                 f"analysis: {', '.join(docker_only)} apply to backend=docker and swarm only (measured from the"
-                " router's log); for backend=aws name CloudWatch alarms in analysis.cloudwatch_alarms (e.g. on the"
-                " target group's HTTPCode_Target_5XX_Count or TargetResponseTime), or give analysis.prometheus, and"
-                " leave those keys out"
+                f" router's log); for backend={backend} name CloudWatch alarms in analysis.cloudwatch_alarms (e.g. on"
+                " the target group's HTTPCode_Target_5XX_Count or TargetResponseTime), or give analysis.prometheus,"
+                " and leave those keys out"
             )
         if not given.get("cloudwatch_alarms") and given.get("target_health") is False and not prometheus:
             raise AnalysisError(
-                "analysis for backend=aws needs cloudwatch_alarms (a list of alarm names) or target_health: true"
+                f"analysis for backend={backend} needs cloudwatch_alarms (a list of alarm names) or target_health: true"
             )
     elif set(given) & set(AWS_KEYS):
         aws_only = ", ".join(sorted(set(given) & set(AWS_KEYS)))
-        raise AnalysisError(f"analysis: {aws_only} apply to backend=aws only: leave them out for backend={backend}")
+        raise AnalysisError(
+            f"analysis: {aws_only} apply to backend=aws and ecs only: leave them out for backend={backend}"
+        )
     if backend == "swarm" and given.get("access_log") is not None:
         raise AnalysisError(
             "analysis.access_log does not apply to backend=swarm: bg_swap reads the router task's own log"

@@ -47,8 +47,8 @@ def test_settings_defaults_and_none_means_not_configured():
         ({"window": 5, "latency_percentile": 0}, ["latency_percentile", "1..100"]),
         ({"window": 5, "count_4xx": "yes"}, ["analysis.count_4xx", "true or false"]),
         ({"window": 5, "access_log": "logs/x.log"}, ["analysis.access_log", "absolute path"]),
-        ({"window": 5, "cloudwatch_alarms": ["a"]}, ["cloudwatch_alarms apply to backend=aws only"]),
-        ({"window": 5, "target_health": True}, ["target_health apply to backend=aws only"]),
+        ({"window": 5, "cloudwatch_alarms": ["a"]}, ["cloudwatch_alarms apply to backend=aws and ecs only"]),
+        ({"window": 5, "target_health": True}, ["target_health apply to backend=aws and ecs only"]),
         ("window=5", ["must be a mapping"]),
     ],
 )
@@ -66,6 +66,12 @@ def test_aws_settings_refuse_the_request_thresholds_it_cannot_measure():
     assert settings.cloudwatch_alarms == ["web-5xx"] and settings.target_health is True
     with pytest.raises(AnalysisError, match="must be a list of alarm names"):
         validate({"window": 5, "cloudwatch_alarms": "web-5xx"}, "aws")
+    # ecs is judged as aws (its traffic is an ALB listener's): the same keys, the same refusals, named for ecs
+    assert validate({"window": 5, "cloudwatch_alarms": ["web-5xx"]}, "ecs").cloudwatch_alarms == ["web-5xx"]
+    with pytest.raises(AnalysisError, match="min_requests apply to backend=docker and swarm only .* for backend=ecs"):
+        validate({"window": 5, "min_requests": 20}, "ecs")
+    with pytest.raises(AnalysisError, match="cloudwatch_alarms apply to backend=aws and ecs only: .* backend=swarm"):
+        validate({"window": 5, "cloudwatch_alarms": ["web-5xx"]}, "swarm")
 
 
 # -- the verdict ---------------------------------------------------------------------------------------------------
