@@ -568,6 +568,7 @@ class SwarmBackend:
             try:
                 self._write_router(self._weights)
             except BlueGreenError as exc:
+                self._analysis_log = False  # the rollback's config must not ask for the log again
                 raise _analysis.AnalysisError(f"could not turn on the router's analysis log: {exc.msg}") from None
         started, inode, size, _data = self._read_window()
         return {"colour": colour, "settings": settings, "started": started, "inode": inode, "offset": size}
