@@ -256,7 +256,7 @@ def test_deploy_sick_green_switch_under_load_drift_rollback(swarm, registry, ima
         tmp_path, swarm, registry, images,
         [{"env": "dev", "artifact": images["v1"]}, {"env": "dev", "artifact": images["sick"], "health_timeout": 8}],
     ).results  # fmt: skip
-    assert not first.get("failed") and first["live_colour"] == "blue", first
+    assert not first.get("failed") and first["live_colour"] == "blue", (first.get("msg"), first.get("last_check"))
     # a release whose health check fails: the gate stops it; blue keeps the traffic and its very tasks
     assert sick["failed"] and sick["failed_check"] == "health_gate" and sick["rolled_back"] is False, sick
     assert "traffic stays on blue" in sick["msg"] and ": 500" in sick["msg"], sick
@@ -320,13 +320,15 @@ def test_analysis_aborts_a_flaky_release_at_the_first_step_and_passes_a_good_one
     router, log = f"{APP}-dev-router", "/var/log/nginx/bg-analysis.log"
     analysis = {"window": 5, "min_requests": 5, "max_error_rate": 0.05}
     (first,) = bg_swap_play(tmp_path, swarm, registry, images, [{"env": "dev", "artifact": images["v1"]}]).results
-    assert not first.get("failed") and first["live_colour"] == "blue", first
+    assert not first.get("failed") and first["live_colour"] == "blue", (first.get("msg"), first.get("last_check"))
     with router_load(swarm, "dev", seconds=120):
         flaky, good = bg_swap_play(
             tmp_path, swarm, registry, images,
             [{"env": "dev", "artifact": images["flaky"], "traffic_steps": [20, 100], "analysis": analysis},
              {"env": "dev", "artifact": images["v2"], "traffic_steps": [20, 100], "analysis": analysis}],
         ).results  # fmt: skip
+    for name, result in (("flaky", flaky), ("v2", good)):
+        print(name, [(item["step"], item["verdict"], item["requests"], item["errors"]) for item in result["analysis"]])
     assert flaky["failed"] and flaky["failed_check"] == "analysis" and flaky["rolled_back"] is True, flaky
     (verdict,) = flaky["analysis"]
     assert (verdict["step"], verdict["verdict"]) == (20, "failed"), verdict
