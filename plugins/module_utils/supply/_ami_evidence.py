@@ -210,32 +210,13 @@ def normalise_sbom(raw: bytes, source_ami: str, region: str, tree_digest=None) -
 
 
 def package_tree_raw(tar_path, source_name, cache_dir=None, syft=None):
-    """syft's CycloneDX of the builder's package tree, read on the controller: {raw, tree, key, cache}. With cache_dir
-    (the record's sbom/ directory, where the AMI's local SBOM copies are) an SBOM made from the same tree, syft
-    version and catalogers is reused and no syft runs (supply/_sbom_tree.py's TreeCache: cache "hit"); the caller
-    puts its new copy there (TreeCache.put with key). SbomError (an SbomTreeError) when the tree cannot be used."""
-    from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import find_syft
-    from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom_tree import SbomTreeError
-    from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom_tree import TreeCache
-    from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom_tree import cache_key
-    from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom_tree import has_package_database
-    from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom_tree import package_tree_digest
-    from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom_tree import scan_package_tree
+    """syft's CycloneDX of the builder's package tree, read on the controller: {raw, tree, key, cache}, reused from
+    cache_dir (the record's sbom/ directory, where the AMI's local SBOM copies are) as for containers
+    (supply/_sbom_tree.py scan_package_tree_cached). SbomError (an SbomTreeError) when the tree cannot be used."""
+    from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom_tree import scan_package_tree_cached
 
-    tree = package_tree_digest(tar_path)
-    if not has_package_database(tar_path):
-        raise SbomTreeError(
-            "it holds no package database (dpkg, apk, rpm, Python): bake with bake_sbom_scope=image to scan the"
-            " builder's filesystem"
-        )
-    syft = syft or find_syft()
-    cache = TreeCache(cache_dir) if cache_dir else None
-    key = cache_key(tree, cache.syft_version(syft)) if cache else None
-    kept = cache.get(key) if cache else None
-    if kept is not None:
-        return {"raw": kept, "tree": tree, "key": key, "cache": "hit"}
-    raw = scan_package_tree(tar_path, source_name, syft=syft)
-    return {"raw": raw, "tree": tree, "key": key, "cache": "miss" if cache else None}
+    hint = ": bake with bake_sbom_scope=image to scan the builder's filesystem"
+    return scan_package_tree_cached(tar_path, source_name, cache_dir, syft=syft, hint=hint)
 
 
 def remember_tree(key, sbom_file):

@@ -387,21 +387,30 @@ def image_labels(client, image_id):
     return labels if isinstance(labels, dict) else {}
 
 
+def scan_package_tree_cached(tar_path, source_name, cache_dir=None, syft=None, timeout=900, hint=""):
+    """syft's CycloneDX of a package tree: {"raw", "tree" (its digest), "key", "cache"}. With cache_dir an SBOM made
+    there from the same tree, syft version and catalogers is reused and no syft runs ("hit"; else "miss"; the caller
+    records its new copy with TreeCache.put(key, file)); without, key and cache are None. SbomTreeError (+ hint) when
+    the tree holds no package database: never cached either, the image scan is the answer."""
+    tree = package_tree_digest(tar_path)
+    if not has_package_database(tar_path):
+        raise SbomTreeError("the package tree holds no package database (dpkg, apk, rpm, Python)" + hint)
+    syft = syft or find_syft()
+    cache = TreeCache(cache_dir) if cache_dir else None
+    key = cache_key(tree, cache.syft_version(syft)) if cache else None
+    kept = cache.get(key) if cache else None
+    if kept is not None:
+        return {"raw": kept, "tree": tree, "key": key, "cache": "hit"}
+    raw = scan_package_tree(tar_path, source_name, syft=syft, timeout=timeout)
+    return {"raw": raw, "tree": tree, "key": key, "cache": "miss" if cache else None}
+
+
 def package_tree_sbom(tar_path, image_id, cache_dir, syft=None, timeout=900, labels=None):
     """(raw CycloneDX bytes of the image image_id read from its package tree, details) with details {"source_kind":
     "package-tree", "tree": digest, "cache": "hit" | "miss", "key"}. A hit (an SBOM in cache_dir made from the same
     tree, syft version and catalogers) runs no syft. labels: the image's labels (image_labels()), listed as an image
     scan lists them. SbomTreeError when the tree cannot be used."""
     repository, _sep, digest = str(image_id).partition("@")
-    tree = package_tree_digest(tar_path)
-    if not has_package_database(tar_path):  # never cached either: the image scan is the answer
-        raise SbomTreeError("the package tree holds no package database (dpkg, apk, rpm, Python)")
-    cache = TreeCache(cache_dir)
-    syft = syft or find_syft()
-    key = cache_key(tree, cache.syft_version(syft))
-    details = {"source_kind": "package-tree", "tree": tree, "key": key}
-    kept = cache.get(key)
-    if kept is not None:
-        return describe_image(kept, repository, digest, tree, labels), dict(details, cache="hit")
-    raw = scan_package_tree(tar_path, repository, syft=syft, timeout=timeout)
-    return describe_image(raw, repository, digest, tree, labels), dict(details, cache="miss")
+    made = scan_package_tree_cached(tar_path, repository, cache_dir, syft=syft, timeout=timeout)
+    details = {"source_kind": "package-tree", "tree": made["tree"], "key": made["key"], "cache": made["cache"]}
+    return describe_image(made["raw"], repository, digest, made["tree"], labels), details
