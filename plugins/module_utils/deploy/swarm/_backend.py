@@ -244,9 +244,12 @@ class SwarmBackend:
             container = self._router_container()
             if container:
                 rc, out, err = self.run_docker(["exec", "-i", container] + argv, check=False, data=data)
-                # 126/137 or "not running": the task was being replaced between `docker ps` and `docker exec`
+                # 126/137 or "not running": the task was being replaced between `docker ps` and `docker exec`;
+                # "unable to upgrade to tcp": the engine could not attach the exec yet (a task that just started)
                 low = (err or "").lower()
-                gone = rc in (126, 137) or "is not running" in low or "no such container" in low
+                gone = rc in (126, 137) or any(
+                    text in low for text in ("is not running", "no such container", "unable to upgrade to tcp")
+                )
                 if not gone or time.monotonic() >= deadline:
                     return rc, out, err
                 time.sleep(0.2)
