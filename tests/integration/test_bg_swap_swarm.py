@@ -125,6 +125,24 @@ def mdocker(swarm, *args, check=True) -> subprocess.CompletedProcess:
     return sh("docker", "-H", swarm["docker_host"], *args, check=check)
 
 
+def remove_environment(swarm, env: str, wait: float = 120) -> None:
+    """Remove the environment's services and wait until their containers are gone from every node: until the old
+    router's container has stopped, a router created under the same name is held pending by the scheduler ("host-mode
+    port already in use") and the next test's first deploy would wait on it."""
+    names = {f"{APP}-{env}-{name}" for name in ("blue", "green", "router")}
+    mdocker(swarm, "service", "rm", *sorted(names), check=False)
+    started, deadline = time.monotonic(), time.monotonic() + wait
+    for host in swarm["hosts"]:
+        while True:
+            listed = host.docker("ps", "-a", "--format", '{{.Label "com.docker.swarm.service.name"}}', check=False)
+            left = names & set(listed.stdout.split())
+            if not left:
+                break
+            assert time.monotonic() < deadline, f"containers of {sorted(left)} still on {host.name} after {wait:g}s"
+            time.sleep(0.3)
+    print(f"services of {APP}/{env} removed, their containers gone in {time.monotonic() - started:.1f} s")
+
+
 def router_get(swarm, env: str) -> tuple[int, str, str]:
     url = swarm["manager"].url(ROUTER_PORTS[env])
     with urllib.request.urlopen(url, timeout=5) as resp:
@@ -302,8 +320,7 @@ def test_deploy_sick_green_switch_under_load_drift_rollback(swarm, registry, ima
     assert not back.get("failed"), back
     assert back["live_colour"] == "blue" and back["rollback_method"] == "switch_back"
     assert router_get(swarm, "dev")[1:] == ("blue", "v1")
-    for name in ("blue", "green", "router"):
-        mdocker(swarm, "service", "rm", f"{APP}-dev-{name}", check=False)
+    remove_environment(swarm, "dev")
 
 
 def router_file(swarm, service: str, path: str) -> str | None:
@@ -342,8 +359,7 @@ def test_analysis_aborts_a_flaky_release_at_the_first_step_and_passes_a_good_one
     conf = router_file(swarm, router, "/etc/nginx/bg/router.conf")
     assert conf and "# weights:" in conf and "access_log" not in conf, conf
     assert router_file(swarm, router, log) is None
-    for name in ("blue", "green", "router"):
-        mdocker(swarm, "service", "rm", f"{APP}-dev-{name}", check=False)
+    remove_environment(swarm, "dev")
 
 
 def test_promotion_deploy_promote_rollback_same_digest(swarm, registry, images, tmp_path):

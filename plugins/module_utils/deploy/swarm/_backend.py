@@ -107,6 +107,7 @@ class SwarmBackend:
         if registry_auth:
             self.cli.add_secret(registry_auth[1])
         self._node = None  # this manager's node ID, once read
+        self._router_id = None  # the router service's ID, once read or created
         self._weights = None  # the weights last written to the router
         self._analysis_log = False  # whether the router writes its analysis log (only while a rollout is analysed)
         if self.replicas < 1:
@@ -223,13 +224,29 @@ class SwarmBackend:
         )
         return [line.strip() for line in out.splitlines() if line.strip()]
 
+    def _task_errors(self, name: str) -> list:
+        """The errors of every task of service `name`, newest first: a pending task's reason (e.g. "host-mode port
+        already in use") as well as a failed or rejected one's."""
+        _rc, out, _err = self.run_docker(["service", "ps", "--no-trunc", "--format", "{{.Error}}", name], check=False)
+        return list(dict.fromkeys(line.strip() for line in out.splitlines() if line.strip()))
+
+    def _router_service_id(self) -> str | None:
+        if not self._router_id:
+            self._router_id = (self.inspect_service(self.router) or {}).get("ID")
+        return self._router_id
+
     def _router_container(self) -> str | None:
+        """The running container of this router service's task on this node. By service ID, not name: a router
+        service removed moments ago under the same name may still have its container stopping here."""
+        service_id = self._router_service_id()
+        if not service_id:
+            return None
         _rc, out, _err = self.run_docker(
             [
                 "ps",
                 "--quiet",
                 "--filter",
-                f"label=com.docker.swarm.service.name={self.router}",
+                f"label=com.docker.swarm.service.id={service_id}",
                 "--filter",
                 "status=running",
             ]  # fmt: skip
@@ -255,7 +272,7 @@ class SwarmBackend:
                 time.sleep(0.2)
                 continue
             if time.monotonic() >= deadline:
-                errors = "; ".join(self._failed_tasks(self.router)[:3]) or "no error reported"
+                errors = "; ".join(self._task_errors(self.router)[:3]) or "no error reported"
                 raise BlueGreenError(
                     f"the router service {self.router} has no running task on this manager after {wait:g}s "
                     f"(task errors: {errors}): check swarm.router_image and that port {self.router_port} is free "
@@ -287,6 +304,7 @@ class SwarmBackend:
     def ensure_router(self) -> None:
         info = self.inspect_service(self.router)
         if info is not None:
+            self._router_id = info.get("ID")
             return
         node = self.swarm_manager()
         args = [
@@ -304,6 +322,7 @@ class SwarmBackend:
             raise BlueGreenError(
                 f"could not create the router service {self.router}: {(err or out).strip()}", failed_check="deploy"
             )
+        self._router_id = out.strip().splitlines()[-1] if out.strip() else None
 
     # -- backend interface ---------------------------------------------------------------------------------------
     def describe(self) -> Live:
@@ -318,6 +337,7 @@ class SwarmBackend:
     def router_weights(self, info: dict, heal: bool = True) -> dict:
         """The weights in the router's own file; a fresh router task (default file) gets the recorded ones again
         (heal; a drift check only reads)."""
+        self._router_id = info.get("ID") or self._router_id
         rc, out, _err = self._router_exec(["cat", _router.CONF_PATH])
         weights = _router.parse_weights(out) if rc == 0 else None
         if weights is None:
