@@ -76,6 +76,27 @@ def channel_dir():
     return path
 
 
+LOG_KEEP_SECONDS = 7 * 24 * 3600
+
+
+def sweep_old_logs(directory, keep_seconds=LOG_KEEP_SECONDS, now=None):
+    """Remove the logs that relays left after an error (kept for whoever investigates) once they are older than
+    keep_seconds and no relay of theirs is serving; on a shared CI runner they would otherwise pile up forever."""
+    now = time.time() if now is None else now
+    removed = []
+    with contextlib.suppress(OSError):
+        for name in os.listdir(directory):
+            if not name.endswith(".sock.log"):
+                continue
+            log = os.path.join(directory, name)
+            with contextlib.suppress(OSError):
+                if os.path.exists(log[: -len(".log")]) or now - os.lstat(log).st_mtime < keep_seconds:
+                    continue
+                os.unlink(log)
+                removed.append(name)
+    return removed
+
+
 def socket_path(docker, container, user):
     identity = json.dumps(
         [docker, os.environ.get("DOCKER_HOST", ""), os.environ.get("DOCKER_CONTEXT", ""), container, user or ""]
@@ -237,6 +258,8 @@ def _relay_one(conn, agent):
 
 def serve(config):
     path = config["socket"]
+    for name in sweep_old_logs(os.path.dirname(path)):
+        _log(f"removed {name}, a log older than {LOG_KEEP_SECONDS // 86400} days of a relay no longer serving")
     try:
         agent = subprocess.Popen(
             agent_argv(config["docker"], config["container"], config["user"], config["python"]),
