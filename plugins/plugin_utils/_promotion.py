@@ -355,12 +355,13 @@ def fleet_analysis_problem(settings: dict, env: str) -> str | None:
 def _analysis_for(analysis, backend: str):
     """The keys of a shared analysis setting that apply to the backend (a mapping may hold both kinds). With
     `prometheus` (request figures from Prometheus, either backend) the thresholds apply to aws too."""
+    from ansible_collections.immutable.infra.plugins.module_utils.deploy._analysis import ALB_BACKENDS
     from ansible_collections.immutable.infra.plugins.module_utils.deploy._analysis import AWS_KEYS
     from ansible_collections.immutable.infra.plugins.module_utils.deploy._analysis import REQUEST_KEYS
 
     if not isinstance(analysis, dict):
         return analysis
-    if backend in ("aws", "ecs"):
+    if backend in ALB_BACKENDS:
         # with prometheus the log's own keys (count_4xx, access_log) are kept, so validate() refuses them by name
         drop = () if analysis.get("prometheus") else REQUEST_KEYS
     elif backend == "swarm":
