@@ -6,7 +6,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: artifact_diff
-short_description: What changes between two container artifacts, packages and role inputs
+short_description: What changes between two artifacts (containers or AMIs), packages and role inputs
 version_added: 0.3.0
 author:
   - immutable.infra contributors (@immutable-infra)
@@ -15,22 +15,35 @@ description:
     returns the packages added, removed, upgraded and downgraded, with their versions (Debian's version order), and
     the role input files, vars and options that changed between their bakes (from the artifact records'
     C(inputs_manifest), local or kept in the registry; the same sentences a bake prints).
+  - "Two AMI artifacts (an AMI ID, or a region map C({region: ami-...}) as JSON) are compared the same way: each
+    SBOM is read from the S3 object the AMI's tags name and checked against the sha256 in those tags (what
+    M(immutable.infra.bake_ami) stores with C(bake_ami_evidence_bucket)); the record is the local one, else the
+    AMIs' tags (without the role inputs). AWS credentials come from the usual C(AWS_*) environment or profile; see
+    O(region) and O(endpoint_url). A container cannot be compared with an AMI."
   - C(playbooks/diff.yml) runs it between two environments or artifact IDs and prints RV(summary).
   - Read only, never changes anything. An artifact without an SBOM fails the task naming the fix.
 options:
   from_artifact:
-    description: The artifact ID compared from (e.g. what is live), C(<repository>@sha256:<64 hex>).
+    description: The artifact ID compared from (e.g. what is live), C(<repository>@sha256:<64 hex>), or an AMI ID or
+      region map of AMIs (JSON).
     type: str
     required: true
   to_artifact:
-    description: The artifact ID compared to (e.g. the candidate), C(<repository>@sha256:<64 hex>).
+    description: The artifact ID compared to (e.g. the candidate), of the same kind as O(from_artifact).
     type: str
     required: true
   artifacts_dir:
     description: The bakes' artifacts directory; its records and SBOMs are read first, then the registry's.
     type: path
   app:
-    description: The artifact name (C(bake_name)); default the last part of the repository of each ID.
+    description: The artifact name (C(bake_name), for AMIs C(bake_ami_record_name)) whose local records are read;
+      default the last part of the repository of each ID (AMIs - no local record, the AMIs' tags).
+    type: str
+  region:
+    description: For an AMI ID without a region, the region to look it up in (default the C(AWS_REGION)/profile one).
+    type: str
+  endpoint_url:
+    description: For AMIs, another EC2 and S3 endpoint (a test service); default AWS's own.
     type: str
   limit:
     description: At most this many package lines in RV(summary) (the rest are counted).
@@ -71,6 +84,8 @@ from:
   returned: success
   type: dict
   sample: {"id": "127.0.0.1:5000/web@sha256:1f0c...", "sbom": "127.0.0.1:5000/web:sha256-1f0c....sbom", "record": null}
+  # an AMI: {"id": "{\"eu-west-1\": \"ami-0a1b...\"}", "sbom": "s3 (the object named by the AMIs' tags)",
+  #          "record": "ec2:eu-west-1/ami-0a1b..."}
 to:
   description: The artifact compared to, as RV(from).
   returned: success
@@ -121,6 +136,7 @@ import json
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._ami_record import ami_map
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._records import RecordError
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._remote import find_record
 from ansible_collections.immutable.infra.plugins.module_utils.common._http import open_url
@@ -131,6 +147,7 @@ from ansible_collections.immutable.infra.plugins.module_utils.registry._client i
 from ansible_collections.immutable.infra.plugins.module_utils.registry._client import parse_repository
 from ansible_collections.immutable.infra.plugins.module_utils.registry._client import registry_argument_spec
 from ansible_collections.immutable.infra.plugins.module_utils.registry._client import registry_clients
+from ansible_collections.immutable.infra.plugins.module_utils.supply._ami_evidence import EvidenceError
 from ansible_collections.immutable.infra.plugins.module_utils.supply._diff import artifact_diff
 from ansible_collections.immutable.infra.plugins.module_utils.supply._diff import summary_lines
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import SbomError
@@ -142,8 +159,43 @@ ARGUMENT_SPEC = dict(
     artifacts_dir=dict(type="path"),
     app=dict(type="str"),
     limit=dict(type="int", default=50),
+    region=dict(type="str"),
+    endpoint_url=dict(type="str"),
     **registry_argument_spec(),
 )
+
+
+def ami_reader_of(params):
+    """An AmiReader through boto3's usual credentials, O(region) for an AMI ID alone, O(endpoint_url)."""
+    import boto3
+
+    from ansible_collections.immutable.infra.plugins.module_utils.artifact._ami_record import ami_reader
+
+    session = boto3.session.Session()
+
+    def client_for(region, service="ec2"):
+        kwargs = {"region_name": region or params["region"], "endpoint_url": params["endpoint_url"]}
+        return session.client(service, **{key: value for key, value in kwargs.items() if value})
+
+    return ami_reader(client_for)
+
+
+def read_ami_side(module, reader, artifact_id, option):
+    """As read_side, for an AMI artifact: the SBOM from the S3 object its tags name (checked), the record local or
+    from its tags."""
+    params = module.params
+    try:
+        data = reader.sbom(artifact_id)
+        record_where, record = find_record(artifact_id, params["artifacts_dir"], params["app"] or "", None, reader)
+    except (EvidenceError, RecordError) as exc:
+        module.fail_json(msg=f"{option} {artifact_id}: {exc}")
+    if data is None:
+        module.fail_json(
+            msg=f"{option} {artifact_id} has no SBOM: its AMIs carry no evidence tags. Bake it with bake_sbom=true"
+            " (the default) and bake_ami_evidence_bucket set; a cached re-bake of the same inputs adds it"
+        )
+    where = "s3 (the object named by the AMIs' tags)"
+    return {"id": artifact_id, "sbom": where, "record": record_where}, json.loads(data), record
 
 
 def read_side(module, client_for, artifact_id, option):
@@ -174,9 +226,20 @@ def read_side(module, client_for, artifact_id, option):
 
 def run_module(module):
     params = module.params
-    client_for = registry_clients(params, open_url, module.run_command)
-    old_side, old_sbom, old_record = read_side(module, client_for, params["from_artifact"], "from_artifact")
-    new_side, new_sbom, new_record = read_side(module, client_for, params["to_artifact"], "to_artifact")
+    amis = [ami_map(params[option]) is not None for option in ("from_artifact", "to_artifact")]
+    if amis[0] != amis[1]:
+        module.fail_json(
+            msg=f"from_artifact {params['from_artifact']} and to_artifact {params['to_artifact']} are not of one kind"
+            " (a container and an AMI): their packages cannot be compared; give two container IDs or two AMI IDs"
+        )
+    if amis[0]:
+        reader = ami_reader_of(params)
+        old_side, old_sbom, old_record = read_ami_side(module, reader, params["from_artifact"], "from_artifact")
+        new_side, new_sbom, new_record = read_ami_side(module, reader, params["to_artifact"], "to_artifact")
+    else:
+        client_for = registry_clients(params, open_url, module.run_command)
+        old_side, old_sbom, old_record = read_side(module, client_for, params["from_artifact"], "from_artifact")
+        new_side, new_sbom, new_record = read_side(module, client_for, params["to_artifact"], "to_artifact")
     diff = artifact_diff(old_sbom, new_sbom, old_record, new_record)
     module.exit_json(
         changed=False,

@@ -695,3 +695,32 @@ def test_the_package_tree_and_the_full_scan_on_the_builder_list_the_same_package
     assert all(found["by"].endswith("binary-package-cataloger") for found in extra.values()), extra
     sources = {(found["source"], version) for (_name, version, _purl), found in from_tree.items()}
     assert {(name, version) for name, version, _purl in extra} <= sources, extra
+
+
+def test_diff_yml_names_the_packages_that_change_between_two_amis(aws, work, baked, standin_image):
+    """playbooks/diff.yml between the shared bake's AMIs and a second bake whose role installs one more package
+    (built with dpkg-deb on the builder): the SBOMs come from the S3 objects the AMIs' tags name; an AMI against a
+    container is refused by name."""
+    from test_supply_chain_sbom import PACKAGE_TASK
+
+    write_role(work["roles"], "amipkg", PACKAGE_TASK.format(name="probe-ami", version="1.0-1"))
+    app = f"amidiff{time.time_ns() % 10**6}"
+    with stand_in(standin_image) as box:
+        proc = bake(aws, work, app, box=box, extra={"bake_roles": ["probe", "amipkg"]})
+        assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
+    new = latest(work, f"{app}-ami")
+    env = {**AWS_ENV, **FAKE_ENV}
+    sides = {"from": json.dumps(baked["record"]["id"]), "to": json.dumps(new["id"])}
+    settings = {"promotion_aws": {"region": REGION, "endpoint_url": aws["endpoint"]}}
+    diff = REPO_ROOT / "playbooks" / "diff.yml"
+    res = run_playbook(diff, {**sides, **settings}, env=env)
+    assert res.returncode == 0, res.stdout[-3000:]
+    assert said(res, "packages: 1 added, 0 removed, 0 upgraded, 0 downgraded"), res.stdout[-3000:]
+    assert said(res, "+ probe-ami 1.0-1")
+    # one AMI ID alone (its region from promotion_aws.region) gives the same diff
+    alone = {"from": baked["record"]["id"][REGION], "to": new["id"][REGION]}
+    res = run_playbook(diff, {**alone, **settings}, env=env)
+    assert res.returncode == 0 and said(res, "+ probe-ami 1.0-1"), res.stdout[-3000:]
+    container = "127.0.0.1:5000/web@sha256:" + "0" * 64
+    res = run_playbook(diff, {"from": sides["from"], "to": container, **settings}, env=env)
+    assert res.returncode != 0 and said(res, "are not of one kind (a container and an AMI)"), res.stdout[-3000:]
