@@ -84,7 +84,7 @@ from:
   returned: success
   type: dict
   sample: {"id": "127.0.0.1:5000/web@sha256:1f0c...", "sbom": "127.0.0.1:5000/web:sha256-1f0c....sbom", "record": null}
-  # an AMI: {"id": "{\"eu-west-1\": \"ami-0a1b...\"}", "sbom": "s3 (the object named by the AMIs' tags)",
+  # an AMI: {"id": "{\"eu-west-1\": \"ami-0a1b...\"}", "sbom": "s3://evidence/immutable-infra/ami-0a1b.../sbom.cdx.json",
   #          "record": "ec2:eu-west-1/ami-0a1b..."}
 to:
   description: The artifact compared to, as RV(from).
@@ -137,6 +137,7 @@ import json
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._ami_record import ami_map
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._ami_record import boto3_ami_reader
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._records import RecordError
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._remote import find_record
 from ansible_collections.immutable.infra.plugins.module_utils.common._http import open_url
@@ -165,27 +166,12 @@ ARGUMENT_SPEC = dict(
 )
 
 
-def ami_reader_of(params):
-    """An AmiReader through boto3's usual credentials, O(region) for an AMI ID alone, O(endpoint_url)."""
-    import boto3
-
-    from ansible_collections.immutable.infra.plugins.module_utils.artifact._ami_record import ami_reader
-
-    session = boto3.session.Session()
-
-    def client_for(region, service="ec2"):
-        kwargs = {"region_name": region or params["region"], "endpoint_url": params["endpoint_url"]}
-        return session.client(service, **{key: value for key, value in kwargs.items() if value})
-
-    return ami_reader(client_for)
-
-
 def read_ami_side(module, reader, artifact_id, option):
     """As read_side, for an AMI artifact: the SBOM from the S3 object its tags name (checked), the record local or
     from its tags."""
     params = module.params
     try:
-        data = reader.sbom(artifact_id)
+        sbom_where, data = reader.sbom_with_location(artifact_id)
         record_where, record = find_record(artifact_id, params["artifacts_dir"], params["app"] or "", None, reader)
     except (EvidenceError, RecordError) as exc:
         module.fail_json(msg=f"{option} {artifact_id}: {exc}")
@@ -194,8 +180,7 @@ def read_ami_side(module, reader, artifact_id, option):
             msg=f"{option} {artifact_id} has no SBOM: its AMIs carry no evidence tags. Bake it with bake_sbom=true"
             " (the default) and bake_ami_evidence_bucket set; a cached re-bake of the same inputs adds it"
         )
-    where = "s3 (the object named by the AMIs' tags)"
-    return {"id": artifact_id, "sbom": where, "record": record_where}, json.loads(data), record
+    return {"id": artifact_id, "sbom": sbom_where, "record": record_where}, json.loads(data), record
 
 
 def read_side(module, client_for, artifact_id, option):
@@ -233,7 +218,7 @@ def run_module(module):
             " (a container and an AMI): their packages cannot be compared; give two container IDs or two AMI IDs"
         )
     if amis[0]:
-        reader = ami_reader_of(params)
+        reader = boto3_ami_reader(params["region"], params["endpoint_url"])
         old_side, old_sbom, old_record = read_ami_side(module, reader, params["from_artifact"], "from_artifact")
         new_side, new_sbom, new_record = read_ami_side(module, reader, params["to_artifact"], "to_artifact")
     else:

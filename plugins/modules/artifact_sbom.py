@@ -6,7 +6,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: artifact_sbom
-short_description: Read the SBOM of a container artifact by its digest (local copy or the registry)
+short_description: Read the SBOM of an artifact, a container by its digest or an AMI
 version_added: 0.3.0
 author:
   - immutable.infra contributors (@immutable-infra)
@@ -17,6 +17,10 @@ description:
     that digest, else the one kept in the registry beside the image, tag C(sha256-<hex>.sbom).
   - The registry's SBOM is checked before it is used, its blob against its digest and the document against the image
     it must describe. An altered or copied one fails the task naming the tag to remove.
+  - "An AMI artifact (an AMI ID, or a region map C({region: ami-...}) as JSON): the SBOM is the S3 object the AMIs'
+    tags name (what M(immutable.infra.bake_ami) stores with C(bake_ami_evidence_bucket)), checked against the sha256
+    in those tags. AWS credentials come from the usual C(AWS_*) environment or profile; see O(region) and
+    O(endpoint_url)."
   - Read only, never changes anything (but O(dest)).
   - With O(package_tree_from) it reads no SBOM but takes, for the bake, the package tree of a running builder, the
     files syft's image catalogers read for packages (dpkg's database and copyright files, os-release, every Python
@@ -29,8 +33,14 @@ description:
 options:
   image:
     description:
-      - The artifact's ID, C(<repository>@sha256:<64 hex>) (never a tag).
+      - The artifact's ID, C(<repository>@sha256:<64 hex>) (never a tag), or an AMI ID or region map of AMIs (JSON).
       - Required unless O(package_tree_from) is given.
+    type: str
+  region:
+    description: For an AMI ID without a region, the region to look it up in (default the C(AWS_REGION)/profile one).
+    type: str
+  endpoint_url:
+    description: For AMIs, another EC2 and S3 endpoint (a test service); default AWS's own.
     type: str
   package_tree_from:
     description:
@@ -103,7 +113,8 @@ EXAMPLES = r"""
 
 RETURN = r"""
 where:
-  description: Where the SBOM was read, the local file or C(<repository>:sha256-<hex>.sbom).
+  description: Where the SBOM was read, the local file or C(<repository>:sha256-<hex>.sbom); for an AMI
+    C(s3://<bucket>/<prefix>sbom.cdx.json).
   returned: success
   type: str
 sha256:
@@ -164,6 +175,8 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._ami_record import ami_map
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._ami_record import boto3_ami_reader
 from ansible_collections.immutable.infra.plugins.module_utils.common._atomic import atomic_write
 from ansible_collections.immutable.infra.plugins.module_utils.common._http import open_url
 from ansible_collections.immutable.infra.plugins.module_utils.docker._engine import docker_engine
@@ -174,6 +187,7 @@ from ansible_collections.immutable.infra.plugins.module_utils.registry._client i
 from ansible_collections.immutable.infra.plugins.module_utils.registry._client import parse_repository
 from ansible_collections.immutable.infra.plugins.module_utils.registry._client import registry_argument_spec
 from ansible_collections.immutable.infra.plugins.module_utils.registry._client import registry_client
+from ansible_collections.immutable.infra.plugins.module_utils.supply._ami_evidence import EvidenceError
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import SbomError
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import packages
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import read_sbom
@@ -184,6 +198,8 @@ from ansible_collections.immutable.infra.plugins.module_utils.supply._spdx impor
 
 ARGUMENT_SPEC = dict(
     image=dict(type="str"),
+    region=dict(type="str"),
+    endpoint_url=dict(type="str"),
     package_tree_from=dict(type="str"),
     package_tree_dest=dict(type="path"),
     artifacts_dir=dict(type="path"),
@@ -205,19 +221,10 @@ def run_module(module):
     params = module.params
     if params["package_tree_from"]:
         take_tree(module)
-    try:
-        host, _path = parse_repository(params["image"].partition("@")[0])
-        client = registry_client(host, params, open_url, module.run_command)
-        where, data = read_sbom(client, params["image"], params["artifacts_dir"], params["app"])
-    except (SbomError, ImageReferenceError) as exc:
-        module.fail_json(msg=f"cannot read the SBOM of {params['image']}: {exc}")
-    except RegistryError as exc:
-        module.fail_json(msg=f"cannot read the SBOM of {params['image']} from the registry: {exc.message}")
-    if data is None:
-        module.fail_json(
-            msg=f"no SBOM of {params['image']} is kept, neither locally nor in the registry (tag sha256-<hex>.sbom):"
-            " bake it with bake_sbom=true (the default); a cached re-bake of the same inputs adds it"
-        )
+    if ami_map(params["image"]) is not None:
+        where, data = read_ami(module)
+    else:
+        where, data = read_container(module)
     document = json.loads(data)
     sha256 = sha256_of(data)
     listed = packages(document)
@@ -241,6 +248,41 @@ def run_module(module):
     if params["content"]:
         result["sbom"] = document
     module.exit_json(**result)
+
+
+def read_container(module):
+    """(where, bytes) of a container artifact's SBOM: the local copy, else the registry's (checked)."""
+    params = module.params
+    try:
+        host, _path = parse_repository(params["image"].partition("@")[0])
+        client = registry_client(host, params, open_url, module.run_command)
+        where, data = read_sbom(client, params["image"], params["artifacts_dir"], params["app"])
+    except (SbomError, ImageReferenceError) as exc:
+        module.fail_json(msg=f"cannot read the SBOM of {params['image']}: {exc}")
+    except RegistryError as exc:
+        module.fail_json(msg=f"cannot read the SBOM of {params['image']} from the registry: {exc.message}")
+    if data is None:
+        module.fail_json(
+            msg=f"no SBOM of {params['image']} is kept, neither locally nor in the registry (tag sha256-<hex>.sbom):"
+            " bake it with bake_sbom=true (the default); a cached re-bake of the same inputs adds it"
+        )
+    return where, data
+
+
+def read_ami(module):
+    """(where, bytes) of an AMI artifact's SBOM: the S3 object its AMIs' tags name, checked against their sha256."""
+    params = module.params
+    reader = boto3_ami_reader(params["region"], params["endpoint_url"])
+    try:
+        where, data = reader.sbom_with_location(params["image"])
+    except EvidenceError as exc:
+        module.fail_json(msg=f"cannot read the SBOM of {params['image']}: {exc}")
+    if data is None:
+        module.fail_json(
+            msg=f"no SBOM of {params['image']} is kept: its AMIs carry no evidence tags. Bake it with bake_sbom=true"
+            " (the default) and bake_ami_evidence_bucket set; a cached re-bake of the same inputs adds it"
+        )
+    return where, data
 
 
 def take_tree(module):

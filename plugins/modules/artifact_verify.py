@@ -209,17 +209,9 @@ def trusted_keys(entries):
 
 def verify_ami_artifact(params, keys, artifact):
     """(result, where the record came from) of an AMI artifact, through boto3's usual credentials."""
-    import boto3
+    from ansible_collections.immutable.infra.plugins.module_utils.artifact._ami_record import boto3_ami_reader
 
-    from ansible_collections.immutable.infra.plugins.module_utils.artifact._ami_record import ami_reader
-
-    session = boto3.session.Session()
-
-    def client_for(region, service="ec2"):
-        kwargs = {"region_name": region or params["region"], "endpoint_url": params["endpoint_url"]}
-        return session.client(service, **{key: value for key, value in kwargs.items() if value})
-
-    reader = ami_reader(client_for)
+    reader = boto3_ami_reader(params["region"], params["endpoint_url"])
     try:
         where, record = find_record(artifact, params["artifacts_dir"], params["name"] or "", None, reader)
     except RecordError as exc:

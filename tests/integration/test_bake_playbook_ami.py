@@ -697,10 +697,10 @@ def test_the_package_tree_and_the_full_scan_on_the_builder_list_the_same_package
     assert {(name, version) for name, version, _purl in extra} <= sources, extra
 
 
-def test_diff_yml_names_the_packages_that_change_between_two_amis(aws, work, baked, standin_image):
+def test_diff_yml_and_artifact_sbom_read_the_sboms_of_amis(aws, work, baked, standin_image):
     """playbooks/diff.yml between the shared bake's AMIs and a second bake whose role installs one more package
     (built with dpkg-deb on the builder): the SBOMs come from the S3 objects the AMIs' tags name; an AMI against a
-    container is refused by name."""
+    container is refused by name; artifact_sbom fetches an AMI's SBOM the same way."""
     from test_supply_chain_sbom import PACKAGE_TASK
 
     write_role(work["roles"], "amipkg", PACKAGE_TASK.format(name="probe-ami", version="1.0-1"))
@@ -724,3 +724,10 @@ def test_diff_yml_names_the_packages_that_change_between_two_amis(aws, work, bak
     container = "127.0.0.1:5000/web@sha256:" + "0" * 64
     res = run_playbook(diff, {"from": sides["from"], "to": container, **settings}, env=env)
     assert res.returncode != 0 and said(res, "are not of one kind (a container and an AMI)"), res.stdout[-3000:]
+    # artifact_sbom reads the same S3 object, byte for byte, and names where it came from
+    out = work["root"] / f"{app}.cdx.json"
+    fetch = REPO_ROOT / "tests" / "integration" / "playbooks" / "sbom_fetch.yml"
+    res = run_playbook(fetch, {"image": sides["to"], "dest": str(out), "sbom_endpoint_url": aws["endpoint"]}, env=env)
+    assert res.returncode == 0, res.stdout[-3000:]
+    assert out.read_bytes() == evidence_objects(aws, new)["sbom.cdx.json"][0]
+    assert said(res, f"s3://{BUCKET}/immutable-infra/{new['id'][REGION]}/sbom.cdx.json")

@@ -110,7 +110,27 @@ class AmiReader:
 
         return read_ami_sbom(self.ec2_for, self._s3_for, ami_map(artifact_id))
 
+    def sbom_with_location(self, artifact_id):
+        """(s3://bucket/key, bytes) of the SBOM, (None, None) when the AMIs carry no evidence tags."""
+        from ansible_collections.immutable.infra.plugins.module_utils.supply._ami_evidence import read_ami_sbom_at
+
+        return read_ami_sbom_at(self.ec2_for, self._s3_for, ami_map(artifact_id))
+
 
 def ami_reader(ec2_for):
     """read_ami for find_record (and the gate's AMI checks): an AmiReader over ec2_for(region[, service])."""
     return AmiReader(ec2_for)
+
+
+def boto3_ami_reader(region=None, endpoint_url=None):
+    """An AmiReader through boto3's usual credentials (AWS_* environment or profile): region for an AMI ID given
+    without one, endpoint_url for another EC2 and S3 endpoint (the modules' region and endpoint_url options)."""
+    import boto3
+
+    session = boto3.session.Session()
+
+    def client_for(ami_region, service="ec2"):
+        kwargs = {"region_name": ami_region or region, "endpoint_url": endpoint_url}
+        return session.client(service, **{key: value for key, value in kwargs.items() if value})
+
+    return AmiReader(client_for)

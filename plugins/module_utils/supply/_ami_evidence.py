@@ -441,16 +441,21 @@ def verify_ami(ec2_for, s3_for, amis, public_keys, record, require_provenance=Tr
 def read_ami_sbom(ec2_for, s3_for, amis):
     """The SBOM bytes of an AMI artifact (checked against the AMI's tag), None when it has none. EvidenceError when
     the object was replaced or cannot be read."""
+    return read_ami_sbom_at(ec2_for, s3_for, amis)[1]
+
+
+def read_ami_sbom_at(ec2_for, s3_for, amis):
+    """(s3://bucket/key, bytes) of an AMI artifact's SBOM, as read_ami_sbom; (None, None) when it has none."""
     images = _images(ec2_for, amis)
     tags = _same_tags(images)
     if tags is None or not tags[0]:
-        return None
+        return None, None
     tags = {name: tags[index] for index, name in enumerate(EVIDENCE_TAGS)}
     bucket, prefix = split_location(tags[TAG_EVIDENCE])
     data, problem = _object(s3_for(next(iter(images))), bucket, prefix + OBJECTS["sbom"], tags[TAG_SBOM])
     if problem:
         raise EvidenceError(problem)
-    return data
+    return f"s3://{bucket}/{prefix}{OBJECTS['sbom']}", data
 
 
 # -- at bake time -------------------------------------------------------------------------------------------------
