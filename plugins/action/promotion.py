@@ -317,13 +317,19 @@ class ActionModule(InProcessModuleAction):
                     missing.append(host)
             out["fleet"] = {"hosts": hosts, "swaps": swaps}
             if missing:
-                return dict(
-                    out,
-                    failed=True,
-                    msg=f"{app}/{env}: {', '.join(missing)} of {len(hosts)} hosts did not switch to {artifact_id}"
+                msg = (
+                    f"{app}/{env}: {', '.join(missing)} of {len(hosts)} hosts did not switch to {artifact_id}"
                     f" in this run, so the ledger was not updated (a partial rollout is never recorded as live);"
-                    f" switched: {', '.join(swaps) or 'none'}. Run the playbook again once the hosts answer.",
+                    f" switched: {', '.join(swaps) or 'none'}. Run the playbook again once the hosts answer."
                 )
+                # with promotion_max_fail_percentage above 0 the rescue records nothing: a host's analysis abort is
+                # recorded here, as the rescue does with 0 (the first such host, with its verdicts)
+                aborted = [host for host in missing if _analysis_abort(hostvars, host)]
+                if aborted and request["action"] != "rollback":
+                    swap = hostvars[aborted[0]]["fleet_swap"]
+                    out["swap"] = {"msg": str(swap.get("msg") or ""), "analysis": list(swap.get("analysis") or [])}
+                    msg += self._record_abort(params, out, task_vars, host=aborted[0])
+                return dict(out, failed=True, msg=msg)
             check_mode = self._check_mode()
             record = record_of(out["records"], artifact_id)
             with self._timed(out, "env_tag"):
@@ -595,6 +601,15 @@ def _client_for(params):
         return clients[host]
 
     return client_for
+
+
+def _analysis_abort(hostvars, host) -> bool:
+    """Whether the host's bg_swap in this run failed on its analysis (traffic back on its old colour)."""
+    try:
+        swap = hostvars[host].get("fleet_swap")
+    except (KeyError, TypeError, AttributeError):
+        return False
+    return isinstance(swap, dict) and bool(swap.get("failed")) and swap.get("failed_check") == "analysis"
 
 
 def _ami_reader(aws, settings):
