@@ -5,12 +5,13 @@ the webhooks are the loopback HTTP server of test_hooks.py, the task-file hooks 
 One chain for the whole story, so the hosts are set up once: a failing pre-hook touches no host, a failing
 post-hook puts both hosts back and runs the on_rollback hook once, passing hooks receive the documented JSON with
 the hosts, rollback.yml runs the on_rollback hook once, and an analysis that aborts on the first host is recorded
-in the ledger as an abort naming that host.
+in the ledger as an abort naming that host, also when promotion_max_fail_percentage lets the other host carry on.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 import yaml
@@ -140,3 +141,38 @@ def test_hooks_and_the_analysis_abort_on_a_two_host_fleet(fleet_chain, fleet, im
     assert [item["json"]["hook"] for item in received] == ["on_rollback"]
     assert received[0]["json"]["reason"].startswith("fleet rollout failed: ")
     assert received[0]["json"]["hosts"] == hosts
+
+    # 6. promotion_max_fail_percentage 50, both hosts in one batch: h1 gets no request in its window (its analysis
+    # aborts, bg_swap puts it back), h2 answers requests all along (passes, keeps v2). The record step refuses the
+    # partial rollout and records h1's abort; live stays v1
+    set_env(c, "dev", hooks=None, analysis={"window": 2, "min_requests": 5})
+    ledger_before = c.entry("dev")
+    stop = threading.Event()
+
+    def requests_to_h2():
+        while not stop.is_set():
+            try:
+                c.served(h2, "dev")
+            except Exception:  # noqa: BLE001 - a request during the switch may fail; the next one goes on
+                pass
+
+    load = threading.Thread(target=requests_to_h2, daemon=True)
+    load.start()
+    try:
+        res = c.run("deploy.yml", env="dev", artifact=v2, promotion_max_fail_percentage=50, promotion_batch=2)
+    finally:
+        stop.set()
+        load.join(timeout=30)
+    assert res.returncode != 0, show(res)
+    out = flat(res.stdout)
+    assert "h1 of 2 hosts did not switch" in out and "switched: h2" in out, show(res)
+    assert "the abort is recorded in the ledger" in out and "with the analysis on h1" in out, show(res)
+    entry = c.entry("dev")
+    assert (entry["live"], entry["previous"]) == (ledger_before["live"], ledger_before["previous"])
+    abort = entry["history"][-1]
+    assert len(entry["history"]) == len(ledger_before["history"]) + 1
+    assert (abort["action"], abort["id"]) == ("abort", v2)
+    assert abort["reason"].startswith("aborted by its analysis on h1:"), abort
+    assert {verdict["host"] for verdict in abort["evidence"]["analysis"]} == {"h1"}
+    assert [c.served(host, "dev") for host in (h1, h2)] == ["v1", "v2"]
+    assert not c.lock_path("dev").exists()
