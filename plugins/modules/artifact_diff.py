@@ -39,17 +39,12 @@ options:
     description: The artifact name (C(bake_name), for AMIs C(bake_ami_record_name)) whose local records are read;
       default the last part of the repository of each ID (AMIs - no local record, the AMIs' tags).
     type: str
-  region:
-    description: For an AMI ID without a region, the region to look it up in (default the C(AWS_REGION)/profile one).
-    type: str
-  endpoint_url:
-    description: For AMIs, another EC2 and S3 endpoint (a test service); default AWS's own.
-    type: str
   limit:
     description: At most this many package lines in RV(summary) (the rest are counted).
     type: int
     default: 50
 extends_documentation_fragment:
+  - immutable.infra.ami_reader
   - immutable.infra.registry
 attributes:
   check_mode:
@@ -136,6 +131,7 @@ import json
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._ami_record import AMI_READER_ARGUMENT_SPEC
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._ami_record import ami_map
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._ami_record import boto3_ami_reader
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._records import RecordError
@@ -151,6 +147,7 @@ from ansible_collections.immutable.infra.plugins.module_utils.registry._client i
 from ansible_collections.immutable.infra.plugins.module_utils.supply._ami_evidence import EvidenceError
 from ansible_collections.immutable.infra.plugins.module_utils.supply._diff import artifact_diff
 from ansible_collections.immutable.infra.plugins.module_utils.supply._diff import summary_lines
+from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import REBAKE_FOR_SBOM
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import SbomError
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import read_sbom
 
@@ -160,8 +157,7 @@ ARGUMENT_SPEC = dict(
     artifacts_dir=dict(type="path"),
     app=dict(type="str"),
     limit=dict(type="int", default=50),
-    region=dict(type="str"),
-    endpoint_url=dict(type="str"),
+    **AMI_READER_ARGUMENT_SPEC,
     **registry_argument_spec(),
 )
 
@@ -171,15 +167,10 @@ def read_ami_side(module, reader, artifact_id, option):
     from its tags."""
     params = module.params
     try:
-        sbom_where, data = reader.sbom_with_location(artifact_id)
+        sbom_where, data = reader.required_sbom(artifact_id)
         record_where, record = find_record(artifact_id, params["artifacts_dir"], params["app"] or "", None, reader)
     except (EvidenceError, RecordError) as exc:
         module.fail_json(msg=f"{option} {artifact_id}: {exc}")
-    if data is None:
-        module.fail_json(
-            msg=f"{option} {artifact_id} has no SBOM: its AMIs carry no evidence tags. Bake it with bake_sbom=true"
-            " (the default) and bake_ami_evidence_bucket set; a cached re-bake of the same inputs adds it"
-        )
     return {"id": artifact_id, "sbom": sbom_where, "record": record_where}, json.loads(data), record
 
 
@@ -204,7 +195,7 @@ def read_side(module, client_for, artifact_id, option):
     if data is None:
         module.fail_json(
             msg=f"{option} {artifact_id} has no SBOM, neither locally nor in the registry (tag sha256-<hex>.sbom):"
-            " bake it with bake_sbom=true (the default); a cached re-bake of the same inputs adds it"
+            f" {REBAKE_FOR_SBOM}"
         )
     return {"id": artifact_id, "sbom": where, "record": record_where}, json.loads(data), record
 

@@ -36,12 +36,6 @@ options:
       - The artifact's ID, C(<repository>@sha256:<64 hex>) (never a tag), or an AMI ID or region map of AMIs (JSON).
       - Required unless O(package_tree_from) is given.
     type: str
-  region:
-    description: For an AMI ID without a region, the region to look it up in (default the C(AWS_REGION)/profile one).
-    type: str
-  endpoint_url:
-    description: For AMIs, another EC2 and S3 endpoint (a test service); default AWS's own.
-    type: str
   package_tree_from:
     description:
       - The running container (name or ID) whose package tree to take, the bake's builder; needs O(package_tree_dest).
@@ -71,6 +65,7 @@ options:
     choices: [cyclonedx-json, spdx-json]
     default: cyclonedx-json
 extends_documentation_fragment:
+  - immutable.infra.ami_reader
   - immutable.infra.registry
 attributes:
   check_mode:
@@ -175,6 +170,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._ami_record import AMI_READER_ARGUMENT_SPEC
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._ami_record import ami_map
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._ami_record import boto3_ami_reader
 from ansible_collections.immutable.infra.plugins.module_utils.common._atomic import atomic_write
@@ -188,6 +184,7 @@ from ansible_collections.immutable.infra.plugins.module_utils.registry._client i
 from ansible_collections.immutable.infra.plugins.module_utils.registry._client import registry_argument_spec
 from ansible_collections.immutable.infra.plugins.module_utils.registry._client import registry_client
 from ansible_collections.immutable.infra.plugins.module_utils.supply._ami_evidence import EvidenceError
+from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import REBAKE_FOR_SBOM
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import SbomError
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import packages
 from ansible_collections.immutable.infra.plugins.module_utils.supply._sbom import read_sbom
@@ -198,8 +195,7 @@ from ansible_collections.immutable.infra.plugins.module_utils.supply._spdx impor
 
 ARGUMENT_SPEC = dict(
     image=dict(type="str"),
-    region=dict(type="str"),
-    endpoint_url=dict(type="str"),
+    **AMI_READER_ARGUMENT_SPEC,
     package_tree_from=dict(type="str"),
     package_tree_dest=dict(type="path"),
     artifacts_dir=dict(type="path"),
@@ -264,7 +260,7 @@ def read_container(module):
     if data is None:
         module.fail_json(
             msg=f"no SBOM of {params['image']} is kept, neither locally nor in the registry (tag sha256-<hex>.sbom):"
-            " bake it with bake_sbom=true (the default); a cached re-bake of the same inputs adds it"
+            f" {REBAKE_FOR_SBOM}"
         )
     return where, data
 
@@ -274,15 +270,9 @@ def read_ami(module):
     params = module.params
     reader = boto3_ami_reader(params["region"], params["endpoint_url"])
     try:
-        where, data = reader.sbom_with_location(params["image"])
+        return reader.required_sbom(params["image"])
     except EvidenceError as exc:
         module.fail_json(msg=f"cannot read the SBOM of {params['image']}: {exc}")
-    if data is None:
-        module.fail_json(
-            msg=f"no SBOM of {params['image']} is kept: its AMIs carry no evidence tags. Bake it with bake_sbom=true"
-            " (the default) and bake_ami_evidence_bucket set; a cached re-bake of the same inputs adds it"
-        )
-    return where, data
 
 
 def take_tree(module):

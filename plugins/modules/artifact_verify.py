@@ -46,12 +46,6 @@ options:
   name:
     description: The artifact name whose local records are searched; default the repository's last path component.
     type: str
-  region:
-    description: For an AMI ID without a region, the region to look it up in (default the C(AWS_REGION)/profile one).
-    type: str
-  endpoint_url:
-    description: For AMIs, another EC2 and S3 endpoint (a test service); default AWS's own.
-    type: str
   require_provenance:
     description: Also require the provenance attestation (otherwise a missing one is reported, not a problem).
     type: bool
@@ -61,6 +55,7 @@ options:
     type: bool
     default: true
 extends_documentation_fragment:
+  - immutable.infra.ami_reader
   - immutable.infra.registry
 attributes:
   check_mode:
@@ -154,6 +149,7 @@ record:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.immutable.infra.plugins.module_utils.artifact._ami_record import AMI_READER_ARGUMENT_SPEC
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._ami_record import ami_map
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._records import RecordError
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._remote import find_record
@@ -174,8 +170,7 @@ ARGUMENT_SPEC = dict(
     public_keys=dict(type="list", elements="str", required=True),
     artifacts_dir=dict(type="path"),
     name=dict(type="str"),
-    region=dict(type="str"),
-    endpoint_url=dict(type="str"),
+    **AMI_READER_ARGUMENT_SPEC,
     require_provenance=dict(type="bool", default=True),
     fail_on_error=dict(type="bool", default=True),
     **registry_argument_spec(),

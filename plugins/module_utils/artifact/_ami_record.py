@@ -110,16 +110,28 @@ class AmiReader:
 
         return read_ami_sbom(self.ec2_for, self._s3_for, ami_map(artifact_id))
 
-    def sbom_with_location(self, artifact_id):
-        """(s3://bucket/key, bytes) of the SBOM, (None, None) when the AMIs carry no evidence tags."""
+    def required_sbom(self, artifact_id):
+        """(s3://bucket/key, bytes) of the SBOM; EvidenceError when the AMIs carry no evidence tags (saying how to get
+        one), the object was replaced or cannot be read."""
+        from ansible_collections.immutable.infra.plugins.module_utils.supply._ami_evidence import EvidenceError
         from ansible_collections.immutable.infra.plugins.module_utils.supply._ami_evidence import read_ami_sbom_at
 
-        return read_ami_sbom_at(self.ec2_for, self._s3_for, ami_map(artifact_id))
+        where, data = read_ami_sbom_at(self.ec2_for, self._s3_for, ami_map(artifact_id))
+        if data is None:
+            raise EvidenceError(
+                "no SBOM is kept: its AMIs carry no evidence tags. Bake it with bake_sbom=true (the default) and"
+                " bake_ami_evidence_bucket set; a cached re-bake of the same inputs adds it"
+            )
+        return where, data
 
 
 def ami_reader(ec2_for):
     """read_ami for find_record (and the gate's AMI checks): an AmiReader over ec2_for(region[, service])."""
     return AmiReader(ec2_for)
+
+
+# the options of a module that reads AMI artifacts (doc fragment immutable.infra.ami_reader)
+AMI_READER_ARGUMENT_SPEC = dict(region=dict(type="str"), endpoint_url=dict(type="str"))
 
 
 def boto3_ami_reader(region=None, endpoint_url=None):

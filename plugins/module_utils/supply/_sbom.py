@@ -46,6 +46,10 @@ SYFT_FIX = (
 )
 
 
+# how to get an SBOM for an artifact that has none (bake.yml keeps one with every artifact)
+REBAKE_FOR_SBOM = "bake it with bake_sbom=true (the default); a cached re-bake of the same inputs adds it"
+
+
 class SbomError(Exception):
     """No SBOM could be generated, read or stored; the message names the problem and the fix (never a secret)."""
 
