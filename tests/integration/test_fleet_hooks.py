@@ -145,7 +145,7 @@ def test_hooks_and_the_analysis_abort_on_a_two_host_fleet(fleet_chain, fleet, im
     # 6. promotion_max_fail_percentage 50, both hosts in one batch: h1 gets no request in its window (its analysis
     # aborts, bg_swap puts it back), h2 answers requests all along (passes, keeps v2). The record step refuses the
     # partial rollout and records h1's abort; live stays v1
-    set_env(c, "dev", hooks=None, analysis={"window": 2, "min_requests": 5})
+    set_env(c, "dev", hooks=None, analysis={"window": 3, "min_requests": 5})
     ledger_before = c.entry("dev")
     stop = threading.Event()
 
