@@ -137,7 +137,8 @@ auth:
     path: $dir/htpasswd
 EOF
     local pidfile="$dir/registry.pid"
-    if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    # the pid file's process must be this registry: after a reboot or a kill the pid may be another process's
+    if [ -f "$pidfile" ] && tr '\0' ' ' <"/proc/$(cat "$pidfile")/cmdline" 2>/dev/null | grep -qF "serve $dir/config.yml"; then
         log "registry already running on 127.0.0.1:$IMMUTABLE_REGISTRY_PORT (pid $(cat "$pidfile"))"
     else
         if port_in_use "$IMMUTABLE_REGISTRY_PORT"; then

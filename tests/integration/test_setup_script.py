@@ -68,6 +68,33 @@ def test_a_taken_registry_port_is_named_and_nothing_is_started(tmp_path):
     assert not (tmp_path / "state" / "registry" / "registry.pid").exists()
 
 
+def test_a_stale_registry_pid_file_naming_another_process_starts_the_registry(tmp_path):
+    """After a reboot the pid in registry.pid may belong to any process: setup must not take it for the registry."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    state = tmp_path / "state"
+    (state / "registry").mkdir(parents=True)
+    other = subprocess.Popen(["sleep", "300"])
+    started = None
+    try:
+        (state / "registry" / "registry.pid").write_text(f"{other.pid}\n")
+        env = {"IMMUTABLE_STATE_DIR": str(state), "IMMUTABLE_REGISTRY_PORT": str(port),
+               "IMMUTABLE_SETUP_SKIP": "venv docker base_image signing_key"}  # fmt: skip
+        result = run_setup(env)
+        assert result.returncode == 0, result.stderr
+        assert f"registry started on 127.0.0.1:{port}" in result.stderr, result.stderr
+        started = int((state / "registry" / "registry.pid").read_text())
+        assert started != other.pid
+        again = run_setup(env)
+        assert f"registry already running on 127.0.0.1:{port} (pid {started})" in again.stderr, again.stderr
+    finally:
+        other.kill()
+        other.wait()
+        if started:
+            subprocess.run(["kill", str(started)], check=False)
+
+
 def test_a_failing_base_image_build_is_named_and_leaves_nothing(tmp_path):
     image = "immutable-infra/never-built:test"
     result = run_setup(
