@@ -43,6 +43,20 @@ def hosts_state(c, env: str) -> dict:
     return {host.name: (c.containers(host, env), c.served(host, env)) for host in c.groups[env]}
 
 
+def recorded_abort(c, res, ledger_before: dict, artifact: str, host: str) -> dict:
+    """The run said it recorded the abort of `artifact` by `host`'s analysis, and the ledger's one new entry is that
+    abort, with live and previous as before. Returns the entry."""
+    assert "the abort is recorded in the ledger" in flat(res.stdout), show(res)
+    assert f"with the analysis on {host}" in flat(res.stdout), show(res)
+    entry = c.entry("dev")
+    assert (entry["live"], entry["previous"]) == (ledger_before["live"], ledger_before["previous"])
+    assert len(entry["history"]) == len(ledger_before["history"]) + 1
+    abort = entry["history"][-1]
+    assert (abort["action"], abort["id"]) == ("abort", artifact), abort
+    assert abort["reason"].startswith(f"aborted by its analysis on {host}:"), abort
+    return abort
+
+
 @pytest.mark.slow
 def test_hooks_and_the_analysis_abort_on_a_two_host_fleet(fleet_chain, fleet, images, webhooks, tmp_path):  # noqa: F811
     h1, h2 = fleet.hosts[1], fleet.hosts[2]
@@ -126,12 +140,8 @@ def test_hooks_and_the_analysis_abort_on_a_two_host_fleet(fleet_chain, fleet, im
     assert res.returncode != 0, show(res)
     out = flat(res.stdout)
     assert "host h1 failed (analysis at 100% of traffic on" in out and "Never touched: h2" in out, show(res)
-    assert "the abort is recorded in the ledger" in out and "with the analysis on h1" in out, show(res)
-    entry = c.entry("dev")
-    assert (entry["live"], entry["previous"]) == (ledger_before["live"], ledger_before["previous"])
-    abort = entry["history"][-1]
-    assert len(entry["history"]) == len(ledger_before["history"]) + 1
-    assert (abort["action"], abort["id"], abort["verified"]) == ("abort", v2, False)
+    abort = recorded_abort(c, res, ledger_before, v2, "h1")
+    assert abort["verified"] is False
     assert abort["reason"].startswith("aborted by its analysis on h1: analysis at 100% of traffic on")
     verdict = abort["evidence"]["analysis"][-1]
     assert (verdict["host"], verdict["verdict"], verdict["step"]) == ("h1", "inconclusive", 100)
@@ -166,13 +176,7 @@ def test_hooks_and_the_analysis_abort_on_a_two_host_fleet(fleet_chain, fleet, im
     assert res.returncode != 0, show(res)
     out = flat(res.stdout)
     assert "h1 of 2 hosts did not switch" in out and "switched: h2" in out, show(res)
-    assert "the abort is recorded in the ledger" in out and "with the analysis on h1" in out, show(res)
-    entry = c.entry("dev")
-    assert (entry["live"], entry["previous"]) == (ledger_before["live"], ledger_before["previous"])
-    abort = entry["history"][-1]
-    assert len(entry["history"]) == len(ledger_before["history"]) + 1
-    assert (abort["action"], abort["id"]) == ("abort", v2)
-    assert abort["reason"].startswith("aborted by its analysis on h1:"), abort
+    abort = recorded_abort(c, res, ledger_before, v2, "h1")
     assert {verdict["host"] for verdict in abort["evidence"]["analysis"]} == {"h1"}
     assert [c.served(host, "dev") for host in (h1, h2)] == ["v1", "v2"]
     assert not c.lock_path("dev").exists()
