@@ -31,28 +31,8 @@ description:
     200000 files are read, and token shapes are searched only in text files (no NUL byte in the first 8 KiB).
   - A finding names the path and the kind of secret, never the secret itself.
   - Read only; never changes a file. The C(immutable.infra.bake) playbook runs it as the last step of provisioning.
-options:
-  forbidden:
-    description:
-      - Absolute path globs (C(**) matches any depth) of files that must not be in the image, for example
-        V(/etc/app/credentials.json) or V(/opt/app/**/*.key).
-    type: list
-    elements: str
-    default: []
-  allow:
-    description:
-      - Absolute path globs of files that belong in the image although a check flags them (for example a test key
-        shipped on purpose). Matched with C(fnmatch) against the path on the builder.
-    type: list
-    elements: str
-    default: []
-  scan_paths:
-    description:
-      - Directories whose files are searched for private keys, credential-bearing kubeconfigs and token-shaped
-        strings (files up to 1 MiB, symbolic links not followed).
-    type: list
-    elements: str
-    default: [/etc, /root, /home, /opt, /srv, /tmp, /var/tmp, /usr/local/etc]
+extends_documentation_fragment:
+  - immutable.infra.hygiene_rules
 attributes:
   check_mode:
     support: full
@@ -101,18 +81,16 @@ scanned:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.immutable.infra.plugins.module_utils.bake._hygiene import DEFAULT_SCAN_PATHS
 from ansible_collections.immutable.infra.plugins.module_utils.bake._hygiene import HygieneChecker
 from ansible_collections.immutable.infra.plugins.module_utils.bake._hygiene import HygieneError
 from ansible_collections.immutable.infra.plugins.module_utils.bake._hygiene import failure_message
+from ansible_collections.immutable.infra.plugins.module_utils.bake._hygiene import hygiene_argument_spec
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            forbidden=dict(type="list", elements="str", default=[]),
-            allow=dict(type="list", elements="str", default=[]),
-            scan_paths=dict(type="list", elements="str", default=list(DEFAULT_SCAN_PATHS)),
+            **hygiene_argument_spec(),
         ),
         supports_check_mode=True,
     )

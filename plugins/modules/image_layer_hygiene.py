@@ -33,22 +33,8 @@ options:
       - An image in the local Docker engine (name or ID) the checked image is built on; its layers (by their
         uncompressed digest, C(rootfs.diff_ids)) are not checked. Without it every layer is checked.
     type: str
-  forbidden:
-    description: Absolute path globs of files that must not be in any layer, as in M(immutable.infra.image_hygiene).
-    type: list
-    elements: str
-    default: []
-  allow:
-    description: Absolute path globs of files that belong in the image although a rule flags them.
-    type: list
-    elements: str
-    default: []
-  scan_paths:
-    description: Directories whose files are searched for private keys and token-shaped strings.
-    type: list
-    elements: str
-    default: [/etc, /root, /home, /opt, /srv, /tmp, /var/tmp, /usr/local/etc]
 extends_documentation_fragment:
+  - immutable.infra.hygiene_rules
   - immutable.infra.registry
 attributes:
   check_mode:
@@ -109,8 +95,8 @@ findings:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.immutable.infra.plugins.module_utils.bake._hygiene import DEFAULT_SCAN_PATHS
 from ansible_collections.immutable.infra.plugins.module_utils.bake._hygiene import HygieneError
+from ansible_collections.immutable.infra.plugins.module_utils.bake._hygiene import hygiene_argument_spec
 from ansible_collections.immutable.infra.plugins.module_utils.bake._layers import LayerError
 from ansible_collections.immutable.infra.plugins.module_utils.bake._layers import layers_failure_message
 from ansible_collections.immutable.infra.plugins.module_utils.bake._layers import scan_layers
@@ -128,9 +114,7 @@ from ansible_collections.immutable.infra.plugins.module_utils.registry._client i
 ARGUMENT_SPEC = dict(
     image=dict(type="str", required=True),
     base_image=dict(type="str"),
-    forbidden=dict(type="list", elements="str", default=[]),
-    allow=dict(type="list", elements="str", default=[]),
-    scan_paths=dict(type="list", elements="str", default=list(DEFAULT_SCAN_PATHS)),
+    **hygiene_argument_spec(),
     **registry_argument_spec(),
 )
 

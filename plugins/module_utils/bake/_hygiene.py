@@ -66,6 +66,16 @@ MAX_SCAN_BYTES = 1024 * 1024
 MAX_SCAN_FILES = 200_000
 
 
+def hygiene_argument_spec():
+    """The rules' options of image_hygiene and image_layer_hygiene (doc fragment immutable.infra.hygiene_rules);
+    new lists each call, as a module may run in process more than once."""
+    return dict(
+        forbidden=dict(type="list", elements="str", default=[]),
+        allow=dict(type="list", elements="str", default=[]),
+        scan_paths=dict(type="list", elements="str", default=list(DEFAULT_SCAN_PATHS)),
+    )
+
+
 class HygieneError(Exception):
     """The check cannot run (bad option); the message names the option and the fix."""
 
