@@ -301,7 +301,7 @@ class ActionModule(InProcessModuleAction):
         env, app = request["env"], settings["app"]
         lock = self._rollout_lock(settings, env, params)
         try:
-            swaps, missing = {}, []
+            swaps, missing, aborted = {}, [], {}
             hostvars = (task_vars or {}).get("hostvars") or {}
             for host in hosts:
                 try:
@@ -315,6 +315,8 @@ class ActionModule(InProcessModuleAction):
                     swaps[host] = swap
                 else:
                     missing.append(host)
+                    if isinstance(swap, dict) and swap.get("failed") and swap.get("failed_check") == "analysis":
+                        aborted[host] = swap  # its bg_swap failed on its analysis: traffic back on its old colour
             out["fleet"] = {"hosts": hosts, "swaps": swaps}
             if missing:
                 msg = (
@@ -324,11 +326,10 @@ class ActionModule(InProcessModuleAction):
                 )
                 # with promotion_max_fail_percentage above 0 the rescue records nothing: a host's analysis abort is
                 # recorded here, as the rescue does with 0 (the first such host, with its verdicts)
-                aborted = [host for host in missing if _analysis_abort(hostvars, host)]
                 if aborted and request["action"] != "rollback":
-                    swap = hostvars[aborted[0]]["fleet_swap"]
+                    host, swap = next(iter(aborted.items()))
                     out["swap"] = {"msg": str(swap.get("msg") or ""), "analysis": list(swap.get("analysis") or [])}
-                    msg += self._record_abort(params, out, task_vars, host=aborted[0])
+                    msg += self._record_abort(params, out, task_vars, host=host)
                 return dict(out, failed=True, msg=msg)
             check_mode = self._check_mode()
             record = record_of(out["records"], artifact_id)
@@ -601,15 +602,6 @@ def _client_for(params):
         return clients[host]
 
     return client_for
-
-
-def _analysis_abort(hostvars, host) -> bool:
-    """Whether the host's bg_swap in this run failed on its analysis (traffic back on its old colour)."""
-    try:
-        swap = hostvars[host].get("fleet_swap")
-    except (KeyError, TypeError, AttributeError):
-        return False
-    return isinstance(swap, dict) and bool(swap.get("failed")) and swap.get("failed_check") == "analysis"
 
 
 def _ami_reader(aws, settings):

@@ -216,18 +216,13 @@ class SwarmBackend:
             )
         return tasks
 
-    def _failed_tasks(self, name: str) -> list:
-        """Recent task errors of service `name` (shutdown/failed/rejected tasks), newest first."""
+    def _task_errors(self, name: str, ended_only: bool = False) -> list:
+        """The distinct errors of the tasks of service `name`, newest first: with ended_only those of shutdown, failed
+        or rejected tasks only; else a pending task's reason (e.g. "host-mode port already in use") too."""
+        ended = ["--filter", "desired-state=shutdown"] if ended_only else []
         _rc, out, _err = self.run_docker(
-            ["service", "ps", "--no-trunc", "--filter", "desired-state=shutdown", "--format", "{{.Error}}", name],
-            check=False,
+            ["service", "ps", "--no-trunc", *ended, "--format", "{{.Error}}", name], check=False
         )
-        return [line.strip() for line in out.splitlines() if line.strip()]
-
-    def _task_errors(self, name: str) -> list:
-        """The errors of every task of service `name`, newest first: a pending task's reason (e.g. "host-mode port
-        already in use") as well as a failed or rejected one's."""
-        _rc, out, _err = self.run_docker(["service", "ps", "--no-trunc", "--format", "{{.Error}}", name], check=False)
         return list(dict.fromkeys(line.strip() for line in out.splitlines() if line.strip()))
 
     def _router_service_id(self) -> str | None:
@@ -413,7 +408,7 @@ class SwarmBackend:
         tasks = self.tasks(name)
         running = [t for t in tasks if t["state"] == "running"]
         if len(running) < self.replicas:
-            errors = self._failed_tasks(name)
+            errors = self._task_errors(name, ended_only=True)
             fatal = next((e for e in errors if any(m in e.lower() for m in FATAL_TASK_ERRORS)), None)
             states = ", ".join(sorted(t["state"] or "?" for t in tasks)) or "none"
             detail = f"{len(running)} of {self.replicas} tasks of {name} running (tasks: {states})"
