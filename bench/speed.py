@@ -20,9 +20,10 @@ runs after both cold builds.
 
 Prints the medians over --runs runs, each run's figures, the ratios issue 17 sets as targets (from the medians and
 per run: the bakes of one run ran back to back) and, once, the per-step breakdown of an incremental bake
-(ansible.posix.profile_tasks, the 12 slowest tasks). Installs Debian's `packer` with apt-get when it is missing
-(never in the tests). Leaves nothing behind: the bench's containers, images, temporary directories and the
-manifests it pushed are removed at the end (the registry frees the blobs at its own garbage collection).
+(ansible.posix.profile_tasks, the 12 slowest tasks) and of a cold bake under a fresh name (the 20 slowest).
+Installs Debian's `packer` with apt-get when it is missing (never in the tests). Leaves nothing behind: the
+bench's containers, images, temporary directories and the manifests it pushed are removed at the end (the registry
+frees the blobs at its own garbage collection).
 Needs scripts/setup.sh to have run (venv active, Docker Engine, registry, base image).
 """
 
@@ -401,7 +402,7 @@ def main() -> None:
     (context / "index.html.j2").unlink()
     results: dict[str, list[float]] = {}
     apps: list[str] = []
-    breakdown: tuple[float, float, list[tuple[str, float]]] = (0.0, 0.0, [])
+    breakdowns: dict[str, tuple[float, float, list[tuple[str, float]]]] = {}
     try:
         run(
             ["docker", "login", "-u", creds["IMMUTABLE_REGISTRY_USER"], "--password-stdin", REGISTRY],
@@ -419,7 +420,11 @@ def main() -> None:
             print(f"run {index + 1}: " + ", ".join(f"{k} {v:.2f}s" for k, v in got.items()), flush=True)
             if index == args.runs - 1 and not args.no_breakdown:
                 set_release(project, context, "three")
-                breakdown = profile_breakdown(project, write_bake_playbook(project, app), env)
+                breakdowns["incremental"] = profile_breakdown(project, write_bake_playbook(project, app), env)
+                # a cold bake under a fresh name: nothing cached, every step a cold bake takes
+                cold_app = f"speed{uuid.uuid4().hex[:8]}"
+                apps.append(cold_app)
+                breakdowns["cold"] = profile_breakdown(project, write_bake_playbook(project, cold_app), env, top=20)
             clean_up(app, creds, env)
     finally:
         for app in apps:
@@ -428,9 +433,11 @@ def main() -> None:
 
     med = print_table(results, args.runs)
     print_targets(results, med)
-    took, tasks, slowest = breakdown
-    if slowest:
-        print("\nan incremental bake (only the last role changed) per step, ansible.posix.profile_tasks, top 12:")
+    for row, title in (("incremental", "an incremental bake (only the last role changed)"), ("cold", "a cold bake")):
+        if row not in breakdowns:
+            continue
+        took, tasks, slowest = breakdowns[row]
+        print(f"\n{title} per step, ansible.posix.profile_tasks, top {len(slowest)}:")
         for name, seconds in slowest:
             print(f"  {seconds:6.2f} s  {name}")
         print(f"  wall {took:.2f} s: the tasks {tasks:.2f} s, the rest (start-up, plays) {took - tasks:.2f} s")
