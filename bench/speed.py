@@ -15,12 +15,16 @@ Per run (a fresh app name, so nothing is cached from an earlier run):
   last role     only shop_page changed (its defaults): our bake from the cache layer | docker build with its cache,
                 then push (only the new layers)
   nothing       the same inputs again: our no-op re-bake (a cache hit) | docker build with its cache, then push
+  again         shop_page changed once more: the same as "last role", a second time (with --layers split our bake
+                reuses the kept layer the row before made; docs/bake.md)
+--layers split sets bake_artifact_layers: split in the user's playbook; the default leaves it unset.
 In each row docker build goes first in odd runs and our bake in even ones (the apt mirror, the page cache); Packer
 runs after both cold builds.
 
 Prints the medians over --runs runs, each run's figures, the ratios issue 17 sets as targets (from the medians and
-per run: the bakes of one run ran back to back) and, once, the per-step breakdown of an incremental bake
-(ansible.posix.profile_tasks, the 12 slowest tasks) and of a cold bake under a fresh name (the 20 slowest).
+per run: the bakes of one run ran back to back) and, once, the per-step breakdown of one more incremental bake
+(a third change of shop_page; ansible.posix.profile_tasks, the 12 slowest tasks) and of a cold bake under a fresh
+name (the 20 slowest).
 Installs Debian's `packer` with apt-get when it is missing (never in the tests). Leaves nothing behind: the
 bench's containers, images, temporary directories and the manifests it pushed are removed at the end (the registry
 frees the blobs at its own garbage collection).
@@ -141,6 +145,8 @@ INVENTORY = """all:
 TARGETS = [
     ("incremental / docker build+push incremental", "ours_incremental", "docker_incremental_push", 3.0),
     ("incremental / our cold", "ours_incremental", "ours_cold", 0.3),
+    ("again / docker build+push again", "ours_again", "docker_again_push", 3.0),
+    ("again / our cold", "ours_again", "ours_cold", 0.3),
     ("cold / docker build+push cold", "ours_cold", "docker_cold_push", 1.6),
     ("cold / packer", "ours_cold", "packer_cold", 0.6),
 ]
@@ -202,7 +208,7 @@ def set_release(project: Path, context: Path, release: str) -> None:
     (context / "index.html").write_text(page)
 
 
-def write_bake_playbook(project: Path, app: str) -> Path:
+def write_bake_playbook(project: Path, app: str, layers: str = "single") -> Path:
     playbook = project / "bake.yml"
     vars_ = {
         "bake_name": app,
@@ -212,6 +218,8 @@ def write_bake_playbook(project: Path, app: str) -> Path:
         "bake_base_image": BASE,
         "bake_artifacts_dir": str(project / "artifacts"),
     }
+    if layers != "single":  # the default is left to the bake, as a user who does not set it has it
+        vars_["bake_artifact_layers"] = layers
     play = [{"name": "Bake the shop image", "ansible.builtin.import_playbook": "immutable.infra.bake", "vars": vars_}]
     playbook.write_text("---\n" + json.dumps(play, indent=1) + "\n")  # JSON is YAML
     return playbook
@@ -304,7 +312,7 @@ def delete_repository(repo: str, creds: dict[str, str]) -> None:
 
 
 def clean_up(app: str, creds: dict[str, str], env: dict[str, str]) -> None:
-    images = [f"{REGISTRY}/{app}-docker:{tag}" for tag in ("cold", "incremental", "noop")]
+    images = [f"{REGISTRY}/{app}-docker:{tag}" for tag in ("cold", "incremental", "again", "noop")]
     images.append(f"{REGISTRY}/{app}-packer:cold")
     # the bake's cache layers and the artifacts it committed and pushed (tagged <registry>/<app>:fp-…)
     cache = subprocess.run(
@@ -320,10 +328,12 @@ def clean_up(app: str, creds: dict[str, str], env: dict[str, str]) -> None:
         delete_repository(repo, creds)
 
 
-def one_run(project: Path, context: Path, app: str, env: dict[str, str], packer: bool, ours_first: bool) -> dict:
+def one_run(
+    project: Path, context: Path, app: str, env: dict[str, str], packer: bool, ours_first: bool, layers: str
+) -> dict:
     """One run's figures; in each row docker build and our bake take turns to go first, run by run."""
     got: dict[str, float] = {}
-    playbook = write_bake_playbook(project, app)
+    playbook = write_bake_playbook(project, app, layers)
     tag = f"{REGISTRY}/{app}-docker"
 
     def pair(row: str, release: str) -> None:
@@ -344,6 +354,7 @@ def one_run(project: Path, context: Path, app: str, env: dict[str, str], packer:
         got["packer_cold"] = run(["packer", "build", "-color=false", str(template)], env, project)[0]
     pair("noop", "one")  # nothing changed
     pair("incremental", "two")  # only the last role changed
+    pair("again", "three")  # the last role changed again (what a split capture reuses from the row before)
     return got
 
 
@@ -355,7 +366,13 @@ def print_table(results: dict[str, list[float]], runs: int) -> dict[str, float]:
 
     print(f"\nmedians over {runs} runs (wall seconds)")
     print(f"  {'run':<28} {'immutable.infra':>16} {'docker build':>13} {'+ push':>9} {'packer+ansible':>15}")
-    for label, key in (("cold", "cold"), ("only the last role changed", "incremental"), ("nothing changed", "noop")):
+    rows = (
+        ("cold", "cold"),
+        ("only the last role changed", "incremental"),
+        ("the last role changed again", "again"),
+        ("nothing changed", "noop"),
+    )
+    for label, key in rows:
         ours, docker, pushed, packer = (
             cell(name) for name in (f"ours_{key}", f"docker_{key}", f"docker_{key}_push", f"packer_{key}")
         )
@@ -384,6 +401,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--no-packer", action="store_true", help="leave the Packer column out")
     parser.add_argument("--no-breakdown", action="store_true", help="leave the per-step breakdown out")
+    parser.add_argument(
+        "--layers",
+        choices=["single", "split"],
+        default="single",
+        help="our bake's bake_artifact_layers (single: the default, left unset in the user's playbook)",
+    )
     args = parser.parse_args()
 
     if not args.no_packer:
@@ -414,17 +437,21 @@ def main() -> None:
         for index in range(args.runs):
             app = f"speed{uuid.uuid4().hex[:8]}"
             apps.append(app)
-            got = one_run(project, context, app, env, packer=not args.no_packer, ours_first=index % 2 == 1)
+            got = one_run(
+                project, context, app, env, packer=not args.no_packer, ours_first=index % 2 == 1, layers=args.layers
+            )
             for key, value in got.items():
                 results.setdefault(key, []).append(value)
             print(f"run {index + 1}: " + ", ".join(f"{k} {v:.2f}s" for k, v in got.items()), flush=True)
             if index == args.runs - 1 and not args.no_breakdown:
-                set_release(project, context, "three")
-                breakdowns["incremental"] = profile_breakdown(project, write_bake_playbook(project, app), env)
+                set_release(project, context, "four")
+                playbook = write_bake_playbook(project, app, args.layers)
+                breakdowns["incremental"] = profile_breakdown(project, playbook, env)
                 # a cold bake under a fresh name: nothing cached, every step a cold bake takes
                 cold_app = f"speed{uuid.uuid4().hex[:8]}"
                 apps.append(cold_app)
-                breakdowns["cold"] = profile_breakdown(project, write_bake_playbook(project, cold_app), env, top=20)
+                playbook = write_bake_playbook(project, cold_app, args.layers)
+                breakdowns["cold"] = profile_breakdown(project, playbook, env, top=20)
             clean_up(app, creds, env)
     finally:
         for app in apps:

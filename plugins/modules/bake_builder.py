@@ -37,8 +37,14 @@ options:
         role removed are not hidden in a cache layer's blob of the artifact. O(state=absent) removes both
         containers afterwards. The builder needs GNU C(tar). Also returns the image config the roles declared
         (RV(declared_config)).
-      - V(absent) removes the builder container and its squashed copy C(<container>-squash), whichever exist, in
-        one C(docker rm).
+      - With O(split=true), V(squashed) captures a builder started from a cache layer in two layers above
+        O(image) instead, both copies of the builder as it is. The first holds the paths its cache layers changed
+        that the builder did not touch since (kept as the local image C(immutable-infra-cache/<app>:kept-<hex>),
+        reused by a later bake whose builder starts from the same cache layer and touches the same of those paths);
+        the second is C(<container>-squash) from that image with every path the builder touched. Neither layer
+        holds a file the builder no longer has.
+      - V(absent) removes the builder container and its copies C(<container>-squash) and C(<container>-kept),
+        whichever exist, in one C(docker rm).
       - V(swept) removes the builder containers of runs that are gone (of O(app) when given), that is those whose
         owner C(ansible-playbook) process on this host no longer runs, whatever their age, and those without an
         owner on this host once older than O(sweep_min_age) seconds. Builders of a live run are never removed.
@@ -120,6 +126,15 @@ options:
     choices: [engine, overlay2]
     default: engine
     version_added: 0.2.0
+  split:
+    description:
+      - With O(state=squashed), capture a builder started from a cache layer in two layers above O(image), the
+        first of which later bakes of O(app) reuse (see O(state)). Needs O(app) (and O(bake_id) for the labels of
+        the kept image). A builder started from O(image) is captured as it is either way.
+      - C(playbooks/bake.yml) sets it with C(bake_artifact_layers=split) (docs/bake.md).
+    type: bool
+    default: false
+    version_added: 0.3.0
   start_channel:
     description:
       - With O(state=started), also start the relay of the P(immutable.infra.builder#connection) connection to the
@@ -209,8 +224,23 @@ squashed:
   description: Whether a new one-layer container was made (V(false) when the builder started from the base image).
   returned: when O(state=squashed)
   type: bool
+split:
+  description: >-
+    Whether the capture was split into a kept layer and a top layer
+    (O(split=true), a builder from a cache layer).
+  returned: when O(state=squashed) and RV(squashed) is V(true) and O(split=true)
+  type: bool
+kept_image:
+  description: The local image of the kept layer the capture built on.
+  returned: when RV(split) is V(true), not in check mode
+  type: str
+  sample: immutable-infra-cache/web:kept-5d1c...
+kept_reused:
+  description: Whether the kept layer's image existed already (nothing copied or committed for it).
+  returned: when RV(split) is V(true), not in check mode
+  type: bool
 paths:
-  description: Number of paths copied into the squashed container.
+  description: Number of paths copied into the squashed container (with O(split=true), into its top layer).
   returned: when O(state=squashed) and RV(squashed) is V(true)
   type: int
 removed_paths:
@@ -291,6 +321,7 @@ ARGUMENT_SPEC = dict(
     keep=dict(type="int", default=6),
     prune=dict(type="bool", default=False),
     change_listing=dict(type="str", default="engine", choices=list(CHANGE_LISTINGS)),
+    split=dict(type="bool", default=False),
     # used by the action plugin, not by the module (see DOCUMENTATION)
     start_channel=dict(type="bool", default=False),
     owner_pid=dict(type="int"),
@@ -330,7 +361,10 @@ def run_module(module):
                 p["app"], container, p["layer"]["role"], p["layer"]["fingerprint"], p["bake_id"]
             )
         elif p["state"] == "squashed":
-            result = manager.squash(container, p["image"])
+            if p["split"] and not p["app"]:
+                module.fail_json(msg="split=true needs app: the kept layer's image is kept under the app's name")
+            split_app = p["app"] if p["split"] else None
+            result = manager.squash(container, p["image"], split_app=split_app, bake_id=p["bake_id"])
         elif p["state"] == "absent":
             if not container:
                 module.fail_json(msg="state=absent needs container, or app and bake_id to name the builder")

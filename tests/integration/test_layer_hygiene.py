@@ -8,11 +8,15 @@ by whiteouts: the check finds them there, naming the layer, while the merged fil
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import shutil
 import subprocess
+import tarfile
 import tempfile
+import urllib.request
 
 import pytest
 from conftest import REPO_ROOT
@@ -96,6 +100,93 @@ def test_a_secret_removed_by_a_later_role_is_in_no_layer_of_the_pushed_image(reg
         scanned = [layer for layer in result["layers"] if layer["scanned"]]
         assert len(scanned) == 1 and scanned[0]["files"] > 0  # one layer above the base, and it was read
         assert all(not layer["scanned"] for layer in result["layers"][: len(result["layers"]) - 1])
+    finally:
+        subprocess.run(
+            f"docker images -q --filter label=io.immutable-infra.app={app} | xargs -r docker rmi -f",
+            shell=True, capture_output=True, check=False,
+        )  # fmt: skip
+
+
+def layer_names(registry, image, digest) -> set[str]:
+    """The paths in one layer blob of image (repository@digest) in the registry."""
+    repository = image.split("/", 1)[1].split("@", 1)[0]
+    request = urllib.request.Request(f"{registry['url']}/v2/{repository}/blobs/{digest}")
+    login = base64.b64encode(f"{registry['username']}:{registry['password']}".encode()).decode()
+    request.add_header("Authorization", f"Basic {login}")
+    with urllib.request.urlopen(request, timeout=60) as answer, tarfile.open(fileobj=io.BytesIO(answer.read())) as tar:
+        return {"/" + name.lstrip("./") for name in tar.getnames()}
+
+
+def test_split_layers_hold_no_removed_secret_and_a_repeated_bake_reuses_the_kept_layer(registry, base_image, tmp_path):
+    """bake_artifact_layers=split: the cached role's layer is kept and reused, each layer a copy of the checked
+    builder. The early role plants the secrets (and a file the later role rewrites, and one it leaves); the later role
+    removes them: in no layer of either pushed image, and the rewritten file only in the top layer."""
+    roles = tmp_path / "roles"
+    plant = PLANT_SH + " && echo kept > /opt/app/keep.txt && echo release=0 > /etc/app/shop.ini"
+
+    def later_role(release: str) -> None:
+        command = f"{REMOVE_SH} && echo release={release} > /etc/app/shop.ini && echo {release} > /srv/page"
+        task = [{"name": "lh_remove files", "ansible.builtin.shell": command, "changed_when": True}]
+        (roles / "lh_remove" / "tasks").mkdir(parents=True, exist_ok=True)
+        (roles / "lh_remove" / "tasks" / "main.yml").write_text("---\n" + json.dumps(task) + "\n")
+
+    (roles / "lh_plant" / "tasks").mkdir(parents=True)
+    task = [{"name": "lh_plant files", "ansible.builtin.shell": plant, "changed_when": True}]
+    (roles / "lh_plant" / "tasks" / "main.yml").write_text("---\n" + json.dumps(task) + "\n")
+    app = f"split-{os.urandom(4).hex()}"
+    env = {
+        "ANSIBLE_ROLES_PATH": str(roles),
+        "IMMUTABLE_REGISTRY_USER": registry["username"],
+        "IMMUTABLE_REGISTRY_PASSWORD": registry["password"],
+        "IMMUTABLE_ARTIFACTS_DIR": str(tmp_path / "artifacts"),
+    }
+    extra = {
+        "bake_name": app,
+        "bake_roles": ["lh_plant", "lh_remove"],
+        "bake_registry": registry["address"],
+        "bake_sbom": False,
+        "bake_artifact_layers": "split",
+    }
+    above_base = {}
+    try:
+        for release in ("1", "2", "3"):
+            later_role(release)
+            res = run_playbook(BAKE, extra, env=env)
+            assert res.returncode == 0, res.stdout[-3000:]
+            record = json.loads((tmp_path / "artifacts" / app / "latest.json").read_text())
+            run = layer_check(registry, record["id"], base_image=base_image)
+            assert run.returncode == 0, run.stdout[-3000:]
+            result = result_of(run)
+            assert result["findings"] == []
+            above_base[release] = [layer for layer in result["layers"] if layer["scanned"]]
+            merged = subprocess.run(
+                ["docker", "run", "--rm", "--entrypoint", "sh", record["id"], "-c",
+                 "cat /opt/app/keep.txt /etc/app/shop.ini /srv/page; ls -A /opt/app; ls -A /etc/app;"
+                 " [ -e /root/.bash_history ] || echo no-history"],
+                capture_output=True, text=True, check=True,
+            ).stdout  # fmt: skip
+            assert merged.split() == ["kept", f"release={release}", release, "keep.txt", "shop.ini", "no-history"]
+
+        # the first bake started from the base: one layer; the next two from lh_plant's cache layer: two layers,
+        # the first of them the same blob (kept locally, already in the registry), the top one new
+        assert len(above_base["1"]) == 1
+        assert len(above_base["2"]) == len(above_base["3"]) == 2
+        assert above_base["2"][0]["digest"] == above_base["3"][0]["digest"]
+        assert above_base["2"][1]["digest"] != above_base["3"][1]["digest"]
+        kept = layer_names(registry, record["id"], above_base["3"][0]["digest"])
+        top = layer_names(registry, record["id"], above_base["3"][1]["digest"])
+        assert "/opt/app/keep.txt" in kept and "/opt/app/keep.txt" not in top
+        assert "/etc/app/shop.ini" in top and "/etc/app/shop.ini" not in kept  # rewritten later: the top only
+        assert not {"/opt/app/deploy_key", "/etc/app/env", "/root/.bash_history"} & (kept | top)
+        kept_images = subprocess.run(
+            ["docker", "images", "-q", f"immutable-infra-cache/{app}:kept-*"],
+            capture_output=True, text=True, check=True,
+        ).stdout.split()  # fmt: skip
+        assert len(set(kept_images)) == 1
+
+        extra["bake_artifact_layers"] = "both"
+        res = run_playbook(BAKE, extra, env=env)
+        assert res.returncode != 0 and "bake_artifact_layers is both: use single" in res.stdout, res.stdout[-3000:]
     finally:
         subprocess.run(
             f"docker images -q --filter label=io.immutable-infra.app={app} | xargs -r docker rmi -f",

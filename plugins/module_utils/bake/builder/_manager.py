@@ -36,6 +36,7 @@ from ansible_collections.immutable.infra.plugins.module_utils.bake.builder._file
 from ansible_collections.immutable.infra.plugins.module_utils.bake.builder._files import write_change_list
 from ansible_collections.immutable.infra.plugins.module_utils.bake.builder._owners import plan_sweep
 from ansible_collections.immutable.infra.plugins.module_utils.bake.builder._owners import process_start
+from ansible_collections.immutable.infra.plugins.module_utils.bake.builder._split import SplitCapture
 from ansible_collections.immutable.infra.plugins.module_utils.bake.builder._squash import Squash
 from ansible_collections.immutable.infra.plugins.module_utils.docker._interface import DockerError
 
@@ -196,14 +197,24 @@ class BuilderManager:
             self.docker.tag(image_id, ref)
         return {"changed": True, "image": ref}
 
-    def squash(self, container, base_image):
+    def squash(self, container, base_image, split_app=None, bake_id=None):
         """The container to capture, with the builder's whole filesystem in one layer above the base image
-        (_squash.py)."""
-        return Squash(self, container, base_image).run()
+        (_squash.py); with split_app, a builder started from a cache layer in two, the first kept for later bakes
+        of that app (_split.py)."""
+        squash = Squash(self, container, base_image)
+        if not split_app:
+            return squash.run()
+        validate_app(split_app)
+        builder, base = squash.inspect_builder_and_base()
+        if builder.get("Image") == base.get("Id"):
+            return squash.builder_as_it_is()
+        return SplitCapture(self, container, base_image, split_app).run(builder, bake_id or "split")
 
     def remove(self, container):
-        """Remove the builder and its squashed copy (<container>-squash), whichever exist, in one removal."""
-        existing = [name for name in (container, f"{container}-squash") if self.docker.container_exists(name)]
+        """Remove the builder and its copies (<container>-squash, and -kept of a split capture), whichever exist,
+        in one removal."""
+        copies = (container, f"{container}-squash", f"{container}-kept")
+        existing = [name for name in copies if self.docker.container_exists(name)]
         if existing and not self.check_mode:
             self.docker.remove_containers(existing)
         return {"changed": bool(existing), "container": container, "removed": existing}
