@@ -120,12 +120,14 @@ def layer_names(registry, image, digest) -> set[str]:
 def test_split_layers_hold_no_removed_secret_and_a_repeated_bake_reuses_the_kept_layer(registry, base_image, tmp_path):
     """bake_artifact_layers=split: the cached role's layer is kept and reused, each layer a copy of the checked
     builder. The early role plants the secrets (and a file the later role rewrites, and one it leaves); the later role
-    removes them: in no layer of either pushed image, and the rewritten file only in the top layer."""
+    removes them (and a base file): in no layer of either pushed image, and the rewritten file only in the top
+    layer."""
     roles = tmp_path / "roles"
     plant = PLANT_SH + " && echo kept > /opt/app/keep.txt && echo release=0 > /etc/app/shop.ini"
 
     def later_role(release: str) -> None:
-        command = f"{REMOVE_SH} && echo release={release} > /etc/app/shop.ini && echo {release} > /srv/page"
+        command = f"{REMOVE_SH} && rm -f /etc/motd && echo release={release} > /etc/app/shop.ini"
+        command += f" && echo {release} > /srv/page"
         task = [{"name": "lh_remove files", "ansible.builtin.shell": command, "changed_when": True}]
         (roles / "lh_remove" / "tasks").mkdir(parents=True, exist_ok=True)
         (roles / "lh_remove" / "tasks" / "main.yml").write_text("---\n" + json.dumps(task) + "\n")
@@ -162,10 +164,11 @@ def test_split_layers_hold_no_removed_secret_and_a_repeated_bake_reuses_the_kept
             merged = subprocess.run(
                 ["docker", "run", "--rm", "--entrypoint", "sh", record["id"], "-c",
                  "cat /opt/app/keep.txt /etc/app/shop.ini /srv/page; ls -A /opt/app; ls -A /etc/app;"
-                 " [ -e /root/.bash_history ] || echo no-history"],
+                 " [ -e /root/.bash_history ] || echo no-history; [ -e /etc/motd ] || echo no-motd"],
                 capture_output=True, text=True, check=True,
             ).stdout  # fmt: skip
-            assert merged.split() == ["kept", f"release={release}", release, "keep.txt", "shop.ini", "no-history"]
+            expected = ["kept", f"release={release}", release, "keep.txt", "shop.ini", "no-history", "no-motd"]
+            assert merged.split() == expected, merged  # a base file the later role removed is gone too
 
         # the first bake started from the base: one layer; the next two from lh_plant's cache layer: two layers,
         # the first of them the same blob (kept locally, already in the registry), the top one new

@@ -16,6 +16,10 @@ builder as it is now (sealed, its merged view checked by the hygiene check), nev
 - the top layer, a container from the kept image: every path the builder touched (with its parents), and none it
   removed.
 
+A base path the builder removed is removed in the kept layer already (it is part of the key), so the top copy
+normally needs no removal, and then it is only created, never started: copying in and committing need no running
+container.
+
 A file the seal or a later role removed was touched, so it is not in the kept layer, and it is gone, so it is not in
 the top one: every file of either layer is a file of the checked merged view, as with the one-layer squash.
 """
@@ -23,6 +27,7 @@ the top one: every file of either layer is a file of the checked merged view, as
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import LABEL_APP
 from ansible_collections.immutable.infra.plugins.module_utils.artifact._contract import LABEL_BAKE_ID
@@ -50,11 +55,15 @@ def split_paths(cached, touched):
     return with_parents(kept), with_parents(touched)
 
 
-def kept_key(cache_image_id, cached, touched):
-    """What the kept layer's content depends on: the cache layer, and which of its paths the builder touched."""
+def kept_key(cache_image_id, cached, touched, removed_roots=()):
+    """What the kept layer's content depends on: the cache layer, which of its paths the builder touched, and the
+    topmost paths the builder removed (removed in the kept layer too where the base has them)."""
     overlap = sorted(set(cached) & set(touched) - {CHANGES_FILE})
     digest = hashlib.sha256(str(cache_image_id).encode())
     for path in overlap:
+        digest.update(b"\0" + path.encode("utf-8", "surrogateescape"))
+    digest.update(b"\0\0")
+    for path in sorted(removed_roots):
         digest.update(b"\0" + path.encode("utf-8", "surrogateescape"))
     return digest.hexdigest()
 
@@ -81,29 +90,33 @@ class SplitCapture:
         result = {"changed": True, "container": self.copy, "squashed": True, "split": True, "declared_config": []}
         if self.manager.check_mode:
             return result
-        touched, _removed = self.manager.listing.container_changes(self.container, builder)
-        cached, result["declared_config"] = read_builder_files(self.docker, self.container)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            reading = pool.submit(read_builder_files, self.docker, self.container)
+            touched, _removed = self.manager.listing.container_changes(self.container, builder)
+            cached, result["declared_config"] = reading.result()
         if not cached:
             raise BuilderError(
                 f"builder {self.container} started from a cache layer without its list of changed paths"
                 f" ({CHANGES_FILE}): remove the app's immutable-infra-cache images and bake again"
             )
         kept_paths, top_paths = split_paths(cached, touched)
-        ref = kept_ref(self.app, kept_key(builder.get("Image"), cached, touched))
+        top_gone = missing_paths(self.docker, self.container, top_paths) if top_paths else set()
+        ref = kept_ref(self.app, kept_key(builder.get("Image"), cached, touched, removal_roots(top_gone)))
         result["kept_image"] = ref
         result["kept_reused"] = self.docker.image_id(ref) is not None
         if not result["kept_reused"]:
-            self.make_kept_image(kept_paths, ref, bake_id)
+            self.make_kept_image(kept_paths, top_gone, ref, bake_id)
         self.manager.start(self.app, bake_id, ref, [], name=self.copy, use_cache=False, create_only=True)
-        result["paths"], result["removed_paths"] = self.fill(self.copy, top_paths)
+        result["paths"], result["removed_paths"] = self.fill(self.copy, top_paths, top_gone)
         return result
 
-    def make_kept_image(self, paths, ref, bake_id):
+    def make_kept_image(self, paths, top_gone, ref, bake_id):
         self.manager.start(
             self.app, bake_id, self.base_image, [], name=self.kept_copy, use_cache=False, create_only=True
         )
         try:
-            self.fill(self.kept_copy, paths)
+            gone = missing_paths(self.docker, self.container, paths) if paths else set()
+            self.fill(self.kept_copy, paths, gone | top_gone)
             # only labels the top copy's own (a builder's) replace, so none of them reaches the artifact
             changes = [
                 f"LABEL {LABEL_KIND}=cache",
@@ -116,10 +129,9 @@ class SplitCapture:
         finally:
             self.docker.remove_container(self.kept_copy)
 
-    def fill(self, target, paths):
+    def fill(self, target, paths, gone):
         """Copy into target (created, not started) those of the paths the builder has, and remove from it those it
-        no longer has; (copied, removed) counts."""
-        gone = missing_paths(self.docker, self.container, paths) if paths else set()
+        no longer has (gone) where target has them; (copied, removed) counts."""
         present = [path.lstrip("/") for path in paths if path not in gone]
         in_target = self.engine.may_be_in_base(removal_roots(gone), None, target) if gone else []
         try:

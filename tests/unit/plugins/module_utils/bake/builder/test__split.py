@@ -37,8 +37,10 @@ def test_a_kept_path_under_a_touched_directory_keeps_its_parents_in_the_kept_lay
     assert kept == ["/srv", "/srv/shop", "/srv/shop/conf"]
 
 
-def test_the_kept_key_depends_on_the_cache_layer_and_the_touched_cached_paths_only():
+def test_the_kept_key_depends_on_the_cache_layer_the_touched_cached_paths_and_the_removals_only():
     key = kept_key(CACHE_ID, CACHED, TOUCHED)
+    # a base path the builder removed is removed in the kept layer too: another removal, another kept layer
+    assert kept_key(CACHE_ID, CACHED, TOUCHED, ["/var/log/apt"]) != key
     # paths touched that the cache layers never changed (a page, a log) do not change what the kept layer holds
     assert kept_key(CACHE_ID, CACHED, TOUCHED + ["/var/log/new.log"]) == key
     assert kept_key(CACHE_ID, CACHED, [p for p in TOUCHED if p != "/etc/shop.ini"]) != key
