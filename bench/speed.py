@@ -15,15 +15,16 @@ Per run (a fresh app name, so nothing is cached from an earlier run):
   last role     only shop_page changed (its defaults): our bake from the cache layer | docker build with its cache,
                 then push (only the new layers)
   nothing       the same inputs again: our no-op re-bake (a cache hit) | docker build with its cache, then push
-  again         shop_page changed once more: the same as "last role", a second time (with --layers split our bake
-                reuses the kept layer the row before made; docs/bake.md)
---layers split sets bake_artifact_layers: split in the user's playbook; the default leaves it unset.
+  again         shop_page changed once more: the same as "last role", a second time
+  split first   shop_page changed, our bake with bake_artifact_layers: split in the user's playbook (the rows above
+                leave it unset, its default): it makes the kept layer (docs/bake.md, "Two layers: split")
+  split again   shop_page changed once more, split: the kept layer is reused, only the top layer is made and pushed
 In each row docker build goes first in odd runs and our bake in even ones (the apt mirror, the page cache); Packer
 runs after both cold builds.
 
 Prints the medians over --runs runs, each run's figures, the ratios issue 17 sets as targets (from the medians and
 per run: the bakes of one run ran back to back) and, once, the per-step breakdown of one more incremental bake
-(a third change of shop_page; ansible.posix.profile_tasks, the 12 slowest tasks) and of a cold bake under a fresh
+each way (single and split; ansible.posix.profile_tasks, the 12 slowest tasks) and of a cold bake under a fresh
 name (the 20 slowest).
 Installs Debian's `packer` with apt-get when it is missing (never in the tests). Leaves nothing behind: the
 bench's containers, images, temporary directories and the manifests it pushed are removed at the end (the registry
@@ -147,6 +148,8 @@ TARGETS = [
     ("incremental / our cold", "ours_incremental", "ours_cold", 0.3),
     ("again / docker build+push again", "ours_again", "docker_again_push", 3.0),
     ("again / our cold", "ours_again", "ours_cold", 0.3),
+    ("split again / docker build+push again", "ours_split_again", "docker_split_again_push", 3.0),
+    ("split again / our cold", "ours_split_again", "ours_cold", 0.3),
     ("cold / docker build+push cold", "ours_cold", "docker_cold_push", 1.6),
     ("cold / packer", "ours_cold", "packer_cold", 0.6),
 ]
@@ -208,7 +211,7 @@ def set_release(project: Path, context: Path, release: str) -> None:
     (context / "index.html").write_text(page)
 
 
-def write_bake_playbook(project: Path, app: str, layers: str = "single") -> Path:
+def write_bake_playbook(project: Path, app: str, split: bool = False) -> Path:
     playbook = project / "bake.yml"
     vars_ = {
         "bake_name": app,
@@ -218,8 +221,8 @@ def write_bake_playbook(project: Path, app: str, layers: str = "single") -> Path
         "bake_base_image": BASE,
         "bake_artifacts_dir": str(project / "artifacts"),
     }
-    if layers != "single":  # the default is left to the bake, as a user who does not set it has it
-        vars_["bake_artifact_layers"] = layers
+    if split:  # else the default is left to the bake, as a user who does not set it has it
+        vars_["bake_artifact_layers"] = "split"
     play = [{"name": "Bake the shop image", "ansible.builtin.import_playbook": "immutable.infra.bake", "vars": vars_}]
     playbook.write_text("---\n" + json.dumps(play, indent=1) + "\n")  # JSON is YAML
     return playbook
@@ -312,7 +315,8 @@ def delete_repository(repo: str, creds: dict[str, str]) -> None:
 
 
 def clean_up(app: str, creds: dict[str, str], env: dict[str, str]) -> None:
-    images = [f"{REGISTRY}/{app}-docker:{tag}" for tag in ("cold", "incremental", "again", "noop")]
+    rows = ("cold", "incremental", "again", "split_first", "split_again", "noop")
+    images = [f"{REGISTRY}/{app}-docker:{tag}" for tag in rows]
     images.append(f"{REGISTRY}/{app}-packer:cold")
     # the bake's cache layers and the artifacts it committed and pushed (tagged <registry>/<app>:fp-…)
     cache = subprocess.run(
@@ -328,12 +332,10 @@ def clean_up(app: str, creds: dict[str, str], env: dict[str, str]) -> None:
         delete_repository(repo, creds)
 
 
-def one_run(
-    project: Path, context: Path, app: str, env: dict[str, str], packer: bool, ours_first: bool, layers: str
-) -> dict:
+def one_run(project: Path, context: Path, app: str, env: dict[str, str], packer: bool, ours_first: bool) -> dict:
     """One run's figures; in each row docker build and our bake take turns to go first, run by run."""
     got: dict[str, float] = {}
-    playbook = write_bake_playbook(project, app, layers)
+    playbook = write_bake_playbook(project, app)
     tag = f"{REGISTRY}/{app}-docker"
 
     def pair(row: str, release: str) -> None:
@@ -354,7 +356,10 @@ def one_run(
         got["packer_cold"] = run(["packer", "build", "-color=false", str(template)], env, project)[0]
     pair("noop", "one")  # nothing changed
     pair("incremental", "two")  # only the last role changed
-    pair("again", "three")  # the last role changed again (what a split capture reuses from the row before)
+    pair("again", "three")  # the last role changed again
+    playbook = write_bake_playbook(project, app, split=True)
+    pair("split_first", "four")  # the same change with bake_artifact_layers: split, which makes the kept layer
+    pair("split_again", "five")  # and once more: the kept layer reused
     return got
 
 
@@ -370,6 +375,8 @@ def print_table(results: dict[str, list[float]], runs: int) -> dict[str, float]:
         ("cold", "cold"),
         ("only the last role changed", "incremental"),
         ("the last role changed again", "again"),
+        ("the last role changed, split: first", "split_first"),
+        ("the last role changed, split: again", "split_again"),
         ("nothing changed", "noop"),
     )
     for label, key in rows:
@@ -401,12 +408,6 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--no-packer", action="store_true", help="leave the Packer column out")
     parser.add_argument("--no-breakdown", action="store_true", help="leave the per-step breakdown out")
-    parser.add_argument(
-        "--layers",
-        choices=["single", "split"],
-        default="single",
-        help="our bake's bake_artifact_layers (single: the default, left unset in the user's playbook)",
-    )
     args = parser.parse_args()
 
     if not args.no_packer:
@@ -437,21 +438,20 @@ def main() -> None:
         for index in range(args.runs):
             app = f"speed{uuid.uuid4().hex[:8]}"
             apps.append(app)
-            got = one_run(
-                project, context, app, env, packer=not args.no_packer, ours_first=index % 2 == 1, layers=args.layers
-            )
+            got = one_run(project, context, app, env, packer=not args.no_packer, ours_first=index % 2 == 1)
             for key, value in got.items():
                 results.setdefault(key, []).append(value)
             print(f"run {index + 1}: " + ", ".join(f"{k} {v:.2f}s" for k, v in got.items()), flush=True)
             if index == args.runs - 1 and not args.no_breakdown:
-                set_release(project, context, "four")
-                playbook = write_bake_playbook(project, app, args.layers)
-                breakdowns["incremental"] = profile_breakdown(project, playbook, env)
+                set_release(project, context, "six")
+                breakdowns["incremental"] = profile_breakdown(project, write_bake_playbook(project, app), env)
+                set_release(project, context, "seven")
+                playbook = write_bake_playbook(project, app, split=True)
+                breakdowns["split"] = profile_breakdown(project, playbook, env)
                 # a cold bake under a fresh name: nothing cached, every step a cold bake takes
                 cold_app = f"speed{uuid.uuid4().hex[:8]}"
                 apps.append(cold_app)
-                playbook = write_bake_playbook(project, cold_app, args.layers)
-                breakdowns["cold"] = profile_breakdown(project, playbook, env, top=20)
+                breakdowns["cold"] = profile_breakdown(project, write_bake_playbook(project, cold_app), env, top=20)
             clean_up(app, creds, env)
     finally:
         for app in apps:
@@ -460,7 +460,12 @@ def main() -> None:
 
     med = print_table(results, args.runs)
     print_targets(results, med)
-    for row, title in (("incremental", "an incremental bake (only the last role changed)"), ("cold", "a cold bake")):
+    titles = (
+        ("incremental", "an incremental bake (only the last role changed)"),
+        ("split", "an incremental bake with bake_artifact_layers: split, its kept layer reused"),
+        ("cold", "a cold bake"),
+    )
+    for row, title in titles:
         if row not in breakdowns:
             continue
         took, tasks, slowest = breakdowns[row]
