@@ -370,7 +370,7 @@ def print_table(results: dict[str, list[float]], runs: int) -> dict[str, float]:
         return f"{med[key]:6.2f} s" if key in med else "     —  "
 
     print(f"\nmedians over {runs} runs (wall seconds)")
-    print(f"  {'run':<28} {'immutable.infra':>16} {'docker build':>13} {'+ push':>9} {'packer+ansible':>15}")
+    print(f"  {'run':<36} {'immutable.infra':>16} {'docker build':>13} {'+ push':>9} {'packer+ansible':>15}")
     rows = (
         ("cold", "cold"),
         ("only the last role changed", "incremental"),
@@ -383,7 +383,7 @@ def print_table(results: dict[str, list[float]], runs: int) -> dict[str, float]:
         ours, docker, pushed, packer = (
             cell(name) for name in (f"ours_{key}", f"docker_{key}", f"docker_{key}_push", f"packer_{key}")
         )
-        print(f"  {label:<28} {ours:>16} {docker:>13} {pushed:>9} {packer:>15}")
+        print(f"  {label:<36} {ours:>16} {docker:>13} {pushed:>9} {packer:>15}")
     return med
 
 
