@@ -60,15 +60,18 @@ def result_of(run) -> dict:
     return json.loads(run.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
 
 
-def test_a_secret_removed_by_a_later_role_is_in_no_layer_of_the_pushed_image(registry, base_image, tmp_path):
-    roles = tmp_path / "roles"
-    for role, command in (("lh_plant", PLANT_SH), ("lh_remove", REMOVE_SH)):
-        (roles / role / "tasks").mkdir(parents=True)
-        task = [{"name": f"{role} files", "ansible.builtin.shell": command, "changed_when": True}]
-        (roles / role / "tasks" / "main.yml").write_text("---\n" + json.dumps(task) + "\n")
-    app = f"layers-{os.urandom(4).hex()}"
+def shell_role(roles, role: str, command: str) -> None:
+    """(Re)write role `role` under roles as one shell task running command."""
+    task = [{"name": f"{role} files", "ansible.builtin.shell": command, "changed_when": True}]
+    (roles / role / "tasks").mkdir(parents=True, exist_ok=True)
+    (roles / role / "tasks" / "main.yml").write_text("---\n" + json.dumps(task) + "\n")
+
+
+def plant_then_remove_bake(registry, tmp_path, prefix: str) -> tuple[str, dict, dict]:
+    """(app, env, extra vars) of a bake of lh_plant then lh_remove from tmp_path/roles into the registry."""
+    app = f"{prefix}-{os.urandom(4).hex()}"
     env = {
-        "ANSIBLE_ROLES_PATH": str(roles),
+        "ANSIBLE_ROLES_PATH": str(tmp_path / "roles"),
         "IMMUTABLE_REGISTRY_USER": registry["username"],
         "IMMUTABLE_REGISTRY_PASSWORD": registry["password"],
         "IMMUTABLE_ARTIFACTS_DIR": str(tmp_path / "artifacts"),
@@ -79,15 +82,20 @@ def test_a_secret_removed_by_a_later_role_is_in_no_layer_of_the_pushed_image(reg
         "bake_registry": registry["address"],
         "bake_sbom": False,
     }
+    return app, env, extra
+
+
+def test_a_secret_removed_by_a_later_role_is_in_no_layer_of_the_pushed_image(registry, base_image, tmp_path):
+    roles = tmp_path / "roles"
+    for role, command in (("lh_plant", PLANT_SH), ("lh_remove", REMOVE_SH)):
+        shell_role(roles, role, command)
+    app, env, extra = plant_then_remove_bake(registry, tmp_path, "layers")
     try:
         res = run_playbook(BAKE, extra, env=env)
         assert res.returncode == 0, res.stdout[-3000:]
         # the later role changed: the next bake starts from the early role's cache layer (kept locally, never
         # pushed), which holds the key; what it pushes must not
-        task = [
-            {"name": "lh_remove files", "ansible.builtin.shell": REMOVE_SH + " && touch /srv/v2", "changed_when": True}
-        ]
-        (roles / "lh_remove" / "tasks" / "main.yml").write_text("---\n" + json.dumps(task) + "\n")
+        shell_role(roles, "lh_remove", REMOVE_SH + " && touch /srv/v2")
         res = run_playbook(BAKE, extra, env=env)
         assert res.returncode == 0, res.stdout[-3000:]
         record = json.loads((tmp_path / "artifacts" / app / "latest.json").read_text())
@@ -114,7 +122,7 @@ def layer_names(registry, image, digest) -> set[str]:
     login = base64.b64encode(f"{registry['username']}:{registry['password']}".encode()).decode()
     request.add_header("Authorization", f"Basic {login}")
     with urllib.request.urlopen(request, timeout=60) as answer, tarfile.open(fileobj=io.BytesIO(answer.read())) as tar:
-        return {"/" + name.lstrip("./") for name in tar.getnames()}
+        return {"/" + name.removeprefix("./").lstrip("/") for name in tar.getnames()}
 
 
 def test_split_layers_hold_no_removed_secret_and_a_repeated_bake_reuses_the_kept_layer(registry, base_image, tmp_path):
@@ -124,35 +132,14 @@ def test_split_layers_hold_no_removed_secret_and_a_repeated_bake_reuses_the_kept
     layer."""
     roles = tmp_path / "roles"
     plant = PLANT_SH + " && echo kept > /opt/app/keep.txt && echo release=0 > /etc/app/shop.ini"
-
-    def later_role(release: str) -> None:
-        command = f"{REMOVE_SH} && rm -f /etc/motd && echo release={release} > /etc/app/shop.ini"
-        command += f" && echo {release} > /srv/page"
-        task = [{"name": "lh_remove files", "ansible.builtin.shell": command, "changed_when": True}]
-        (roles / "lh_remove" / "tasks").mkdir(parents=True, exist_ok=True)
-        (roles / "lh_remove" / "tasks" / "main.yml").write_text("---\n" + json.dumps(task) + "\n")
-
-    (roles / "lh_plant" / "tasks").mkdir(parents=True)
-    task = [{"name": "lh_plant files", "ansible.builtin.shell": plant, "changed_when": True}]
-    (roles / "lh_plant" / "tasks" / "main.yml").write_text("---\n" + json.dumps(task) + "\n")
-    app = f"split-{os.urandom(4).hex()}"
-    env = {
-        "ANSIBLE_ROLES_PATH": str(roles),
-        "IMMUTABLE_REGISTRY_USER": registry["username"],
-        "IMMUTABLE_REGISTRY_PASSWORD": registry["password"],
-        "IMMUTABLE_ARTIFACTS_DIR": str(tmp_path / "artifacts"),
-    }
-    extra = {
-        "bake_name": app,
-        "bake_roles": ["lh_plant", "lh_remove"],
-        "bake_registry": registry["address"],
-        "bake_sbom": False,
-        "bake_artifact_layers": "split",
-    }
+    shell_role(roles, "lh_plant", plant)
+    app, env, extra = plant_then_remove_bake(registry, tmp_path, "split")
+    extra["bake_artifact_layers"] = "split"
     above_base = {}
     try:
         for release in ("1", "2", "3"):
-            later_role(release)
+            command = f"{REMOVE_SH} && rm -f /etc/motd && echo release={release} > /etc/app/shop.ini"
+            shell_role(roles, "lh_remove", command + f" && echo {release} > /srv/page")
             res = run_playbook(BAKE, extra, env=env)
             assert res.returncode == 0, res.stdout[-3000:]
             record = json.loads((tmp_path / "artifacts" / app / "latest.json").read_text())
