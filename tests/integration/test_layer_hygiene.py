@@ -8,7 +8,6 @@ by whiteouts: the check finds them there, naming the layer, while the merged fil
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import os
@@ -22,6 +21,7 @@ import pytest
 from conftest import REPO_ROOT
 from conftest import ansible_env
 from conftest import run_playbook
+from test_bake_container import basic_auth
 
 BAKE = REPO_ROOT / "playbooks" / "bake.yml"
 KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\\nb3BlbnNzaC1rZXktdjEAAAA\\n-----END OPENSSH PRIVATE KEY-----\\n"
@@ -119,8 +119,7 @@ def layer_names(registry, image, digest) -> set[str]:
     """The paths in one layer blob of image (repository@digest) in the registry."""
     repository = image.split("/", 1)[1].split("@", 1)[0]
     request = urllib.request.Request(f"{registry['url']}/v2/{repository}/blobs/{digest}")
-    login = base64.b64encode(f"{registry['username']}:{registry['password']}".encode()).decode()
-    request.add_header("Authorization", f"Basic {login}")
+    request.add_header("Authorization", basic_auth(registry))
     with urllib.request.urlopen(request, timeout=60) as answer, tarfile.open(fileobj=io.BytesIO(answer.read())) as tar:
         return {"/" + name.removeprefix("./").lstrip("/") for name in tar.getnames()}
 
