@@ -457,14 +457,14 @@ def main() -> None:
                 results.setdefault(key, []).append(value)
             print(f"run {index + 1}: " + ", ".join(f"{k} {v:.2f}s" for k, v in got.items()), flush=True)
             if index == args.runs - 1 and not args.no_breakdown:
-                set_release(project, context, "eight")
-                breakdowns["incremental"] = profile_breakdown(project, write_bake_playbook(project, app), env)
-                set_release(project, context, "nine")
-                playbook = write_bake_playbook(project, app, split=True)
-                breakdowns["split"] = profile_breakdown(project, playbook, env)
-                set_release(project, context, "ten")
-                playbook = write_bake_playbook(project, app, split=True, overlay2=True)
-                breakdowns["split_overlay2"] = profile_breakdown(project, playbook, env)
+                for row, release, split, overlay2 in (
+                    ("incremental", "eight", False, False),
+                    ("split", "nine", True, False),
+                    ("split_overlay2", "ten", True, True),
+                ):
+                    set_release(project, context, release)
+                    playbook = write_bake_playbook(project, app, split=split, overlay2=overlay2)
+                    breakdowns[row] = profile_breakdown(project, playbook, env)
                 # a cold bake under a fresh name: nothing cached, every step a cold bake takes
                 cold_app = f"speed{uuid.uuid4().hex[:8]}"
                 apps.append(cold_app)
